@@ -1,0 +1,401 @@
+"""Parse QAPI schema files into expressions that remember where they came from.
+
+First stage of the `schema` package (parse → check → model → readers). It knows the
+syntax only: QAPI's JSON-like language with `#` comments and `##` doc comments,
+`include` and `pragma` directives. It accepts the 2.11 dialect and the 1.x one (the
+latter spells struct `'type'` and writes `'gen': 'no'`); both quote styles are read.
+What the expressions mean is `schema.model`'s business.
+
+Errors read `file:line:col: message` like QEMU's `scripts/qapi.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class SourceInfo:
+    """Where an expression starts, and the include chain that led there."""
+
+    file: str
+    line: int
+    parent: SourceInfo | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    def include_path(self) -> str:
+        text = ""
+        parent = self.parent
+        while parent is not None:
+            text = f"In file included from {parent.file}:{parent.line}:\n" + text
+            parent = parent.parent
+        return text
+
+
+class QAPIError(Exception):
+    """A schema file is malformed. `str()` gives QEMU-style `file:line: msg`."""
+
+    def __init__(self, info: SourceInfo | None, msg: str, col: int | None = None,
+                 context: str | None = None) -> None:
+        super().__init__(msg)
+        self.info = info
+        self.msg = msg
+        self.col = col
+        self.context = context
+
+    def __str__(self) -> str:
+        if self.info is None:
+            return self.msg
+        loc = f"{self.info.file}:{self.info.line}"
+        if self.col is not None:
+            loc += f":{self.col}"
+        context = f" In {self.context}:" if self.context else ""
+        return f"{self.info.include_path()}{loc}:{context} {self.msg}"
+
+
+@attrs.frozen
+class Doc:
+    """A `##` doc comment: its symbol, free text and per-member sections."""
+
+    symbol: str | None
+    body: str
+    args: tuple[tuple[str, str], ...]
+    sections: tuple[tuple[str, str], ...]
+    info: SourceInfo
+
+    def arg(self, name: str) -> str | None:
+        return next((text for n, text in self.args if n == name), None)
+
+
+@attrs.frozen
+class Expression:
+    """One top-level definition, as parsed (an ordered dict of plain values)."""
+
+    expr: dict[str, Any]
+    info: SourceInfo
+    doc: Doc | None = None
+
+
+@attrs.frozen
+class ParsedFiles:
+    """Everything read from a main schema file and what it includes."""
+
+    exprs: tuple[Expression, ...]
+    pragmas: tuple[tuple[str, Any, SourceInfo], ...]
+    files: tuple[str, ...]
+
+
+_TOKEN = re.compile(
+    r"""
+      (?P<nl>\n)
+    | (?P<ws>[ \t\r\f\v]+)
+    | (?P<comment>\#[^\n]*)
+    | (?P<punct>[{}:,\[\]])
+    | '(?P<sq>(?:[^'\\\n]|\\.)*)'
+    | "(?P<dq>(?:[^"\\\n]|\\.)*)"
+    | (?P<kw>true|false|null)
+    | (?P<bad>.)
+    """,
+    re.VERBOSE,
+)
+_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)")
+_SIMPLE_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",
+                   "\\": "\\", "/": "/", "'": "'", '"': '"'}
+
+
+class _Tokens:
+    """A token stream over one file's text, with line and column tracking."""
+
+    def __init__(self, text: str, fname: str, parent: SourceInfo | None) -> None:
+        if not text.endswith("\n"):
+            text += "\n"
+        self.text = text
+        self.fname = fname
+        self.parent = parent
+        self.line = 1
+        self.line_start = 0
+        self._it = _TOKEN.finditer(text)
+        self.kind = ""
+        self.val: Any = None
+        self.pos = 0
+        self.advance()
+
+    def error(self, msg: str) -> QAPIError:
+        col = 1
+        for ch in self.text[self.line_start:self.pos]:
+            col = (col + 7) % 8 + 1 if ch == "\t" else col + 1
+        return QAPIError(SourceInfo(self.fname, self.line, self.parent), msg, col=col)
+
+    def info(self) -> SourceInfo:
+        return SourceInfo(self.fname, self.line, self.parent)
+
+    def advance(self, keep_comments: bool = False) -> None:
+        """Move to the next significant token; `#` comments are kept on request."""
+        for m in self._it:
+            group = m.lastgroup
+            self.pos = m.start()
+            if group == "nl":
+                self.line += 1
+                self.line_start = m.end()
+                continue
+            if group == "ws":
+                continue
+            if group == "comment":
+                if keep_comments or m.group().startswith("##"):
+                    self.kind, self.val = "#", m.group()
+                    return
+                continue
+            if group == "punct":
+                self.kind, self.val = m.group(), None
+                return
+            if group in ("sq", "dq"):
+                self.kind = "'"
+                self.val = self._unescape(m.group(group))
+                return
+            if group == "kw":
+                word = m.group()
+                self.kind = "kw"
+                self.val = {"true": True, "false": False, "null": None}[word]
+                return
+            ch = m.group()
+            if ch in "'\"":
+                raise self.error("Missing terminating \"'\"")
+            raise self.error(f'Stray "{ch}"')
+        self.kind, self.val = "", None
+
+    def _unescape(self, raw: str) -> str:
+        if "\\" not in raw:
+            return raw
+
+        def one(m: re.Match[str]) -> str:
+            esc = m.group(1)
+            if esc[0] == "u":
+                value = int(esc[1:], 16)
+                if not value or value > 0x7F:
+                    raise self.error("For now, \\u escape only supports non-zero "
+                                     "values up to \\u007f")
+                return chr(value)
+            if esc in _SIMPLE_ESCAPES:
+                return _SIMPLE_ESCAPES[esc]
+            if esc == "u":
+                raise self.error("\\u escape needs 4 hex digits")
+            raise self.error(f"Unknown escape \\{esc}")
+
+        return _ESCAPE.sub(one, raw)
+
+
+def _is_value_start(tok: _Tokens) -> bool:
+    return tok.kind in ("{", "[", "'", "kw")
+
+
+def _get_expr(tok: _Tokens, nested: bool) -> Any:
+    if tok.kind != "{" and not nested:
+        raise tok.error('Expected "{"')
+    if tok.kind == "{":
+        tok.advance()
+        return _get_members(tok)
+    if tok.kind == "[":
+        tok.advance()
+        return _get_values(tok)
+    if tok.kind in ("'", "kw"):
+        val = tok.val
+        tok.advance()
+        return val
+    raise tok.error('Expected "{", "[", string, boolean or "null"')
+
+
+def _get_members(tok: _Tokens) -> dict[str, Any]:
+    expr: dict[str, Any] = {}
+    if tok.kind == "}":
+        tok.advance()
+        return expr
+    if tok.kind != "'":
+        raise tok.error('Expected string or "}"')
+    while True:
+        key = tok.val
+        tok.advance()
+        if tok.kind != ":":
+            raise tok.error('Expected ":"')
+        tok.advance()
+        if key in expr:
+            raise tok.error(f'Duplicate key "{key}"')
+        expr[key] = _get_expr(tok, True)
+        if tok.kind == "}":
+            tok.advance()
+            return expr
+        if tok.kind != ",":
+            raise tok.error('Expected "," or "}"')
+        tok.advance()
+        if tok.kind != "'":
+            raise tok.error("Expected string")
+
+
+def _get_values(tok: _Tokens) -> list[Any]:
+    values: list[Any] = []
+    if tok.kind == "]":
+        tok.advance()
+        return values
+    if not _is_value_start(tok):
+        raise tok.error('Expected "{", "[", "]", string, boolean or "null"')
+    while True:
+        values.append(_get_expr(tok, True))
+        if tok.kind == "]":
+            tok.advance()
+            return values
+        if tok.kind != ",":
+            raise tok.error('Expected "," or "]"')
+        tok.advance()
+
+
+_SECTION_NAMES = ("Returns:", "Since:", "Note:", "Notes:", "Example:", "Examples:", "TODO:")
+
+
+def _get_doc(tok: _Tokens) -> Doc:
+    """Read a `##` ... `##` doc comment (the current token is its opening line)."""
+    info = tok.info()
+    if tok.val != "##":
+        raise tok.error("Junk after '##' at start of documentation comment")
+    symbol: str | None = None
+    body: list[str] = []
+    args: list[tuple[str, list[str]]] = []
+    sections: list[tuple[str, list[str]]] = []
+    current: list[str] = body
+    tok.advance(keep_comments=True)
+    while tok.kind == "#":
+        line: str = tok.val
+        if line.startswith("##"):
+            if line != "##":
+                raise tok.error("Junk after '##' at end of documentation comment")
+            tok.advance()
+            return Doc(
+                symbol=symbol,
+                body="\n".join(body).strip(),
+                args=tuple((n, "\n".join(t).strip()) for n, t in args),
+                sections=tuple((n, "\n".join(t).strip()) for n, t in sections),
+                info=info,
+            )
+        text = line[1:]
+        if text.startswith(" "):
+            text = text[1:]
+        elif text:
+            raise tok.error("Missing space after #")
+        if symbol is None and not body and text.startswith("@"):
+            if not text.endswith(":"):
+                raise tok.error("Line should end with :")
+            symbol = text[1:-1]
+            if not symbol:
+                raise tok.error("Invalid name")
+        elif symbol is not None:
+            word = text.split(" ", 1)[0]
+            if word.startswith("@") and word.endswith(":") and len(word) > 2 and not sections:
+                current = []
+                args.append((word[1:-1], current))
+                text = text[len(word) + 1:]
+            elif word in _SECTION_NAMES:
+                current = []
+                sections.append((word[:-1], current))
+                text = text[len(word) + 1:]
+            current.append(text)
+        else:
+            body.append(text)
+        tok.advance(keep_comments=True)
+    raise tok.error("Documentation comment must end with '##'")
+
+
+def parse_file(path: str | os.PathLike[str], *, display_name: str | None = None,
+               with_docs: bool = True) -> ParsedFiles:
+    """Parse a main schema file and, recursively, the files it includes.
+
+    `display_name` is how the file is named in positions (default: the path as
+    given); included files are named relative to it, as QEMU names them. A file
+    included a second time is skipped, as QEMU skips it.
+    """
+    state = _State(with_docs)
+    state.parse_file(Path(path), display_name or os.fspath(path), None, ())
+    return ParsedFiles(tuple(state.exprs), tuple(state.pragmas), tuple(state.seen))
+
+
+def parse_text(text: str, fname: str = "<string>", *, with_docs: bool = True) -> ParsedFiles:
+    """Parse schema text that includes nothing (for tests)."""
+    state = _State(with_docs)
+    state.parse_stream(_Tokens(text, fname, None), None, ())
+    return ParsedFiles(tuple(state.exprs), tuple(state.pragmas), (fname,))
+
+
+class _State:
+    def __init__(self, with_docs: bool) -> None:
+        self.with_docs = with_docs
+        self.exprs: list[Expression] = []
+        self.pragmas: list[tuple[str, Any, SourceInfo]] = []
+        self.seen: list[str] = []
+
+    def parse_file(self, path: Path, fname: str, parent: SourceInfo | None,
+                   chain: tuple[str, ...]) -> None:
+        absolute = os.path.abspath(path)
+        self.seen.append(absolute)
+        text = path.read_text(encoding="utf-8")
+        self.parse_stream(_Tokens(text, fname, parent), path, (*chain, absolute))
+
+    def parse_stream(self, tok: _Tokens, path: Path | None, chain: tuple[str, ...]) -> None:
+        doc: Doc | None = None
+        while tok.kind:
+            info = tok.info()
+            if tok.kind == "#":
+                _reject_expr_doc(doc)
+                doc = _get_doc(tok)
+                continue
+            expr = _get_expr(tok, False)
+            if "include" in expr:
+                _reject_expr_doc(doc)
+                if len(expr) != 1:
+                    raise QAPIError(info, "Invalid 'include' directive")
+                include = expr["include"]
+                if not isinstance(include, str):
+                    raise QAPIError(info, "Value of 'include' must be a string")
+                if path is None:
+                    raise QAPIError(info, "'include' is not possible in schema text")
+                self.include(include, info, path, chain)
+            elif "pragma" in expr:
+                _reject_expr_doc(doc)
+                if len(expr) != 1:
+                    raise QAPIError(info, "Invalid 'pragma' directive")
+                pragma = expr["pragma"]
+                if not isinstance(pragma, dict):
+                    raise QAPIError(info, "Value of 'pragma' must be a dictionary")
+                for name, value in pragma.items():
+                    self.pragmas.append((name, value, info))
+            else:
+                if doc is not None and doc.symbol is None:
+                    raise QAPIError(doc.info, "Expression documentation required")
+                self.exprs.append(Expression(expr, info, doc if self.with_docs else None))
+            doc = None
+        _reject_expr_doc(doc)
+
+    def include(self, include: str, info: SourceInfo, path: Path,
+                chain: tuple[str, ...]) -> None:
+        target = path.parent / include
+        absolute = os.path.abspath(target)
+        if absolute in chain:
+            raise QAPIError(info, f"Inclusion loop for {include}")
+        if absolute in self.seen:
+            return
+        if not target.is_file():
+            try:
+                target.open(encoding="utf-8").close()
+            except OSError as e:
+                raise QAPIError(info, f"{e.strerror}: {include}") from None
+        display = os.path.join(os.path.dirname(info.file), include)
+        self.parse_file(target, display, info, chain)
+
+
+def _reject_expr_doc(doc: Doc | None) -> None:
+    if doc is not None and doc.symbol is not None:
+        raise QAPIError(doc.info, f"Documentation for '{doc.symbol}' is not followed "
+                                  "by the definition")
