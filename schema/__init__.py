@@ -6,3 +6,31 @@ model, and every other piece reads that model: the argument visitor, the introsp
 reply, the reply/event checker, the Hypothesis strategies. The schema is a value that
 callers load and pass around, never a module global.
 """
+
+from schema.errors import (
+    CommandNotFound,
+    DeviceNotActive,
+    DeviceNotFound,
+    GenericError,
+    KVMMissingCap,
+    QMPError,
+)
+from schema.loader import DEFAULT_PERSONA, PERSONAS, load_schema
+from schema.model import Command, Event, Schema
+from schema.parser import QAPIError
+
+__all__ = [
+    "DEFAULT_PERSONA",
+    "PERSONAS",
+    "Command",
+    "CommandNotFound",
+    "DeviceNotActive",
+    "DeviceNotFound",
+    "Event",
+    "GenericError",
+    "KVMMissingCap",
+    "QAPIError",
+    "QMPError",
+    "Schema",
+    "load_schema",
+]

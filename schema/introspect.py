@@ -83,12 +83,11 @@ def introspect(schema: Schema) -> list[dict[str, Any]]:
             out.append(_sorted_dict(name="[" + element + "]", meta_type="array",
                                     element_type=element))
         elif isinstance(t, AlternateType):
-            members = [{"type": use(v.type)} for v in t.variants]
             out.append(_sorted_dict(name=masked(t.name), meta_type="alternate",
-                                    members=members))
+                                    members=[{"type": use(v.type)} for v in t.variants]))
         elif isinstance(t, ObjectType):
             assert t.members is not None
-            members = []
+            members: list[dict[str, Any]] = []
             for m in t.members:
                 if m.optional:
                     members.append({"default": None, "name": m.name, "type": use(m.type)})

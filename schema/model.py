@@ -607,6 +607,8 @@ class Schema:
     pragmas: dict[str, Any]
     legacy: bool
     files: tuple[str, ...] = ()
+    source_files: tuple[str, ...] = ()
+    _introspection: list[dict[str, Any]] | None = None
 
     def __repr__(self) -> str:
         return (f"<Schema {len(self.commands)} commands, {len(self.events)} events, "
@@ -622,6 +624,14 @@ class Schema:
 
     def types(self) -> Iterator[Type]:
         return (e for e in self.entities.values() if isinstance(e, Type))
+
+    def introspection(self) -> list[dict[str, Any]]:
+        """The `query-qmp-schema` reply (computed once per schema value)."""
+        if self._introspection is None:
+            from schema.introspect import introspect
+
+            self._introspection = introspect(self)
+        return self._introspection
 
     def counts(self) -> dict[str, int]:
         """Explicit definitions by kind, as the seed README counts them."""

@@ -1,0 +1,180 @@
+"""The output side of the schema: check a reply or event against its declared type.
+
+A reader of `schema.model`, playing the part of QEMU's output visitor: it walks a
+command's return value (or an event's data) by the declared type, reports the path
+of the first mismatch, and rebuilds every object with its members inserted in schema
+order (base members, own members, then the active branch's), absent optional members
+left out. That insertion order is what the wire serializer turns into QEMU's hash
+order (`qmp-protocol.md` §13), so handlers may build their dicts in any order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schema.jsontypes import JSONValue
+from schema.model import (
+    AlternateType,
+    ArrayType,
+    BuiltinType,
+    Command,
+    EnumType,
+    Event,
+    Member,
+    ObjectType,
+    Type,
+)
+
+_INT_RANGES = {
+    "int": (-(2**63), 2**63 - 1), "int64": (-(2**63), 2**63 - 1),
+    "int8": (-(2**7), 2**7 - 1), "int16": (-(2**15), 2**15 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "uint8": (0, 2**8 - 1), "uint16": (0, 2**16 - 1), "uint32": (0, 2**32 - 1),
+    "uint64": (0, 2**64 - 1), "size": (0, 2**64 - 1),
+}
+
+
+class OutputMismatch(Exception):
+    """A reply or event does not conform to the schema. `path` locates the culprit."""
+
+    def __init__(self, path: str, msg: str) -> None:
+        super().__init__(f"{path}: {msg}")
+        self.path = path
+        self.msg = msg
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def check_value(typ: Type, value: Any, path: str) -> JSONValue:
+    """Check `value` against `typ`; return it with objects in schema member order."""
+    if isinstance(typ, BuiltinType):
+        return _check_builtin(typ.name, value, path)
+    if isinstance(typ, EnumType):
+        if not isinstance(value, str) or value not in typ.values:
+            raise OutputMismatch(path, f"{value!r} is not a value of enum {typ.name}")
+        return value
+    if isinstance(typ, ArrayType):
+        if not isinstance(value, (list, tuple)):
+            raise OutputMismatch(path, f"expected an array, got {_json_kind(value)}")
+        return [check_value(typ.element, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(typ, ObjectType):
+        if not isinstance(value, dict):
+            raise OutputMismatch(path, f"expected an object ({typ.name}), "
+                                       f"got {_json_kind(value)}")
+        return check_object(typ, value, path)
+    if isinstance(typ, AlternateType):
+        kind = _json_kind(value)
+        for v in typ.variants:
+            branch = v.type
+            want = "object" if isinstance(branch, ObjectType) else \
+                "string" if isinstance(branch, EnumType) else \
+                {"string": "string", "boolean": "boolean", "null": "null",
+                 "number": "number", "int": "number"}.get(branch.json_type)
+            if want == kind:
+                return check_value(branch, value, path)
+        raise OutputMismatch(path, f"{kind} matches no branch of alternate {typ.name}")
+    raise AssertionError(typ)  # pragma: no cover
+
+
+def check_object(typ: ObjectType, value: dict[str, Any], path: str) -> dict[str, JSONValue]:
+    out: dict[str, JSONValue] = {}
+    assert typ.members is not None
+    members: list[Member] = list(typ.members)
+    if typ.variants is not None:
+        tag = typ.variants.tag_member
+        assert tag is not None
+        case = value.get(tag.name)
+        branch = typ.variants.get(case) if isinstance(case, str) else None
+        if branch is not None:
+            assert isinstance(branch.type, ObjectType) and branch.type.members is not None
+            members.extend(branch.type.members)
+    for m in members:
+        mpath = f"{path}.{m.name}"
+        if m.name not in value:
+            if m.optional:
+                continue
+            raise OutputMismatch(mpath, f"required member of {typ.name} is missing")
+        out[m.name] = check_value(m.type, value[m.name], mpath)
+    for key in value:
+        if key not in out and not any(m.name == key for m in members):
+            raise OutputMismatch(f"{path}.{key}", f"{typ.name} has no member {key!r}")
+    return out
+
+
+def _check_builtin(name: str, value: Any, path: str) -> JSONValue:
+    if name == "any":
+        _check_json(value, path)
+        return value
+    if name == "str":
+        if not isinstance(value, str):
+            raise OutputMismatch(path, f"expected a string, got {_json_kind(value)}")
+        return value
+    if name == "bool":
+        if not isinstance(value, bool):
+            raise OutputMismatch(path, f"expected a boolean, got {_json_kind(value)}")
+        return value
+    if name == "null":
+        if value is not None:
+            raise OutputMismatch(path, f"expected null, got {_json_kind(value)}")
+        return None
+    if name == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise OutputMismatch(path, f"expected a number, got {_json_kind(value)}")
+        return float(value)
+    lo, hi = _INT_RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OutputMismatch(path, f"expected an integer ({name}), got {_json_kind(value)}")
+    if not lo <= value <= hi:
+        raise OutputMismatch(path, f"{value} is out of range for {name}")
+    return value
+
+
+def _check_json(value: Any, path: str) -> None:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_json(v, f"{path}[{i}]")
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise OutputMismatch(path, f"object key {k!r} is not a string")
+            _check_json(v, f"{path}.{k}")
+        return
+    raise OutputMismatch(path, f"{type(value).__name__} is not JSON data")
+
+
+def check_return(command: Command, value: Any) -> JSONValue:
+    """Check a command's return value; `{}` when the command declares none."""
+    if command.ret_type is None:
+        if value not in (None, {}):
+            raise OutputMismatch("return", f"{command.name} returns nothing, got {value!r}")
+        return {}
+    return check_value(command.ret_type, value, "return")
+
+
+def check_event(event: Event, data: Any) -> dict[str, JSONValue] | None:
+    """Check an event's data; None for events that carry no `data` member."""
+    if event.arg_type is None:
+        if data not in (None, {}):
+            raise OutputMismatch("data", f"{event.name} carries no data, got {data!r}")
+        return None
+    assert isinstance(event.arg_type, ObjectType)
+    if not isinstance(data, dict):
+        raise OutputMismatch("data", f"expected an object, got {_json_kind(data)}")
+    return check_object(event.arg_type, data, "data")
