@@ -1,0 +1,46 @@
+"""The composition root: a Machine with its command handlers, dispatcher and monitors.
+
+`vmm` layer. `Vm.build` wires one machine together from values (options, a schema, a
+catalogue, a clock), so a test, the server and, later, a process hosting many
+machines all build VMs the same way and share nothing but those immutable values.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from schema.model import Schema
+from vmm.catalog import Catalog
+from vmm.core_commands import CoreCommands
+from vmm.dispatch import Dispatcher
+from vmm.machine import Clock, Machine, MachineOptions
+from vmm.monitor import HmpMonitor, MonitorHub, QmpMonitor
+from vmm.trace import TraceEvents
+
+
+@attrs.define(kw_only=True)
+class Vm:
+    machine: Machine
+    core: CoreCommands
+    trace: TraceEvents
+    dispatcher: Dispatcher
+    hub: MonitorHub
+
+    @classmethod
+    def build(cls, *, options: MachineOptions, schema: Schema, catalog: Catalog,
+              clock: Clock) -> Vm:
+        machine = Machine.create(schema=schema, catalog=catalog, options=options,
+                                 clock=clock)
+        trace = TraceEvents()
+        core = CoreCommands(machine, trace)
+        owners: list[object] = [core]
+        owners.extend(machine.subsystems.values())
+        dispatcher = Dispatcher(machine, *owners)
+        hub = MonitorHub(machine, dispatcher, core)
+        return cls(machine=machine, core=core, trace=trace, dispatcher=dispatcher, hub=hub)
+
+    def qmp_monitor(self, *, pretty: bool = False, name: str = "") -> QmpMonitor:
+        return self.hub.qmp(pretty=pretty, name=name)
+
+    def hmp_monitor(self, *, name: str = "") -> HmpMonitor:
+        return self.hub.hmp(name=name)
