@@ -46,3 +46,8 @@ def collect_handlers(*owners: object) -> dict[str, Callable[..., Any]]:
 def member_to_param(name: str) -> str:
     """The Python parameter name of a schema member: `node-name` -> `node_name`."""
     return name.replace("-", "_")
+
+
+def command_names(cls: type) -> list[str]:
+    """The command names a class's methods are marked with."""
+    return [name for attr in dir(cls) for name in getattr(getattr(cls, attr), ATTRIBUTE, ())]

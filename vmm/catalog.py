@@ -68,10 +68,10 @@ class Catalog:
     # -- identity ----------------------------------------------------------------------
 
     def version(self) -> dict[str, Any]:
-        return self._reply("query-version")  # type: ignore[no-any-return]
+        return self._reply("query-version")
 
     def target(self) -> dict[str, Any]:
-        return self._reply("query-target")  # type: ignore[no-any-return]
+        return self._reply("query-target")
 
     def kvm_present(self) -> bool:
         return bool(self._reply("query-kvm")["present"])
@@ -88,11 +88,11 @@ class Catalog:
     # -- machine, CPUs ----------------------------------------------------------------------
 
     def machines(self) -> list[dict[str, Any]]:
-        return self._reply("query-machines")  # type: ignore[no-any-return]
+        return self._reply("query-machines")
 
     def cpu_definitions(self, accel: str) -> list[dict[str, Any]]:
         session = "kvm" if accel == "kvm" else "tcg"
-        return self._reply("query-cpu-definitions", session=session)  # type: ignore[no-any-return]
+        return self._reply("query-cpu-definitions", session=session)
 
     def cpu_model_expansions(self, accel: str) -> list[tuple[Any, dict[str, Any]]]:
         """The recorded (arguments, reply) pairs of query-cpu-model-expansion."""
@@ -105,24 +105,23 @@ class Catalog:
     # -- devices, QOM --------------------------------------------------------------------
 
     def qom_types(self) -> list[dict[str, Any]]:
-        return self._reply("qom-list-types")  # type: ignore[no-any-return]
+        return self._reply("qom-list-types")
 
     def device_properties(self, typename: str) -> list[dict[str, Any]] | None:
         """Recorded properties of a device type, or None if it was not probed/found."""
-        return self._reply("device-list-properties",  # type: ignore[no-any-return]
-                           arguments={"typename": typename})
+        return self._reply("device-list-properties", arguments={"typename": typename})
 
     def tpm_models(self) -> list[str]:
-        return self._reply("query-tpm-models")  # type: ignore[no-any-return]
+        return self._reply("query-tpm-models")
 
     def tpm_types(self) -> list[str]:
-        return self._reply("query-tpm-types")  # type: ignore[no-any-return]
+        return self._reply("query-tpm-types")
 
     def command_line_options(self) -> list[dict[str, Any]]:
-        return self._reply("query-command-line-options")  # type: ignore[no-any-return]
+        return self._reply("query-command-line-options")
 
     def migrate_capabilities(self) -> list[dict[str, Any]]:
-        return self._reply("query-migrate-capabilities")  # type: ignore[no-any-return]
+        return self._reply("query-migrate-capabilities")
 
     def qmp_schema(self) -> list[dict[str, Any]]:
-        return self._reply("query-qmp-schema")  # type: ignore[no-any-return]
+        return self._reply("query-qmp-schema")

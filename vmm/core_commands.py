@@ -238,7 +238,7 @@ class MonitorCommands:
 
     @qmp_command("query-fdsets")
     def query_fdsets(self) -> list[dict[str, Any]]:
-        return self.machine.fdsets.query()  # type: ignore[return-value]
+        return self.machine.fdsets.query()
 
     @qmp_command("human-monitor-command")
     def human_monitor_command(self, command_line: str, cpu_index: int | None = None) -> str:

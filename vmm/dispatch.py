@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from schema.errors import CommandNotFound, GenericError, QMPError
-from schema.handlers import collect_handlers, member_to_param
+from schema.handlers import collect_handlers, command_names, member_to_param
 from schema.jsontypes import JSONValue
 from schema.model import Command
 from schema.output import OutputMismatch, check_return
@@ -93,12 +93,14 @@ class Dispatcher:
         return [{"name": n} for n in sorted(self.schema.events, key=lambda n: n.encode(),
                                             reverse=True)]
 
-    def unimplemented(self, session: MonitorSession | None = None) -> list[str]:
+    def unimplemented(self) -> list[str]:
         """Registered commands without a handler (they answer 'not implemented')."""
+        from vmm.core_commands import MonitorCommands
+
         builtin = {"qmp_capabilities", "query-commands", "query-events", "query-qmp-schema"}
-        extra = session.handlers if session is not None else {}
+        per_monitor = set(command_names(MonitorCommands))
         return sorted(n for n in self.registration_order
-                      if n not in self.handlers and n not in builtin and n not in extra)
+                      if n not in self.handlers and n not in builtin and n not in per_monitor)
 
     # -- one request ------------------------------------------------------------------
 

@@ -56,7 +56,7 @@ def wall_timestamp(wall: float) -> tuple[int, int]:
     """gettimeofday's seconds and microseconds for a wall-clock time in seconds."""
     if not math.isfinite(wall) or wall < 0:
         return -1, -1
-    micro_total = int(round(wall * 1_000_000))
+    micro_total = int(wall * 1_000_000)  # gettimeofday truncates
     return micro_total // 1_000_000, micro_total % 1_000_000
 
 

@@ -16,9 +16,11 @@ delayed), and disconnects it if events alone push the outbox past `EVENT_LIMIT`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from schema.handlers import collect_handlers
+from schema.output import check_return
 from vmm.dispatch import Dispatcher, MonitorSession, ParseError
 from vmm.events import Event
 from vmm.wire import MessageDecoder, ParseFailure, encode
@@ -30,6 +32,10 @@ if TYPE_CHECKING:
 
 HIGH_WATER = 1 << 20      # stop reading a client's requests above this backlog
 EVENT_LIMIT = 64 << 20    # a client this far behind on events is disconnected
+
+
+def _nothing() -> None:
+    pass
 
 
 class MonitorHub:
@@ -73,6 +79,7 @@ class QmpMonitor:
         self.outbox = bytearray()
         self.is_connected = False
         self.dropped = False  # set when the event limit forced a disconnect
+        self.on_output: Callable[[], None] = _nothing  # the server's "write me out"
         self.session = MonitorSession(run_hmp=self._run_hmp,
                                       connected_monitors=hub.connected)
         from vmm.core_commands import MonitorCommands
@@ -87,7 +94,9 @@ class QmpMonitor:
         self.dropped = False
         self.session.negotiated = False
         self.outbox.clear()
-        self._write({"QMP": {"version": self.hub.core.query_version(), "capabilities": []}})
+        version = check_return(self.machine.schema.commands["query-version"],
+                               self.hub.core.query_version())
+        self._write({"QMP": {"version": version, "capabilities": []}})
         self.machine.events.subscribe(self.on_event)
 
     def disconnect(self) -> None:
@@ -130,6 +139,7 @@ class QmpMonitor:
 
     def _write(self, value: Any) -> None:
         self.outbox += encode(value, pretty=self.pretty)
+        self.on_output()
 
     def take_output(self) -> bytes:
         data = bytes(self.outbox)
@@ -155,6 +165,7 @@ class HmpMonitor:
         self.outbox = bytearray()
         self.is_connected = False
         self.dropped = False
+        self.on_output: Callable[[], None] = _nothing
         self.line = bytearray()
         self.hmp: Hmp = hub.new_hmp()
 
@@ -204,6 +215,7 @@ class HmpMonitor:
 
     def _print(self, text: str) -> None:
         self.outbox += text.replace("\n", "\r\n").encode("utf-8", "surrogateescape")
+        self.on_output()
 
     def take_output(self) -> bytes:
         data = bytes(self.outbox)
