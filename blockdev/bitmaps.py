@@ -1,0 +1,87 @@
+"""Dirty bitmaps: which parts of a node were written since the bitmap was cleared.
+
+Pure model of the `blockdev` layer [block/dirty-bitmap.c, blockdev.c
+qmp_block_dirty_bitmap_*]. A node keeps its bitmaps newest first, as QEMU's list
+does (`query-block` lists them in that order, anonymous ones included). A bitmap
+records dirty granules; `count` is dirty bytes (granules times granularity, as
+hbitmap_count reports). A *frozen* bitmap has a successor (an incremental backup
+owns it); a *disabled* one records nothing; a *readonly* one was loaded from an
+image opened read-only. Persistent bitmaps live in the emulator's model of the qcow2
+image only: the image file itself is never rewritten.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.define(kw_only=True, eq=False)
+class DirtyBitmap:
+    name: str | None
+    granularity: int
+    size: int
+    disabled: bool = False
+    readonly: bool = False
+    persistent: bool = False
+    autoload: bool = False
+    successor: DirtyBitmap | None = None
+    dirty: set[int] = attrs.Factory(set)
+
+    @property
+    def frozen(self) -> bool:
+        return self.successor is not None
+
+    @property
+    def status(self) -> str:
+        """bdrv_dirty_bitmap_status."""
+        if self.frozen:
+            return "frozen"
+        if self.disabled:
+            return "disabled"
+        return "active"
+
+    @property
+    def count(self) -> int:
+        return len(self.dirty) * self.granularity
+
+    def mark(self, offset: int, length: int) -> None:
+        """bdrv_set_dirty: a write to [offset, offset+length) dirties its granules."""
+        if self.disabled or length <= 0:
+            return
+        first = offset // self.granularity
+        last = (offset + length - 1) // self.granularity
+        limit = max(0, (self.size + self.granularity - 1) // self.granularity)
+        self.dirty.update(range(first, min(last + 1, limit)))
+
+    def clear(self) -> set[int]:
+        """bdrv_clear_dirty_bitmap; returns the old content (for a transaction's undo)."""
+        old, self.dirty = self.dirty, set()
+        return old
+
+    def truncate(self, size: int) -> None:
+        """bdrv_dirty_bitmap_truncate: granules past the new end are dropped."""
+        self.size = size
+        limit = (size + self.granularity - 1) // self.granularity
+        self.dirty = {g for g in self.dirty if g < limit}
+
+    def info(self) -> dict[str, object]:
+        """BlockDirtyInfo [bdrv_query_dirty_bitmaps]."""
+        out: dict[str, object] = {}
+        if self.name is not None:
+            out["name"] = self.name
+        out["count"] = self.count
+        out["granularity"] = self.granularity
+        out["status"] = self.status
+        return out
+
+
+def default_granularity(cluster_size: int | None) -> int:
+    """bdrv_get_default_bitmap_granularity: the cluster size clamped to [4K, 64K];
+    64K when the driver reports none."""
+    if cluster_size and cluster_size > 0:
+        return min(65536, max(4096, cluster_size))
+    return 65536
+
+
+def valid_granularity(granularity: int) -> bool:
+    return granularity >= 512 and granularity & (granularity - 1) == 0

@@ -1,0 +1,82 @@
+"""What the block layer needs from the machine that hosts it.
+
+Part of the pure `blockdev` layer. The block model never imports `vmm`; it talks to
+its host through this Protocol, which `vmm.machine.Machine` satisfies structurally:
+publish an event, request a VM stop (BLOCK_IO_ERROR's `stop` action, vl.c
+qemu_system_vmstop_request), read the run state, read the clocks. Tests use
+`RecordingHost`, a plain in-memory host.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class RunStateLike(Protocol):
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def running(self) -> bool: ...
+
+
+class ClockLike(Protocol):
+    def now(self) -> float: ...
+
+    def wall(self) -> float: ...
+
+
+class BlockHost(Protocol):
+    """The Machine as the block layer sees it."""
+
+    @property
+    def runstate(self) -> RunStateLike: ...
+
+    @property
+    def clock(self) -> ClockLike: ...
+
+    def emit(self, name: str, data: dict[str, Any] | None = None) -> Any: ...
+
+    def request_vmstop(self, state: str) -> None: ...
+
+
+class _State:
+    def __init__(self, state: str) -> None:
+        self.state = state
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.wall_origin = 1.5e9
+
+    def now(self) -> float:
+        return self.t
+
+    def wall(self) -> float:
+        return self.wall_origin + self.t
+
+
+class RecordingHost:
+    """A stand-alone host: records events and stop requests (for tests and tools)."""
+
+    def __init__(self, state: str = "running") -> None:
+        self.runstate = _State(state)
+        self.clock = _Clock()
+        self.events: list[tuple[str, dict[str, Any] | None]] = []
+        self.vmstop_requests: list[str] = []
+
+    def emit(self, name: str, data: dict[str, Any] | None = None) -> None:
+        self.events.append((name, data))
+
+    def request_vmstop(self, state: str) -> None:
+        self.vmstop_requests.append(state)
+        self.runstate.state = state
+
+    def take_events(self) -> list[tuple[str, dict[str, Any] | None]]:
+        out, self.events = self.events, []
+        return out

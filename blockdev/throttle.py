@@ -1,0 +1,179 @@
+"""I/O throttling: limit sets, their validation, and throttle groups.
+
+Pure model of the `blockdev` layer [util/throttle.c, block/throttle-groups.c,
+blockdev.c qmp_block_set_io_throttle, extract_common_blockdev_options].
+
+A `ThrottleConfig` is six leaky buckets (bps total/read/write, iops total/read/write),
+each with an average rate, an optional burst rate and a burst length, plus the iops
+size. Limits are not set per BlockBackend but per *group*: every BlockBackend that
+throttles is a member of exactly one named group (by default named after the drive),
+members share the group's configuration, and setting limits through one member sets
+them for all [throttle_group_config]. A group exists while it has members or while a
+`throttle-group` object holds it. Only the configuration is modelled; requests are
+not delayed (no guest I/O is timed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from schema.errors import GenericError
+
+THROTTLE_VALUE_MAX = 1000000000000000
+
+# BucketType order [include/qemu/throttle.h], with the QMP member stems of each bucket.
+BUCKETS = ("bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr")
+
+# -drive / throttle-group option names of each bucket [blockdev.c, throttle-options.h].
+DRIVE_OPTION = {
+    "bps": "bps-total", "bps_rd": "bps-read", "bps_wr": "bps-write",
+    "iops": "iops-total", "iops_rd": "iops-read", "iops_wr": "iops-write",
+}
+
+U64 = 2**64
+
+
+@attrs.frozen
+class Bucket:
+    avg: int = 0
+    max: int = 0
+    burst_length: int = 1
+
+
+@attrs.frozen
+class ThrottleConfig:
+    """A ThrottleConfig: values are uint64 as in QEMU (negative QMP values wrap)."""
+
+    buckets: tuple[Bucket, ...] = (Bucket(),) * 6
+    op_size: int = 0
+
+    def bucket(self, stem: str) -> Bucket:
+        return self.buckets[BUCKETS.index(stem)]
+
+    def enabled(self) -> bool:
+        """throttle_enabled: any average rate set."""
+        return any(b.avg > 0 for b in self.buckets)
+
+    def validate(self) -> None:
+        """throttle_is_valid, in its order; the first failing check raises."""
+        def b(stem: str) -> Bucket:
+            return self.bucket(stem)
+
+        bps_flag = b("bps").avg and (b("bps_rd").avg or b("bps_wr").avg)
+        ops_flag = b("iops").avg and (b("iops_rd").avg or b("iops_wr").avg)
+        bps_max_flag = b("bps").max and (b("bps_rd").max or b("bps_wr").max)
+        ops_max_flag = b("iops").max and (b("iops_rd").max or b("iops_wr").max)
+        if bps_flag or ops_flag or bps_max_flag or ops_max_flag:
+            raise GenericError("bps/iops/max total values and read/write values "
+                               "cannot be used at the same time")
+        if self.op_size and not (b("iops").avg or b("iops_rd").avg or b("iops_wr").avg):
+            raise GenericError("iops size requires an iops value to be set")
+        for bkt in self.buckets:
+            if bkt.avg > THROTTLE_VALUE_MAX or bkt.max > THROTTLE_VALUE_MAX:
+                raise GenericError(
+                    f"bps/iops/max values must be within [0, {THROTTLE_VALUE_MAX}]")
+            if not bkt.burst_length:
+                raise GenericError("the burst length cannot be 0")
+            if bkt.burst_length > 1 and not bkt.max:
+                raise GenericError("burst length set without burst rate")
+            if bkt.max and bkt.burst_length > THROTTLE_VALUE_MAX // bkt.max:
+                raise GenericError("burst length too high for this burst rate")
+            if bkt.max and not bkt.avg:
+                raise GenericError("bps_max/iops_max require corresponding bps/iops values")
+            if bkt.max and bkt.max < bkt.avg:
+                raise GenericError("bps_max/iops_max cannot be lower than bps/iops")
+
+    @classmethod
+    def from_qmp(cls, args: Mapping[str, Any]) -> ThrottleConfig:
+        """The configuration qmp_block_set_io_throttle builds from its arguments
+        (snake_case names as the handler receives them)."""
+        buckets = []
+        for stem in BUCKETS:
+            buckets.append(Bucket(
+                avg=int(args.get(stem) or 0) % U64,
+                max=int(args.get(f"{stem}_max") or 0) % U64,
+                burst_length=(int(args[f"{stem}_max_length"]) % U64
+                              if args.get(f"{stem}_max_length") is not None else 1)))
+        op_size = int(args["iops_size"]) % U64 if args.get("iops_size") is not None else 0
+        return cls(buckets=tuple(buckets), op_size=op_size)
+
+    @classmethod
+    def from_options(cls, opts: Mapping[str, int], prefix: str = "throttling.") -> ThrottleConfig:
+        """The configuration of parsed `throttling.*` options (-drive) or `limits.*`
+        (throttle-group objects): missing values 0, burst lengths 1."""
+        buckets = []
+        for stem in BUCKETS:
+            name = prefix + DRIVE_OPTION[stem]
+            buckets.append(Bucket(avg=opts.get(name, 0), max=opts.get(name + "-max", 0),
+                                  burst_length=opts.get(name + "-max-length", 1)))
+        return cls(buckets=tuple(buckets), op_size=opts.get(prefix + "iops-size", 0))
+
+    def query_fields(self) -> dict[str, Any]:
+        """The throttle members of BlockDeviceInfo while throttling is active
+        [block/qapi.c bdrv_block_device_info]: averages always, each max (and its
+        length) only when non-zero, iops_size only when non-zero."""
+        out: dict[str, Any] = {stem: self.bucket(stem).avg for stem in BUCKETS}
+        for stem in BUCKETS:
+            bkt = self.bucket(stem)
+            if bkt.max:
+                out[f"{stem}_max"] = bkt.max
+                out[f"{stem}_max_length"] = bkt.burst_length
+        if self.op_size:
+            out["iops_size"] = self.op_size
+        return out
+
+
+def drive_option_descs(prefix: str = "throttling.") -> list[tuple[str, str]]:
+    """THROTTLE_OPTS: (name, type) of every throttling option of -drive."""
+    out = []
+    for stem in BUCKETS:
+        name = prefix + DRIVE_OPTION[stem]
+        out += [(name, "number"), (name + "-max", "number"), (name + "-max-length", "number")]
+    out.append((prefix + "iops-size", "number"))
+    return out
+
+
+@attrs.define(kw_only=True, eq=False)
+class ThrottleGroup:
+    name: str
+    config: ThrottleConfig = attrs.Factory(ThrottleConfig)
+    members: list[object] = attrs.Factory(list)
+    object_ref: bool = False  # held by a throttle-group object
+
+
+@attrs.define(kw_only=True)
+class ThrottleGroups:
+    """The process-wide table of throttle groups [block/throttle-groups.c]."""
+
+    groups: dict[str, ThrottleGroup] = attrs.Factory(dict)
+
+    def join(self, member: object, name: str) -> ThrottleGroup:
+        """throttle_group_register_tgm: join (creating the group if needed)."""
+        group = self.groups.get(name)
+        if group is None:
+            group = self.groups[name] = ThrottleGroup(name=name)
+        group.members.append(member)
+        return group
+
+    def leave(self, member: object, name: str) -> None:
+        """throttle_group_unregister_tgm: a group with no user left disappears."""
+        group = self.groups[name]
+        group.members.remove(member)
+        if not group.members and not group.object_ref:
+            del self.groups[name]
+
+    def get(self, name: str) -> ThrottleGroup | None:
+        return self.groups.get(name)
+
+    def add_object(self, name: str, config: ThrottleConfig) -> ThrottleGroup:
+        """A `throttle-group` object (-object / object-add): validated limits."""
+        config.validate()
+        group = self.groups.get(name)
+        if group is None:
+            group = self.groups[name] = ThrottleGroup(name=name)
+        group.object_ref = True
+        group.config = config
+        return group
