@@ -1,0 +1,109 @@
+"""The guest devices a BlockBackend can be attached to, as far as the block layer sees
+them, and the legacy `-drive` DriveInfo.
+
+Pure model of the `blockdev` layer, a stand-in until the devices issue builds the QOM
+tree: a `BlockDevice` is the device model's side of `BlockDevOps` [hw/ide/core.c,
+hw/scsi/scsi-disk.c, hw/block/fdc.c, hw/sd/sd.c, hw/block/virtio-blk.c]: whether its
+media are removable, whether it has a tray the guest can lock, whether it enables
+I/O status reporting, whether its BlockBackend may be resized by others, and the
+current tray state. `DEVICE_KINDS` is the table of block.md §6.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class DeviceKind:
+    """What a device model declares through its BlockDevOps and realize function."""
+
+    driver: str
+    removable: bool  # has change_media_cb
+    tray: bool  # has is_tray_open
+    lock: bool  # has is_medium_locked
+    iostatus: bool  # calls blk_iostatus_enable
+    resizable: bool  # shares BLK_PERM_RESIZE (blkconf_apply_backend_options)
+    readonly: bool | None  # forced read-only (CD-ROMs); None: follows the backend
+    needs_media: bool  # "Device needs media, but drive is empty"
+    rejects_readonly: bool = False  # ide-hd: "Can't use a read-only drive"
+    error_options: bool = True  # accepts rerror/werror (fdc refuses them)
+    inner_path: str = ""  # virtio-blk: the attached device is <proxy>/virtio-backend
+
+
+_CD = dict(removable=True, tray=True, lock=True, iostatus=True, resizable=False,
+           readonly=True, needs_media=False)
+_HD = dict(removable=False, tray=False, lock=False, iostatus=True, resizable=True,
+           readonly=None, needs_media=True)
+
+DEVICE_KINDS: dict[str, DeviceKind] = {
+    "ide-cd": DeviceKind("ide-cd", **_CD),  # type: ignore[arg-type]
+    "ide-hd": DeviceKind("ide-hd", rejects_readonly=True, **_HD),  # type: ignore[arg-type]
+    "ide-drive": DeviceKind("ide-drive", rejects_readonly=True, **_HD),  # type: ignore[arg-type]
+    "scsi-cd": DeviceKind("scsi-cd", **_CD),  # type: ignore[arg-type]
+    "scsi-hd": DeviceKind("scsi-hd", **_HD),  # type: ignore[arg-type]
+    "scsi-disk": DeviceKind("scsi-disk", **_HD),  # type: ignore[arg-type]
+    "scsi-block": DeviceKind("scsi-block", **_HD),  # type: ignore[arg-type]
+    "virtio-blk-pci": DeviceKind("virtio-blk-pci", inner_path="/virtio-backend",
+                                 **_HD),  # type: ignore[arg-type]
+    "virtio-blk-device": DeviceKind("virtio-blk-device", **_HD),  # type: ignore[arg-type]
+    "usb-storage": DeviceKind("usb-storage", **_HD),  # type: ignore[arg-type]
+    "floppy": DeviceKind("floppy", removable=True, tray=False, lock=False, iostatus=False,
+                         resizable=False, readonly=None, needs_media=False,
+                         error_options=False),
+    "sd-card": DeviceKind("sd-card", removable=True, tray=False, lock=False, iostatus=False,
+                          resizable=False, readonly=None, needs_media=False),
+    "pflash": DeviceKind("pflash", removable=False, tray=False, lock=False, iostatus=False,
+                         resizable=False, readonly=None, needs_media=False),
+}
+
+
+def scsi_hd_removable() -> DeviceKind:
+    """scsi-hd with removable=on: scsi_disk_removable_block_ops."""
+    return attrs.evolve(DEVICE_KINDS["scsi-cd"], driver="scsi-hd", readonly=None,
+                        resizable=True)
+
+
+@attrs.define(kw_only=True, eq=False)
+class BlockDevice:
+    """One attached device model."""
+
+    kind: DeviceKind
+    id: str | None
+    qom_path: str
+    tray_open: bool = False
+    locked: bool = False
+    eject_request: bool = False
+    share_rw: bool = False
+    rerror: str = "auto"
+    werror: str = "auto"
+    wce: str = "auto"  # on/off/auto (write-cache property)
+
+    def qdev_id(self) -> str:
+        """What blk_get_attached_dev_id returns: the id, else the canonical QOM path
+        of the device the BlockBackend is attached to (for virtio-blk the inner
+        virtio device)."""
+        if self.kind.inner_path:
+            base = f"/machine/peripheral/{self.id}" if self.id else self.qom_path
+            return base + self.kind.inner_path
+        if self.id:
+            return self.id
+        return self.qom_path
+
+
+@attrs.define(kw_only=True)
+class DriveInfo:
+    """blockdev.c DriveInfo: what `-drive` remembers besides the BlockBackend."""
+
+    type: str  # the if= name
+    bus: int
+    unit: int
+    media_cd: bool = False
+    auto_del: bool = False
+    is_default: bool = False
+    serial: str | None = None
+    devaddr: str | None = None
+    cyls: int = 0
+    heads: int = 0
+    secs: int = 0
+    trans: str = "auto"
