@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import attrs
 
+from blockdev.commands import BlockCommands
+from blockdev.layer import BlockLayer
 from schema.model import Schema
 from vmm.catalog import Catalog
 from vmm.core_commands import CoreCommands
@@ -33,7 +35,11 @@ class Vm:
                                  clock=clock)
         trace = TraceEvents()
         core = CoreCommands(machine, trace)
-        owners: list[object] = [core]
+        block = BlockLayer.create(machine)
+        machine.subsystems["block"] = block
+        machine.on_cont(block.on_cont)
+        machine.on_vm_start(lambda: machine.kick())
+        owners: list[object] = [core, BlockCommands(block)]
         owners.extend(machine.subsystems.values())
         dispatcher = Dispatcher(machine, *owners)
         hub = MonitorHub(machine, dispatcher, core)

@@ -1,0 +1,638 @@
+"""The block layer's command-line entry points: `-drive`, `-blockdev`, and the block
+side of `-device`/`device_add`.
+
+Part of the pure `blockdev` layer, called by the command-line composition in `vmm`
+with the plain values its parser produces:
+
+* `add_drive(layer, opts)`: one `-drive`, its options as (key, value) strings, with
+  QEMU 2.11's semantics [blockdev.c drive_new, blockdev_init]: option renames and
+  aliases, `cache=`, `if=`/`media=`/`bus`/`unit`/`index` and the legacy ids
+  (`ide0-hd0`, `floppy0`, `virtio0`), `readonly`, `snapshot`, `werror`/`rerror`,
+  `format`, `file.*`/`node-name`/driver options, throttling and statistics options.
+  It returns the DriveInfo; `if=virtio` also yields the `-device virtio-blk-pci`
+  options QEMU adds (`DriveResult.implied_device`), which the caller must create
+  in order with the other `-device`s. Boards create the devices of `if=ide`,
+  `if=scsi`, `if=floppy`: `board_drives` lists them for the machine to attach.
+* `add_blockdev(layer, options, keyval=...)`: one `-blockdev` (same as
+  blockdev-add), its options JSON-typed or keyval strings.
+* `attach_device(layer, driver, props, qom_path=...)`: a block device's `drive=`
+  property and realize checks (block.md §6 table), and `detach_device` for unplug.
+
+Errors raise `GenericError` with QEMU's message; the command line prefixes it with
+the option's location and exits, as QEMU does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from blockdev import commands
+from blockdev.devices import DEVICE_KINDS, BlockDevice, DriveInfo, scsi_hd_removable
+from blockdev.graph import Backend, OpenFlags
+from blockdev.layer import BlockLayer
+from blockdev.options import (
+    Flat,
+    OptDesc,
+    absorb,
+    extract_subqdict,
+    parse_bool,
+)
+from blockdev.throttle import ThrottleConfig, drive_option_descs
+from schema.errors import GenericError
+from schema.model import AlternateType, ArrayType, BuiltinType, ObjectType, Schema, Type
+
+IF_NAMES = ("none", "ide", "scsi", "floppy", "pflash", "mtd", "sd", "virtio", "xen")
+IF_MAX_DEVS = {"ide": 2, "scsi": 7}
+
+# drive_new's opt_renames, in order.
+RENAMES = (
+    ("iops", "throttling.iops-total"), ("iops_rd", "throttling.iops-read"),
+    ("iops_wr", "throttling.iops-write"), ("bps", "throttling.bps-total"),
+    ("bps_rd", "throttling.bps-read"), ("bps_wr", "throttling.bps-write"),
+    ("iops_max", "throttling.iops-total-max"), ("iops_rd_max", "throttling.iops-read-max"),
+    ("iops_wr_max", "throttling.iops-write-max"), ("bps_max", "throttling.bps-total-max"),
+    ("bps_rd_max", "throttling.bps-read-max"), ("bps_wr_max", "throttling.bps-write-max"),
+    ("iops_size", "throttling.iops-size"), ("group", "throttling.group"),
+    ("readonly", "read-only"),
+)
+
+LEGACY_OPTS = (
+    OptDesc("bus", "number"), OptDesc("unit", "number"), OptDesc("index", "number"),
+    OptDesc("media"), OptDesc("if"), OptDesc("cyls", "number"), OptDesc("heads", "number"),
+    OptDesc("secs", "number"), OptDesc("trans"), OptDesc("boot", "bool"), OptDesc("addr"),
+    OptDesc("serial"), OptDesc("file"), OptDesc("read-only", "bool"), OptDesc("rerror"),
+    OptDesc("werror"), OptDesc("copy-on-read", "bool"),
+)
+
+COMMON_OPTS = tuple(
+    [OptDesc("snapshot", "bool"), OptDesc("aio"), OptDesc("cache.writeback", "bool"),
+     OptDesc("format"), OptDesc("rerror"), OptDesc("werror"), OptDesc("read-only", "bool")]
+    + [OptDesc(name, typ) for name, typ in drive_option_descs()]
+    + [OptDesc("throttling.group"), OptDesc("copy-on-read", "bool"),
+       OptDesc("detect-zeroes"), OptDesc("stats-account-invalid", "bool"),
+       OptDesc("stats-account-failed", "bool")])
+
+CACHE_MODES = {  # bdrv_parse_cache_mode: (writethrough, nocache, no_flush)
+    "off": (False, True, False), "none": (False, True, False),
+    "directsync": (True, True, False), "writeback": (False, False, False),
+    "unsafe": (False, False, True), "writethrough": (True, False, False),
+}
+
+
+@attrs.frozen
+class DriveResult:
+    """What one -drive made: its DriveInfo, its BlockBackend, and for if=virtio the
+    `-device` options QEMU appends to the device list."""
+
+    dinfo: DriveInfo
+    blk: Backend
+    implied_device: tuple[tuple[str, str], ...] | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def _as_pairs(opts: Mapping[str, str] | Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    if isinstance(opts, Mapping):
+        return list(opts.items())
+    return list(opts)
+
+
+def _parse_error_action(value: str, is_read: bool) -> str:
+    """parse_block_error_action."""
+    if value == "ignore":
+        return "ignore"
+    if not is_read and value == "enospc":
+        return "enospc"
+    if value in ("stop", "report"):
+        return value
+    raise GenericError(f"'{value}' invalid {'read' if is_read else 'write'} error action")
+
+
+def drive_get(layer: BlockLayer, iface: str, bus: int, unit: int) -> DriveInfo | None:
+    for blk in layer.monitor_backends:
+        d = blk.legacy_dinfo
+        if d is not None and d.type == iface and d.bus == bus and d.unit == unit:
+            return d
+    return None
+
+
+def add_drive(layer: BlockLayer, opts: Mapping[str, str] | Iterable[tuple[str, str]], *,
+              default_if: str = "ide", is_default: bool = False) -> DriveResult:
+    """drive_new: one -drive (QemuOpts as string pairs; a key given twice: last wins)."""
+    pairs = _as_pairs(opts)
+    values: dict[str, str] = {}
+    for key, value in pairs:
+        values[key] = value
+    warnings: list[str] = []
+    for old, new in RENAMES:
+        if old in values:
+            if new in values:
+                raise GenericError(f"'{new}' and its alias '{old}' can't be used at the "
+                                   "same time")
+            values[new] = values.pop(old)
+    cache = values.pop("cache", None)
+    if cache is not None:
+        if cache not in CACHE_MODES:
+            raise GenericError("invalid cache option")
+        writethrough, nocache, no_flush = CACHE_MODES[cache]
+        values.setdefault("cache.writeback", "off" if writethrough else "on")
+        values.setdefault("cache.direct", "on" if nocache else "off")
+        values.setdefault("cache.no-flush", "on" if no_flush else "off")
+    bs_opts: Flat = dict(values)
+    legacy = absorb(LEGACY_OPTS, bs_opts)
+
+    for name in ("serial", "trans", "secs", "heads", "cyls", "addr"):
+        if legacy.has(name):
+            warnings.append(f"'{name}' is deprecated, please use the corresponding option "
+                            "of '-device' instead")
+    media = "disk"
+    read_only = False
+    value = legacy.get("media")
+    if value is not None:
+        if value == "disk":
+            media = "disk"
+        elif value == "cdrom":
+            media = "cdrom"
+            read_only = True
+        else:
+            raise GenericError(f"'{value}' invalid media")
+    read_only |= bool(legacy.get("read-only", False))
+    copy_on_read = bool(legacy.get("copy-on-read", False))
+    if read_only and copy_on_read:
+        warnings.append("disabling copy-on-read on read-only drive")
+        copy_on_read = False
+    bs_opts["read-only"] = "on" if read_only else "off"
+    bs_opts["copy-on-read"] = "on" if copy_on_read else "off"
+
+    iface = legacy.get("if")
+    if iface is not None:
+        if iface not in IF_NAMES:
+            raise GenericError(f"unsupported bus type '{iface}'")
+    else:
+        iface = default_if
+    cyls, heads, secs = (legacy.get("cyls", 0), legacy.get("heads", 0), legacy.get("secs", 0))
+    if cyls or heads or secs:
+        if cyls < 1:
+            raise GenericError("invalid physical cyls number")
+        if heads < 1:
+            raise GenericError("invalid physical heads number")
+        if secs < 1:
+            raise GenericError("invalid physical secs number")
+    trans = legacy.get("trans")
+    translation = "auto"
+    if trans is not None:
+        if not cyls:
+            raise GenericError(f"'{trans}' trans must be used with cyls, heads and secs")
+        if trans not in ("none", "lba", "large", "rechs", "auto"):
+            raise GenericError(f"'{trans}' invalid translation type")
+        translation = trans
+    if media == "cdrom" and (cyls or secs or heads):
+        raise GenericError("CHS can't be set with media=cdrom")
+
+    bus = legacy.get("bus", 0)
+    unit = legacy.get("unit", -1)
+    index = legacy.get("index", -1)
+    bus = bus if bus < 2**63 else bus - 2**64
+    unit = unit if unit < 2**63 else unit - 2**64
+    index = index if index < 2**63 else index - 2**64
+    max_devs = IF_MAX_DEVS.get(iface, 0)
+    if index != -1:
+        if bus != 0 or unit != -1:
+            raise GenericError("index cannot be used with bus and unit")
+        bus = index // max_devs if max_devs else 0
+        unit = index % max_devs if max_devs else index
+    if unit == -1:
+        unit = 0
+        while drive_get(layer, iface, bus, unit) is not None:
+            unit += 1
+            if max_devs and unit >= max_devs:
+                unit -= max_devs
+                bus += 1
+    if max_devs and unit >= max_devs:
+        raise GenericError(f"unit {unit} too big (max is {max_devs - 1})")
+    if drive_get(layer, iface, bus, unit) is not None:
+        raise GenericError(f"drive with bus={bus}, unit={unit} (index={index}) exists")
+
+    if "id" not in bs_opts:
+        mediastr = ""
+        if iface in ("ide", "scsi"):
+            mediastr = "-cd" if media == "cdrom" else "-hd"
+        if max_devs:
+            bs_opts["id"] = f"{iface}{bus}{mediastr}{unit}"
+        else:
+            bs_opts["id"] = f"{iface}{mediastr}{unit}"
+
+    devaddr = legacy.get("addr")
+    if devaddr is not None and iface != "virtio":
+        raise GenericError("addr is not supported by this bus type")
+    implied: tuple[tuple[str, str], ...] | None = None
+    if iface == "virtio":
+        dev = [("driver", "virtio-blk-pci"), ("drive", str(bs_opts["id"]))]
+        if devaddr is not None:
+            dev.append(("addr", devaddr))
+        implied = tuple(dev)
+
+    filename = legacy.get("file")
+    for name, ok in (("werror", ("ide", "scsi", "virtio", "none")),
+                     ("rerror", ("ide", "virtio", "scsi", "none"))):
+        val = legacy.get(name)
+        if val is not None:
+            if iface not in ok:
+                raise GenericError(f"{name} is not supported by this bus type")
+            bs_opts[name] = val
+
+    blk = blockdev_init(layer, filename, bs_opts)
+    dinfo = DriveInfo(type=iface, bus=bus, unit=unit, serial=legacy.get("serial"),
+                      devaddr=devaddr, cyls=cyls, heads=heads, secs=secs, trans=translation,
+                      is_default=is_default)
+    if iface in ("ide", "scsi", "xen", "none"):
+        dinfo.media_cd = media == "cdrom"
+    blk.legacy_dinfo = dinfo
+    return DriveResult(dinfo=dinfo, blk=blk, implied_device=implied,
+                       warnings=tuple(warnings))
+
+
+def blockdev_init(layer: BlockLayer, file: str | None, bs_opts: Flat) -> Backend:
+    """blockdev_init: the part of -drive that makes the BlockBackend."""
+    ident = bs_opts.pop("id", None)
+    opts = absorb(COMMON_OPTS, bs_opts)
+    snapshot = bool(opts.get("snapshot", False))
+    account_invalid = bool(opts.get("stats-account-invalid", True))
+    account_failed = bool(opts.get("stats-account-failed", True))
+    writethrough = not opts.get("cache.writeback", True)
+    intervals_dict = extract_subqdict(bs_opts, "stats-intervals.")
+    intervals: list[int] = []
+    i = 0
+    while str(i) in intervals_dict:
+        raw = intervals_dict.pop(str(i))
+        i += 1
+        if isinstance(raw, str):
+            ok = raw.isdigit() and 0 < int(raw) <= 0xFFFFFFFF
+            if not ok:
+                raise GenericError(f"Invalid interval length: {raw}")
+            intervals.append(int(raw))
+        elif isinstance(raw, int) and not isinstance(raw, bool):
+            if not 0 < raw <= 0xFFFFFFFF:
+                raise GenericError(f"Invalid interval length: {raw}")
+            intervals.append(raw)
+        else:
+            raise GenericError("The specification of stats-intervals is invalid")
+    if intervals_dict:
+        raise GenericError(f"Invalid option stats-intervals.{next(iter(intervals_dict))}")
+
+    flags = OpenFlags()
+    if opts.get("copy-on-read", False):
+        flags.copy_on_read = True
+    aio = opts.get("aio")
+    if aio is not None and aio not in ("native", "threads"):
+        raise GenericError("invalid aio option")
+    group = opts.get("throttling.group")
+    cfg = ThrottleConfig.from_options({k: v for k, v in opts.values.items()
+                                       if k.startswith("throttling.") and k !=
+                                       "throttling.group"})
+    cfg.validate()
+    detect_zeroes = opts.get("detect-zeroes", "off")
+    if detect_zeroes not in ("off", "on", "unmap"):
+        raise GenericError(f"Invalid parameter '{detect_zeroes}'")
+    fmt = opts.get("format")
+    if fmt is not None:
+        if fmt == "help" or fmt == "?":
+            raise GenericError("Supported formats: " + " ".join(sorted(_formats())))
+        if "driver" in bs_opts:
+            raise GenericError("Cannot specify both 'driver' and 'format'")
+        bs_opts["driver"] = fmt
+    on_write_error = "enospc"
+    if opts.get("werror") is not None:
+        on_write_error = _parse_error_action(opts.get("werror"), False)
+    on_read_error = "report"
+    if opts.get("rerror") is not None:
+        on_read_error = _parse_error_action(opts.get("rerror"), True)
+    if snapshot:
+        flags.snapshot = True
+    read_only = bool(opts.get("read-only", False))
+
+    if (not file) and not bs_opts:
+        blk = layer.blk_new(0, 0x1F)
+        blk.root_state.open_flags = flags
+        blk.root_state.read_only = read_only
+        blk.root_state.detect_zeroes = detect_zeroes
+    else:
+        bs_opts.setdefault("cache.direct", "off")
+        bs_opts.setdefault("cache.no-flush", "off")
+        bs_opts.setdefault("read-only", "on" if read_only else "off")
+        if layer.host.runstate.state == "inmigrate":
+            flags.inactive = True
+        blk = layer.blk_new_open(file or None, bs_opts, flags)
+        bs = blk.bs
+        assert bs is not None
+        bs.detect_zeroes = detect_zeroes
+        blk.stats.account_invalid = account_invalid
+        blk.stats.account_failed = account_failed
+        for length in intervals:
+            blk.stats.intervals.insert(0, length)
+    if cfg.enabled():
+        layer.io_limits_enable(blk, group if group is not None else str(ident))
+        tg = layer.throttle_groups.get(blk.throttle_group or "")
+        assert tg is not None
+        tg.config = cfg
+    blk.enable_write_cache = not writethrough
+    blk.on_read_error, blk.on_write_error = on_read_error, on_write_error
+    try:
+        layer.monitor_add_blk(blk, str(ident))
+    except GenericError:
+        layer.blk_unref(blk)
+        raise
+    return blk
+
+
+def _formats() -> list[str]:
+    from blockdev.drivers import DRIVERS
+
+    return list(DRIVERS)
+
+
+# --- -blockdev --------------------------------------------------------------------------
+
+
+def add_blockdev(layer: BlockLayer, options: Mapping[str, Any], *, keyval: bool = False,
+                 schema: Schema | None = None) -> None:
+    """One -blockdev: the BlockdevOptions visitor (keyval strings converted by type
+    when `keyval`), then what blockdev-add does [vl.c -blockdev, qmp_blockdev_add]."""
+    if keyval:
+        if schema is None:
+            raise ValueError("keyval -blockdev options need the schema")
+        options = keyval_to_typed(schema, "BlockdevOptions", options)
+    if schema is not None:
+        from schema.visitor import InputVisitor
+
+        visited = InputVisitor().visit_object_members(
+            schema.lookup_type("BlockdevOptions"), dict(options), "")  # type: ignore[arg-type]
+        options = visited
+    commands.blockdev_add(layer, dict(options))
+
+
+def keyval_to_typed(schema: Schema, type_name: str | Type, value: Any,
+                    path: str = "") -> Any:
+    """The keyval input visitor's conversions [qapi/qobject-input-visitor.c, keyval
+    mode]: strings become the scalar the schema wants; bad ones fail with the
+    visitor's texts. Objects and lists are walked; flat unions by their tag."""
+    typ = schema.lookup_type(type_name) if isinstance(type_name, str) else type_name
+    if isinstance(typ, ObjectType) and isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        members = {m.name: m for m in (typ.members or ())}
+        if typ.variants is not None and typ.variants.tag_member is not None:
+            tag = value.get(typ.variants.tag_member.name)
+            variant = typ.variants.get(tag) if isinstance(tag, str) else None
+            if variant is not None and isinstance(variant.type, ObjectType):
+                members.update({m.name: m for m in (variant.type.members or ())})
+        for key, sub in value.items():
+            m = members.get(key)
+            full = f"{path}.{key}" if path else key
+            out[key] = keyval_to_typed(schema, m.type, sub, full) if m is not None else sub
+        return out
+    if isinstance(typ, ArrayType) and isinstance(value, list):
+        return [keyval_to_typed(schema, typ.element, v, f"{path}[{i}]")
+                for i, v in enumerate(value)]
+    if isinstance(typ, AlternateType):
+        if isinstance(value, str):
+            if any(v.type.json_type == "string" for v in typ.variants):
+                return value
+            for v in typ.variants:
+                try:
+                    return keyval_to_typed(schema, v.type, value, path)
+                except GenericError:
+                    continue
+            return value
+        if isinstance(value, Mapping):
+            for v in typ.variants:
+                if v.type.json_type == "object":
+                    return keyval_to_typed(schema, v.type, value, path)
+        return value
+    if isinstance(typ, BuiltinType) and isinstance(value, str):
+        return _keyval_scalar(typ.name, value, path)
+    return value
+
+
+def _keyval_scalar(name: str, value: str, path: str) -> Any:
+    if name == "bool":
+        if value in ("on", "yes", "true"):
+            return True
+        if value in ("off", "no", "false"):
+            return False
+        raise GenericError(f"Parameter '{path}' expects 'on' or 'off'")
+    if name in ("int", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                "uint64"):
+        try:
+            n = int(value, 0)
+        except ValueError:
+            raise GenericError(f"Parameter '{path}' expects an integer") from None
+        return n % 2**64 if name.startswith("u") else n
+    if name == "size":
+        from blockdev.options import strtosz
+
+        size = strtosz(value)
+        if size is None or size < 0:
+            raise GenericError(f"Parameter '{path}' expects a size value")
+        return size
+    if name == "number":
+        try:
+            return float(value)
+        except ValueError:
+            raise GenericError(f"Parameter '{path}' expects a number") from None
+    if name == "null":
+        if value == "":
+            return None
+        raise GenericError(f"Parameter '{path}' expects null")
+    return value
+
+
+# --- devices ------------------------------------------------------------------------------
+
+
+def attach_device(layer: BlockLayer, driver: str, props: Mapping[str, str], *,
+                  qom_path: str | None = None) -> BlockDevice:
+    """A block device's `drive=` property and realize [qdev-properties-system.c
+    parse_drive, hw/ide/qdev.c ide_dev_initfn, hw/block/virtio-blk.c,
+    hw/scsi/scsi-disk.c, hw/block/fdc.c, hw/block/block.c]."""
+    kind = DEVICE_KINDS.get(driver)
+    if kind is None:
+        raise GenericError(f"'{driver}' is not a block device model known to the block "
+                           "layer")
+    if driver == "scsi-hd" and props.get("removable") is not None and \
+            parse_bool("removable", props["removable"]):
+        kind = scsi_hd_removable()
+    ident = props.get("id")
+    if qom_path is None:
+        qom_path = f"/machine/peripheral/{ident}" if ident else layer.next_anon_path()
+    dev = BlockDevice(kind=kind, id=ident, qom_path=qom_path)
+    for prop in ("rerror", "werror"):
+        if prop in props:
+            value = props[prop]
+            allowed = ("auto", "ignore", "report", "stop") + (("enospc",) if prop ==
+                                                               "werror" else ())
+            if value not in allowed and not (prop == "rerror" and value == "enospc"):
+                raise GenericError(f"Property '{driver}.{prop}' doesn't take value "
+                                   f"'{value}'")
+            setattr(dev, prop, value)
+    if "share-rw" in props:
+        dev.share_rw = parse_bool("share-rw", props["share-rw"])
+    if "write-cache" in props:
+        dev.wce = props["write-cache"]
+    drive = props.get("drive")
+    blk: Backend | None = None
+    created = False
+    if drive:
+        blk = layer.blk_by_name(drive)
+        if blk is None:
+            bs = layer.find_node(drive)
+            if bs is not None:
+                blk = layer.blk_new(0, 0x1F)
+                created = True
+                try:
+                    layer.blk_insert_bs(blk, bs)
+                except GenericError:
+                    layer.blk_unref(blk)
+                    raise
+        if blk is None:
+            raise GenericError(f"Property '{driver}.drive' can't find value '{drive}'")
+        if blk.dev is not None:
+            if created:
+                layer.blk_unref(blk)
+            d = blk.legacy_dinfo
+            if d is not None and d.type != "none":
+                raise GenericError(f"Drive '{drive}' is already in use because it has been "
+                                   "automatically connected to another device (did you "
+                                   "need 'if=none' in the drive options?)")
+            raise GenericError(f"Drive '{drive}' is already in use by another device")
+    try:
+        return _realize(layer, dev, blk, created)
+    except GenericError:
+        if created and blk is not None:
+            layer.blk_unref(blk)
+        raise
+
+
+def _realize(layer: BlockLayer, dev: BlockDevice, blk: Backend | None,
+             created: bool) -> BlockDevice:
+    kind = dev.kind
+    if blk is None:
+        if kind.driver in ("ide-cd", "scsi-cd", "floppy") or kind.tray or \
+                kind.driver == "sd-card":
+            blk = layer.blk_new(0, 0x1F)
+            created = True
+        elif kind.driver in ("ide-hd", "ide-drive"):
+            raise GenericError("No drive specified")
+        else:
+            raise GenericError("drive property not set")
+    if kind.needs_media and not blk.is_inserted():
+        raise GenericError("Device needs media, but drive is empty")
+    if kind.rejects_readonly and blk.is_read_only():
+        raise GenericError("Can't use a read-only drive")
+    if not kind.error_options:
+        if blk.on_write_error != "enospc" and blk.legacy_dinfo is not None:
+            raise GenericError("fdc doesn't support drive option werror")
+        if blk.on_read_error != "report":
+            raise GenericError("fdc doesn't support drive option rerror")
+    # blk_attach_dev
+    if layer.host.runstate.state == "inmigrate":
+        blk.disable_perm = True
+    blk.dev = dev
+    blk.refcnt += 1
+    blk.iostatus_reset()
+    try:
+        readonly = kind.readonly if kind.readonly is not None else blk.is_read_only()
+        perm = 0x01 | (0 if readonly else 0x02)
+        shared = 0x01 | 0x04 | 0x10
+        if kind.resizable:
+            shared |= 0x08
+        if dev.share_rw:
+            shared |= 0x02
+        layer.blk_set_perm(blk, perm, shared)
+    except GenericError:
+        blk.dev = None
+        blk.refcnt -= 1
+        raise
+    if dev.wce == "on":
+        blk.enable_write_cache = True
+    elif dev.wce == "off":
+        blk.enable_write_cache = False
+    if dev.rerror != "auto":
+        blk.on_read_error = dev.rerror
+    if dev.werror != "auto":
+        blk.on_write_error = dev.werror
+    if created:
+        blk.refcnt -= 1  # the device keeps the only reference
+    if kind.iostatus:
+        blk.iostatus_enabled = True
+        blk.iostatus = "ok"
+    layer.devices.append(dev)
+    return dev
+
+
+def detach_device(layer: BlockLayer, dev: BlockDevice) -> None:
+    """Unplugging: release_drive (blockdev_auto_del, blk_detach_dev)."""
+    blk = layer.blk_by_dev(dev)
+    if dev in layer.devices:
+        layer.devices.remove(dev)
+    if blk is None:
+        return
+    d = blk.legacy_dinfo
+    if d is not None and d.auto_del:
+        layer.monitor_remove_blk(blk)
+        layer.blk_unref(blk)
+    blk.dev = None
+    blk.iostatus_enabled = False
+    try:
+        layer.blk_set_perm(blk, 0, 0x1F)
+    except GenericError:
+        pass
+    layer.blk_unref(blk)
+
+
+def mark_auto_del(layer: BlockLayer, dev: BlockDevice) -> None:
+    """blockdev_mark_auto_del: a device_del'ed device takes its -drive with it."""
+    blk = layer.blk_by_dev(dev)
+    if blk is not None and blk.legacy_dinfo is not None:
+        blk.legacy_dinfo.auto_del = True
+
+
+@attrs.frozen
+class BoardDrive:
+    """A device the board creates for an `if=` drive (pc: IDE, floppy, SCSI)."""
+
+    drive: str
+    driver: str
+    bus: int
+    unit: int
+
+
+def board_drives(layer: BlockLayer) -> list[BoardDrive]:
+    """The devices pc_init1 creates for the -drives of its interfaces, in its order:
+    floppies (pc_basic_device_init), then IDE (pci_piix3_ide_init), then SCSI
+    (the lsi controller's legacy drives)."""
+    out: list[BoardDrive] = []
+    drives = [blk for blk in layer.monitor_backends if blk.legacy_dinfo is not None]
+    for iface, pick in (("floppy", lambda d: "floppy"),
+                        ("ide", lambda d: "ide-cd" if d.media_cd else "ide-hd"),
+                        ("scsi", lambda d: "scsi-cd" if d.media_cd else "scsi-hd")):
+        for blk in sorted((b for b in drives if b.legacy_dinfo.type == iface),  # type: ignore[union-attr]
+                          key=lambda b: (b.legacy_dinfo.bus, b.legacy_dinfo.unit)):  # type: ignore[union-attr]
+            d = blk.legacy_dinfo
+            assert d is not None and blk.name is not None
+            out.append(BoardDrive(drive=blk.name, driver=pick(d), bus=d.bus, unit=d.unit))
+    return out
+
+
+def create_board_devices(layer: BlockLayer, *, first_unattached: int = 17) -> list[BlockDevice]:
+    """Attach the board devices of `board_drives`, naming them
+    /machine/unattached/device[N] from `first_unattached` on (the caller that owns
+    the QOM tree should pass its own numbering)."""
+    devs = []
+    n = first_unattached
+    for bd in board_drives(layer):
+        devs.append(attach_device(layer, bd.driver, {"drive": bd.drive},
+                                  qom_path=f"/machine/unattached/device[{n}]"))
+        n += 1
+    return devs

@@ -1,0 +1,196 @@
+"""Simulated guest I/O: accounting, dirty bitmaps, write thresholds, and the error
+policy of block devices (rerror/werror, BLOCK_IO_ERROR, the io-error stop).
+
+Pure model of the `blockdev` layer. No guest code runs, so requests come from a
+model hook (`submit`), which the control plane (and tests) call on behalf of the
+guest; node-level fault injection (`set_fault`) makes a node fail reads or writes
+with an errno. What follows a request is QEMU 2.11's:
+
+* a successful request counts in the BlockBackend's statistics, moves the node's
+  `wr_highest_offset`, dirties the node's enabled bitmaps and fires its write
+  threshold (BLOCK_WRITE_THRESHOLD, then the threshold disarms)
+  [block/accounting.c, block/io.c, block/write-threshold.c];
+* a failed request is counted as failed, then the device's error policy picks an
+  action [block/block-backend.c blk_get_error_action, blk_error_action]:
+  `report`/`ignore` send BLOCK_IO_ERROR only; `stop` sets the io-status, sends
+  BLOCK_IO_ERROR, asks the machine to stop with `io-error`, and keeps the request
+  queued in the device until `cont` retries it (block.md §8, runstate.md §4.7).
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+from typing import TYPE_CHECKING
+
+import attrs
+
+from blockdev.graph import Backend, Node
+from schema.errors import GenericError
+
+if TYPE_CHECKING:
+    from blockdev.layer import BlockLayer
+
+# A simulated request takes this long (only visible in *_total_time_ns).
+LATENCY_NS = 100_000
+
+
+@attrs.frozen
+class Request:
+    op: str  # "read" | "write" | "flush"
+    offset: int = 0
+    length: int = 0
+
+
+def error_action(policy: str, error: int) -> str:
+    """blk_get_error_action."""
+    if policy == "enospc":
+        return "stop" if error == errno_mod.ENOSPC else "report"
+    if policy == "stop":
+        return "stop"
+    if policy == "ignore":
+        return "ignore"
+    return "report"
+
+
+def set_fault(layer: BlockLayer, node_name: str, op: str, error: int | None) -> None:
+    """The fault-injection hook: `node_name` fails `op` ("read", "write", "flush" or
+    "all") with `error` (an errno) until cleared with None."""
+    bs = layer.find_node(node_name)
+    if bs is None:
+        raise GenericError(f"Cannot find node {node_name}")
+    faults = _faults(bs)
+    for kind in (("read", "write", "flush") if op == "all" else (op,)):
+        if error is None:
+            faults.pop(kind, None)
+        else:
+            faults[kind] = error
+
+
+def _faults(bs: Node) -> dict[str, int]:
+    faults = getattr(bs, "faults", None)
+    if faults is None:
+        faults = {}
+        bs.faults = faults  # type: ignore[attr-defined]
+    return faults
+
+
+def _fault_for(bs: Node | None, op: str) -> int | None:
+    """The first injected fault on the path the request takes (node, file children)."""
+    while bs is not None:
+        faults = getattr(bs, "faults", None)
+        if faults and op in faults:
+            return faults[op]
+        bs = bs.file_bs
+    return None
+
+
+def submit(layer: BlockLayer, blk: Backend, req: Request) -> str:
+    """One guest request through `blk`. Returns "ok", "error" (reported to the
+    guest), "ignored" (error hidden from the guest) or "queued" (VM stopping)."""
+    now_ns = int(layer.host.clock.now() * 1e9)
+    stats = blk.stats
+    bs = blk.bs
+    if bs is None or not blk.is_available() or bs.driver is None:
+        return "error"
+    size = bs.length()
+    if req.op != "flush" and (req.offset < 0 or req.length < 0 or
+                              req.offset + req.length > size):
+        stats.invalid_ops[req.op] += 1
+        if stats.account_invalid:
+            stats.last_access_time_ns = now_ns
+        return "error"
+    if req.op == "write" and blk.is_read_only():
+        stats.invalid_ops["write"] += 1
+        return "error"
+    error = _fault_for(bs, req.op)
+    if error is not None:
+        stats.failed_ops[req.op] += 1
+        if stats.account_failed:
+            stats.total_time_ns[req.op] += LATENCY_NS
+            stats.last_access_time_ns = now_ns
+        return _handle_error(layer, blk, req, error)
+    stats.nr_bytes[req.op] += req.length
+    stats.nr_ops[req.op] += 1
+    stats.total_time_ns[req.op] += LATENCY_NS
+    stats.last_access_time_ns = now_ns
+    if req.op == "write":
+        write_to_node(layer, bs, req.offset, req.length)
+    return "ok"
+
+
+def write_to_node(layer: BlockLayer, bs: Node, offset: int, length: int) -> None:
+    """What a write does to the nodes it passes (block/io.c bdrv_aligned_pwritev):
+    before-write notifiers (the write threshold), dirty bitmaps, the highest offset.
+    Filters and raw pass the request on to their file child."""
+    node: Node | None = bs
+    while node is not None:
+        check_write_threshold(layer, node, offset, length)
+        for bm in node.bitmaps:
+            bm.mark(offset, length)
+            if bm.successor is not None:
+                bm.successor.mark(offset, length)
+        end = offset + length
+        if end > node.wr_highest_offset:
+            node.wr_highest_offset = end
+        drv = node.driver
+        if drv is not None and (drv.is_filter or drv.format_name == "raw"):
+            if drv.format_name == "raw" and node.state is not None:
+                offset += node.state.raw_options.get("offset", 0)
+            node = node.file_bs
+        else:
+            node = None
+
+
+def check_write_threshold(layer: BlockLayer, bs: Node, offset: int, length: int) -> None:
+    """before_write_notify / bdrv_write_threshold_exceeded."""
+    threshold = bs.write_threshold
+    if threshold <= 0:
+        return
+    if offset > threshold:
+        amount = offset - threshold + length
+    elif offset + length > threshold:
+        amount = offset + length - threshold
+    else:
+        return
+    layer.host.emit("BLOCK_WRITE_THRESHOLD", {"node-name": bs.node_name,
+                                              "amount-exceeded": amount,
+                                              "write-threshold": threshold})
+    bs.write_threshold = 0
+
+
+def _handle_error(layer: BlockLayer, blk: Backend, req: Request, error: int) -> str:
+    """The device model's error path: pick the action, then blk_error_action."""
+    is_read = req.op == "read"
+    policy = blk.on_read_error if is_read else blk.on_write_error
+    action = error_action(policy, error)
+    bs = blk.bs
+    data: dict[str, object] = {
+        "device": blk.display_name(),
+        "node-name": bs.node_name if bs is not None else "",
+        "operation": "read" if is_read else "write",
+        "action": action,
+    }
+    if blk.iostatus_is_enabled():
+        data["nospace"] = error == errno_mod.ENOSPC
+    data["reason"] = os.strerror(error)
+    if action == "stop":
+        if blk.iostatus_is_enabled():
+            blk.iostatus_set_err(error)
+        layer.host.emit("BLOCK_IO_ERROR", data)
+        layer.host.request_vmstop("io-error")
+        blk.queued.append(req)
+        return "queued"
+    layer.host.emit("BLOCK_IO_ERROR", data)
+    return "ignored" if action == "ignore" else "error"
+
+
+def on_cont(layer: BlockLayer) -> None:
+    """qmp_cont's blk_iostatus_reset for every named BlockBackend, then the devices
+    retry what they queued (their VM-state-change handlers run as the VM starts)."""
+    for blk in layer.monitor_backends:
+        blk.iostatus_reset()
+    for blk in list(layer.backends):
+        pending, blk.queued = blk.queued, []
+        for req in pending:
+            submit(layer, blk, req)
