@@ -579,13 +579,12 @@ def _parse(tokens: list[_Token]) -> Parsed:
                     return value
                 frame = stack[-1]
                 part = frame[1]
-                if i < n:
-                    following = tokens[i][0]
-                else:
+                if part == _KEY and type(value) is not str:
+                    raise _Fail("key is not a string in object", True)
+                if i >= n:
                     raise _Fail("premature EOI", True)
+                following = tokens[i][0]
                 if part == _KEY:
-                    if type(value) is not str:
-                        raise _Fail("key is not a string in object", True)
                     if following != _COLON:
                         raise _Fail("missing : in object pair", True)
                     i += 1
@@ -624,7 +623,6 @@ def _parse(tokens: list[_Token]) -> Parsed:
 
 
 _INT64_MIN: Final = -(1 << 63)
-_INT64_MAX: Final = (1 << 63) - 1
 _UINT64_MAX: Final = (1 << 64) - 1
 
 
