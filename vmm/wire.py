@@ -899,6 +899,8 @@ def _compact(value: object, depth: int) -> str:
         return "[" + ", ".join([_compact(v, depth) for v in value]) + "]"  # type: ignore[attr-defined]
     if t is int:
         return str(value)
+    if t is float:
+        return _format_float(value)  # type: ignore[arg-type]
     if isinstance(value, dict):
         return _compact(dict(value), depth)
     if isinstance(value, (list, tuple)):
