@@ -238,14 +238,15 @@ _RUNS: Final[dict[int, re.Pattern[bytes]]] = {
 }
 
 # Fast path: whole tokens that the automaton would produce identically, matched from the
-# start state. Numbers and keywords need a following byte that certainly ends them
-# (a byte <= 0x7F that cannot extend them); anything else goes through the automaton.
+# start state, each with the whitespace before it. Numbers and keywords need a following
+# byte that certainly ends them (a byte <= 0x7F that cannot extend them); anything else
+# goes through the automaton.
 _ESCAPE_SEQ: Final = rb"""\\(?:["'\\/bfnrt]|u[0-9a-fA-F]{4})"""
 _ENDS_NUMBER: Final = rb"(?=[\x00-\x2a\x2c\x2f\x3a-\x44\x46-\x64\x66-\x7f])"  # not 0-9 . e E + -
 _ENDS_KEYWORD: Final = rb"(?=[\x00-\x60\x7b-\x7f])"
 _FAST: Final = re.compile(
-    rb"([ \t\r\n]++)"
-    rb"|([{}\[\],:])"
+    rb"[ \t\r\n]*+(?:"
+    rb"([{}\[\],:])"
     rb'|("' + _STRING_BODY_DQ + rb"*+(?:" + _ESCAPE_SEQ + _STRING_BODY_DQ + rb'*+)*+"'
     rb"|'" + _STRING_BODY_SQ + rb"*+(?:" + _ESCAPE_SEQ + _STRING_BODY_SQ + rb"*+)*+')"
     rb"|(-?(?:(?:0|[1-9][0-9]*+)\.[0-9]++(?:[eE][-+]?[0-9]++)?+|[1-9][0-9]*+[eE][-+]?[0-9]++))"
@@ -254,8 +255,10 @@ _FAST: Final = re.compile(
     + _ENDS_NUMBER
     + rb"|([a-z]++)"
     + _ENDS_KEYWORD
+    + rb")"
 )
-_G_SPACE, _G_PUNCT, _G_STRING, _G_FLOAT, _G_INTEGER, _G_KEYWORD = range(1, 7)
+_SPACE: Final = re.compile(rb"[ \t\r\n]++")
+_G_PUNCT, _G_STRING, _G_FLOAT, _G_INTEGER, _G_KEYWORD = range(1, 6)
 _GROUP_TYPE: Final = {
     _G_STRING: _STRING,
     _G_FLOAT: _FLOAT,
@@ -341,20 +344,22 @@ class MessageDecoder:
         while pos < n:
             m = match(buf, pos)
             if m is None:
-                break
-            group = m.lastindex
+                m = _SPACE.match(buf, pos)
+                if m is None or m.end() - pos > MAX_TOKEN_BYTES:
+                    break
+                if m.end() == n:
+                    # Whitespace is a token too, if a skipped one: it counts towards
+                    # the lexer's token cut.
+                    self._state = _WHITESPACE
+                    self._token = bytearray(buf[pos:n])
+                pos = m.end()
+                continue
             end = m.end()
             if end - pos > MAX_TOKEN_BYTES:
-                break  # the automaton cuts oversized tokens
-            if group == _G_SPACE:
-                if end == n:
-                    # Whitespace is a token too (it counts towards the token cut).
-                    self._state = _WHITESPACE
-                    self._token = bytearray(buf[pos:end])
-                pos = end
-                continue
+                break  # maybe an oversized token: the automaton cuts those
+            group = m.lastindex
             if group == _G_PUNCT:
-                c = buf[pos]
+                c = buf[end - 1]
                 token = _PUNCT_TOKEN[c]
                 if c == 0x7B:
                     braces += 1
@@ -367,9 +372,9 @@ class MessageDecoder:
                 size += 1
             else:
                 assert group is not None
-                text = buf[pos:end]
+                text = m.group(group)
                 token = (_GROUP_TYPE[group], text)
-                size += end - pos
+                size += len(text)
             pos = end
             tokens.append(token)
             if braces < 0 or brackets < 0 or (braces == 0 and brackets == 0):
@@ -574,13 +579,12 @@ def _parse(tokens: list[_Token]) -> Parsed:
                     return value
                 frame = stack[-1]
                 part = frame[1]
-                if i < n:
-                    following = tokens[i][0]
-                else:
+                if part == _KEY and type(value) is not str:
+                    raise _Fail("key is not a string in object", True)
+                if i >= n:
                     raise _Fail("premature EOI", True)
+                following = tokens[i][0]
                 if part == _KEY:
-                    if type(value) is not str:
-                        raise _Fail("key is not a string in object", True)
                     if following != _COLON:
                         raise _Fail("missing : in object pair", True)
                     i += 1
@@ -619,7 +623,6 @@ def _parse(tokens: list[_Token]) -> Parsed:
 
 
 _INT64_MIN: Final = -(1 << 63)
-_INT64_MAX: Final = (1 << 63) - 1
 _UINT64_MAX: Final = (1 << 64) - 1
 
 
@@ -896,6 +899,8 @@ def _compact(value: object, depth: int) -> str:
         return "[" + ", ".join([_compact(v, depth) for v in value]) + "]"  # type: ignore[attr-defined]
     if t is int:
         return str(value)
+    if t is float:
+        return _format_float(value)  # type: ignore[arg-type]
     if isinstance(value, dict):
         return _compact(dict(value), depth)
     if isinstance(value, (list, tuple)):
