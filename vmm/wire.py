@@ -4,7 +4,7 @@ This is the wire edge of the `vmm` layer. Its neighbours are the QMP protocol mo
 which feeds each connection's received bytes to a `MessageDecoder` and writes what
 `encode` returns, and the argument visitor, which needs `qdict_order` to examine request
 members in the order QEMU does. It depends on nothing but the standard library (and the
-`JSONValue` type alias of `schema.jsontypes`).
+`JSONValue` alias and the QDict hash order of the `schema` package).
 
 Input reproduces QEMU's three stages [qobject/json-lexer.c, json-streamer.c,
 json-parser.c]: a byte-level lexer with QEMU's extensions and quirks, a streamer that
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
 from schema.jsontypes import JSONValue
+from schema.qdict import key_bytes, qdict_order_tuple, qdict_bucket, qdict_hash, qdict_order
 
 __all__ = [
     "INVALID_JSON_SYNTAX",
@@ -686,44 +687,6 @@ def _string_value(token: bytes) -> str:
 # Object member order [qobject/qdict.c tdb_hash, qdict_put_obj, qdict_iter]
 
 
-def qdict_hash(key: bytes) -> int:
-    """QEMU's `tdb_hash` of a key's bytes (unsigned 32-bit) [qobject/qdict.c tdb_hash]."""
-    value = (0x238F13AF * len(key)) & 0xFFFFFFFF
-    for i, b in enumerate(key):
-        value = (value + (b << (i * 5 % 24))) & 0xFFFFFFFF
-    return (1103515243 * value + 12345) & 0xFFFFFFFF
-
-
-def _key_bytes(key: str) -> bytes:
-    try:
-        return key.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return key.encode("utf-8", "surrogatepass")
-
-
-@functools.lru_cache(maxsize=8192)
-def qdict_bucket(key: str) -> int:
-    """The QDict bucket (0..511) that `key` lands in [include/qapi/qmp/qdict.h]."""
-    return qdict_hash(_key_bytes(key)) % 512
-
-
-def qdict_order(keys: Iterable[str]) -> list[str]:
-    """The order in which QEMU iterates a QDict whose keys were inserted in this order.
-
-    Buckets ascending; within a bucket the most recently inserted key first. A key
-    given twice keeps the position of its first insertion, as `qdict_put_obj` replaces
-    the value in place. (Reference note qmp-protocol.md §13.)
-    """
-    return list(_wire_order(tuple(dict.fromkeys(keys))))
-
-
-@functools.lru_cache(maxsize=4096)
-def _wire_order(keys: tuple[str, ...]) -> tuple[str, ...]:
-    bucket = qdict_bucket
-    decorated = sorted((bucket(k), -i, k) for i, k in enumerate(keys))
-    return tuple(k for _, _, k in decorated)
-
-
 # ---------------------------------------------------------------------------------------
 # Output [qobject/qjson.c to_json; qobject/qnum.c qnum_to_string; util/unicode.c]
 
@@ -830,7 +793,7 @@ _SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
 def _escape_str(s: str) -> str:
     if _SURROGATE.search(s):
         # Raw bytes smuggled in by surrogateescape: work on the bytes QEMU would hold.
-        return _escape_utf8_bytes(_key_bytes(s))
+        return _escape_utf8_bytes(key_bytes(s))
     return _NEEDS_ESCAPE.sub(lambda m: _escape_char(m.group()), s)
 
 
@@ -886,7 +849,7 @@ def _compact(value: object, depth: int) -> str:
         return (
             "{"
             + ", ".join(
-                [_encode_str(k) + ": " + _compact(d[k], depth) for k in _wire_order(tuple(d))]
+                [_encode_str(k) + ": " + _compact(d[k], depth) for k in qdict_order_tuple(tuple(d))]
             )
             + "}"
         )
@@ -929,7 +892,7 @@ def _serialize_iterative(value: object, pretty: bool) -> str:
             if isinstance(child, dict):
                 emit("{")
                 d: dict[str, object] = child
-                members = [(k, d[k]) for k in _wire_order(tuple(d))]
+                members = [(k, d[k]) for k in qdict_order_tuple(tuple(d))]
                 stack.append((iter(members), True, level))
                 counts.append(0)
             elif isinstance(child, (list, tuple)):
