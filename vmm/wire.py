@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
 from schema.jsontypes import JSONValue
-from schema.qdict import key_bytes, qdict_order_tuple, qdict_bucket, qdict_hash, qdict_order
+from schema.qdict import key_bytes, qdict_bucket, qdict_hash, qdict_order, qdict_order_tuple
 
 __all__ = [
     "INVALID_JSON_SYNTAX",
