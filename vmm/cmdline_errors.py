@@ -28,6 +28,8 @@ class Diagnostic:
     prefixed: bool = True
     timestamp: bool = False
     warning: bool = False
+    #: QEMU printed it with printf (stdout) rather than on stderr.
+    stdout: bool = False
 
     @property
     def text(self) -> str:
