@@ -56,12 +56,10 @@ TABLE: tuple[QemuOption | Heading, ...] = (
             "-machine [type=]name[,prop[=value][,...]]",
             "choose the board ('-machine help' lists them)",
         ),
-        (
-            "",
-            "props: accel=kvm|tcg|xen|hax (list with ':'), kernel_irqchip=on|off, "
-            "kvm_shadow_mem=size, dump-guest-core=on|off, mem-merge=on|off, usb=on|off, "
-            "iommu=on|off, suppress-vmdesc=on|off, ...",
-        ),
+        ("", "accel=kvm|xen|hax|tcg (several, ':'-separated, are tried in order)"),
+        ("", "kernel_irqchip=on|off, kvm_shadow_mem=size, dump-guest-core=on|off,"),
+        ("", "mem-merge=on|off, usb=on|off, iommu=on|off, suppress-vmdesc=on|off,"),
+        ("", "nvdimm=on|off, enforce-config-section=on|off, ..."),
     ),
     _o("M", A),
     _o("cpu", A, ("-cpu cpu", "choose the CPU model ('-cpu help' lists them)")),
