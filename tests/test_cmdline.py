@@ -664,21 +664,30 @@ def test_nographic_with_daemonize() -> None:
     assert parse("-nodefaults", "-nographic", "-daemonize").daemonize
 
 
-def test_add_fd_checks() -> None:
-    """vl.c parse_add_fd, the checks that need no descriptor."""
-    assert (
-        str(error("-add-fd", "set=2"))
-        == "-add-fd set=2: fd option is required and must be non-negative"
-    )
-    assert (
-        str(error("-add-fd", "fd=2,set=1"))
-        == "-add-fd fd=2,set=1: fd cannot be a standard I/O stream"
-    )
-    assert (
-        str(error("-add-fd", "fd=5"))
-        == "-add-fd fd=5: set option is required and must be non-negative"
-    )
+def test_add_fd_keeps_its_settings() -> None:
+    """vl.c qemu_add_fd_opts: fd, set, opaque."""
     assert nd("-add-fd", "fd=5,set=1,opaque=x").add_fds[0].get("opaque") == "x"
+
+
+def test_add_fd_without_fd() -> None:
+    """vl.c parse_add_fd: "fd option is required and must be non-negative"."""
+    assert str(error("-add-fd", "set=2")) == (
+        "-add-fd set=2: fd option is required and must be non-negative"
+    )
+
+
+def test_add_fd_standard_stream() -> None:
+    """vl.c parse_add_fd: "fd cannot be a standard I/O stream"."""
+    assert str(error("-add-fd", "fd=2,set=1")) == (
+        "-add-fd fd=2,set=1: fd cannot be a standard I/O stream"
+    )
+
+
+def test_add_fd_without_set() -> None:
+    """vl.c parse_add_fd: "set option is required and must be non-negative"."""
+    assert str(error("-add-fd", "fd=5")) == (
+        "-add-fd fd=5: set option is required and must be non-negative"
+    )
 
 
 def test_set_option() -> None:
@@ -687,16 +696,22 @@ def test_set_option() -> None:
     assert cmd.devices[0].get("mac") == "52:54:00:00:00:01"
 
 
-def test_set_option_errors() -> None:
-    """util/qemu-config.c qemu_set_option / qemu_find_opts messages."""
+def test_set_unparsable() -> None:
+    """util/qemu-config.c qemu_set_option: can't parse: "%s"."""
     assert str(error("-set", "foo")) == '-set foo: can\'t parse: "foo"'
-    assert (
-        str(error("-set", "nogroup.x.y=z"))
-        == "-set nogroup.x.y=z: There is no option group 'nogroup'"
+
+
+def test_set_unknown_group() -> None:
+    """util/qemu-config.c find_list: "There is no option group '%s'"."""
+    assert str(error("-set", "nogroup.x.y=z")) == (
+        "-set nogroup.x.y=z: There is no option group 'nogroup'"
     )
-    assert (
-        str(error("-set", "device.nodev.x=y"))
-        == '-set device.nodev.x=y: there is no device "nodev" defined'
+
+
+def test_set_unknown_id() -> None:
+    """util/qemu-config.c qemu_set_option: there is no %s "%s" defined."""
+    assert str(error("-set", "device.nodev.x=y")) == (
+        '-set device.nodev.x=y: there is no device "nodev" defined'
     )
 
 
@@ -781,19 +796,133 @@ def test_warnings_precede_the_error() -> None:
     assert err.render(PROG).startswith(f"{PROG}: -tdf: warning: ignoring deprecated option\n")
 
 
-def test_misc_option_errors() -> None:
-    """vl.c: -rotate, -tb-size, -hdachs, -option-rom, -balloon, -dump-vmstate."""
+def test_rotate_angle() -> None:
+    """vl.c -rotate: "only 90, 180, 270 deg rotation is available"."""
     assert str(error("-rotate", "45")) == "-rotate 45: only 90, 180, 270 deg rotation is available"
+
+
+def test_tb_size() -> None:
+    """vl.c -tb-size: qemu_strtoul fails, "Invalid argument to -tb-size"."""
     assert str(error("-tb-size", "x")) == "-tb-size x: Invalid argument to -tb-size"
+
+
+def test_hdachs_format() -> None:
+    """vl.c -hdachs: "invalid physical CHS format"."""
     assert str(error("-hdachs", "1,2")) == "-hdachs 1,2: invalid physical CHS format"
-    assert (
-        str(error("-option-rom", "bootindex=1"))
-        == "-option-rom bootindex=1: Option ROM file is not specified"
+
+
+def test_option_rom_without_file() -> None:
+    """vl.c -option-rom: "Option ROM file is not specified"."""
+    assert str(error("-option-rom", "bootindex=1")) == (
+        "-option-rom bootindex=1: Option ROM file is not specified"
     )
+
+
+def test_balloon_argument() -> None:
+    """vl.c balloon_parse fails: "unknown -balloon argument %s"."""
     assert str(error("-balloon", "foo")) == "-balloon foo: unknown -balloon argument foo"
+
+
+def test_dump_vmstate_twice() -> None:
+    """vl.c -dump-vmstate: "only one '-dump-vmstate' option may be given"."""
     assert str(error("-dump-vmstate", "a", "-dump-vmstate", "b")) == (
         "-dump-vmstate b: only one '-dump-vmstate' option may be given"
     )
+
+
+def test_balloon_bad_device_options() -> None:
+    """vl.c balloon_parse: the QemuOpts error, then "unknown -balloon argument"."""
+    err = error("-balloon", "virtio,id=1x")
+    assert [d.text for d in err.diagnostics] == [
+        "-balloon virtio,id=1x: Parameter 'id' expects an identifier",
+        "-balloon virtio,id=1x: unknown -balloon argument virtio,id=1x",
+    ]
+
+
+def test_tpmdev_help() -> None:
+    """tpm.c tpm_display_backend_drivers on stderr, then vl.c exit(1)."""
+    err = error("-tpmdev", "help")
+    assert err.exit_status == 1
+    assert err.render(PROG) == (
+        "Supported TPM types (choose only one):\n"
+        " passthrough   Passthrough TPM backend driver\n"
+        "    emulator   TPM emulator backend driver\n\n"
+    )
+
+
+def test_watchdog_help() -> None:
+    """hw/watchdog/watchdog.c select_watchdog: -watchdog help lists, exit status 0."""
+    err = error("-watchdog", "help")
+    assert err.exit_status == 0
+    assert err.render(PROG) == "\tib700\tiBASE 700\n\ti6300esb\tIntel 6300ESB\n"
+
+
+def test_accel_without_name_lists_accelerators() -> None:
+    """vl.c -accel: no accel= after parsing means help, exit(0)."""
+    err = error("-accel", "thread=multi")
+    assert (err.exit_status, err.render(PROG)) == (0, "Possible accelerators: kvm, xen, hax, tcg\n")
+
+
+def test_display_bad_gtk_option() -> None:
+    """vl.c select_display: "invalid GTK option string"."""
+    assert (
+        str(error("-display", "gtk,gl=maybe")) == "-display gtk,gl=maybe: invalid GTK option string"
+    )
+
+
+def test_sdl_only_flags_warn() -> None:
+    """vl.c main: -no-frame/-alt-grab/-ctrl-grab need SDL (error_report, not fatal)."""
+    assert [w.text for w in nd("-no-frame").warnings] == [
+        "-no-frame, -alt-grab and -ctrl-grab are only valid for SDL, ignoring option"
+    ]
+    assert nd("-no-frame", "-display", "sdl").warnings == ()
+
+
+def test_no_quit_warns() -> None:
+    """vl.c main: "-no-quit is only valid for GTK and SDL, ignoring option"."""
+    assert [w.text for w in nd("-no-quit", "-display", "none").warnings] == [
+        "-no-quit is only valid for GTK and SDL, ignoring option"
+    ]
+
+
+def test_hdachs_deprecation() -> None:
+    """vl.c -hdachs always reports its deprecation; it sets the first image's geometry."""
+    cmd = nd("disk.img", "-hdachs", "100,16,63,lba")
+    assert [w.text for w in cmd.warnings] == [
+        "-hdachs 100,16,63,lba: '-hdachs' is deprecated, please use "
+        "'-device ide-hd,cyls=c,heads=h,secs=s,...' instead"
+    ]
+    assert cmd.drives[0].as_dict() == {
+        "media": "disk",
+        "index": "0",
+        "file": "disk.img",
+        "cyls": "100",
+        "heads": "16",
+        "secs": "63",
+        "trans": "lba",
+    }
+
+
+def test_net_channel_deprecation() -> None:
+    """net/slirp.c net_slirp_parse_legacy: -net channel is reported and kept aside."""
+    cmd = nd("-net", "channel,10.0.2.100:1234,chardev:c")
+    assert [w.text for w in cmd.warnings] == [
+        "-net channel,10.0.2.100:1234,chardev:c: The '-net channel' option is deprecated. "
+        "Please use '-netdev user,guestfwd=...' instead."
+    ]
+    assert cmd.nets == ()
+
+
+def test_debugcon_failure_is_silent() -> None:
+    """vl.c debugcon_parse: exit(1) with nothing printed when the backend is unknown."""
+    err = error("-debugcon", "foo")
+    assert err.render(PROG) == "" and err.exit_status == 1
+
+
+def test_monitor_id_taken() -> None:
+    """vl.c monitor_parse: qemu_opts_create(mon, label, 1, &error_fatal)."""
+    err = error("-chardev", "null,id=c", "-mon", "c,id=compat_monitor0", "-qmp", "stdio")
+    assert str(err) == "-qmp stdio: Duplicate ID 'compat_monitor0' for mon"
 
 
 def test_virtfs() -> None:
@@ -808,14 +937,24 @@ def test_virtfs() -> None:
     )
 
 
-def test_virtfs_errors() -> None:
-    """vl.c -virtfs: usage and duplicate fsdev messages."""
-    assert (
-        str(error("-virtfs", "local,path=/x"))
-        == "-virtfs local,path=/x: Usage: -virtfs fsdriver,mount_tag=tag"
+def test_virtfs_usage() -> None:
+    """vl.c -virtfs: "Usage: -virtfs fsdriver,mount_tag=tag"."""
+    assert str(error("-virtfs", "local,path=/x")) == (
+        "-virtfs local,path=/x: Usage: -virtfs fsdriver,mount_tag=tag"
     )
+
+
+def test_virtfs_duplicate() -> None:
+    """vl.c -virtfs: "duplicate or invalid fsdev id: %s"."""
     err = error("-virtfs", "local,mount_tag=t", "-virtfs", "local,mount_tag=t")
     assert str(err) == "-virtfs local,mount_tag=t: duplicate or invalid fsdev id: t"
+
+
+def test_virtfs_synth_twice() -> None:
+    """vl.c -virtfs_synth: "duplicate option: virtfs_synth"."""
+    assert str(error("-virtfs_synth", "-virtfs_synth")) == (
+        "-virtfs_synth: duplicate option: virtfs_synth"
+    )
 
 
 def test_disk_image_and_drive_shortcuts() -> None:
@@ -1206,23 +1345,30 @@ def test_emu_options() -> None:
     }
 
 
-def test_emu_option_errors() -> None:
-    """Unknown emulator options read like QEMU's; bad choices name the choices."""
+def test_emu_option_unknown() -> None:
+    """Unknown emulator options read like vl.c lookup_opt's "invalid option"."""
     assert str(error("--emu-nope", extra=EMU)) == "--emu-nope: invalid option"
+
+
+def test_emu_option_bad_choice() -> None:
+    """A value outside the declared choices, worded like QERR_INVALID_PARAMETER_VALUE."""
     assert str(error("--emu-guest-powerdown=off", extra=EMU)) == (
         "--emu-guest-powerdown=off: Parameter 'emu-guest-powerdown' expects one of shutdown, ignore"
     )
-    assert (
-        str(error("--emu-guest-powerdown", extra=EMU))
-        == "--emu-guest-powerdown: requires an argument"
+
+
+def test_emu_option_missing_value() -> None:
+    """A valued emulator option at the end, like vl.c lookup_opt's message."""
+    assert str(error("--emu-guest-powerdown", extra=EMU)) == (
+        "--emu-guest-powerdown: requires an argument"
     )
+
+
+def test_emu_flag_value() -> None:
+    """An emulator flag takes only on/off, like parse_option_bool."""
     assert str(error("--emu-strict=maybe", extra=EMU)) == (
         "--emu-strict=maybe: Parameter 'emu-strict' expects 'on' or 'off'"
     )
-
-
-# ---------------------------------------------------------------------------
-# -version, -help
 
 
 def test_version_text() -> None:
