@@ -997,6 +997,12 @@ def test_nographic_redirections() -> None:
     assert [(m.chardev, m.mode) for m in cmd.monitors] == [("serial0", "readline")]
 
 
+def test_all_chardevs_in_creation_order() -> None:
+    """vl.c: -chardev and monitor chardevs first, then serial, parallel, ... ports."""
+    cmd = nd("-parallel", "null", "-serial", "pty", "-chardev", "null,id=c", "-qmp", "stdio")
+    assert [c.id for c in cmd.all_chardevs()] == ["c", "compat_monitor0", "serial0", "parallel0"]
+
+
 def test_nodefaults() -> None:
     """vl.c has_defaults = 0: no default ports, monitor or NICs."""
     cmd = nd()

@@ -312,6 +312,16 @@ class CommandLine:
     def bios(self) -> str | None:
         return self.machine.get("firmware")
 
+    def all_chardevs(self) -> tuple[QemuOpts, ...]:
+        """Every chardev QEMU creates from the command line, in its order.
+
+        First `-chardev` and the monitors' `compat_monitorN` (vl.c
+        chardev_init_func), then the ports' own: serial, parallel, virtio
+        console, debugcon (serial_parse, parallel_parse, ...).
+        """
+        ports = (*self.serials, *self.parallels, *self.virtconsoles, *self.debugcons)
+        return self.chardevs + tuple(p.chardev for p in ports if p.chardev is not None)
+
     def group(self, name: str) -> tuple[QemuOpts, ...]:
         """Every instance of an option group, e.g. `group("numa")`."""
         return self.groups.get(name, ())
