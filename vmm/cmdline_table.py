@@ -32,6 +32,8 @@ class Heading:
 
 
 def _line(syntax: str, text: str) -> str:
+    if not text:
+        return f"{syntax}\n"
     if len(syntax) < 16:
         return f"{syntax:<16}{text}\n"
     return f"{syntax}\n{'':16}{text}\n"
@@ -166,9 +168,8 @@ TABLE: tuple[QemuOption | Heading, ...] = (
         A,
         (
             "-blockdev [driver=]driver[,node-name=N][,discard=ignore|unmap]",
-            "add a block node; keyval",
+            "add a block node, in keyval syntax (file.driver=file,...) or as a JSON object",
         ),
-        ("", "syntax (file.driver=file,...) or a JSON object"),
     ),
     _o(
         "drive",
@@ -208,9 +209,16 @@ TABLE: tuple[QemuOption | Heading, ...] = (
     _o(
         "display",
         A,
-        ("-display sdl[,frame=on|off][,alt_grab=on|off][,ctrl_grab=on|off]", "display type:"),
-        ("", "[,window_close=on|off][,gl=on|off] or gtk[,grab_on_hover=on|off][,gl=on|off],"),
-        ("", "vnc=<display>[,<optargs>], curses, egl-headless or none"),
+        (
+            "-display sdl[,frame=on|off][,alt_grab=on|off][,ctrl_grab=on|off][,window_close=on|off]"
+            "[,gl=on|off]",
+            "an SDL window",
+        ),
+        ("-display gtk[,grab_on_hover=on|off][,gl=on|off]", "a GTK window"),
+        ("-display vnc=<display>[,<optargs>]", "a VNC server (see -vnc)"),
+        ("-display curses", "the text screen on the terminal"),
+        ("-display egl-headless", "render with OpenGL, show nothing"),
+        ("-display none", "no display"),
     ),
     _o("nographic", N, ("-nographic", "no graphics; serial port and monitor on stdio")),
     _o("curses", N, ("-curses", "same as -display curses")),
@@ -222,8 +230,10 @@ TABLE: tuple[QemuOption | Heading, ...] = (
     _o(
         "spice",
         A,
-        ("-spice [port=port][,tls-port=secured-port][,x509-dir=<dir>][,addr=addr]", "enable the"),
-        ("", "SPICE server (see the manual for all properties)"),
+        (
+            "-spice [port=port][,tls-port=secured-port][,x509-dir=<dir>][,addr=addr][,...]",
+            "a SPICE server (see the manual for all properties)",
+        ),
     ),
     _o("portrait", N, ("-portrait", "rotate the display 90 degrees (PXA LCD only)")),
     _o("rotate", A, ("-rotate <deg>", "rotate the display (PXA LCD only)")),
@@ -292,10 +302,10 @@ TABLE: tuple[QemuOption | Heading, ...] = (
         ("-chardev help", "list the backends"),
         ("-chardev null,id=id[,mux=on|off][,logfile=PATH][,logappend=on|off]", "discard output"),
         (
-            "-chardev socket,id=id[,host=host],port=port[,to=to][,ipv4][,ipv6][,nodelay][,reconnect=seconds]",
-            "TCP",
+            "-chardev socket,id=id[,host=host],port=port[,to=to][,ipv4][,ipv6][,nodelay]"
+            "[,reconnect=seconds][,server][,nowait][,telnet][,tn3270][,tls-creds=ID]",
+            "TCP socket",
         ),
-        ("", "[,server][,nowait][,telnet][,tn3270][,tls-creds=ID][,mux=on|off][,logfile=PATH]"),
         (
             "-chardev socket,id=id,path=path[,server][,nowait][,telnet][,reconnect=seconds]",
             "Unix socket",
@@ -316,6 +326,7 @@ TABLE: tuple[QemuOption | Heading, ...] = (
         ("-chardev serial|tty,id=id,path=path", "host serial port"),
         ("-chardev parallel|parport,id=id,path=path", "host parallel port"),
         ("-chardev braille|msmouse|wctablet|testdev|spicevmc|spiceport,id=id[,...]", "the others"),
+        ("", "every backend also takes [,mux=on|off][,logfile=PATH][,logappend=on|off]"),
     ),
     Heading(""),
     Heading("Device URL Syntax"),
@@ -405,18 +416,17 @@ TABLE: tuple[QemuOption | Heading, ...] = (
         A,
         (
             "-rtc [base=utc|localtime|date][,clock=host|rt|vm][,driftfix=none|slew]",
-            "RTC start time,",
+            "RTC start time, clock source and lost tick policy",
         ),
-        ("", "clock source and lost tick policy"),
     ),
     _o(
         "icount",
         A,
         (
-            "-icount [shift=N|auto][,align=on|off][,sleep=on|off,rr=record|replay,rrfile=<filename>]",
-            "count",
+            "-icount [shift=N|auto][,align=on|off][,sleep=on|off,rr=record|replay,rrfile=<filename>]"
+            "[,rrsnapshot=<snapshot>]",
+            "count instructions: virtual time advances 2^N ns per instruction; record/replay",
         ),
-        ("", "instructions: virtual time advances 2^N ns per instruction; record/replay"),
     ),
     _o("watchdog", A, ("-watchdog model", "add a watchdog ('-watchdog help' lists the models)")),
     _o(
@@ -431,11 +441,11 @@ TABLE: tuple[QemuOption | Heading, ...] = (
     _o(
         "incoming",
         A,
-        ("-incoming tcp:[host]:port[,to=maxport][,ipv4][,ipv6]", "wait for an incoming migration"),
-        ("-incoming rdma:host:port[,ipv4][,ipv6]", ""),
-        ("-incoming unix:socketpath", ""),
-        ("-incoming fd:fd", ""),
-        ("-incoming exec:cmdline", ""),
+        ("-incoming tcp:[host]:port[,to=maxport][,ipv4][,ipv6]", "wait for a migration over TCP"),
+        ("-incoming rdma:host:port[,ipv4][,ipv6]", "... over RDMA"),
+        ("-incoming unix:socketpath", "... on a Unix socket"),
+        ("-incoming fd:fd", "... on an inherited file descriptor"),
+        ("-incoming exec:cmdline", "... from a command's output"),
         ("-incoming defer", "wait for migrate-incoming"),
     ),
     _o("only-migratable", N, ("-only-migratable", "refuse devices that block migration")),
@@ -457,8 +467,11 @@ TABLE: tuple[QemuOption | Heading, ...] = (
     _o(
         "sandbox",
         A,
-        ("-sandbox on[,obsolete=allow|deny][,elevateprivileges=allow|deny|children]", "seccomp"),
-        ("", "[,spawn=allow|deny][,resourcecontrol=allow|deny] filter"),
+        (
+            "-sandbox on[,obsolete=allow|deny][,elevateprivileges=allow|deny|children]"
+            "[,spawn=allow|deny][,resourcecontrol=allow|deny]",
+            "install a seccomp filter",
+        ),
     ),
     _o("readconfig", A, ("-readconfig <file>", "read options from a configuration file")),
     _o("writeconfig", A, ("-writeconfig <file>", "write the options to a configuration file")),
