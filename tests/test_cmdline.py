@@ -160,6 +160,25 @@ def test_implied_keys(option: str, arg: str, group: str, key: str) -> None:
     assert instances[-1].get_all(key)[0] == expected
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.from_regex(r"[a-z][a-z0-9_.-]{0,15}", fullmatch=True).filter(
+                lambda k: k != "id" and not k.startswith("no")
+            ),
+            st.text(max_size=40).filter(lambda v: "id=" not in v and "\x00" not in v),
+        ),
+        max_size=6,
+    )
+)
+def test_escaped_values_round_trip(pairs: list[tuple[str, str]]) -> None:
+    """get_opt_value: doubling every comma gives back any value, in order."""
+    arg = ",".join(["e1000", *(f"{k}={v.replace(',', ',,')}" for k, v in pairs)])
+    (dev,) = nd("-device", arg).devices
+    assert dev.items == (("driver", "e1000"), *pairs)
+
+
 def test_drive_has_no_implied_key() -> None:
     """blockdev.c drive_def: qemu_opts_parse_noisily(..., false): a bare word is a flag."""
     (drive,) = nd("-drive", "foo.qcow2").drives
