@@ -604,6 +604,13 @@ def test_rtc() -> None:
     assert nd("-localtime").rtc.base == "localtime"
 
 
+def test_rtc_date_that_mktimegm_calls_an_error() -> None:
+    """vl.c configure_rtc_date_offset: mktimegm() == -1 is taken as failure."""
+    assert str(error("-rtc", "base=1969-12-31T23:59:59")) == (
+        "-rtc base=1969-12-31T23:59:59: invalid date format"
+    )
+
+
 def test_rtc_bad_clock() -> None:
     """vl.c configure_rtc: "invalid option value '%s'"."""
     assert str(error("-rtc", "clock=foo")) == "-rtc clock=foo: invalid option value 'foo'"
@@ -986,6 +993,15 @@ def test_disk_image_and_drive_shortcuts() -> None:
         (("if", "floppy"), ("index", "0"), ("file", "fd.img")),
         (("if", "pflash"), ("file", "fw.fd")),
     ]
+
+
+def test_disk_image_location_is_left_over_from_the_first_pass() -> None:
+    """vl.c: a bare image before any option is added while the location is still
+    the last one the first pass looked up; later drive errors are printed there."""
+    (drive,) = parse("disk.img", "-nodefaults", "-m", "512").drives
+    assert drive.location == ("-m", "512")
+    (drive,) = parse("-nodefaults", "disk.img", "-m", "512").drives
+    assert drive.location == ("-nodefaults",)
 
 
 def test_default_devices() -> None:
