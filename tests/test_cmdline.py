@@ -275,11 +275,12 @@ def test_undeclared_key() -> None:
     )
 
 
-def test_chardev_fd_is_not_a_2_11_parameter() -> None:
-    """chardev/char.c qemu_chardev_opts of 2.11 has no `fd` (the probe agrees)."""
-    assert str(error("-chardev", "socket,id=a,fd=3")) == (
-        "-chardev socket,id=a,fd=3: Invalid parameter 'fd'"
-    )
+def test_chardev_fd_is_accepted_as_qemu_2_12_does() -> None:
+    """2.11's qemu_chardev_opts has no `fd` (the probe agrees), but the project takes
+    2.12's `-chardev socket,fd=N` (a listening socket passed in by a parent process),
+    which management tools that pre-open the monitor socket rely on."""
+    cl = parse_command_line(["-chardev", "socket,id=a,fd=3,server,nowait"])
+    assert cl.chardevs[0].get("fd") == "3"
 
 
 def test_bad_bool() -> None:

@@ -19,11 +19,11 @@ import trio
 from schema.loader import load_schema
 from schema.model import Schema
 from vmm.catalog import Catalog
-from vmm.cmdline import Action, CommandLineError, action_output, parse_command_line
+from vmm.cmdline import CommandLineError, action_output, parse_command_line
 from vmm.config import EMU_OPTIONS, Config, ConfigError, build_config
 from vmm.daemon import Daemon, PidfileError, create_pidfile, daemonize
 from vmm.machine import Clock
-from vmm.server import Server, ServerError, progname
+from vmm.server import BoundAddress, Server, ServerError, progname
 from vmm.vm import Vm
 
 TERMINATING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -36,23 +36,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         cl = parse_command_line(args, extra_options=EMU_OPTIONS)
     except CommandLineError as err:
         sys.stderr.write(err.render(prog))
-        return err.status
+        return err.exit_status
     for warning in cl.warnings:
         sys.stderr.write(warning.render(prog))
-    if cl.action is not Action.RUN:
-        sys.stdout.write(action_output(cl, prog, EMU_OPTIONS))
-        return 0
+    output = action_output(cl, prog, EMU_OPTIONS)
+    if output is not None:
+        text, status = output
+        sys.stdout.write(text)
+        return status
     try:
         config = build_config(cl)
-    except ConfigError as err:
-        print(f"{prog}: {err}", file=sys.stderr)
+    except ConfigError as cfg_err:
+        print(f"{prog}: {cfg_err}", file=sys.stderr)
         return 1
     daemon: Daemon | None = daemonize() if config.daemonize else None
     if config.pidfile is not None:
         try:
             create_pidfile(config.pidfile)
-        except PidfileError as err:
-            print(f"{prog}: {err}", file=sys.stderr)
+        except PidfileError as pid_err:
+            print(f"{prog}: {pid_err}", file=sys.stderr)
             if daemon is not None:
                 daemon.failed()
             return 1
@@ -61,8 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return trio.run(_run, config, schema, catalog, daemon)
     except* ServerError as group:
-        for err in group.exceptions:
-            print(f"{prog}: {err}", file=sys.stderr)
+        for failure in group.exceptions:
+            print(f"{prog}: {failure}", file=sys.stderr)
         if daemon is not None:
             daemon.failed()
     return 1
@@ -75,7 +77,8 @@ async def _run(config: Config, schema: Schema, catalog: Catalog, daemon: Daemon 
     vm.machine.start()
     async with trio.open_nursery() as nursery:
 
-        async def serve(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async def serve(*, task_status: trio.TaskStatus[list[BoundAddress]] =
+                        trio.TASK_STATUS_IGNORED) -> None:
             await server.serve(task_status=task_status)
             nursery.cancel_scope.cancel()  # the machine exited: stop listening for signals
 

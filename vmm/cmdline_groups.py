@@ -160,11 +160,15 @@ GROUP_INFO: tuple[GroupInfo, ...] = (
     _g("net", implied="type"),
     _g("netdev", implied="type"),
     _g("device", implied="driver"),
+    # `fd` (a socket a parent process opened and passed in) arrived in QEMU 2.12
+    # ("chardev: support passing pre-opened socket FDs"); management tools that
+    # pre-open the monitor socket pass it, so it is accepted as 2.12 accepts it.
     _g(
         "chardev",
         "backend:s path:s host:s port:s localaddr:s localport:s to:n ipv4:b ipv6:b wait:b "
         "server:b delay:b reconnect:n telnet:b tn3270:b tls-creds:s width:n height:n cols:n "
-        "rows:n mux:b signal:b name:s debug:n size:z chardev:s append:b logfile:s logappend:b",
+        "rows:n mux:b signal:b name:s debug:n size:z chardev:s append:b logfile:s logappend:b "
+        "fd:s",
         implied="backend",
     ),
     _g(

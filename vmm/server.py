@@ -381,7 +381,11 @@ class Server:
 
 
 def progname() -> str:
-    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "qmp-emulator"
+    """The name QEMU prefixes its messages with: its argv[0]'s base name."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if not name or name in ("__main__.py", "-c"):
+        return "qmp-emulator"  # started as `python -m vmm`
+    return name
 
 
 def is_socket_fd(fd: int) -> bool:
