@@ -234,6 +234,8 @@ class FileLock:
     shared: Perm = Perm.ALL
     inactive: bool = False
     _pending: tuple[Perm, Perm] | None = None
+    # The bytes actually locked on the descriptor: (held bits, unshared bits).
+    _locked: tuple[Perm, Perm] = (Perm.NONE, Perm.NONE)
 
     @classmethod
     def open(
@@ -270,17 +272,24 @@ class FileLock:
         unshared bit; with `unlock`, release the bytes of the other bits."""
         fd = self.fd
         assert fd is not None and _F_OFD_SETLK is not None
-        for base, bits in ((RAW_LOCK_PERM_BASE, perm), (RAW_LOCK_SHARED_BASE, not_shared)):
+        locked = list(self._locked)
+        for index, (base, bits) in enumerate(
+            ((RAW_LOCK_PERM_BASE, perm), (RAW_LOCK_SHARED_BASE, not_shared))
+        ):
             for i in _BITS:
                 off = base + i
                 try:
                     if bits & (1 << i):
                         _fcntl_lock(fd, _F_OFD_SETLK, off, fcntl.F_RDLCK)
+                        locked[index] |= 1 << i
                     elif unlock:
                         _fcntl_lock(fd, _F_OFD_SETLK, off, fcntl.F_UNLCK)
+                        locked[index] &= ~(1 << i)
                 except OSError as e:
                     verb = "lock" if bits & (1 << i) else "unlock"
                     raise ImageError(f"Failed to {verb} byte {off}", errno=e.errno) from None
+                finally:
+                    self._locked = (Perm(locked[0]), Perm(locked[1]))
 
     def _check(self, perm: int, shared: int) -> None:
         """raw_check_lock_bytes: is anyone refusing to share what we want to take, or
@@ -352,11 +361,11 @@ class FileLock:
             self.set_perms(self.perm, self.shared)
 
     def held_bytes(self) -> tuple[int, ...]:
-        """The lock bytes this descriptor should be holding, for tests and debugging."""
-        if self._active_fd() is None:
-            return ()
-        held = [RAW_LOCK_PERM_BASE + i for i in _BITS if self.perm & (1 << i)]
-        held += [RAW_LOCK_SHARED_BASE + i for i in _BITS if not self.shared & (1 << i)]
+        """The lock bytes this descriptor holds right now. (While inactive these are
+        whatever was locked when the node became inactive.)"""
+        perm, not_shared = self._locked
+        held = [RAW_LOCK_PERM_BASE + i for i in _BITS if perm & (1 << i)]
+        held += [RAW_LOCK_SHARED_BASE + i for i in _BITS if not_shared & (1 << i)]
         return tuple(held)
 
     def close(self) -> None:
@@ -364,3 +373,4 @@ class FileLock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+        self._locked = (Perm.NONE, Perm.NONE)
