@@ -26,7 +26,6 @@ from __future__ import annotations
 import errno as errno_mod
 import os
 from collections.abc import Mapping
-from typing import Literal
 
 import attrs
 
@@ -505,9 +504,3 @@ def _create_vmdk(
     with _NewFile(filename, locking) as node:
         node.pwrite(0, desc)
         node.truncate(len(desc))
-
-
-def image_kind(fmt: str) -> Literal["format", "filter"]:
-    """Whether `fmt` derives its file child's permissions as a format driver or
-    passes them through like a filter (raw)."""
-    return formats.BY_NAME[fmt].child_perms

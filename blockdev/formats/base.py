@@ -1,4 +1,5 @@
-"""Shared pieces of the image-format readers and writers: the one exception they
+"""Shared pieces of the image-format readers and writers behind
+`blockdev.imagefile` (the block layer's real-file edge): the one exception they
 raise, the file node they read through, and QEMU's path rules.
 
 `FileNode` stands for a file-posix node (block/file-posix.c) as the 2.11 format
@@ -49,10 +50,6 @@ def round_up(value: int, align: int) -> int:
     return (value + align - 1) // align * align
 
 
-def div_round_up(value: int, divisor: int) -> int:
-    return (value + divisor - 1) // divisor
-
-
 class FileNode:
     """One open image file, as a file-posix node.
 
@@ -64,7 +61,6 @@ class FileNode:
         self.path = path
         self.fd: int | None = fd
         self.writable = writable
-        self._length = 0
 
     @classmethod
     def open(cls, path: str, *, writable: bool) -> FileNode:
@@ -93,19 +89,13 @@ class FileNode:
         return self.fd
 
     def refresh_length(self) -> int:
-        """raw_getlength (lseek to the end) followed by the rounding of
-        refresh_total_sectors."""
+        """raw_getlength: the byte length from lseek to the end; a failure is worded
+        as refresh_total_sectors' caller words it."""
         try:
             length = os.lseek(self._fd(), 0, os.SEEK_END)
         except OSError as e:
             fail_errno("Could not refresh total sector count", e.errno or 0)
-        self._length = length
         return length
-
-    @property
-    def raw_length(self) -> int:
-        """The file's byte length as lseek reports it."""
-        return self._length
 
     @property
     def length(self) -> int:
@@ -136,9 +126,6 @@ class FileNode:
 
     def truncate(self, size: int) -> None:
         os.ftruncate(self._fd(), size)
-
-    def flush(self) -> None:
-        os.fsync(self._fd())
 
     def allocated_size(self) -> int:
         """raw_get_allocated_file_size: st_blocks * 512."""
@@ -233,15 +220,6 @@ def read_or_fail(file: FileNode, offset: int, size: int, prefix: str) -> bytes:
         return file.pread(offset, size)
     except OSError as e:
         fail_errno(prefix, e.errno or 0)
-
-
-def read_or_open_fail(ctx: OpenContext, offset: int, size: int) -> bytes:
-    """A header read whose failure the driver returns as a bare -errno, which
-    bdrv_open_driver words as "Could not open '<filename>': <strerror>"."""
-    try:
-        return ctx.file.pread(offset, size)
-    except OSError as e:
-        fail_errno(f"Could not open '{ctx.filename}'", e.errno or 0)
 
 
 def open_fail(ctx: OpenContext, err: int) -> NoReturn:
