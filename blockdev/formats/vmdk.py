@@ -317,9 +317,10 @@ def _parse_description(desc: bytes, name: bytes) -> str | None:
 _WS = b" \t\n\v\f\r"
 
 
-def _scan_extent_line(line: bytes) -> tuple[int, str, int, str, str, int]:
+def _scan_extent_line(text: bytes) -> tuple[int, str, int, str, str, int]:
     """sscanf(p, "%10s %lld %10s \\"%511[^\\n\\r\\"]\\" %lld", ...) as glibc does it:
     returns (matches, access, sectors, type, fname, flat_offset)."""
+    line = text
     pos = 0
     n = len(line)
     values: list[object] = []
@@ -387,11 +388,17 @@ def _scan_extent_line(line: bytes) -> tuple[int, str, int, str, str, int]:
 
 
 def _parse_extents(st: _State, desc: bytes) -> None:
-    """vmdk_parse_extents."""
+    """vmdk_parse_extents. Like 2.11, each line is scanned together with the rest
+    of the descriptor (sscanf does not stop at the newline)."""
     desc_path = st.ctx.file.path
-    for raw_line in desc.split(b"\n"):
-        line = raw_line
-        matches, access, sectors, kind, fname, flat_offset = _scan_extent_line(line)
+    start = 0
+    while start < len(desc):
+        end = desc.find(b"\n", start)
+        end = len(desc) if end < 0 else end
+        line = desc[start:end]
+        rest = desc[start:]
+        start = end + 1
+        matches, access, sectors, kind, fname, flat_offset = _scan_extent_line(rest)
         if matches < 4 or access != "RW":
             continue
         if kind == "FLAT":
