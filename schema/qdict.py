@@ -16,24 +16,42 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 
+def qdict_hash(key: bytes) -> int:
+    """QEMU's `tdb_hash` of a key's bytes (unsigned 32-bit) [qobject/qdict.c tdb_hash]."""
+    value = (0x238F13AF * len(key)) & 0xFFFFFFFF
+    for i, b in enumerate(key):
+        value = (value + (b << (i * 5 % 24))) & 0xFFFFFFFF
+    return (1103515243 * value + 12345) & 0xFFFFFFFF
+
+
+def key_bytes(key: str) -> bytes:
+    try:
+        return key.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return key.encode("utf-8", "surrogatepass")
+
+
 @lru_cache(maxsize=8192)
 def qdict_bucket(key: str) -> int:
-    """QEMU's tdb_hash of the key's bytes, modulo the 512 buckets of a QDict."""
-    data = key.encode("utf-8", "surrogateescape")
-    v = (0x238F13AF * len(data)) & 0xFFFFFFFF
-    for i, b in enumerate(data):
-        v = (v + (b << ((i * 5) % 24))) & 0xFFFFFFFF
-    return ((1103515243 * v + 12345) & 0xFFFFFFFF) % 512
+    """The QDict bucket (0..511) that `key` lands in [include/qapi/qmp/qdict.h]."""
+    return qdict_hash(key_bytes(key)) % 512
 
 
 def qdict_order(keys: Iterable[str]) -> list[str]:
-    """Keys in QDict iteration order, given them in first-insertion order."""
-    buckets: dict[int, list[str]] = {}
-    for key in keys:
-        buckets.setdefault(qdict_bucket(key), []).insert(0, key)
-    if len(buckets) == 1:
-        return next(iter(buckets.values()))
-    return [k for b in sorted(buckets) for k in buckets[b]]
+    """The order in which QEMU iterates a QDict whose keys were inserted in this order.
+
+    Buckets ascending; within a bucket the most recently inserted key first. A key
+    given twice keeps the position of its first insertion, as `qdict_put_obj` replaces
+    the value in place. (Reference note qmp-protocol.md §13.)
+    """
+    return list(qdict_order_tuple(tuple(dict.fromkeys(keys))))
+
+
+@lru_cache(maxsize=4096)
+def qdict_order_tuple(keys: tuple[str, ...]) -> tuple[str, ...]:
+    bucket = qdict_bucket
+    decorated = sorted((bucket(k), -i, k) for i, k in enumerate(keys))
+    return tuple(k for _, _, k in decorated)
 
 
 _PRIMES = (1, 2, 3, 7, 13, 31, 61, 127, 251, 509, 1021, 2039, 4093, 8191, 16381, 32749,

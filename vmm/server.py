@@ -108,6 +108,8 @@ class Listener:
         if self.pending is not None:
             conn, self.pending = self.pending, None
             return conn
+        if not self.spec.server:
+            await trio.sleep_forever()  # a client chardev without reconnect stays closed
         conn, _ = await self.sock.accept()
         return conn
 
@@ -117,8 +119,31 @@ class Listener:
         return BoundAddress(self.spec.id, family, self.sock.getsockname())
 
 
+async def open_client(spec: ChardevSpec) -> Listener:
+    """A `server=off` socket chardev: connect once at start-up (tcp_chr_wait_connected)."""
+    if spec.path is not None:
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        target: Any = spec.path
+        where = spec.path
+    else:
+        family = socket.AF_INET6 if spec.ipv6 or ":" in (spec.host or "") else socket.AF_INET
+        sock = trio.socket.socket(family, socket.SOCK_STREAM)
+        target = (spec.host or "localhost", int(spec.port or "0"))
+        where = f"{spec.host}:{spec.port}"
+    try:
+        await sock.connect(target)
+    except OSError as e:
+        sock.close()
+        raise ServerError(f"Failed to connect socket {where}: {e.strerror}") from None
+    listener = Listener(spec, sock)
+    listener.pending = sock
+    return listener
+
+
 async def open_listener(spec: ChardevSpec) -> Listener:
     """Bind and listen as QEMU's socket chardev does (util/qemu-sockets.c)."""
+    if not spec.server and spec.fd is None:
+        return await open_client(spec)
     if spec.fd is not None:
         try:
             raw = socket.socket(fileno=spec.fd)
@@ -292,7 +317,7 @@ class Server:
             listener = await open_listener(spec.chardev)
             self.listeners.append((listener, monitor))
         for listener, _ in self.listeners:
-            if listener.spec.wait:
+            if listener.spec.wait and listener.spec.server:
                 print(f"{progname()}: info: QEMU waiting for connection on: "
                       f"{listener.spec.filename()}", file=sys.stderr, flush=True)
                 conn, _ = await listener.sock.accept()
@@ -356,7 +381,11 @@ class Server:
 
 
 def progname() -> str:
-    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "qmp-emulator"
+    """The name QEMU prefixes its messages with: its argv[0]'s base name."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if not name or name in ("__main__.py", "-c"):
+        return "qmp-emulator"  # started as `python -m vmm`
+    return name
 
 
 def is_socket_fd(fd: int) -> bool:

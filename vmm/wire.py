@@ -4,7 +4,7 @@ This is the wire edge of the `vmm` layer. Its neighbours are the QMP protocol mo
 which feeds each connection's received bytes to a `MessageDecoder` and writes what
 `encode` returns, and the argument visitor, which needs `qdict_order` to examine request
 members in the order QEMU does. It depends on nothing but the standard library (and the
-`JSONValue` type alias of `schema.jsontypes`).
+`JSONValue` alias and the QDict hash order of the `schema` package).
 
 Input reproduces QEMU's three stages [qobject/json-lexer.c, json-streamer.c,
 json-parser.c]: a byte-level lexer with QEMU's extensions and quirks, a streamer that
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
 from schema.jsontypes import JSONValue
+from schema.qdict import key_bytes, qdict_bucket, qdict_hash, qdict_order, qdict_order_tuple
 
 __all__ = [
     "INVALID_JSON_SYNTAX",
@@ -238,14 +239,15 @@ _RUNS: Final[dict[int, re.Pattern[bytes]]] = {
 }
 
 # Fast path: whole tokens that the automaton would produce identically, matched from the
-# start state. Numbers and keywords need a following byte that certainly ends them
-# (a byte <= 0x7F that cannot extend them); anything else goes through the automaton.
+# start state, each with the whitespace before it. Numbers and keywords need a following
+# byte that certainly ends them (a byte <= 0x7F that cannot extend them); anything else
+# goes through the automaton.
 _ESCAPE_SEQ: Final = rb"""\\(?:["'\\/bfnrt]|u[0-9a-fA-F]{4})"""
 _ENDS_NUMBER: Final = rb"(?=[\x00-\x2a\x2c\x2f\x3a-\x44\x46-\x64\x66-\x7f])"  # not 0-9 . e E + -
 _ENDS_KEYWORD: Final = rb"(?=[\x00-\x60\x7b-\x7f])"
 _FAST: Final = re.compile(
-    rb"([ \t\r\n]++)"
-    rb"|([{}\[\],:])"
+    rb"[ \t\r\n]*+(?:"
+    rb"([{}\[\],:])"
     rb'|("' + _STRING_BODY_DQ + rb"*+(?:" + _ESCAPE_SEQ + _STRING_BODY_DQ + rb'*+)*+"'
     rb"|'" + _STRING_BODY_SQ + rb"*+(?:" + _ESCAPE_SEQ + _STRING_BODY_SQ + rb"*+)*+')"
     rb"|(-?(?:(?:0|[1-9][0-9]*+)\.[0-9]++(?:[eE][-+]?[0-9]++)?+|[1-9][0-9]*+[eE][-+]?[0-9]++))"
@@ -254,8 +256,10 @@ _FAST: Final = re.compile(
     + _ENDS_NUMBER
     + rb"|([a-z]++)"
     + _ENDS_KEYWORD
+    + rb")"
 )
-_G_SPACE, _G_PUNCT, _G_STRING, _G_FLOAT, _G_INTEGER, _G_KEYWORD = range(1, 7)
+_SPACE: Final = re.compile(rb"[ \t\r\n]++")
+_G_PUNCT, _G_STRING, _G_FLOAT, _G_INTEGER, _G_KEYWORD = range(1, 6)
 _GROUP_TYPE: Final = {
     _G_STRING: _STRING,
     _G_FLOAT: _FLOAT,
@@ -341,20 +345,22 @@ class MessageDecoder:
         while pos < n:
             m = match(buf, pos)
             if m is None:
-                break
-            group = m.lastindex
+                m = _SPACE.match(buf, pos)
+                if m is None or m.end() - pos > MAX_TOKEN_BYTES:
+                    break
+                if m.end() == n:
+                    # Whitespace is a token too, if a skipped one: it counts towards
+                    # the lexer's token cut.
+                    self._state = _WHITESPACE
+                    self._token = bytearray(buf[pos:n])
+                pos = m.end()
+                continue
             end = m.end()
             if end - pos > MAX_TOKEN_BYTES:
-                break  # the automaton cuts oversized tokens
-            if group == _G_SPACE:
-                if end == n:
-                    # Whitespace is a token too (it counts towards the token cut).
-                    self._state = _WHITESPACE
-                    self._token = bytearray(buf[pos:end])
-                pos = end
-                continue
+                break  # maybe an oversized token: the automaton cuts those
+            group = m.lastindex
             if group == _G_PUNCT:
-                c = buf[pos]
+                c = buf[end - 1]
                 token = _PUNCT_TOKEN[c]
                 if c == 0x7B:
                     braces += 1
@@ -367,9 +373,9 @@ class MessageDecoder:
                 size += 1
             else:
                 assert group is not None
-                text = buf[pos:end]
+                text = m.group(group)
                 token = (_GROUP_TYPE[group], text)
-                size += end - pos
+                size += len(text)
             pos = end
             tokens.append(token)
             if braces < 0 or brackets < 0 or (braces == 0 and brackets == 0):
@@ -574,13 +580,12 @@ def _parse(tokens: list[_Token]) -> Parsed:
                     return value
                 frame = stack[-1]
                 part = frame[1]
-                if i < n:
-                    following = tokens[i][0]
-                else:
+                if part == _KEY and type(value) is not str:
+                    raise _Fail("key is not a string in object", True)
+                if i >= n:
                     raise _Fail("premature EOI", True)
+                following = tokens[i][0]
                 if part == _KEY:
-                    if type(value) is not str:
-                        raise _Fail("key is not a string in object", True)
                     if following != _COLON:
                         raise _Fail("missing : in object pair", True)
                     i += 1
@@ -619,7 +624,6 @@ def _parse(tokens: list[_Token]) -> Parsed:
 
 
 _INT64_MIN: Final = -(1 << 63)
-_INT64_MAX: Final = (1 << 63) - 1
 _UINT64_MAX: Final = (1 << 64) - 1
 
 
@@ -681,44 +685,6 @@ def _string_value(token: bytes) -> str:
 
 # ---------------------------------------------------------------------------------------
 # Object member order [qobject/qdict.c tdb_hash, qdict_put_obj, qdict_iter]
-
-
-def qdict_hash(key: bytes) -> int:
-    """QEMU's `tdb_hash` of a key's bytes (unsigned 32-bit) [qobject/qdict.c tdb_hash]."""
-    value = (0x238F13AF * len(key)) & 0xFFFFFFFF
-    for i, b in enumerate(key):
-        value = (value + (b << (i * 5 % 24))) & 0xFFFFFFFF
-    return (1103515243 * value + 12345) & 0xFFFFFFFF
-
-
-def _key_bytes(key: str) -> bytes:
-    try:
-        return key.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return key.encode("utf-8", "surrogatepass")
-
-
-@functools.lru_cache(maxsize=8192)
-def qdict_bucket(key: str) -> int:
-    """The QDict bucket (0..511) that `key` lands in [include/qapi/qmp/qdict.h]."""
-    return qdict_hash(_key_bytes(key)) % 512
-
-
-def qdict_order(keys: Iterable[str]) -> list[str]:
-    """The order in which QEMU iterates a QDict whose keys were inserted in this order.
-
-    Buckets ascending; within a bucket the most recently inserted key first. A key
-    given twice keeps the position of its first insertion, as `qdict_put_obj` replaces
-    the value in place. (Reference note qmp-protocol.md §13.)
-    """
-    return list(_wire_order(tuple(dict.fromkeys(keys))))
-
-
-@functools.lru_cache(maxsize=4096)
-def _wire_order(keys: tuple[str, ...]) -> tuple[str, ...]:
-    bucket = qdict_bucket
-    decorated = sorted((bucket(k), -i, k) for i, k in enumerate(keys))
-    return tuple(k for _, _, k in decorated)
 
 
 # ---------------------------------------------------------------------------------------
@@ -827,7 +793,7 @@ _SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
 def _escape_str(s: str) -> str:
     if _SURROGATE.search(s):
         # Raw bytes smuggled in by surrogateescape: work on the bytes QEMU would hold.
-        return _escape_utf8_bytes(_key_bytes(s))
+        return _escape_utf8_bytes(key_bytes(s))
     return _NEEDS_ESCAPE.sub(lambda m: _escape_char(m.group()), s)
 
 
@@ -883,7 +849,7 @@ def _compact(value: object, depth: int) -> str:
         return (
             "{"
             + ", ".join(
-                [_encode_str(k) + ": " + _compact(d[k], depth) for k in _wire_order(tuple(d))]
+                [_encode_str(k) + ": " + _compact(d[k], depth) for k in qdict_order_tuple(tuple(d))]
             )
             + "}"
         )
@@ -896,6 +862,8 @@ def _compact(value: object, depth: int) -> str:
         return "[" + ", ".join([_compact(v, depth) for v in value]) + "]"  # type: ignore[attr-defined]
     if t is int:
         return str(value)
+    if t is float:
+        return _format_float(value)  # type: ignore[arg-type]
     if isinstance(value, dict):
         return _compact(dict(value), depth)
     if isinstance(value, (list, tuple)):
@@ -924,7 +892,7 @@ def _serialize_iterative(value: object, pretty: bool) -> str:
             if isinstance(child, dict):
                 emit("{")
                 d: dict[str, object] = child
-                members = [(k, d[k]) for k in _wire_order(tuple(d))]
+                members = [(k, d[k]) for k in qdict_order_tuple(tuple(d))]
                 stack.append((iter(members), True, level))
                 counts.append(0)
             elif isinstance(child, (list, tuple)):

@@ -1,0 +1,276 @@
+"""The `qmp-emulator` program as a management tool starts it, with real clients.
+
+These tests run the console script in a subprocess and talk to it with the
+`qemu.qmp` client library from PyPI (written by QEMU's developers, not here) and
+with plain sockets. They pin: README's start command works as written; negotiation,
+query-status, stop, cont, system_reset and system_powerdown with their events in
+QEMU's order over unix and tcp sockets (../shared/reference/runstate.md §3.7);
+-daemonize/-pidfile (os-posix.c os_daemonize, util/oslib-posix.c
+qemu_create_pidfile); termination by signal (vl.c termsig_handler); a refused
+command line's exit status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from qemu.qmp import QMPClient
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent / "qmp-emulator"
+
+
+def program() -> list[str]:
+    """The installed console script (README installs it), else `python -m vmm`."""
+    return [str(BIN)] if BIN.exists() else [sys.executable, "-m", "vmm"]
+
+
+def readme_start_command() -> list[str]:
+    """The qmp-emulator invocation of README's first set-up command."""
+    text = (ROOT / "README.md").read_text()
+    first = re.search(r"```sh\n(.*?)\n```", text, re.S)
+    assert first is not None
+    words = shlex.split(first.group(1))
+    start = next(i for i, w in enumerate(words) if w.endswith("qmp-emulator"))
+    return words[start + 1:]
+
+
+def wait_for_socket(path: Path, proc: subprocess.Popen[bytes] | None = None,
+                    timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(str(path))
+                probe.close()
+                return
+            except OSError:
+                probe.close()
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"emulator exited with {proc.returncode}: "
+                                 f"{proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.01)
+    raise AssertionError(f"{path} never accepted a connection")
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, QMP_EMULATOR_CACHE_DIR=str(tmp_path / "cache"))
+        proc = subprocess.Popen([*program(), *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, pass_fds=pass_fds, env=env,
+                                cwd=tmp_path)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+async def conversation(address: str | tuple[str, int]) -> list[tuple[str, object]]:
+    """Drive the run-state commands with qemu.qmp; record replies and events in order."""
+    qmp = QMPClient("emulator-under-test")
+    await qmp.connect(address)
+    log: list[tuple[str, object]] = []
+    greeting = qmp.greeting
+    assert greeting is not None
+    log.append(("greeting", greeting._raw["QMP"]["version"]["qemu"]))
+    with qmp.listener() as events:
+
+        async def drain() -> None:
+            await asyncio.sleep(0.05)
+            while not events.empty():
+                ev = events.get_nowait() if hasattr(events, "get_nowait") else await events.get()
+                log.append(("event", ev["event"]))
+
+        for command in ("query-status", "stop", "query-status", "cont", "system_reset"):
+            reply = await qmp.execute(command)
+            await drain()
+            log.append((command, reply))
+        reply = await qmp.execute("system_powerdown")
+        log.append(("system_powerdown", reply))
+        await drain()
+    await qmp.disconnect()
+    return log
+
+
+def check_conversation(log: list[tuple[str, object]]) -> None:
+    """runstate.md §3.7/§7: STOP before stop's reply, RESUME before cont's, RESET and
+    POWERDOWN after the replies of system_reset and system_powerdown."""
+    assert log == [
+        ("greeting", {"micro": 0, "minor": 11, "major": 2}),
+        ("query-status", {"status": "running", "singlestep": False, "running": True}),
+        ("event", "STOP"),
+        ("stop", {}),
+        ("query-status", {"status": "paused", "singlestep": False, "running": False}),
+        ("event", "RESUME"),
+        ("cont", {}),
+        ("system_reset", {}),
+        ("event", "RESET"),
+        ("system_powerdown", {}),
+        ("event", "POWERDOWN"),
+    ]
+
+
+def test_readme_start_command_serves_qmp(spawn, tmp_path: Path) -> None:
+    """README's first command, socket path moved into the test's directory."""
+    args = [a.replace("/tmp/qmp.sock", str(tmp_path / "qmp.sock")) for a in readme_start_command()]
+    assert any("qmp.sock" in a for a in args)
+    proc = spawn(*args, "--emu-guest-powerdown=ignore")
+    wait_for_socket(tmp_path / "qmp.sock", proc)
+    check_conversation(asyncio.run(conversation(str(tmp_path / "qmp.sock"))))
+
+
+def test_qemu_qmp_over_unix_and_tcp(spawn, tmp_path: Path) -> None:
+    """The same conversation over a unix socket and a tcp port of one emulator."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    proc = spawn("-machine", "pc", "-nodefaults", "-display", "none",
+                 "-qmp", f"unix:{tmp_path / 'u.sock'},server,nowait",
+                 "-qmp", f"tcp:127.0.0.1:{port},server,nowait",
+                 "--emu-guest-powerdown=ignore")
+    wait_for_socket(tmp_path / "u.sock", proc)
+    check_conversation(asyncio.run(conversation(str(tmp_path / "u.sock"))))
+    log = asyncio.run(conversation(("127.0.0.1", port)))
+    assert log[:2] == [("greeting", {"micro": 0, "minor": 11, "major": 2}),
+                       ("query-status", {"status": "running", "singlestep": False,
+                                         "running": True})]
+
+
+def test_listening_socket_passed_in_by_fd(spawn, tmp_path: Path) -> None:
+    """-chardev socket,id=X,fd=N,server,nowait: the parent's listening socket."""
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "passed.sock"))
+    listener.listen(1)
+    fd = listener.fileno()
+    proc = spawn("-nodefaults", "-chardev", f"socket,id=mon,fd={fd},server,nowait",
+                 "-mon", "chardev=mon,mode=control", pass_fds=(fd,))
+    listener.close()
+    wait_for_socket(tmp_path / "passed.sock", proc)
+
+    async def query() -> object:
+        qmp = QMPClient("fd")
+        await qmp.connect(str(tmp_path / "passed.sock"))
+        reply = await qmp.execute("query-name")
+        await qmp.execute("quit")
+        return reply
+
+    assert asyncio.run(query()) == {}
+    assert proc.wait(timeout=10) == 0
+
+
+def test_quit_exits_zero_after_shutdown_event(spawn, tmp_path: Path) -> None:
+    """qmp-protocol.md §10: reply, SHUTDOWN {"guest": false}, EOF, status 0."""
+    proc = spawn("-nodefaults", "-qmp", f"unix:{tmp_path / 'q.sock'},server,nowait")
+    wait_for_socket(tmp_path / "q.sock", proc)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(str(tmp_path / "q.sock"))
+    sock.sendall(b'{"execute":"qmp_capabilities"}{"execute":"quit","id":1}')
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    lines = data.split(b"\r\n")
+    assert json.loads(lines[2]) == {"return": {}, "id": 1}
+    assert json.loads(lines[3])["event"] == "SHUTDOWN"
+    assert json.loads(lines[3])["data"] == {"guest": False}
+    assert lines[4:] == [b""]
+    assert proc.wait(timeout=10) == 0
+
+
+def test_sigterm_sends_shutdown_and_exits_zero(spawn, tmp_path: Path) -> None:
+    """runstate.md §4.8/qmp-protocol.md §10: SIGTERM -> SHUTDOWN {"guest": false},
+    exit 0 even with -no-shutdown, and `terminating on signal 15` on stderr."""
+    proc = spawn("-nodefaults", "-no-shutdown",
+                 "-qmp", f"unix:{tmp_path / 's.sock'},server,nowait")
+    wait_for_socket(tmp_path / "s.sock", proc)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(str(tmp_path / "s.sock"))
+    sock.sendall(b'{"execute":"qmp_capabilities"}')
+    sock.recv(65536)
+    while b"return" not in sock.recv(65536):
+        pass
+    proc.send_signal(signal.SIGTERM)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    assert json.loads(data.split(b"\r\n")[0])["data"] == {"guest": False}
+    assert proc.wait(timeout=10) == 0
+    assert proc.stderr is not None
+    assert b"terminating on signal 15" in proc.stderr.read()
+
+
+def test_bad_option_exits_one_with_qemus_message(spawn) -> None:
+    """vl.c: an unknown option -> `-foo: invalid option`, status 1."""
+    proc = spawn("-foo")
+    assert proc.wait(timeout=20) == 1
+    assert proc.stderr is not None
+    assert proc.stderr.read().decode().endswith(": -foo: invalid option\n")
+
+
+def test_daemonize_and_pidfile(spawn, tmp_path: Path) -> None:
+    """os_daemonize: the parent returns (0) once the monitors listen; the daemon's pid
+    is in the pid file, which it keeps locked; it lives on until quit."""
+    pidfile = tmp_path / "emu.pid"
+    sock_path = tmp_path / "d.sock"
+    parent = spawn("-nodefaults", "-daemonize", "-pidfile", str(pidfile),
+                   "-qmp", f"unix:{sock_path},server,nowait")
+    assert parent.wait(timeout=20) == 0
+    assert sock_path.exists()  # listening before the parent returned
+    pid = int(pidfile.read_text().strip())
+    assert pid != parent.pid
+    os.kill(pid, 0)
+    with open(pidfile, "rb+") as f:  # the daemon holds the lockf lock
+        with pytest.raises(OSError):
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    second = spawn("-nodefaults", "-pidfile", str(pidfile))
+    assert second.wait(timeout=20) == 1
+    assert second.stderr is not None
+    assert second.stderr.read().decode().endswith(
+        ": could not acquire pid file: Resource temporarily unavailable\n")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(str(sock_path))
+    sock.sendall(b'{"execute":"qmp_capabilities"}{"execute":"quit"}')
+    while sock.recv(65536):
+        pass
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.02)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail("the daemon did not exit after quit")
+
+
+def test_daemonize_refuses_stdio(spawn) -> None:
+    """chardev/char-stdio.c: `cannot use stdio with -daemonize`, status 1."""
+    proc = spawn("-nodefaults", "-daemonize", "-qmp", "stdio")
+    assert proc.wait(timeout=20) == 1
+    assert proc.stderr is not None
+    assert proc.stderr.read().decode().endswith(": cannot use stdio with -daemonize\n")

@@ -1,0 +1,103 @@
+"""The `qmp-emulator` program: QEMU's command line in, a QMP-speaking fake QEMU out.
+
+Entry point of the `vmm` layer (`qmp-emulator ...` or `python -m vmm ...`). It parses
+the command line as qemu-system-x86_64 2.11 does, daemonizes and writes the pid file
+as QEMU does, loads the schema persona and the catalogue, then runs the trio server
+until the machine exits. Messages go to stderr prefixed with the program name, and a
+refused command line exits with status 1, as QEMU's do.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+import trio
+
+from schema.loader import load_schema
+from schema.model import Schema
+from vmm.catalog import Catalog
+from vmm.cmdline import CommandLineError, action_output, parse_command_line
+from vmm.config import EMU_OPTIONS, Config, ConfigError, build_config
+from vmm.daemon import Daemon, PidfileError, create_pidfile, daemonize
+from vmm.machine import Clock
+from vmm.server import BoundAddress, Server, ServerError, progname
+from vmm.vm import Vm
+
+TERMINATING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    prog = progname()
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cl = parse_command_line(args, extra_options=EMU_OPTIONS)
+    except CommandLineError as err:
+        sys.stderr.write(err.render(prog))
+        return err.exit_status
+    for warning in cl.warnings:
+        sys.stderr.write(warning.render(prog))
+    output = action_output(cl, prog, EMU_OPTIONS)
+    if output is not None:
+        text, status = output
+        sys.stdout.write(text)
+        return status
+    try:
+        config = build_config(cl)
+    except ConfigError as cfg_err:
+        print(f"{prog}: {cfg_err}", file=sys.stderr)
+        return 1
+    daemon: Daemon | None = daemonize() if config.daemonize else None
+    if config.pidfile is not None:
+        try:
+            create_pidfile(config.pidfile)
+        except PidfileError as pid_err:
+            print(f"{prog}: {pid_err}", file=sys.stderr)
+            if daemon is not None:
+                daemon.failed()
+            return 1
+    schema = load_schema(config.persona)
+    catalog = Catalog.load()
+    try:
+        return trio.run(_run, config, schema, catalog, daemon)
+    except* ServerError as group:
+        for failure in group.exceptions:
+            print(f"{prog}: {failure}", file=sys.stderr)
+        if daemon is not None:
+            daemon.failed()
+    return 1
+
+
+async def _run(config: Config, schema: Schema, catalog: Catalog, daemon: Daemon | None) -> int:
+    clock = Clock.anchored(trio.current_time, time.time())
+    vm = Vm.build(options=config.options, schema=schema, catalog=catalog, clock=clock)
+    server = Server(vm, list(config.monitors))
+    vm.machine.start()
+    async with trio.open_nursery() as nursery:
+
+        async def serve(*, task_status: trio.TaskStatus[list[BoundAddress]] =
+                        trio.TASK_STATUS_IGNORED) -> None:
+            await server.serve(task_status=task_status)
+            nursery.cancel_scope.cancel()  # the machine exited: stop listening for signals
+
+        nursery.start_soon(_signals, vm)
+        await nursery.start(serve)
+        if daemon is not None:
+            daemon.initialised()
+    code = vm.machine.exit_code
+    return 0 if code is None else code
+
+
+async def _signals(vm: Vm) -> None:
+    """vl.c termsig_handler: SHUTDOWN {"guest": false} and exit, -no-shutdown or not."""
+    with trio.open_signal_receiver(*TERMINATING_SIGNALS) as signals:
+        async for signum in signals:
+            print(f"{progname()}: terminating on signal {signum}", file=sys.stderr, flush=True)
+            vm.machine.no_shutdown = False
+            vm.machine.request_shutdown("host-signal")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""From QEMU's command line to a machine: options, monitors, and the emulator's own.
+
+`vmm` layer, pure: reads the `CommandLine` value `vmm.cmdline` parsed and decides
+what QEMU's vl.c would decide from it (machine options, the monitors and the
+chardevs they sit on), plus the emulator-only `--emu-*` settings. Errors are
+QEMU's messages, raised as `ConfigError` and printed by `vmm.__main__`.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from schema.loader import DEFAULT_PERSONA, PERSONAS
+from vmm.cmdline import CommandLine, EmuOption, QemuOpts
+from vmm.guest import POWERDOWN_REACTIONS, GuestBehaviour
+from vmm.machine import MachineOptions
+from vmm.server import ChardevSpec, MonitorSpec
+
+EMU_OPTIONS = (
+    EmuOption("persona", choices=tuple(sorted(PERSONAS)), metavar="VERSION",
+              help=f"the QEMU whose schema is served (default {DEFAULT_PERSONA})"),
+    EmuOption("package", metavar="STRING",
+              help="the package string of query-version (default ' (v2.11.0)')"),
+    EmuOption("strict", takes_value=False,
+              help="treat a reply or event the schema rejects as a fatal error"),
+    EmuOption("glib", choices=("2.56", "2.74"), metavar="VERSION",
+              help="GLib whose hash order names unexpected arguments (default 2.56)"),
+    EmuOption("guest-powerdown", choices=POWERDOWN_REACTIONS, metavar="REACTION",
+              help="what the simulated guest does on an ACPI power button press"),
+    EmuOption("guest-powerdown-delay", metavar="SECONDS",
+              help="how long the simulated guest takes to power off (default 0.5)"),
+)
+
+
+class ConfigError(Exception):
+    """The message is what QEMU would print (without the program name)."""
+
+
+@attrs.frozen
+class Config:
+    options: MachineOptions
+    monitors: tuple[MonitorSpec, ...]
+    persona: str
+    daemonize: bool
+    pidfile: str | None
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None:
+        return default
+    return value == "on"
+
+
+def chardev_spec(opts: QemuOpts) -> ChardevSpec | None:
+    """The endpoint of a chardev a monitor can sit on; None for backends without I/O."""
+    backend = opts.get("backend")
+    ident = opts.id or ""
+    if backend == "stdio":
+        return ChardevSpec(id=ident, backend="stdio")
+    if backend != "socket":
+        return None  # vc, null, … : a monitor nobody can reach
+    server = _bool(opts.get("server"), False)
+    fd = opts.get("fd")
+    return ChardevSpec(
+        id=ident,
+        backend="socket",
+        path=opts.get("path"),
+        host=opts.get("host"),
+        port=opts.get("port"),
+        fd=int(fd) if fd is not None else None,
+        server=server,
+        wait=server and _bool(opts.get("wait"), True),
+        telnet=_bool(opts.get("telnet"), False),
+        ipv4=_bool(opts.get("ipv4"), False),
+        ipv6=_bool(opts.get("ipv6"), False),
+    )
+
+
+def build_config(cl: CommandLine) -> Config:
+    chardevs = {c.id: c for c in cl.chardevs}
+    monitors: list[MonitorSpec] = []
+    for mon in cl.monitors:
+        opts = chardevs.get(mon.chardev)
+        if opts is None:
+            raise ConfigError(f"chardev \"{mon.chardev}\" not found")
+        spec = chardev_spec(opts)
+        if spec is None:
+            continue
+        if spec.backend == "stdio" and cl.daemonize:
+            raise ConfigError("cannot use stdio with -daemonize")
+        monitors.append(MonitorSpec(spec, mode=mon.mode, pretty=mon.pretty))
+    emu = cl.emu
+    guest = GuestBehaviour()
+    if "guest-powerdown" in emu:
+        guest = attrs.evolve(guest, powerdown=emu["guest-powerdown"])
+    if "guest-powerdown-delay" in emu:
+        try:
+            delay = float(emu["guest-powerdown-delay"])
+            guest = attrs.evolve(guest, powerdown_delay=delay)
+        except ValueError:
+            raise ConfigError("--emu-guest-powerdown-delay: expects a non-negative number "
+                              "of seconds") from None
+    machine_type = cl.machine_type or "pc"
+    options = MachineOptions(
+        name=cl.name,
+        uuid=cl.uuid or "00000000-0000-0000-0000-000000000000",
+        machine_type=machine_type,
+        accel=cl.accelerators[0] if cl.accelerators else "tcg",
+        cpu_model=cl.cpu_model,
+        ram_bytes=cl.memory.ram_size,
+        smp_cpus=cl.smp.cpus,
+        max_cpus=cl.smp.max_cpus,
+        start_paused=not cl.autostart,
+        incoming=cl.incoming,
+        no_shutdown=cl.no_shutdown,
+        no_reboot=cl.no_reboot,
+        singlestep=cl.singlestep,
+        watchdog_action=cl.watchdog_action,
+        package=emu.get("package", " (v2.11.0)"),
+        strict="strict" in emu and emu["strict"] != "off",
+        new_glib=emu.get("glib") == "2.74",
+        guest=guest,
+        iothreads=tuple(o.id for o in cl.objects
+                        if o.get("qom-type") == "iothread" and o.id is not None),
+    )
+    return Config(options=options, monitors=tuple(monitors),
+                  persona=emu.get("persona", DEFAULT_PERSONA), daemonize=cl.daemonize,
+                  pidfile=cl.pidfile)
