@@ -116,6 +116,17 @@ class BlockLayer:
                 dev.eject_request = False
         self.trays.pending.clear()
 
+    def close_all(self) -> None:
+        """bdrv_close_all at exit: media removed, monitor-owned nodes dropped, so every
+        file is closed and its locks released."""
+        for blk in list(self.backends):
+            if blk.root is not None:
+                self.blk_remove_bs(blk)
+        for bs in list(self.monitor_nodes):
+            self.monitor_nodes.remove(bs)
+            bs.monitor_owned = False
+            self.unref(bs)
+
     def next_deadline(self) -> float:
         return self.trays.next_deadline(self.host.runstate.running)
 
@@ -823,20 +834,37 @@ class BlockLayer:
         and the read-only flag. Only the flag change QMP commands need."""
         if bs.read_only == read_only:
             return
-        if bs.open_flags.copy_on_read and read_only:
-            raise GenericError(f"Can't set node '{bs.device_or_node_name()}' to r/o with "
-                               "copy-on-read enabled")
-        if not read_only and not bs.open_flags.allow_rdwr:
-            raise GenericError(f"Node '{bs.device_or_node_name()}' is read only")
-        old = (bs.open_flags.rdwr, bs.read_only)
-        bs.open_flags.rdwr = not read_only
-        bs.read_only = read_only
+        # bdrv_reopen_queue_child: children that inherit their options from `bs`
+        # (its file, not its backing file) follow unless they set read-only themselves.
+        queue = [bs]
+        i = 0
+        while i < len(queue):
+            node = queue[i]
+            i += 1
+            for c in node.children:
+                child = c.bs
+                if child is None or child.inherits_from is not node or c.role == "backing":
+                    continue
+                if "read-only" in child.explicit_options:
+                    continue
+                queue.append(child)
+        for node in queue:
+            if node.open_flags.copy_on_read and read_only:
+                raise GenericError(f"Can't set node '{node.device_or_node_name()}' to r/o "
+                                   "with copy-on-read enabled")
+            if not read_only and not node.open_flags.allow_rdwr:
+                raise GenericError(f"Node '{node.device_or_node_name()}' is read only")
+        old = [(n.open_flags.rdwr, n.read_only) for n in queue]
+        for node in queue:
+            node.open_flags.rdwr = not read_only
+            node.read_only = read_only
         perm, shared = g.cumulative_perm(bs)
         try:
             g.check_perm(bs, perm, shared, [])
         except GenericError:
             g.abort_perm_update(bs)
-            bs.open_flags.rdwr, bs.read_only = old
+            for node, (rdwr, ro) in zip(queue, old, strict=True):
+                node.open_flags.rdwr, node.read_only = rdwr, ro
             raise
         g.set_perm(bs, perm, shared)
 
