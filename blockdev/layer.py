@@ -1005,7 +1005,7 @@ def _recurse_first_non_filter(bs: Node | None, candidate: Node) -> bool:
     drv = bs.driver
     if not drv.is_filter:
         return bs is candidate
-    if drv.format_name in ("throttle", "blkdebug", "replication"):
+    if drv.format_name in ("throttle", "replication"):
         child = bs.file.bs if bs.file is not None else None
         return _recurse_first_non_filter(child, candidate)
     if drv.format_name == "blkverify":

@@ -51,7 +51,7 @@ class Block:
             self.qmp(command, **args)
         except QMPError as e:
             return e.error_class, e.desc
-        raise AssertionError(f"{name} succeeded")
+        raise AssertionError(f"{command} succeeded")
 
     def add(self, **options: Any) -> None:
         """blockdev-add with wire-named options."""

@@ -1,0 +1,605 @@
+"""The non-media block commands: block_set_io_throttle, block-set-write-threshold,
+dirty bitmaps, block_resize, block_passwd, internal snapshots, blockdev-snapshot,
+blockdev-snapshot-sync's checks, change-backing-file and x-blockdev-change.
+
+One test per success path and per QEMU error message (block.md §3.3 to §3.10, and
+the source functions the docstrings name).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from blockdev.graph import Reason
+from tests.test_block_support import Block, make_image, needs_qemu_img
+
+
+@pytest.fixture
+def b() -> Block:
+    return Block()
+
+
+@pytest.fixture
+def d0(b: Block) -> Block:
+    """-drive d0 (null-co, node n0) used by a virtio-blk device vd0."""
+    b.drive("driver=null-co,if=none,id=d0,node-name=n0")
+    b.device("virtio-blk-pci", drive="d0", id="vd0")
+    return b
+
+
+def throttle(**values: Any) -> dict[str, Any]:
+    base = {"bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0}
+    base.update(values)
+    return base
+
+
+# --- block_set_io_throttle (§3.5) -----------------------------------------------------------
+
+
+def test_throttle_enable_shows_group_and_limits(d0: Block) -> None:
+    """§3.5: non-zero limits enable throttling in a group named after the device;
+    a burst rate shows with its length (default 1)."""
+    d0.qmp("block_set_io_throttle", device="d0", **throttle(bps=1000, bps_max=2000))
+    inserted = d0.block("d0")["inserted"]
+    assert {k: inserted[k] for k in ("bps", "bps_max", "bps_max_length", "group")} == \
+        {"bps": 1000, "bps_max": 2000, "bps_max_length": 1, "group": "d0"}
+    assert "iops_size" not in inserted and "iops_max" not in inserted
+
+
+def test_throttle_by_id_names_group_after_id(d0: Block) -> None:
+    """qmp_block_set_io_throttle: group defaults to device, else id."""
+    d0.qmp("block_set_io_throttle", id="vd0", **throttle(iops=10, iops_size=4096))
+    inserted = d0.block("d0")["inserted"]
+    assert (inserted["group"], inserted["iops"], inserted["iops_size"]) == ("vd0", 10, 4096)
+
+
+def test_throttle_all_zero_disables(d0: Block) -> None:
+    """§3.5: all-zero limits disable throttling; `group` disappears."""
+    d0.qmp("block_set_io_throttle", device="d0", **throttle(bps=1000))
+    d0.qmp("block_set_io_throttle", device="d0", **throttle())
+    assert "group" not in d0.block("d0")["inserted"]
+    assert d0.layer.throttle_groups.groups == {}
+
+
+def test_throttle_group_members_share_limits(b: Block) -> None:
+    """block/throttle-groups.c: a group has one configuration for all its members."""
+    b.drive("driver=null-co,if=none,id=d0")
+    b.drive("driver=null-co,if=none,id=d1")
+    b.qmp("block_set_io_throttle", device="d0", group="g", **throttle(bps=100))
+    b.qmp("block_set_io_throttle", device="d1", group="g", **throttle(bps=500))
+    assert [b.block(d)["inserted"]["bps"] for d in ("d0", "d1")] == [500, 500]
+
+
+def test_throttle_from_drive_options(b: Block) -> None:
+    """drive_new's renames: bps=, group= become throttling.* options."""
+    b.drive("driver=null-co,if=none,id=d0,bps=4096,group=grp")
+    inserted = b.block("d0")["inserted"]
+    assert (inserted["bps"], inserted["group"]) == (4096, "grp")
+
+
+def test_throttle_no_medium(b: Block) -> None:
+    """qmp_block_set_io_throttle: `Device has no medium`."""
+    b.drive("if=none,id=d0")
+    assert b.error("block_set_io_throttle", device="d0", **throttle(bps=1)) == \
+        ("GenericError", "Device has no medium")
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    (throttle(bps=1, bps_rd=1), "bps/iops/max total values and read/write values cannot "
+                                "be used at the same time"),
+    (throttle(iops=5, bps_max=1, bps_rd_max=1),
+     "bps/iops/max total values and read/write values cannot be used at the same time"),
+    (throttle(bps=1, iops_size=512), "iops size requires an iops value to be set"),
+    (throttle(bps=10**15 + 1), "bps/iops/max values must be within [0, 1000000000000000]"),
+    (throttle(bps=-1), "bps/iops/max values must be within [0, 1000000000000000]"),
+    (throttle(bps=1, bps_max=2, bps_max_length=0), "the burst length cannot be 0"),
+    (throttle(bps=1, bps_max_length=2), "burst length set without burst rate"),
+    (throttle(bps=10, bps_max=10**14, bps_max_length=11),
+     "burst length too high for this burst rate"),
+    (throttle(iops=1, bps_max=2), "bps_max/iops_max require corresponding bps/iops values"),
+    (throttle(bps=10, bps_max=5), "bps_max/iops_max cannot be lower than bps/iops"),
+])
+def test_throttle_validation(d0: Block, values: dict[str, Any], message: str) -> None:
+    """util/throttle.c throttle_is_valid, each message in its order."""
+    assert d0.error("block_set_io_throttle", device="d0", **values) == \
+        ("GenericError", message)
+
+
+# --- write threshold (§3.6) -----------------------------------------------------------------
+
+
+def test_write_threshold_fires_once_and_disarms(d0: Block) -> None:
+    """§3.6: a write ending past the threshold sends BLOCK_WRITE_THRESHOLD with
+    amount-exceeded = end - threshold, then the threshold is 0."""
+    from blockdev import io
+
+    d0.qmp("block-set-write-threshold", **{"node-name": "n0", "write-threshold": 1 << 20})
+    assert d0.block("d0")["inserted"]["write_threshold"] == 1 << 20
+    blk = d0.layer.blk_by_name("d0")
+    assert blk is not None
+    io.submit(d0.layer, blk, io.Request("write", 0, 4096))
+    assert d0.events() == []
+    io.submit(d0.layer, blk, io.Request("write", 0, 2 << 20))
+    assert d0.events() == [("BLOCK_WRITE_THRESHOLD", {
+        "node-name": "n0", "amount-exceeded": 1 << 20, "write-threshold": 1 << 20})]
+    io.submit(d0.layer, blk, io.Request("write", 4 << 20, 4096))
+    assert d0.events() == []
+    assert d0.block("d0")["inserted"]["write_threshold"] == 0
+
+
+def test_write_threshold_beyond_offset(d0: Block) -> None:
+    """bdrv_write_threshold_exceeded: a write starting past the threshold counts
+    offset - threshold + bytes."""
+    from blockdev import io
+
+    d0.qmp("block-set-write-threshold", **{"node-name": "n0", "write-threshold": 1000})
+    blk = d0.layer.blk_by_name("d0")
+    assert blk is not None
+    io.submit(d0.layer, blk, io.Request("write", 4096, 512))
+    assert d0.events()[0][1]["amount-exceeded"] == 4096 - 1000 + 512
+
+
+def test_write_threshold_unknown_node(d0: Block) -> None:
+    """qmp_block_set_write_threshold: exact node names only, `Device '%s' not found`."""
+    assert d0.error("block-set-write-threshold",
+                    **{"node-name": "d0", "write-threshold": 1}) == \
+        ("GenericError", "Device 'd0' not found")
+
+
+# --- dirty bitmaps (§3.7) -------------------------------------------------------------------
+
+
+def test_bitmap_add_query_clear_remove(d0: Block) -> None:
+    """§3.7: bitmaps show newest first in query-block; writes dirty them; clear
+    empties; remove deletes."""
+    from blockdev import io
+
+    d0.qmp("block-dirty-bitmap-add", node="d0", name="a")
+    d0.qmp("block-dirty-bitmap-add", node="n0", name="b", granularity=512)
+    blk = d0.layer.blk_by_name("d0")
+    assert blk is not None
+    io.submit(d0.layer, blk, io.Request("write", 0, 1024))
+    assert d0.block("d0")["dirty-bitmaps"] == [
+        {"name": "b", "count": 1024, "granularity": 512, "status": "active"},
+        {"name": "a", "count": 65536, "granularity": 65536, "status": "active"}]
+    d0.qmp("block-dirty-bitmap-clear", node="d0", name="a")
+    assert d0.block("d0")["dirty-bitmaps"][1]["count"] == 0
+    d0.qmp("block-dirty-bitmap-remove", node="d0", name="a")
+    d0.qmp("block-dirty-bitmap-remove", node="n0", name="b")
+    assert "dirty-bitmaps" not in d0.block("d0")
+
+
+@needs_qemu_img
+def test_bitmap_default_granularity_follows_cluster_size(b: Block, tmp_path: Path) -> None:
+    """bdrv_get_default_bitmap_granularity: cluster size clamped to [4K, 64K]."""
+    img = make_image(tmp_path / "small.qcow2", "qcow2", "16M", "-o", "cluster_size=512")
+    b.drive(f"file={img},if=none,id=d0")
+    b.qmp("block-dirty-bitmap-add", node="d0", name="a")
+    assert b.block("d0")["dirty-bitmaps"][0]["granularity"] == 4096
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ({"node": "d0", "name": ""}, "Bitmap name cannot be empty"),
+    ({"node": "x", "name": "a"}, "Cannot find device=x nor node_name=x"),
+    ({"node": "d0", "name": "a", "granularity": 256},
+     "Granularity must be power of 2 and at least 512"),
+    ({"node": "d0", "name": "a", "granularity": 1000},
+     "Granularity must be power of 2 and at least 512"),
+    ({"node": "d0", "name": "a", "autoload": True},
+     "Autoload flag must be used only for persistent bitmaps"),
+    ({"node": "d0", "name": "a", "persistent": True},
+     "Can't store persistent bitmaps to d0: Operation not supported"),
+])
+def test_bitmap_add_errors(d0: Block, args: dict[str, Any], message: str) -> None:
+    """qmp_block_dirty_bitmap_add, each message."""
+    assert d0.error("block-dirty-bitmap-add", **args) == ("GenericError", message)
+
+
+def test_bitmap_add_duplicate(d0: Block) -> None:
+    """bdrv_create_dirty_bitmap: `Bitmap already exists: %s`."""
+    d0.qmp("block-dirty-bitmap-add", node="d0", name="a")
+    assert d0.error("block-dirty-bitmap-add", node="d0", name="a") == \
+        ("GenericError", "Bitmap already exists: a")
+
+
+def test_bitmap_lookup_errors(d0: Block) -> None:
+    """block_dirty_bitmap_lookup: `Node '%s' not found` (not the add text) and
+    `Dirty bitmap '%s' not found`."""
+    for cmd in ("block-dirty-bitmap-remove", "block-dirty-bitmap-clear"):
+        assert d0.error(cmd, node="x", name="a") == ("GenericError", "Node 'x' not found")
+        assert d0.error(cmd, node="d0", name="a") == \
+            ("GenericError", "Dirty bitmap 'a' not found")
+
+
+def test_bitmap_frozen_disabled_readonly(d0: Block) -> None:
+    """remove/clear of a frozen bitmap; clear of a disabled or read-only one."""
+    from blockdev.bitmaps import DirtyBitmap
+
+    d0.qmp("block-dirty-bitmap-add", node="d0", name="a")
+    bm = d0.layer.find_dirty_bitmap(d0.layer.find_node("n0"), "a")  # type: ignore[arg-type]
+    assert bm is not None
+    bm.successor = DirtyBitmap(name=None, granularity=bm.granularity, size=bm.size)
+    assert d0.error("block-dirty-bitmap-remove", node="d0", name="a") == \
+        ("GenericError", "Bitmap 'a' is currently frozen and cannot be removed")
+    assert d0.error("block-dirty-bitmap-clear", node="d0", name="a") == \
+        ("GenericError", "Bitmap 'a' is currently frozen and cannot be modified")
+    assert d0.block("d0")["dirty-bitmaps"][0]["status"] == "frozen"
+    bm.successor = None
+    bm.disabled = True
+    assert d0.error("block-dirty-bitmap-clear", node="d0", name="a") == \
+        ("GenericError", "Bitmap 'a' is currently disabled and cannot be cleared")
+    bm.disabled, bm.readonly = False, True
+    assert d0.error("block-dirty-bitmap-clear", node="d0", name="a") == \
+        ("GenericError", "Bitmap 'a' is readonly and cannot be cleared")
+
+
+@needs_qemu_img
+def test_persistent_bitmap_on_qcow2(b: Block, tmp_path: Path) -> None:
+    """qcow2_can_store_new_dirty_bitmap: qcow2 takes persistent bitmaps (kept in the
+    emulator's model of the image)."""
+    img = make_image(tmp_path / "img.qcow2", "qcow2")
+    b.drive(f"file={img},if=none,id=d0")
+    b.qmp("block-dirty-bitmap-add", node="d0", name="p", persistent=True, autoload=True)
+    assert b.block("d0")["dirty-bitmaps"][0]["name"] == "p"
+
+
+# --- block_resize and block_passwd (§3.3, §3.4) -------------------------------------------------
+
+
+@pytest.fixture
+def r(b: Block, tmp_path: Path) -> Block:
+    """d0 on a real raw file (node r0), used by vd0."""
+    img = make_image(tmp_path / "img.raw", "raw", "1M")
+    b.drive(f"file={img},format=raw,if=none,id=d0,node-name=r0")
+    b.device("virtio-blk-pci", drive="d0", id="vd0")
+    return b
+
+
+@needs_qemu_img
+def test_block_resize(r: Block, tmp_path: Path) -> None:
+    """qmp_block_resize: the new size shows at once (model only: the file keeps its
+    length); no event."""
+    r.qmp("block_resize", device="d0", size=2 << 30)
+    assert r.block("d0")["inserted"]["image"]["virtual-size"] == 2 << 30
+    r.qmp("block_resize", **{"node-name": "r0", "size": 0})
+    assert r.block("d0")["inserted"]["image"]["virtual-size"] == 0
+    assert (tmp_path / "img.raw").stat().st_size == 1 << 20
+    assert r.events() == []
+
+
+def test_block_resize_negative(d0: Block) -> None:
+    """`Parameter 'size' expects a >0 size`."""
+    assert d0.error("block_resize", device="d0", size=-1) == \
+        ("GenericError", "Parameter 'size' expects a >0 size")
+
+
+def test_block_resize_lookup(d0: Block) -> None:
+    """bdrv_lookup_bs with device and node-name."""
+    assert d0.error("block_resize", device="x", size=1) == \
+        ("GenericError", "Cannot find device=x nor node_name=")
+
+
+def test_block_resize_blocked(d0: Block) -> None:
+    """A blocked resize: `Device '<device>' is in use`, `(null)` without device."""
+    d0.layer.find_node("n0").op_block("resize", Reason("job"))  # type: ignore[union-attr]
+    assert d0.error("block_resize", device="d0", size=1) == \
+        ("GenericError", "Device 'd0' is in use")
+    assert d0.error("block_resize", **{"node-name": "n0", "size": 1}) == \
+        ("GenericError", "Device '(null)' is in use")
+
+
+def test_block_resize_driver_without_truncate(d0: Block) -> None:
+    """bdrv_truncate: null-co has no truncate: `Image format driver does not support
+    resize`."""
+    assert d0.error("block_resize", device="d0", size=1 << 20) == \
+        ("GenericError", "Image format driver does not support resize")
+
+
+@needs_qemu_img
+def test_block_resize_read_only(b: Block, tmp_path: Path) -> None:
+    """bdrv_truncate: `Image is read-only`."""
+    img = make_image(tmp_path / "img.qcow2", "qcow2")
+    b.drive(f"file={img},if=none,id=d0,readonly=on")
+    assert b.error("block_resize", device="d0", size=1 << 20) == \
+        ("GenericError", "Image is read-only")
+
+
+def test_block_resize_below_a_filter(b: Block) -> None:
+    """qmp_block_resize below blkdebug (which does not pass the first-non-filter
+    search on): `The feature 'resize' is not enabled`."""
+    b.add(driver="blkdebug", **{"node-name": "dbg", "image": {"driver": "null-co",
+                                                              "node-name": "n0"}})
+    b.device("virtio-blk-pci", drive="dbg")
+    assert b.error("block_resize", **{"node-name": "n0", "size": 1}) == \
+        ("GenericError", "The feature 'resize' is not enabled")
+
+
+@needs_qemu_img
+def test_block_resize_unsupported_format(b: Block, tmp_path: Path) -> None:
+    """bdrv_truncate: `Image format driver does not support resize` (vpc)."""
+    img = make_image(tmp_path / "img.vpc", "vpc")
+    b.drive(f"file={img},if=none,id=d0")
+    assert b.error("block_resize", device="d0", size=64 << 20) == \
+        ("GenericError", "Image format driver does not support resize")
+
+
+@needs_qemu_img
+def test_block_resize_cdrom_conflicts_with_device(b: Block, tmp_path: Path) -> None:
+    """An ide-cd does not share resize: the temporary BlockBackend's resize
+    permission conflicts with it."""
+    img = make_image(tmp_path / "img.raw", "raw", "1M")
+    b.drive(f"file={img},format=raw,if=none,id=cd0")
+    b.device("ide-cd", drive="cd0", id="ide0")
+    root = b.block("cd0")["inserted"]["node-name"]
+    assert b.error("block_resize", device="cd0", size=1 << 20) == (
+        "GenericError", f"Conflicts with use by cd0 as 'root', which does not allow "
+                        f"'resize' on {root}")
+
+
+def test_block_passwd(d0: Block) -> None:
+    """qmp_block_passwd in 2.11."""
+    assert d0.error("block_passwd", device="d0", password="x") == \
+        ("GenericError", "Setting block passwords directly is no longer supported")
+
+
+# --- internal snapshots (§3.8) ----------------------------------------------------------------
+
+
+@pytest.fixture
+def q(b: Block, tmp_path: Path) -> Block:
+    """d0 on a real qcow2 (node q0), used by vd0."""
+    img = make_image(tmp_path / "img.qcow2", "qcow2")
+    b.drive(f"file={img},if=none,id=d0,node-name=q0")
+    b.device("virtio-blk-pci", drive="d0", id="vd0")
+    return b
+
+
+@needs_qemu_img
+def test_internal_snapshot_create_and_delete(q: Block) -> None:
+    """Snapshots get ids "1", "2" ...; they show in ImageInfo.snapshots; delete returns
+    the SnapshotInfo."""
+    q.host.clock.t = 2.5
+    q.qmp("blockdev-snapshot-internal-sync", device="d0", name="s1")
+    q.qmp("blockdev-snapshot-internal-sync", device="d0", name="s2")
+    snaps = q.block("d0")["inserted"]["image"]["snapshots"]
+    assert [(s["id"], s["name"], s["vm-state-size"]) for s in snaps] == \
+        [("1", "s1", 0), ("2", "s2", 0)]
+    assert snaps[0]["vm-clock-sec"] == 2 and snaps[0]["vm-clock-nsec"] == 500_000_000
+    deleted = q.qmp("blockdev-snapshot-delete-internal-sync", device="d0", name="s1")
+    assert deleted == snaps[0]
+    q.qmp("blockdev-snapshot-internal-sync", device="d0", name="s3")
+    ids = [s["id"] for s in q.block("d0")["inserted"]["image"]["snapshots"]]
+    assert ids == ["2", "3"]
+
+
+@needs_qemu_img
+def test_internal_snapshot_errors(q: Block) -> None:
+    """internal_snapshot_prepare: empty name, duplicate name."""
+    assert q.error("blockdev-snapshot-internal-sync", device="d0", name="") == \
+        ("GenericError", "Name is empty")
+    q.qmp("blockdev-snapshot-internal-sync", device="d0", name="s")
+    assert q.error("blockdev-snapshot-internal-sync", device="d0", name="s") == \
+        ("GenericError", "Snapshot with name 's' already exists on device 'd0'")
+
+
+def test_internal_snapshot_unsupported_format(d0: Block) -> None:
+    """`Block format '%s' used by device '%s' does not support internal snapshots`."""
+    assert d0.error("blockdev-snapshot-internal-sync", device="d0", name="s") == \
+        ("GenericError", "Block format 'null-co' used by device 'd0' does not support "
+                         "internal snapshots")
+
+
+def test_internal_snapshot_read_only(b: Block) -> None:
+    """`Device '%s' is read only`."""
+    b.drive("driver=null-co,if=none,id=d0,readonly=on")
+    assert b.error("blockdev-snapshot-internal-sync", device="d0", name="s") == \
+        ("GenericError", "Device 'd0' is read only")
+
+
+def test_internal_snapshot_root_lookup(b: Block) -> None:
+    """qmp_get_root_bs: unknown name, non-root node, no medium."""
+    b.drive("if=none,id=empty")
+    b.add(driver="raw", **{"node-name": "r0", "file": {"driver": "null-co",
+                                                       "node-name": "f0"}})
+    assert b.error("blockdev-snapshot-internal-sync", device="x", name="s") == \
+        ("GenericError", "Cannot find device=x nor node_name=x")
+    assert b.error("blockdev-snapshot-internal-sync", device="f0", name="s") == \
+        ("GenericError", "Need a root block node")
+    assert b.error("blockdev-snapshot-internal-sync", device="empty", name="s") == \
+        ("GenericError", "Device 'empty' has no medium")
+
+
+@needs_qemu_img
+def test_internal_snapshot_delete_errors(q: Block) -> None:
+    """qmp_blockdev_snapshot_delete_internal_sync: neither given; not found with
+    `null` for the missing part."""
+    assert q.error("blockdev-snapshot-delete-internal-sync", device="d0") == \
+        ("GenericError", "Name or id must be provided")
+    assert q.error("blockdev-snapshot-delete-internal-sync", device="d0", name="x") == \
+        ("GenericError", "Snapshot with id 'null' and name 'x' does not exist on device 'd0'")
+    assert q.error("blockdev-snapshot-delete-internal-sync", device="d0", id="7") == \
+        ("GenericError", "Snapshot with id '7' and name 'null' does not exist on device 'd0'")
+
+
+def test_internal_snapshot_blocked(d0: Block) -> None:
+    """op blocker internal-snapshot: the busy error."""
+    d0.layer.find_node("n0").op_block("internal-snapshot", Reason("busy"))  # type: ignore[union-attr]
+    assert d0.error("blockdev-snapshot-internal-sync", device="d0", name="s") == \
+        ("GenericError", "Node 'd0' is busy: busy")
+
+
+# --- external snapshots: checks (§3.8) ----------------------------------------------------------
+
+
+def test_snapshot_sync_checks(d0: Block, tmp_path: Path) -> None:
+    """external_snapshot_prepare's checks, in order."""
+    ov = str(tmp_path / "ov.qcow2")
+    assert d0.error("blockdev-snapshot-sync", device="x", **{"snapshot-file": ov}) == \
+        ("GenericError", "Cannot find device=x nor node_name=")
+    assert d0.error("blockdev-snapshot-sync", **{"node-name": "n0", "snapshot-file": ov}) \
+        == ("GenericError", "New snapshot node name missing")
+    assert d0.error("blockdev-snapshot-sync", device="d0",
+                    **{"snapshot-file": ov, "snapshot-node-name": "n0"}) == \
+        ("GenericError", "New snapshot node name already in use")
+    assert d0.error("blockdev-snapshot-sync", device="d0",
+                    **{"snapshot-file": ov, "snapshot-node-name": "d0"}) == \
+        ("GenericError", "New snapshot node name already in use")
+    assert not Path(ov).exists()
+
+
+def test_snapshot_sync_no_medium(b: Block, tmp_path: Path) -> None:
+    """bdrv_lookup_bs on an empty drive: `Device '%s' has no medium`."""
+    b.drive("if=none,id=d0")
+    assert b.error("blockdev-snapshot-sync", device="d0",
+                   **{"snapshot-file": str(tmp_path / "o")}) == \
+        ("GenericError", "Device 'd0' has no medium")
+
+
+def test_snapshot_sync_blocked_backing_node(b: Block, tmp_path: Path) -> None:
+    """A backing node is blocked for external snapshots (bdrv_backing_attach)."""
+    base = make_image(tmp_path / "base.qcow2", "qcow2")
+    top = make_image(tmp_path / "top.qcow2", "qcow2", "16M", "-b", str(base), "-F", "qcow2")
+    b.drive(f"file={top},if=none,id=d0,node-name=top")
+    base_node = b.layer.find_node("top").backing_bs  # type: ignore[union-attr]
+    assert base_node is not None
+    assert b.error("blockdev-snapshot-sync", **{
+        "node-name": base_node.node_name, "snapshot-file": str(tmp_path / "o"),
+        "snapshot-node-name": "o"}) == (
+        "GenericError", f"Node '{base_node.node_name}' is busy: node is used as backing "
+                        "hd of 'top'")
+
+
+def test_snapshot_below_a_filter(b: Block, tmp_path: Path) -> None:
+    """`The feature 'snapshot' is not enabled` below a filter."""
+    b.add(driver="blkdebug", **{"node-name": "dbg", "image": {"driver": "null-co",
+                                                              "node-name": "n0"}})
+    b.device("virtio-blk-pci", drive="dbg")
+    assert b.error("blockdev-snapshot-sync", **{
+        "node-name": "n0", "snapshot-file": str(tmp_path / "o"),
+        "snapshot-node-name": "o"}) == \
+        ("GenericError", "The feature 'snapshot' is not enabled")
+
+
+def test_blockdev_snapshot_errors(d0: Block) -> None:
+    """external_snapshot_prepare for blockdev-snapshot: overlay in use, has backing,
+    unsupported backing."""
+    d0.add(driver="null-co", **{"node-name": "nb"})
+    assert d0.error("blockdev-snapshot", node="n0", overlay="nb") == \
+        ("GenericError", "The snapshot does not support backing images")
+    assert d0.error("blockdev-snapshot", node="n0", overlay="n0") == \
+        ("GenericError", "The snapshot is already in use")
+    assert d0.error("blockdev-snapshot", node="n0", overlay="zz") == \
+        ("GenericError", "Cannot find device=zz nor node_name=zz")
+
+
+@needs_qemu_img
+def test_blockdev_snapshot_success(q: Block, tmp_path: Path) -> None:
+    """blockdev-snapshot: overlay with `backing: null` goes above q0; its json: name
+    loses the `backing` key once it has a backing child (append_open_options)."""
+    ov = make_image(tmp_path / "ov.qcow2", "qcow2")
+    q.add(driver="qcow2", **{"node-name": "ov", "backing": None,
+                             "file": {"driver": "file", "filename": str(ov)}})
+    assert q.node("ov")["file"].startswith('json:{"backing": ""')
+    q.qmp("blockdev-snapshot", node="q0", overlay="ov")
+    inserted = q.block("d0")["inserted"]
+    assert (inserted["node-name"], inserted["file"], inserted["backing_file_depth"]) == \
+        ("ov", str(ov), 1)
+    assert q.node("q0")["ro"] is True
+    assert q.error("blockdev-snapshot", node="ov", overlay="q0") == \
+        ("GenericError", "Node 'q0' is busy: node is used as backing hd of 'ov'")
+
+
+# --- change-backing-file (§3.9) ----------------------------------------------------------------
+
+
+@needs_qemu_img
+def test_change_backing_file(b: Block, tmp_path: Path) -> None:
+    """qmp_change_backing_file: the recorded backing file string changes (model only),
+    the graph does not."""
+    base = make_image(tmp_path / "base.qcow2", "qcow2")
+    top = make_image(tmp_path / "top.qcow2", "qcow2", "16M", "-b", str(base), "-F", "qcow2")
+    b.drive(f"file={top},if=none,id=d0,node-name=top")
+    b.qmp("change-backing-file", device="d0", **{"image-node-name": "top",
+                                                 "backing-file": "new.qcow2"})
+    inserted = b.block("d0")["inserted"]
+    assert inserted["backing_file"] == "new.qcow2"
+    assert inserted["image"]["full-backing-filename"] == str(tmp_path / "new.qcow2")
+    assert inserted["backing_file_depth"] == 1
+
+
+@needs_qemu_img
+def test_change_backing_file_errors(b: Block, tmp_path: Path) -> None:
+    """qmp_change_backing_file's checks."""
+    base = make_image(tmp_path / "base.qcow2", "qcow2")
+    top = make_image(tmp_path / "top.qcow2", "qcow2", "16M", "-b", str(base), "-F", "qcow2")
+    b.drive(f"file={top},if=none,id=d0,node-name=top")
+    b.drive("driver=null-co,if=none,id=d1,node-name=other")
+    args = {"backing-file": "x"}
+    assert b.error("change-backing-file", device="d0",
+                   **{"image-node-name": "zz", **args}) == \
+        ("GenericError", "Cannot find device= nor node_name=zz")
+    base_name = b.layer.find_node("top").backing_bs.node_name  # type: ignore[union-attr]
+    assert b.error("change-backing-file", device="d0",
+                   **{"image-node-name": base_name, **args}) == \
+        ("GenericError", "not allowing backing file change on an image without a "
+                         "backing file")
+    lone = make_image(tmp_path / "l.qcow2", "qcow2", "16M", "-b", str(base), "-F", "qcow2")
+    b.add(driver="qcow2", **{"node-name": "lone", "file": {
+        "driver": "file", "filename": str(lone)}, "backing": {
+        "driver": "qcow2", "file": {"driver": "file", "filename": str(base)}}})
+    assert b.error("change-backing-file", device="d0",
+                   **{"image-node-name": "lone", **args}) == \
+        ("GenericError", "'d0' and image file are not in the same chain")
+    b.layer.find_node("top").op_block("change", Reason("busy"))  # type: ignore[union-attr]
+    assert b.error("change-backing-file", device="d0",
+                   **{"image-node-name": "top", **args}) == \
+        ("GenericError", "Node 'd0' is busy: busy")
+
+
+# --- x-blockdev-change (§3.10) -------------------------------------------------------------------
+
+
+def quorum(b: Block) -> None:
+    b.add(driver="quorum", **{"node-name": "q", "vote-threshold": 1, "children": [
+        {"driver": "null-co", "node-name": "c0"}, {"driver": "null-co", "node-name": "c1"}]})
+
+
+def test_quorum_add_and_remove_child(b: Block) -> None:
+    """quorum_add_child / quorum_del_child through x-blockdev-change."""
+    quorum(b)
+    b.add(driver="null-co", **{"node-name": "c2"})
+    b.qmp("x-blockdev-change", parent="q", node="c2")
+    assert [c.name for c in b.layer.find_node("q").children] == \
+        ["children.2", "children.1", "children.0"]  # type: ignore[union-attr]
+    b.qmp("x-blockdev-change", parent="q", child="children.0")
+    assert [c.name for c in b.layer.find_node("q").children] == \
+        ["children.2", "children.1"]  # type: ignore[union-attr]
+
+
+def test_x_blockdev_change_errors(b: Block) -> None:
+    """qmp_x_blockdev_change, bdrv_add_child and bdrv_del_child messages."""
+    quorum(b)
+    b.add(driver="null-co", **{"node-name": "n0"})
+    assert b.error("x-blockdev-change", parent="zz", node="n0") == \
+        ("GenericError", "Cannot find device=zz nor node_name=zz")
+    assert b.error("x-blockdev-change", parent="q", node="n0", child="children.0") == \
+        ("GenericError", "The parameters child and node are in conflict")
+    assert b.error("x-blockdev-change", parent="q") == \
+        ("GenericError", "Either child or node must be specified")
+    assert b.error("x-blockdev-change", parent="q", child="nope") == \
+        ("GenericError", "Node 'q' does not have child 'nope'")
+    assert b.error("x-blockdev-change", parent="q", node="zz") == \
+        ("GenericError", "Node 'zz' not found")
+    assert b.error("x-blockdev-change", parent="n0", node="q") == \
+        ("GenericError", "The node n0 does not support adding a child")
+    assert b.error("x-blockdev-change", parent="q", node="c0") == \
+        ("GenericError", "The node c0 already has a parent")
+    b.add(driver="raw", **{"node-name": "r", "file": "n0"})
+    assert b.error("x-blockdev-change", parent="r", child="file") == \
+        ("GenericError", "The node r does not support removing a child")
+    b.qmp("x-blockdev-change", parent="q", child="children.1")
+    assert b.error("x-blockdev-change", parent="q", child="children.0") == \
+        ("GenericError", "The number of children cannot be lower than the vote threshold 1")
