@@ -9,6 +9,7 @@ here, so the fixtures stay in one place without touching the shared conftest.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -92,6 +93,11 @@ def qemu_img_info(path: Path, *extra: str) -> Any:
 def make_image(path: Path, fmt: str, size: str = "16M", *opts: str) -> Path:
     qemu_img("create", "-f", fmt, *opts, str(path), size)
     return path
+
+
+def fails(text: str) -> Any:
+    """pytest.raises for a QMPError whose desc is exactly `text`."""
+    return pytest.raises(QMPError, match="^" + re.escape(text) + "$")
 
 
 def expect_error(fn: Callable[[], Any]) -> tuple[str, str]:
