@@ -374,7 +374,7 @@ def truncate(layer: BlockLayer, bs: Node, size: int) -> None:
     elif isinstance(state, SimState):
         state.size = size
     elif isinstance(state, FileHandle):
-        state.model_size = size  # type: ignore[attr-defined]
+        state.model_size = size
     bs.total_sectors = (size + 511) // 512
     for bm in bs.bitmaps:
         bm.truncate(bs.total_sectors * 512)

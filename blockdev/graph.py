@@ -149,6 +149,8 @@ class Node:
     write_threshold: int = 0
     wr_highest_offset: int = 0
     state: Any = None  # the driver's own state (image, lock, size, ...)
+    faults: dict[str, int] = attrs.Factory(dict)  # injected errno per operation
+    temp_file: str | None = None  # -drive snapshot=on: the overlay's file, deleted on close
     job: Any = None
     deleted: bool = False
     # Permission check bookkeeping (what bdrv_check_perm prepared).
@@ -299,6 +301,7 @@ class AcctStats:
     merged: dict[str, int] = attrs.Factory(lambda: {"read": 0, "write": 0, "flush": 0})
     total_time_ns: dict[str, int] = attrs.Factory(lambda: {"read": 0, "write": 0, "flush": 0})
     last_access_time_ns: int = 0
+    accessed: bool = False  # QEMU tests last_access_time_ns > 0 on a clock that is never 0
     account_invalid: bool = False
     account_failed: bool = False
     intervals: list[int] = attrs.Factory(list)  # newest first, as QSLIST_INSERT_HEAD

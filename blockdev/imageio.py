@@ -80,8 +80,11 @@ class FileHandle:
     file: FileNode
     lock: FileLock
     writable: bool
+    model_size: int | None = None  # block_resize changes the model, not the file
 
     def length(self) -> int:
+        if self.model_size is not None:
+            return self.model_size
         return self.file.length
 
     def allocated_size(self) -> int:

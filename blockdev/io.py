@@ -68,19 +68,14 @@ def set_fault(layer: BlockLayer, node_name: str, op: str, error: int | None) -> 
 
 
 def _faults(bs: Node) -> dict[str, int]:
-    faults = getattr(bs, "faults", None)
-    if faults is None:
-        faults = {}
-        bs.faults = faults  # type: ignore[attr-defined]
-    return faults
+    return bs.faults
 
 
 def _fault_for(bs: Node | None, op: str) -> int | None:
     """The first injected fault on the path the request takes (node, file children)."""
     while bs is not None:
-        faults = getattr(bs, "faults", None)
-        if faults and op in faults:
-            return faults[op]
+        if op in bs.faults:
+            return bs.faults[op]
         bs = bs.file_bs
     return None
 
@@ -99,6 +94,7 @@ def submit(layer: BlockLayer, blk: Backend, req: Request) -> str:
         stats.invalid_ops[req.op] += 1
         if stats.account_invalid:
             stats.last_access_time_ns = now_ns
+            stats.accessed = True
         return "error"
     if req.op == "write" and blk.is_read_only():
         stats.invalid_ops["write"] += 1
@@ -109,11 +105,13 @@ def submit(layer: BlockLayer, blk: Backend, req: Request) -> str:
         if stats.account_failed:
             stats.total_time_ns[req.op] += LATENCY_NS
             stats.last_access_time_ns = now_ns
+            stats.accessed = True
         return _handle_error(layer, blk, req, error)
     stats.nr_bytes[req.op] += req.length
     stats.nr_ops[req.op] += 1
     stats.total_time_ns[req.op] += LATENCY_NS
     stats.last_access_time_ns = now_ns
+    stats.accessed = True
     if req.op == "write":
         write_to_node(layer, bs, req.offset, req.length)
     return "ok"

@@ -565,7 +565,7 @@ class BlockLayer:
         options["file.filename"] = tmp
         options["driver"] = "qcow2"
         snap = self.open(None, None, options, flags)
-        snap.temp_file = tmp  # type: ignore[attr-defined]
+        snap.temp_file = tmp
         snap.refcnt += 1
         try:
             self.append(snap, bs)
@@ -807,7 +807,7 @@ class BlockLayer:
         if bs.node_name and bs in self.nodes:
             self.nodes.remove(bs)
         bs.deleted = True
-        temp = getattr(bs, "temp_file", None)
+        temp = bs.temp_file
         if temp:
             import os
 

@@ -199,7 +199,7 @@ def _device_stats(layer: BlockLayer, blk: Backend | None, bs: Node | None) -> di
     out["wr_highest_offset"] = bs.wr_highest_offset if bs is not None else 0
     out["rd_merged"] = v("merged", "read")
     out["wr_merged"] = v("merged", "write")
-    if st is not None and st.last_access_time_ns > 0:
+    if st is not None and st.accessed:
         now_ns = int(layer.host.clock.now() * 1e9)
         out["idle_time_ns"] = now_ns - st.last_access_time_ns
     out["failed_rd_operations"] = v("failed_ops", "read")
