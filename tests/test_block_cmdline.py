@@ -1,0 +1,292 @@
+"""`-drive`, `-blockdev` and the block side of `-device`: QEMU 2.11's drive_new and
+blockdev_init semantics (legacy ids, interfaces, media, error policies, options)
+and the device checks of parse_drive and the device models' realize.
+
+Each test pins the function its docstring names [blockdev.c drive_new,
+blockdev_init; hw/core/qdev-properties-system.c parse_drive; hw/ide/qdev.c,
+hw/ide/core.c, hw/block/virtio-blk.c, hw/scsi/scsi-disk.c, hw/block/fdc.c].
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from blockdev import cmdline
+from tests.test_block_support import Block, fails, make_image, needs_qemu_img
+
+
+@pytest.fixture
+def b() -> Block:
+    return Block()
+
+
+# --- legacy ids and interfaces -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("spec", "name"), [
+    ("driver=null-co", "ide0-hd0"),
+    ("driver=null-co,media=cdrom", "ide0-cd0"),
+    ("driver=null-co,if=ide,index=3", "ide1-hd1"),
+    ("driver=null-co,if=scsi,unit=2", "scsi0-hd2"),
+    ("driver=null-co,if=floppy", "floppy0"),
+    ("driver=null-co,if=virtio", "virtio0"),
+    ("driver=null-co,if=pflash", "pflash0"),
+    ("driver=null-co,if=sd", "sd0"),
+    ("driver=null-co,if=none", "none0"),
+    ("driver=null-co,if=none,media=cdrom", "none0"),
+])
+def test_legacy_ids(b: Block, spec: str, name: str) -> None:
+    """drive_new: `<if><bus><media><unit>` for ide/scsi, `<if><media><unit>` without
+    a bus geometry; -cd/-hd only for ide and scsi."""
+    assert b.drive(spec).blk.name == name
+
+
+def test_units_fill_up_then_the_next_bus(b: Block) -> None:
+    """drive_new: without unit/index, the first free unit, wrapping to the next bus
+    at if_max_devs (2 for IDE)."""
+    names = [b.drive("driver=null-co").blk.name for _ in range(3)]
+    assert names == ["ide0-hd0", "ide0-hd1", "ide1-hd0"]
+
+
+def test_default_interface_is_the_machines(b: Block) -> None:
+    """block_default_type: pc's is IDE; another machine passes its own."""
+    assert b.drive("driver=null-co", default_if="scsi").dinfo.type == "scsi"
+
+
+def test_virtio_drive_implies_a_device(b: Block) -> None:
+    """drive_new: if=virtio adds `-device virtio-blk-pci,drive=<id>[,addr=]`."""
+    result = b.drive("driver=null-co,if=virtio,addr=0x6")
+    assert result.implied_device == (("driver", "virtio-blk-pci"), ("drive", "virtio0"),
+                                     ("addr", "0x6"))
+
+
+def test_board_creates_ide_and_floppy_devices(b: Block) -> None:
+    """pc_init1: floppies first, then IDE; their qdev is the canonical path
+    (iotests 186: `/machine/unattached/device[N]`)."""
+    b.drive("driver=null-co")
+    b.drive("driver=null-co,media=cdrom")
+    b.drive("driver=null-co,if=floppy")
+    assert [(d.drive, d.driver) for d in cmdline.board_drives(b.layer)] == [
+        ("floppy0", "floppy"), ("ide0-hd0", "ide-hd"), ("ide0-cd1", "ide-cd")]
+    cmdline.create_board_devices(b.layer, first_unattached=17)
+    assert [(i["device"], i["qdev"]) for i in b.qmp("query-block")] == [
+        ("ide0-hd0", "/machine/unattached/device[18]"),
+        ("ide0-cd1", "/machine/unattached/device[19]"),
+        ("floppy0", "/machine/unattached/device[17]")]
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("if=foo", "unsupported bus type 'foo'"),
+    ("media=tape", "'tape' invalid media"),
+    ("cyls=0,heads=1,secs=1", "invalid physical cyls number"),
+    ("cyls=1,heads=0,secs=1", "invalid physical heads number"),
+    ("cyls=1,heads=1,secs=0", "invalid physical secs number"),
+    ("trans=lba", "'lba' trans must be used with cyls, heads and secs"),
+    ("cyls=1,heads=1,secs=1,trans=odd", "'odd' invalid translation type"),
+    ("media=cdrom,cyls=1,heads=1,secs=1", "CHS can't be set with media=cdrom"),
+    ("index=1,unit=0", "index cannot be used with bus and unit"),
+    ("if=ide,unit=2", "unit 2 too big (max is 1)"),
+    ("if=none,addr=0x5", "addr is not supported by this bus type"),
+    ("if=floppy,werror=stop", "werror is not supported by this bus type"),
+    ("if=sd,rerror=stop", "rerror is not supported by this bus type"),
+    ("if=none,werror=odd", "'odd' invalid write error action"),
+    ("if=none,rerror=enospc", "'enospc' invalid read error action"),
+    ("if=none,cache=fast", "invalid cache option"),
+    ("if=none,aio=fast", "invalid aio option"),
+    ("if=none,detect-zeroes=maybe", "Invalid parameter 'maybe'"),
+    ("if=none,snapshot=yes", "Parameter 'snapshot' expects 'on' or 'off'"),
+    ("if=none,bus=x", "Parameter 'bus' expects a number"),
+    ("if=none,iops=10,iops_rd=5", "bps/iops/max total values and read/write values "
+                                  "cannot be used at the same time"),
+    ("if=none,stats-intervals.0=x", "Invalid interval length: x"),
+])
+def test_drive_errors(b: Block, spec: str, message: str) -> None:
+    """drive_new / blockdev_init / extract_common_blockdev_options messages."""
+    with fails(message):
+        b.drive("driver=null-co," + spec)
+
+
+def test_drive_with_same_bus_and_unit(b: Block) -> None:
+    """drive_new: `drive with bus=%d, unit=%d (index=%d) exists`."""
+    b.drive("driver=null-co,if=ide,bus=0,unit=1")
+    with fails("drive with bus=0, unit=1 (index=-1) exists"):
+        b.drive("driver=null-co,if=ide,bus=0,unit=1")
+
+
+def test_media_cdrom_is_read_only(b: Block) -> None:
+    """drive_new: media=cdrom forces read-only."""
+    b.drive("driver=null-co,if=none,id=cd,media=cdrom")
+    assert b.block("cd")["inserted"]["ro"] is True
+
+
+def test_copy_on_read_dropped_on_read_only_drive(b: Block) -> None:
+    """drive_new: copy-on-read on a read-only drive is disabled with a warning."""
+    result = b.drive("driver=null-co,if=none,id=d0,copy-on-read=on,readonly=on")
+    assert result.warnings == ("disabling copy-on-read on read-only drive",)
+    assert b.layer.find_node(b.block("d0")["inserted"]["node-name"]).open_flags \
+        .copy_on_read is False  # type: ignore[union-attr]
+
+
+def test_error_policies_and_io_status(b: Block) -> None:
+    """blk_iostatus_is_enabled: a device enables it, the policy must be able to stop;
+    rerror=report/werror=report hides io-status."""
+    b.drive("driver=null-co,if=none,id=d0")
+    b.drive("driver=null-co,if=none,id=d1,werror=report,rerror=report")
+    b.device("virtio-blk-pci", drive="d0")
+    b.device("virtio-blk-pci", drive="d1")
+    assert b.block("d0")["io-status"] == "ok"
+    assert "io-status" not in b.block("d1")
+
+
+def test_device_error_policy_overrides_drive(b: Block) -> None:
+    """blkconf_apply_backend_options: the device's werror (not auto) wins."""
+    b.drive("driver=null-co,if=none,id=d0,werror=report,rerror=report")
+    b.device("virtio-blk-pci", drive="d0", werror="stop")
+    assert b.block("d0")["io-status"] == "ok"
+
+
+def test_write_cache_property(b: Block) -> None:
+    """blkconf_apply_backend_options: write-cache=off sets the BlockBackend's WCE."""
+    b.drive("driver=null-co,if=none,id=d0")
+    b.device("virtio-blk-pci", drive="d0", **{"write-cache": "off"})
+    assert b.block("d0")["inserted"]["cache"]["writeback"] is False
+
+
+@needs_qemu_img
+def test_snapshot_on_uses_a_temporary_overlay(b: Block, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """bdrv_append_temp_snapshot: snapshot=on opens the image read-only under a
+    temporary qcow2 overlay (in $TMPDIR), deleted when the drive goes away."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    img = make_image(tmp_path / "disk.qcow2", "qcow2")
+    b.drive(f"file={img},if=none,id=d0,snapshot=on")
+    inserted = b.block("d0")["inserted"]
+    assert inserted["backing_file"] == str(img)
+    overlay = inserted["file"]
+    assert os.path.dirname(overlay) == str(tmp_path) and os.path.exists(overlay)
+    assert inserted["image"]["backing-image"]["filename"] == str(img)
+    b.layer.close_all()
+    assert not os.path.exists(overlay)
+
+
+def test_json_filename_on_the_command_line(b: Block) -> None:
+    """parse_json_filename: `file=json:{...}` gives the options."""
+    cmdline.add_drive(b.layer, [("file", 'json:{"driver": "null-co", "size": 4096}'),
+                                ("if", "none"), ("id", "d0")])
+    assert b.block("d0")["inserted"]["image"]["virtual-size"] == 4096
+
+
+def test_json_filename_syntax_error(b: Block) -> None:
+    """parse_json_filename: `Could not parse the JSON options: ...`."""
+    with pytest.raises(Exception, match=r"^Could not parse the JSON options"):
+        cmdline.add_drive(b.layer, [("file", "json:{oops"), ("if", "none")])
+
+
+def test_protocol_prefix(b: Block) -> None:
+    """bdrv_find_protocol: `null-co://` selects the protocol driver by prefix."""
+    cmdline.add_drive(b.layer, [("file", "null-co://"), ("format", "raw"), ("if", "none"),
+                                ("id", "d0")])
+    inserted = b.block("d0")["inserted"]
+    assert (inserted["drv"], inserted["file"]) == ("raw", "null-co://")
+
+
+def test_unknown_protocol(b: Block) -> None:
+    """bdrv_find_protocol: `Unknown protocol '%s'`."""
+    with fails("Unknown protocol 'gopher'"):
+        cmdline.add_drive(b.layer, [("file", "gopher://x/y"), ("format", "raw"),
+                                    ("if", "none")])
+
+
+def test_nbd_filename(b: Block) -> None:
+    """nbd_parse_filename and nbd_refresh_filename: the nbd:// name round-trips;
+    the server is not contacted (simulated)."""
+    cmdline.add_drive(b.layer, [("file", "nbd://127.0.0.1:10809/exp"), ("format", "raw"),
+                                ("if", "none"), ("id", "d0")])
+    image = b.block("d0")["inserted"]["image"]
+    assert image["filename"] == "nbd://127.0.0.1:10809/exp"
+
+
+# --- devices ---------------------------------------------------------------------------------
+
+
+def test_device_drive_not_found(b: Block) -> None:
+    """parse_drive: `Property '%s.%s' can't find value '%s'`."""
+    with fails("Property 'virtio-blk-pci.drive' can't find value 'zz'"):
+        b.device("virtio-blk-pci", drive="zz")
+
+
+def test_drive_already_in_use(b: Block) -> None:
+    """parse_drive: a second device on an if=none drive."""
+    b.drive("driver=null-co,if=none,id=d0")
+    b.device("virtio-blk-pci", drive="d0")
+    with fails("Drive 'd0' is already in use by another device"):
+        b.device("virtio-blk-pci", drive="d0")
+
+
+def test_drive_connected_automatically(b: Block) -> None:
+    """parse_drive: a drive the board connected (if=ide) cannot take a -device."""
+    b.drive("driver=null-co")
+    cmdline.create_board_devices(b.layer)
+    with fails("Drive 'ide0-hd0' is already in use because it has been automatically "
+               "connected to another device (did you need 'if=none' in the drive "
+               "options?)"):
+        b.device("virtio-blk-pci", drive="ide0-hd0")
+
+
+@pytest.mark.parametrize(("driver", "message"), [
+    ("ide-hd", "No drive specified"),
+    ("virtio-blk-pci", "drive property not set"),
+    ("scsi-hd", "drive property not set"),
+])
+def test_device_without_drive(b: Block, driver: str, message: str) -> None:
+    """ide_dev_initfn, virtio_blk_device_realize, scsi_realize."""
+    with fails(message):
+        b.device(driver)
+
+
+@pytest.mark.parametrize("driver", ["ide-hd", "virtio-blk-pci", "scsi-hd"])
+def test_fixed_disk_needs_media(b: Block, driver: str) -> None:
+    """`Device needs media, but drive is empty`."""
+    b.drive("if=none,id=d0")
+    with fails("Device needs media, but drive is empty"):
+        b.device(driver, drive="d0")
+
+
+def test_ide_hd_refuses_read_only_drive(b: Block) -> None:
+    """ide_init_drive: `Can't use a read-only drive`."""
+    b.drive("driver=null-co,if=none,id=d0,readonly=on")
+    with fails("Can't use a read-only drive"):
+        b.device("ide-hd", drive="d0")
+
+
+def test_floppy_refuses_error_policies(b: Block) -> None:
+    """floppy_drive_realize: fdc takes neither werror nor rerror."""
+    b.drive("driver=null-co,if=none,id=d0,werror=stop")
+    with fails("fdc doesn't support drive option werror"):
+        b.device("floppy", drive="d0")
+    b.drive("driver=null-co,if=none,id=d1,rerror=stop")
+    with fails("fdc doesn't support drive option rerror"):
+        b.device("floppy", drive="d1")
+
+
+def test_unplug_removes_auto_deleted_drive(b: Block) -> None:
+    """blockdev_mark_auto_del / blockdev_auto_del: device_del takes its -drive."""
+    b.drive("driver=null-co,if=none,id=d0")
+    dev = b.device("virtio-blk-pci", drive="d0", id="vd0")
+    cmdline.mark_auto_del(b.layer, dev)
+    cmdline.detach_device(b.layer, dev)
+    assert b.qmp("query-block") == []
+    assert b.layer.nodes == []
+
+
+def test_unplug_device_on_node_keeps_node(b: Block) -> None:
+    """release_drive: the anonymous BlockBackend goes, the node stays."""
+    b.add(driver="null-co", **{"node-name": "n0"})
+    dev = b.device("virtio-blk-pci", drive="n0")
+    cmdline.detach_device(b.layer, dev)
+    assert b.qmp("query-block") == []
+    assert [n["node-name"] for n in b.qmp("query-named-block-nodes")] == ["n0"]
+    b.qmp("blockdev-del", **{"node-name": "n0"})
