@@ -127,6 +127,26 @@ class BlockLayer:
             bs.monitor_owned = False
             self.unref(bs)
 
+    def invalidate_cache_all(self) -> None:
+        """bdrv_invalidate_cache_all (incoming migration done, or `cont` after it):
+        inactive nodes become active, file nodes start locking, and devices' BlockBackends
+        take the permissions they deferred [block.c bdrv_invalidate_cache,
+        block/block-backend.c blk_root_activate]."""
+        from blockdev.imageio import FileHandle
+
+        for bs in self.nodes:
+            if bs.open_flags.inactive:
+                bs.open_flags.inactive = False
+                if isinstance(bs.state, FileHandle):
+                    bs.state.lock.inactive = False
+        for blk in self.backends:
+            if blk.disable_perm:
+                blk.disable_perm = False
+                self.blk_set_perm(blk, blk.perm, blk.shared)
+        for bs in self.bdrv_next_roots():
+            g.guarded(lambda bs=bs: g.check_perm(bs, *g.cumulative_perm(bs), []), bs)  # type: ignore[misc]
+            g.set_perm(bs, *g.cumulative_perm(bs))
+
     def next_deadline(self) -> float:
         return self.trays.next_deadline(self.host.runstate.running)
 

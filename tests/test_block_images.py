@@ -348,3 +348,44 @@ def test_actual_size_is_read_live(b: Block, tmp_path: Path) -> None:
         f.write(b"x" * 65536)
         os.fsync(f.fileno())
     assert b.node("n0")["image"]["actual-size"] > first
+
+
+def test_iotests_067_query_block(b: Block, tmp_path: Path) -> None:
+    """QEMU 2.11's iotests 067.out (`-drive file=t.qcow2,format=qcow2,if=none,id=disk
+    -device virtio-blk,drive=disk,id=virtio0`): query-block member by member, with
+    the node name and the allocated size masked as the test does."""
+    img = make_image(tmp_path / "t.qcow2", "qcow2", "128M")
+    b.drive(f"file={img},format=qcow2,if=none,id=disk")
+    b.device("virtio-blk-pci", drive="disk", id="virtio0")
+    reply = b.qmp("query-block")
+    reply[0]["inserted"]["node-name"] = "NODE_NAME"
+    reply[0]["inserted"]["image"]["actual-size"] = "SIZE"
+    assert reply == [{
+        "io-status": "ok", "device": "disk", "locked": False, "removable": False,
+        "inserted": {
+            "iops_rd": 0, "detect_zeroes": "off",
+            "image": {
+                "virtual-size": 134217728, "filename": str(img), "cluster-size": 65536,
+                "format": "qcow2", "actual-size": "SIZE",
+                "format-specific": {"type": "qcow2", "data": {
+                    "compat": "1.1", "lazy-refcounts": False, "refcount-bits": 16,
+                    "corrupt": False}},
+                "dirty-flag": False},
+            "iops_wr": 0, "ro": False, "node-name": "NODE_NAME", "backing_file_depth": 0,
+            "drv": "qcow2", "iops": 0, "bps_wr": 0, "write_threshold": 0,
+            "encrypted": False, "bps": 0, "bps_rd": 0,
+            "cache": {"no-flush": False, "direct": False, "writeback": True},
+            "file": str(img), "encryption_key_missing": False},
+        "qdev": "/machine/peripheral/virtio0/virtio-backend", "type": "unknown"}]
+
+
+def test_incoming_migration_defers_locks(tmp_path: Path) -> None:
+    """bds_tree_init/blockdev_init under `inmigrate`: nodes open inactive and take no
+    locks (raw_handle_perm_lock) until bdrv_invalidate_cache_all."""
+    b = Block(state="inmigrate")
+    img = make_image(tmp_path / "a.qcow2", "qcow2")
+    b.drive(f"file={img},if=none,id=d0")
+    b.device("virtio-blk-pci", drive="d0")
+    assert qemu_img("info", str(img)).returncode == 0
+    b.layer.invalidate_cache_all()
+    assert qemu_img("info", str(img), check=False).returncode == 1
