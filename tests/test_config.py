@@ -94,5 +94,5 @@ def test_emulator_options(catalog) -> None:
 
 def test_stdio_monitor_cannot_be_daemonized(catalog) -> None:
     """chardev/char-stdio.c: `cannot use stdio with -daemonize`."""
-    with pytest.raises(ConfigError, match="^cannot use stdio with -daemonize$"):
+    with pytest.raises(ConfigError, match=r"^cannot use stdio with -daemonize$"):
         config("-daemonize", "-qmp", "stdio", catalog=catalog)
