@@ -324,7 +324,10 @@ class _Checker:
             cname = c_name(key, False)
             if cname == "u" or cname.startswith("has_"):
                 raise QAPIError(info, f"Member of {source} uses reserved name '{key}'")
+            # 1.x allowed an inline struct as a member's type (QEMU dropped it in
+            # 2.4, commit "qapi: Drop inline nested struct in query-version").
             self.check_type(info, f"Member '{key}' of {source}", arg, allow_array=True,
+                            allow_dict=self.legacy, allow_optional=allow_optional,
                             allow_metas=["built-in", "union", "alternate", "struct", "enum"])
 
     def check_keys(self, e: Expression, meta: str, required: list[str],
@@ -504,11 +507,34 @@ def _context(expr: dict[str, Any]) -> str | None:
     return f"{meta} '{name}'" if isinstance(name, str) else None
 
 
+# Before QEMU 2.5 a hand-written ('gen': 'no') command spelled "any value" as one of
+# these; commit "qapi: Unify type bypass and add tests" (2.4) lists them, 2.5 made it
+# the builtin 'any'.
+_LEGACY_ANY = frozenset(("visitor", "dict", "**"))
+
+
+def _legacy_any(value: Any) -> Any:
+    if isinstance(value, str):
+        return "any" if value in _LEGACY_ANY else value
+    if isinstance(value, list):
+        return [_legacy_any(v) for v in value]
+    return value
+
+
 def _normalise_legacy(e: Expression) -> Expression:
-    """Read a 1.x expression in 2.11 terms: `'type'` is a struct, `'no'` is false."""
+    """Read a 1.x expression in 2.11 terms: `'type'` is a struct, `'no'` is false,
+    the type-bypass names are `any`."""
     expr = e.expr
     if "type" in expr and not any(k in expr for k in ("struct", "union", "enum")):
         expr = {("struct" if k == "type" else k): v for k, v in expr.items()}
+    if "command" in expr:
+        bypassed = dict(expr)
+        if "returns" in expr:
+            bypassed["returns"] = _legacy_any(expr["returns"])
+        if isinstance(expr.get("data"), dict):
+            bypassed["data"] = {m: _legacy_any(t) for m, t in expr["data"].items()}
+        if bypassed != expr:
+            expr = bypassed
     if expr.get("gen") == "no" or expr.get("success-response") == "no":
         expr = {k: (False if k in ("gen", "success-response") and v == "no" else v)
                 for k, v in expr.items()}
@@ -555,7 +581,7 @@ def check_expressions(exprs: Iterable[Expression], *, legacy: bool,
                 raise QAPIError(info, "Expression is missing metatype")
             name = expr[meta]
             checker.add_name(name, info, meta)
-            if doc is not None and doc.symbol != name:
+            if doc is not None and doc.symbol != name and not legacy:
                 raise QAPIError(info, f"Definition of '{name}' follows documentation for "
                                       f"'{doc.symbol}'")
         except QAPIError as err:
@@ -721,6 +747,11 @@ class _Builder:
             name = name[1:]
         if isinstance(typ, list):
             typ = self.make_array(typ[0], info)
+        elif isinstance(typ, dict):
+            # A 1.x inline nested struct becomes an implicit object type.
+            typ = self.make_implicit_object(f"{owner}-{name}", info, None, "nested", typ)
+            if typ is None:
+                typ = "q_empty"
         return Member(name, typ, optional, owner)
 
     def make_members(self, data: dict[str, Any], info: SourceInfo, owner: str) -> tuple[Member, ...]:

@@ -113,7 +113,14 @@ _SIMPLE_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",
 class _Tokens:
     """A token stream over one file's text, with line and column tracking."""
 
-    def __init__(self, text: str, fname: str, parent: SourceInfo | None) -> None:
+    def __init__(self, text: str, fname: str, parent: SourceInfo | None,
+                 legacy: bool = False) -> None:
+        # QEMU 1.x's parser took "," as optional between members and elements and
+        # let a trailing one pass; its 1.1 schema relies on both (NewImageMode,
+        # BlockdevAction). The 2013 rewrite ("qapi.py: Fix schema parser to check
+        # syntax systematically") made them errors, and so are they here unless
+        # `legacy`.
+        self.lenient_commas = legacy
         if not text.endswith("\n"):
             text += "\n"
         self.text = text
@@ -230,6 +237,15 @@ def _get_members(tok: _Tokens) -> dict[str, Any]:
         if tok.kind == "}":
             tok.advance()
             return expr
+        if tok.lenient_commas:
+            if tok.kind == ",":
+                tok.advance()
+            if tok.kind == "}":
+                tok.advance()
+                return expr
+            if tok.kind != "'":
+                raise tok.error('Expected string or "}"')
+            continue
         if tok.kind != ",":
             raise tok.error('Expected "," or "}"')
         tok.advance()
@@ -249,6 +265,13 @@ def _get_values(tok: _Tokens) -> list[Any]:
         if tok.kind == "]":
             tok.advance()
             return values
+        if tok.lenient_commas:
+            if tok.kind == ",":
+                tok.advance()
+            if tok.kind == "]":
+                tok.advance()
+                return values
+            continue
         if tok.kind != ",":
             raise tok.error('Expected "," or "]"')
         tok.advance()
@@ -309,29 +332,70 @@ def _get_doc(tok: _Tokens) -> Doc:
     raise tok.error("Documentation comment must end with '##'")
 
 
+def _get_legacy_doc(tok: _Tokens) -> Doc:
+    """Read a `##` comment block of a 1.x-era file, which QEMU then read as comments.
+
+    QEMU learnt to parse doc comments in 2.9; before that `##` blocks were a
+    convention nobody checked, and the real files break it (a `##` missing at one
+    end, `## ` with a trailing blank, `# @Name` without its colon). So nothing here
+    is an error: the block runs to the next line starting with `##` or to the next
+    expression, its symbol is the `@name` of its first line if it has one, and
+    `@member:` lines become argument sections. It is only ever documentation.
+    """
+    info = tok.info()
+    lines: list[str] = []
+    tok.advance(keep_comments=True)
+    while tok.kind == "#":
+        line: str = tok.val
+        if line.startswith("##"):
+            tok.advance()
+            break
+        lines.append(line[2:] if line.startswith("# ") else line[1:])
+        tok.advance(keep_comments=True)
+    symbol: str | None = None
+    if lines and lines[0].startswith("@"):
+        symbol = lines.pop(0)[1:].rstrip().rstrip(":") or None
+    body: list[str] = []
+    args: list[tuple[str, list[str]]] = []
+    current = body
+    for text in lines:
+        word = text.split(" ", 1)[0]
+        if word.startswith("@") and word.endswith(":") and len(word) > 2:
+            current = []
+            args.append((word[1:-1], current))
+            text = text[len(word) + 1:]
+        current.append(text)
+    return Doc(symbol=symbol, body="\n".join(body).strip(),
+               args=tuple((n, "\n".join(t).strip()) for n, t in args), sections=(),
+               info=info)
+
+
 def parse_file(path: str | os.PathLike[str], *, display_name: str | None = None,
-               with_docs: bool = True) -> ParsedFiles:
+               with_docs: bool = True, legacy: bool = False) -> ParsedFiles:
     """Parse a main schema file and, recursively, the files it includes.
 
     `display_name` is how the file is named in positions (default: the path as
     given); included files are named relative to it, as QEMU names them. A file
-    included a second time is skipped, as QEMU skips it.
+    included a second time is skipped, as QEMU skips it. `legacy` reads doc
+    comments the 1.x way (see `_get_legacy_doc`).
     """
-    state = _State(with_docs)
+    state = _State(with_docs, legacy)
     state.parse_file(Path(path), display_name or os.fspath(path), None, ())
     return ParsedFiles(tuple(state.exprs), tuple(state.pragmas), tuple(state.seen))
 
 
-def parse_text(text: str, fname: str = "<string>", *, with_docs: bool = True) -> ParsedFiles:
+def parse_text(text: str, fname: str = "<string>", *, with_docs: bool = True,
+               legacy: bool = False) -> ParsedFiles:
     """Parse schema text that includes nothing (for tests)."""
-    state = _State(with_docs)
-    state.parse_stream(_Tokens(text, fname, None), None, ())
+    state = _State(with_docs, legacy)
+    state.parse_stream(_Tokens(text, fname, None, legacy), None, ())
     return ParsedFiles(tuple(state.exprs), tuple(state.pragmas), (fname,))
 
 
 class _State:
-    def __init__(self, with_docs: bool) -> None:
+    def __init__(self, with_docs: bool, legacy: bool) -> None:
         self.with_docs = with_docs
+        self.legacy = legacy
         self.exprs: list[Expression] = []
         self.pragmas: list[tuple[str, Any, SourceInfo]] = []
         self.seen: list[str] = []
@@ -341,17 +405,23 @@ class _State:
         absolute = os.path.abspath(path)
         self.seen.append(absolute)
         text = path.read_text(encoding="utf-8")
-        self.parse_stream(_Tokens(text, fname, parent), path, (*chain, absolute))
+        self.parse_stream(_Tokens(text, fname, parent, self.legacy), path,
+                          (*chain, absolute))
 
     def parse_stream(self, tok: _Tokens, path: Path | None, chain: tuple[str, ...]) -> None:
         doc: Doc | None = None
         while tok.kind:
             info = tok.info()
             if tok.kind == "#":
+                if self.legacy:
+                    doc = _get_legacy_doc(tok)
+                    continue
                 _reject_expr_doc(doc)
                 doc = _get_doc(tok)
                 continue
             expr = _get_expr(tok, False)
+            if self.legacy and ("include" in expr or "pragma" in expr):
+                doc = None
             if "include" in expr:
                 _reject_expr_doc(doc)
                 if len(expr) != 1:
@@ -372,11 +442,12 @@ class _State:
                 for name, value in pragma.items():
                     self.pragmas.append((name, value, info))
             else:
-                if doc is not None and doc.symbol is None:
+                if doc is not None and doc.symbol is None and not self.legacy:
                     raise QAPIError(doc.info, "Expression documentation required")
                 self.exprs.append(Expression(expr, info, doc if self.with_docs else None))
             doc = None
-        _reject_expr_doc(doc)
+        if not self.legacy:
+            _reject_expr_doc(doc)
 
     def include(self, include: str, info: SourceInfo, path: Path,
                 chain: tuple[str, ...]) -> None:
