@@ -603,7 +603,7 @@ def check_expressions(exprs: Iterable[Expression], *, legacy: bool,
             getattr(checker, f"check_{meta}")(expr, info)
             if e.doc is not None and any(n == "Returns" for n, _ in e.doc.sections) \
                     and meta != "command" and not legacy:
-                raise QAPIError(info, "'Returns:' is only valid for commands")
+                raise QAPIError(e.doc.info, "'Returns:' is only valid for commands")
         except QAPIError as err:
             raise _with_context(err, expr) from None
     return exprs
@@ -722,6 +722,24 @@ class _Builder:
     legacy: bool
     name_case_whitelist: frozenset[str]
     entities: dict[str, Entity] = attrs.Factory(dict)
+    # Per doc comment (by id), the documented names that turned out to be members;
+    # a doc comment is shared by a command and its implicit argument type, a union
+    # and its implicit base.
+    documented: dict[int, set[str]] = attrs.Factory(dict)
+
+    def connect_doc(self, doc: Doc | None, name: str) -> None:
+        if doc is not None and not self.legacy:
+            self.documented.setdefault(id(doc), set()).add(name)
+
+    def check_doc(self, doc: Doc | None) -> None:
+        """QEMU's QAPIDoc.check: every `@name:` section must document a member."""
+        if doc is None or self.legacy:
+            return
+        connected = self.documented.get(id(doc), set())
+        bogus = [n for n, _ in doc.args if n not in connected]
+        if bogus:
+            raise QAPIError(doc.info, "The following documented members are not in the "
+                                      "declaration: " + ", ".join(bogus))
 
     def define(self, ent: Entity) -> None:
         assert ent.name not in self.entities, ent.name
@@ -844,16 +862,34 @@ class _Builder:
             try:
                 self.check_entity(ent)
             except QAPIError as err:
-                if err.context is None and ent.info is not None and not ent.is_implicit():
-                    err.context = f"{ent.meta} '{ent.name}'" if not isinstance(ent, ObjectType) \
-                        else f"{'union' if ent.kind == 'union' else 'struct'} '{ent.name}'"
+                if err.context is None and err.col is None:
+                    err.context = self.context_of(ent)
                 raise
+
+    def context_of(self, ent: Entity) -> str | None:
+        """`meta 'name'` of the definition an entity comes from, for error messages."""
+        if ent.info is None:
+            return None
+        if ent.name.startswith("q_obj_") and ent.name.endswith(("-arg", "-base")):
+            # q_obj_<definition>-arg / -base: blame the command, event or union.
+            owner = self.entities.get(ent.name[6:].rsplit("-", 1)[0])
+            return None if owner is None else self.context_of(owner)
+        if isinstance(ent, EnumType) and ent.implicit and ent.name.endswith("Kind"):
+            # <Union>Kind: its values are the union's branch names.
+            owner = self.entities.get(ent.name[:-4])
+            return None if owner is None else self.context_of(owner)
+        if ent.is_implicit():
+            return None
+        if isinstance(ent, ObjectType):
+            return f"{'union' if ent.kind == 'union' else 'struct'} '{ent.name}'"
+        return f"{ent.meta} '{ent.name}'"
 
     def check_entity(self, ent: Entity) -> None:
         if isinstance(ent, EnumType):
             seen: dict[str, Member] = {}
             for v in ent.values:
                 self.check_clash(Member(v, "", False, ent.name), ent.info, seen)
+                self.connect_doc(ent.doc, v)
         elif isinstance(ent, ArrayType):
             ent.element = self.lookup(ent.element_name)
         elif isinstance(ent, ObjectType):
@@ -915,6 +951,7 @@ class _Builder:
         for m in obj.local_members:
             m.type = self.lookup(m.type_name)
             self.check_clash(m, obj.info, seen)
+            self.connect_doc(obj.doc, m.name)
             members.append(m)
         obj.members = tuple(members)
         if obj.variants is not None:
@@ -931,6 +968,7 @@ class _Builder:
                 branch_seen = dict(seen)
                 for m in v.type.members:
                     self.check_clash(m, obj.info, branch_seen)
+        self.check_doc(obj.doc)
 
     def check_alternate(self, alt: AlternateType) -> None:
         if alt.variants.tag_member is not None and alt.variants.tag_member.type is None:
@@ -942,6 +980,8 @@ class _Builder:
                 if isinstance(v.type, ObjectType):
                     self.check_object(v.type)
             self.check_clash(v, alt.info, seen)
+            self.connect_doc(alt.doc, v.name)
+        self.check_doc(alt.doc)
 
 
 _CHECKING: tuple[Member, ...] = (Member("<checking>", ""),)

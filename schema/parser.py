@@ -149,6 +149,10 @@ class _Tokens:
             group = m.lastgroup
             self.pos = m.start()
             if group == "nl":
+                if m.end() == len(self.text):
+                    # The end of input sits on the final newline, as in QEMU's
+                    # accept(): errors there point past the last line's text.
+                    break
                 self.line += 1
                 self.line_start = m.end()
                 continue
@@ -183,7 +187,7 @@ class _Tokens:
 
         def one(m: re.Match[str]) -> str:
             esc = m.group(1)
-            if esc[0] == "u":
+            if esc[0] == "u" and len(esc) == 5:
                 value = int(esc[1:], 16)
                 if not value or value > 0x7F:
                     raise self.error("For now, \\u escape only supports non-zero "
@@ -280,54 +284,121 @@ def _get_values(tok: _Tokens) -> list[Any]:
 _SECTION_NAMES = ("Returns:", "Since:", "Note:", "Notes:", "Example:", "Examples:", "TODO:")
 
 
+class _DocReader:
+    """The rules QEMU 2.11 applies to a doc comment, line by line (scripts/qapi.py
+    QAPIDoc): an optional `@symbol:` first line, free text, `@member:` sections,
+    then named sections (`Returns:`, `Since:`, ...). A section is a name and its
+    lines; the free text before anything else is the unnamed body.
+    """
+
+    def __init__(self, tok: _Tokens, info: SourceInfo) -> None:
+        self.tok = tok
+        self.info = info
+        self.symbol: str | None = None
+        self.body: list[str] = []
+        self.args: dict[str, list[str]] = {}
+        self.sections: list[tuple[str, list[str]]] = []
+        # The section lines go to: its name (None for the body), whether it is a
+        # member's section, and its lines; None once it has been closed.
+        self.name: str | None = None
+        self.is_arg = False
+        self.lines: list[str] | None = self.body
+
+    def append(self, comment: str) -> None:
+        line = comment[1:]
+        if not line:
+            self._freeform(line)
+            return
+        if line[0] != " ":
+            raise self.tok.error("Missing space after #")
+        line = line[1:]
+        if self.symbol:
+            self._symbol_line(line)
+        elif not self.body and line.startswith("@"):
+            if not line.endswith(":"):
+                raise self.tok.error("Line should end with :")
+            self.symbol = line[1:-1]
+            if not self.symbol:
+                raise self.tok.error("Invalid name")
+        else:
+            self._freeform(line)
+
+    def _symbol_line(self, line: str) -> None:
+        word = line.split(" ", 1)[0]
+        if word.startswith("@") and word.endswith(":"):
+            line = line[len(word) + 1:]
+            self._start_arg(word[1:-1])
+        elif word in _SECTION_NAMES:
+            line = line[len(word) + 1:]
+            self._start_section(word[:-1])
+        self._freeform(line)
+
+    def _start_arg(self, name: str) -> None:
+        if not name:
+            raise self.tok.error("Invalid parameter name")
+        if name in self.args:
+            raise self.tok.error(f"'{name}' parameter name duplicated")
+        if self.sections:
+            raise self.tok.error(f"'@{name}:' can't follow '{self.sections[0][0]}' section")
+        self._end_section()
+        self.name, self.is_arg, self.lines = name, True, []
+        self.args[name] = self.lines
+
+    def _start_section(self, name: str = "") -> None:
+        if name in ("Returns", "Since") and any(n == name for n, _ in self.sections):
+            raise self.tok.error(f"Duplicated '{name}' section")
+        self._end_section()
+        self.name, self.is_arg, self.lines = name, False, []
+        self.sections.append((name, self.lines))
+
+    def _end_section(self) -> None:
+        if self.lines is not None and self.name and not "\n".join(self.lines).strip():
+            raise self.tok.error(f"Empty doc section '{self.name}'")
+        self.lines = None
+
+    def _freeform(self, line: str) -> None:
+        in_arg = self.is_arg
+        assert self.lines is not None
+        if in_arg and self.lines and not self.lines[-1] and line and not line[0].isspace():
+            # A blank line then unindented text ends a member's section.
+            self._start_section()
+            assert self.lines is not None
+        if in_arg or not self.name or not self.name.startswith("Example"):
+            line = line.strip()
+        m = re.match(r"(@\S+:)", line)
+        if m:
+            raise self.tok.error(f"'{m.group(1)}' not allowed in free-form documentation")
+        if self.is_arg and "#optional" in line:
+            raise QAPIError(self.info, "Please drop the #optional tag")
+        self.lines.append(line)
+
+    def finish(self) -> Doc:
+        self._end_section()
+        return Doc(
+            symbol=self.symbol,
+            body="\n".join(self.body).strip(),
+            args=tuple((n, "\n".join(t).strip()) for n, t in self.args.items()),
+            sections=tuple((n, "\n".join(t).strip()) for n, t in self.sections),
+            info=self.info,
+        )
+
+
 def _get_doc(tok: _Tokens) -> Doc:
     """Read a `##` ... `##` doc comment (the current token is its opening line)."""
     info = tok.info()
     if tok.val != "##":
         raise tok.error("Junk after '##' at start of documentation comment")
-    symbol: str | None = None
-    body: list[str] = []
-    args: list[tuple[str, list[str]]] = []
-    sections: list[tuple[str, list[str]]] = []
-    current: list[str] = body
+    reader = _DocReader(tok, info)
     tok.advance(keep_comments=True)
     while tok.kind == "#":
         line: str = tok.val
         if line.startswith("##"):
             if line != "##":
                 raise tok.error("Junk after '##' at end of documentation comment")
+            doc = reader.finish()
             tok.advance()
-            return Doc(
-                symbol=symbol,
-                body="\n".join(body).strip(),
-                args=tuple((n, "\n".join(t).strip()) for n, t in args),
-                sections=tuple((n, "\n".join(t).strip()) for n, t in sections),
-                info=info,
-            )
-        text = line[1:]
-        if text.startswith(" "):
-            text = text[1:]
-        elif text:
-            raise tok.error("Missing space after #")
-        if symbol is None and not body and text.startswith("@"):
-            if not text.endswith(":"):
-                raise tok.error("Line should end with :")
-            symbol = text[1:-1]
-            if not symbol:
-                raise tok.error("Invalid name")
-        elif symbol is not None:
-            word = text.split(" ", 1)[0]
-            if word.startswith("@") and word.endswith(":") and len(word) > 2 and not sections:
-                current = []
-                args.append((word[1:-1], current))
-                text = text[len(word) + 1:]
-            elif word in _SECTION_NAMES:
-                current = []
-                sections.append((word[:-1], current))
-                text = text[len(word) + 1:]
-            current.append(text)
-        else:
-            body.append(text)
+            return doc
+        reader.append(line)
         tok.advance(keep_comments=True)
     raise tok.error("Documentation comment must end with '##'")
 
