@@ -18,8 +18,6 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import attrs
-
 from schema.parser import Doc, Expression, ParsedFiles, QAPIError, SourceInfo
 
 # name -> (json-type of introspection, QType an alternate uses to tell it apart)
@@ -68,13 +66,22 @@ def c_name(name: str, protect: bool = True) -> str:
 # Entities
 
 
-@attrs.define(eq=False, repr=False)
-class Entity:
-    name: str
-    info: SourceInfo | None
-    doc: Doc | None = None
+# The entities are plain classes with __slots__ rather than attrs classes: there are
+# many small ones, every server start imports them, and attrs costs ~15 ms to import
+# plus ~5 ms to create them (tests/bench/bench_schema.py). They compare by identity.
+# Attributes documented as "after check" are set by the builder's check pass.
 
+
+class Entity:
+    """A named definition: a type, a command or an event."""
+
+    __slots__ = ("doc", "info", "name")
     meta = "entity"
+
+    def __init__(self, name: str, info: SourceInfo | None, doc: Doc | None = None) -> None:
+        self.name = name
+        self.info = info  # None for the predefined entities
+        self.doc = doc
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -83,8 +90,8 @@ class Entity:
         return self.info is None
 
 
-@attrs.define(eq=False, repr=False)
 class Type(Entity):
+    __slots__ = ()
     meta = "type"
 
     @property
@@ -97,10 +104,13 @@ class Type(Entity):
                 "object": "QTYPE_QDICT"}.get(self.json_type)
 
 
-@attrs.define(eq=False, repr=False)
 class BuiltinType(Type):
-    builtin_json_type: str = ""
+    __slots__ = ("builtin_json_type",)
     meta = "built-in"
+
+    def __init__(self, name: str, json_type: str) -> None:
+        super().__init__(name, None)
+        self.builtin_json_type = json_type
 
     @property
     def json_type(self) -> str:
@@ -110,12 +120,17 @@ class BuiltinType(Type):
         return True
 
 
-@attrs.define(eq=False, repr=False)
 class EnumType(Type):
-    values: tuple[str, ...] = ()
-    prefix: str | None = None
-    implicit: bool = False
+    __slots__ = ("implicit", "prefix", "values")
     meta = "enum"
+
+    def __init__(self, name: str, info: SourceInfo | None, doc: Doc | None = None, *,
+                 values: tuple[str, ...], prefix: str | None = None,
+                 implicit: bool = False) -> None:
+        super().__init__(name, info, doc)
+        self.values = values
+        self.prefix = prefix
+        self.implicit = implicit  # QType and the <Union>Kind enums
 
     @property
     def json_type(self) -> str:
@@ -125,11 +140,14 @@ class EnumType(Type):
         return self.implicit
 
 
-@attrs.define(eq=False, repr=False)
 class ArrayType(Type):
-    element_name: str = ""
-    element: Type = attrs.field(default=None)
+    __slots__ = ("element", "element_name")
     meta = "array"
+    element: Type  # after check
+
+    def __init__(self, name: str, info: SourceInfo | None, *, element_name: str) -> None:
+        super().__init__(name, info)
+        self.element_name = element_name
 
     @property
     def json_type(self) -> str:
@@ -139,16 +157,19 @@ class ArrayType(Type):
         return True
 
 
-@attrs.define(eq=False, repr=False)
 class Member:
     """A member of an object type (or a branch of a union or alternate)."""
 
-    name: str
-    type_name: str
-    optional: bool = False
-    owner: str = ""
-    type: Type = attrs.field(default=None)
+    __slots__ = ("name", "optional", "owner", "type", "type_name")
     role = "member"
+    type: Type  # after check
+
+    def __init__(self, name: str, type_name: str, optional: bool = False,
+                 owner: str = "") -> None:
+        self.name = name
+        self.type_name = type_name
+        self.optional = optional
+        self.owner = owner
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.owner}.{self.name}: {self.type_name}>"
@@ -167,18 +188,25 @@ class Member:
         return f"'{self.name}' ({self.role} of {owner})"
 
 
-@attrs.define(eq=False, repr=False)
 class Variant(Member):
+    __slots__ = ()
     role = "branch"
 
 
-@attrs.define(eq=False, repr=False)
 class Variants:
-    """The tag and branches of a union (tag member) or alternate (tag `QType`)."""
+    """The tag and branches of a union (tag member) or alternate (tag `QType`).
 
-    tag_name: str | None
-    tag_member: Member | None
-    variants: tuple[Variant, ...]
+    A flat union names its tag (`tag_name`) and finds the member at check time;
+    simple unions and alternates bring their tag member along.
+    """
+
+    __slots__ = ("tag_member", "tag_name", "variants")
+
+    def __init__(self, tag_name: str | None, tag_member: Member | None,
+                 variants: tuple[Variant, ...]) -> None:
+        self.tag_name = tag_name
+        self.tag_member = tag_member  # set for flat unions by check
+        self.variants = variants
 
     def __iter__(self) -> Iterator[Variant]:
         return iter(self.variants)
@@ -193,7 +221,6 @@ class Variants:
         return next((v for v in self.variants if v.name == case), None)
 
 
-@attrs.define(eq=False, repr=False)
 class ObjectType(Type):
     """A struct, a union (simple or flat), an implicit object, or `q_empty`.
 
@@ -201,13 +228,19 @@ class ObjectType(Type):
     local ones; a union's branch members live in `variants`.
     """
 
-    base_name: str | None = None
-    local_members: tuple[Member, ...] = ()
-    variants: Variants | None = None
-    base: ObjectType | None = None
-    members: tuple[Member, ...] | None = None
-    kind: str = "struct"  # struct | union | implicit
+    __slots__ = ("base", "base_name", "kind", "local_members", "members", "variants")
     meta = "struct"
+
+    def __init__(self, name: str, info: SourceInfo | None, doc: Doc | None = None, *,
+                 base_name: str | None = None, local_members: tuple[Member, ...] = (),
+                 variants: Variants | None = None, kind: str = "struct") -> None:
+        super().__init__(name, info, doc)
+        self.base_name = base_name
+        self.local_members = local_members
+        self.variants = variants
+        self.kind = kind  # struct | union | implicit
+        self.base: ObjectType | None = None  # after check
+        self.members: tuple[Member, ...] | None = None  # after check
 
     @property
     def json_type(self) -> str:
@@ -225,49 +258,67 @@ class ObjectType(Type):
         return next((m for m in self.members if m.name == name), None)
 
 
-@attrs.define(eq=False, repr=False)
 class AlternateType(Type):
-    variants: Variants = attrs.field(default=None)
+    __slots__ = ("variants",)
     meta = "alternate"
+
+    def __init__(self, name: str, info: SourceInfo | None, doc: Doc | None = None, *,
+                 variants: Variants) -> None:
+        super().__init__(name, info, doc)
+        self.variants = variants
 
     @property
     def json_type(self) -> str:
         return "value"
 
 
-@attrs.define(eq=False, repr=False)
 class Command(Entity):
-    arg_type_name: str | None = None
-    ret_type_name: str | None = None
-    gen: bool = True
-    success_response: bool = True
-    boxed: bool = False
-    arg_type: ObjectType | AlternateType | None = None
-    ret_type: Type | None = None
+    __slots__ = ("arg_type", "arg_type_name", "boxed", "gen", "ret_type", "ret_type_name",
+                 "success_response")
     meta = "command"
 
+    def __init__(self, name: str, info: SourceInfo | None, doc: Doc | None = None, *,
+                 arg_type_name: str | None = None, ret_type_name: str | None = None,
+                 gen: bool = True, success_response: bool = True,
+                 boxed: bool = False) -> None:
+        super().__init__(name, info, doc)
+        self.arg_type_name = arg_type_name
+        self.ret_type_name = ret_type_name
+        self.gen = gen
+        self.success_response = success_response
+        self.boxed = boxed
+        self.arg_type: ObjectType | AlternateType | None = None  # after check
+        self.ret_type: Type | None = None  # after check
 
-@attrs.define(eq=False, repr=False)
+
 class Event(Entity):
-    arg_type_name: str | None = None
-    boxed: bool = False
-    arg_type: ObjectType | AlternateType | None = None
+    __slots__ = ("arg_type", "arg_type_name", "boxed")
     meta = "event"
+
+    def __init__(self, name: str, info: SourceInfo | None, doc: Doc | None = None, *,
+                 arg_type_name: str | None = None, boxed: bool = False) -> None:
+        super().__init__(name, info, doc)
+        self.arg_type_name = arg_type_name
+        self.boxed = boxed
+        self.arg_type: ObjectType | AlternateType | None = None  # after check
 
 
 # --------------------------------------------------------------------------------------
 # Checking expressions (QEMU's check_exprs)
 
 
-@attrs.define
 class _Checker:
-    legacy: bool
-    returns_whitelist: frozenset[str]
-    doc_required: bool
-    all_names: dict[str, str] = attrs.Factory(dict)
-    enum_types: dict[str, dict[str, Any]] = attrs.Factory(dict)
-    struct_types: dict[str, dict[str, Any]] = attrs.Factory(dict)
-    union_types: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    """QEMU's check_exprs state: the names defined so far, by kind."""
+
+    def __init__(self, *, legacy: bool, returns_whitelist: frozenset[str],
+                 doc_required: bool) -> None:
+        self.legacy = legacy
+        self.returns_whitelist = returns_whitelist
+        self.doc_required = doc_required
+        self.all_names: dict[str, str] = {}
+        self.enum_types: dict[str, dict[str, Any]] = {}
+        self.struct_types: dict[str, dict[str, Any]] = {}
+        self.union_types: dict[str, dict[str, Any]] = {}
 
     def check_name(self, info: SourceInfo, source: str, name: Any,
                    allow_optional: bool = False, enum_member: bool = False) -> None:
@@ -542,7 +593,7 @@ def _normalise_legacy(e: Expression) -> Expression:
         # 2.0/2.1 spelled an alternate as a union with an empty discriminator.
         expr = {("alternate" if k == "union" else k): v for k, v in expr.items()
                 if k != "discriminator"}
-    return e if expr is e.expr else attrs.evolve(e, expr=expr)
+    return e if expr is e.expr else e._replace(expr=expr)
 
 
 def check_expressions(exprs: Iterable[Expression], *, legacy: bool,
@@ -619,7 +670,6 @@ def _with_context(err: QAPIError, expr: dict[str, Any]) -> QAPIError:
 # The schema
 
 
-@attrs.define(eq=False, repr=False)
 class Schema:
     """A checked, resolved schema. Build one with `Schema.from_parsed`.
 
@@ -627,14 +677,20 @@ class Schema:
     were defined; `commands` and `events` are views on it in definition order.
     """
 
-    entities: dict[str, Entity]
-    commands: dict[str, Command]
-    events: dict[str, Event]
-    pragmas: dict[str, Any]
-    legacy: bool
-    files: tuple[str, ...] = ()
-    source_files: tuple[str, ...] = ()
-    _introspection: list[dict[str, Any]] | None = None
+    __slots__ = ("_introspection", "commands", "entities", "events", "files", "legacy",
+                 "pragma_directives", "pragmas", "source_files")
+
+    def __init__(self, *, entities: dict[str, Entity], pragmas: dict[str, Any],
+                 pragma_directives: int, legacy: bool, files: tuple[str, ...] = ()) -> None:
+        self.entities = entities
+        self.commands = {n: c for n, c in entities.items() if isinstance(c, Command)}
+        self.events = {n: e for n, e in entities.items() if isinstance(e, Event)}
+        self.pragmas = pragmas  # pragma name -> value, all directives merged
+        self.pragma_directives = pragma_directives
+        self.legacy = legacy
+        self.files = files  # as parsed: the main file, then its includes
+        self.source_files: tuple[str, ...] = ()  # absolute paths, set by the loader
+        self._introspection: list[dict[str, Any]] | None = None
 
     def __repr__(self) -> str:
         return (f"<Schema {len(self.commands)} commands, {len(self.events)} events, "
@@ -662,7 +718,7 @@ class Schema:
     def counts(self) -> dict[str, int]:
         """Explicit definitions by kind, as the seed README counts them."""
         n = {"commands": len(self.commands), "events": len(self.events), "structs": 0,
-             "enums": 0, "unions": 0, "alternates": 0}
+             "enums": 0, "unions": 0, "alternates": 0, "pragmas": self.pragma_directives}
         for t in self.types():
             if t.info is None or t.is_implicit():
                 continue
@@ -691,15 +747,9 @@ class Schema:
         for e in exprs:
             builder.def_expr(e)
         builder.check()
-        ents = builder.entities
-        return cls(
-            entities=ents,
-            commands={n: c for n, c in ents.items() if isinstance(c, Command)},
-            events={n: c for n, c in ents.items() if isinstance(c, Event)},
-            pragmas=pragmas,
-            legacy=legacy,
-            files=parsed.files,
-        )
+        return cls(entities=builder.entities, pragmas=pragmas,
+                   pragma_directives=len({info for _, _, info in parsed.pragmas}),
+                   legacy=legacy, files=parsed.files)
 
 
 def _check_pragmas(pragmas: Iterable[tuple[str, Any, SourceInfo]]) -> dict[str, Any]:
@@ -717,15 +767,17 @@ def _check_pragmas(pragmas: Iterable[tuple[str, Any, SourceInfo]]) -> dict[str, 
     return out
 
 
-@attrs.define
 class _Builder:
-    legacy: bool
-    name_case_whitelist: frozenset[str]
-    entities: dict[str, Entity] = attrs.Factory(dict)
-    # Per doc comment (by id), the documented names that turned out to be members;
-    # a doc comment is shared by a command and its implicit argument type, a union
-    # and its implicit base.
-    documented: dict[int, set[str]] = attrs.Factory(dict)
+    """QEMU's QAPISchema construction: define entities, then check and resolve them."""
+
+    def __init__(self, *, legacy: bool, name_case_whitelist: frozenset[str]) -> None:
+        self.legacy = legacy
+        self.name_case_whitelist = name_case_whitelist
+        self.entities: dict[str, Entity] = {}
+        # Per doc comment (by id), the documented names that turned out to be
+        # members; a doc comment is shared by a command and its implicit argument
+        # type, a union and its implicit base.
+        self.documented: dict[int, set[str]] = {}
 
     def connect_doc(self, doc: Doc | None, name: str) -> None:
         if doc is not None and not self.legacy:
@@ -747,7 +799,7 @@ class _Builder:
 
     def def_predefineds(self) -> None:
         for name, (json_type, _) in BUILTINS.items():
-            self.define(BuiltinType(name, None, builtin_json_type=json_type))
+            self.define(BuiltinType(name, json_type))
             self.make_array(name, None)
         self.define(ObjectType("q_empty", None, kind="implicit"))
         self.define(EnumType("QType", None, values=QTYPE_VALUES, prefix="QTYPE",
@@ -971,14 +1023,13 @@ class _Builder:
         self.check_doc(obj.doc)
 
     def check_alternate(self, alt: AlternateType) -> None:
-        if alt.variants.tag_member is not None and alt.variants.tag_member.type is None:
+        if alt.variants.tag_member is not None:
             alt.variants.tag_member.type = self.lookup("QType")
         seen: dict[str, Member] = {}
         for v in alt.variants:
-            if v.type is None:
-                v.type = self.lookup(v.type_name)
-                if isinstance(v.type, ObjectType):
-                    self.check_object(v.type)
+            v.type = self.lookup(v.type_name)
+            if isinstance(v.type, ObjectType):
+                self.check_object(v.type)
             self.check_clash(v, alt.info, seen)
             self.connect_doc(alt.doc, v.name)
         self.check_doc(alt.doc)

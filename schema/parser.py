@@ -14,13 +14,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-import attrs
+# The values below are NamedTuples, not attrs classes, to keep the package's import
+# cheap for a starting server (see schema/model.py).
 
 
-@attrs.frozen
-class SourceInfo:
+class SourceInfo(NamedTuple):
     """Where an expression starts, and the include chain that led there."""
 
     file: str
@@ -60,8 +60,7 @@ class QAPIError(Exception):
         return f"{self.info.include_path()}{loc}:{context} {self.msg}"
 
 
-@attrs.frozen
-class Doc:
+class Doc(NamedTuple):
     """A `##` doc comment: its symbol, free text and per-member sections."""
 
     symbol: str | None
@@ -74,8 +73,7 @@ class Doc:
         return next((text for n, text in self.args if n == name), None)
 
 
-@attrs.frozen
-class Expression:
+class Expression(NamedTuple):
     """One top-level definition, as parsed (an ordered dict of plain values)."""
 
     expr: dict[str, Any]
@@ -83,8 +81,7 @@ class Expression:
     doc: Doc | None = None
 
 
-@attrs.frozen
-class ParsedFiles:
+class ParsedFiles(NamedTuple):
     """Everything read from a main schema file and what it includes."""
 
     exprs: tuple[Expression, ...]

@@ -273,7 +273,7 @@ def test_predefined_and_implicit_entities() -> None:
     assert isinstance(u2, ObjectType) and u2.variants is not None
     assert u2.variants["z"].type is u1.variants["x"].type
     assert schema.counts() == {"commands": 2, "events": 0, "structs": 1, "enums": 0,
-                               "unions": 2, "alternates": 0}
+                               "unions": 2, "alternates": 0, "pragmas": 0}
 
 
 def test_members_are_flattened() -> None:
@@ -334,4 +334,4 @@ def test_legacy_dialect() -> None:
     assert not qom_get.gen and qom_get.ret_type is schema.lookup_type("any")
     assert isinstance(schema.lookup_type("Ref"), AlternateType)
     assert schema.counts() == {"commands": 1, "events": 0, "structs": 1, "enums": 1,
-                               "unions": 1, "alternates": 1}
+                               "unions": 1, "alternates": 1, "pragmas": 0}
