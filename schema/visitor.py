@@ -14,6 +14,7 @@ negatives wrapped modulo 2**64, integers given to `number` members turned into f
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from schema.errors import GenericError
@@ -144,7 +145,7 @@ class InputVisitor:
         if tname == "number":
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise GenericError(f"Invalid parameter type for '{path}', expected: number")
-            return float(value)
+            return _to_double(value)
         if tname in ("int", "int64") or tname in _SIGNED_RANGE:
             if isinstance(value, bool) or not isinstance(value, int) or \
                     not INT64_MIN <= value <= INT64_MAX:
@@ -173,6 +174,15 @@ class InputVisitor:
                 return self.visit(v.type, value, path, name)
         bare = name if name is not None else "null"
         raise GenericError(f"Invalid parameter type for '{bare}', expected: {typ.name}")
+
+
+def _to_double(value: int | float) -> float:
+    """An integer as the double QEMU would hold (beyond the double range: +-inf,
+    as strtod gives for an integer literal too long for QEMU's int types)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _alternate_kind(t: Type) -> str:
