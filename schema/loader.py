@@ -11,12 +11,13 @@ optimisation only: when it cannot be read or written, the schema is built afresh
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
 import sys
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from schema.introspect import introspect
 from schema.model import Schema
@@ -132,26 +133,34 @@ def _display_name(main: Path) -> str:
 
 
 def _read_cache(cache_file: Path) -> Schema | None:
+    """The cached schema, or None if there is none that is current and intact.
+
+    Any failure counts as "no cache": a truncated or foreign file can make the
+    unpickler raise almost anything (UnpicklingError, EOFError, ImportError for a
+    class that moved, KeyError, MemoryError, ...), and none of it may stop a start.
+    """
     try:
         with open(cache_file, "rb") as f:
-            header: dict[str, Any] = pickle.load(f)
-            if header.get("code") != _code_stamp() or \
+            header = pickle.load(f)
+            if not isinstance(header, dict) or header.get("code") != _code_stamp() or \
                     [tuple(x) for x in header.get("files", [])] != _files_stamp(
                         tuple(header.get("names", ()))):
                 return None
             schema = pickle.load(f)
-    except (OSError, EOFError, pickle.PickleError, AttributeError, ValueError, TypeError):
+    except Exception:
         return None
     return schema if isinstance(schema, Schema) else None
 
 
 def _write_cache(cache_file: Path, schema: Schema) -> None:
+    """Write the cache atomically (a private temporary file, then a rename); a
+    cache that cannot be written is simply not written."""
     schema.introspection()  # cache the reply along with the model
     names = schema.source_files
     header = {"code": _code_stamp(), "names": names, "files": _files_stamp(names)}
+    tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, 10000))
         try:
@@ -161,8 +170,9 @@ def _write_cache(cache_file: Path, schema: Schema) -> None:
         finally:
             sys.setrecursionlimit(limit)
         os.replace(tmp, cache_file)
-    except OSError:
-        return
+    except (OSError, pickle.PicklingError, RecursionError):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 __all__ = ["DEFAULT_PERSONA", "PERSONAS", "Persona", "default_cache_dir", "introspect",
