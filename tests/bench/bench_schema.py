@@ -70,7 +70,12 @@ def main() -> int:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, PYTHONPATH=str(ROOT), QMP_EMULATOR_CACHE_DIR=tmp)
+        cache = Path(tmp) / "schema"
+        cache.mkdir()
+        # Byte-compiled modules as an installed package has them, kept out of the
+        # source tree.
+        env = dict(os.environ, PYTHONPATH=str(ROOT), QMP_EMULATOR_CACHE_DIR=str(cache),
+                   PYTHONPYCACHEPREFIX=str(Path(tmp) / "pycache"))
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         run("import", args.persona, env)  # byte-compile once, outside the figures
         imports = [run("import", args.persona, env)["import"] for _ in range(args.runs)]
@@ -78,7 +83,7 @@ def main() -> int:
                        for _ in range(args.runs)]
         cold: list[dict[str, float]] = []
         for _ in range(args.runs):
-            for f in Path(tmp).iterdir():
+            for f in cache.iterdir():
                 f.unlink()
             cold.append(run("cold", args.persona, env))
         nocache = [run("nocache", args.persona, env) for _ in range(args.runs)]
