@@ -8,8 +8,11 @@ types, `<Union>Kind` enums) and resolves and flattens members, rejecting clashes
 cycles. Everything downstream (visitor, introspection, output checker, strategies)
 reads a `Schema` and never re-parses or re-checks.
 
-The 1.x dialect (`'type'` for struct, `'gen': 'no'`, no pragmas) is checked with the
-rules of its time: the case and `returns` whitelists did not exist yet.
+The 1.x dialect is read in 2.11 terms (`_normalise_legacy`): `'type'` is a struct,
+`'gen': 'no'` is false, `'visitor'` is `any`, a union with an empty discriminator
+is an alternate, and an inline struct as a member type becomes an implicit object
+type. It is checked with the rules of its time: looser names, no case or `returns`
+whitelists, doc comments unchecked.
 """
 
 from __future__ import annotations

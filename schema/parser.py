@@ -2,9 +2,14 @@
 
 First stage of the `schema` package (parse → check → model → readers). It knows the
 syntax only: QAPI's JSON-like language with `#` comments and `##` doc comments,
-`include` and `pragma` directives. It accepts the 2.11 dialect and the 1.x one (the
-latter spells struct `'type'` and writes `'gen': 'no'`); both quote styles are read.
-What the expressions mean is `schema.model`'s business.
+`include` and `pragma` directives, with QEMU 2.11's rules and messages
+(scripts/qapi.py QAPISchemaParser, QAPIDoc). Both quote styles are read.
+
+`legacy=True` reads files written for QEMU before 2.9 (the 1.x schemas and 2.1's
+block-core.json) the way QEMU read them then: `##` blocks are plain comments that
+happen to document (nothing about them is an error), and, as QEMU 1.1's parser did,
+commas between members and elements are optional. What the expressions mean,
+including the 1.x spellings, is `schema.model`'s business.
 
 Errors read `file:line:col: message` like QEMU's `scripts/qapi.py`.
 """
