@@ -251,7 +251,12 @@ class _Builder:
     # -- valid values ------------------------------------------------------------------
 
     def values(self, t: Type, budget: int) -> st.SearchStrategy[Any]:
-        budget = max(budget, int(self.heights[t.name]))
+        height = self.heights[t.name]
+        if height == _INF:
+            # e.g. a struct with a required member of its own type: QEMU accepts the
+            # definition, but no finite JSON value has that type.
+            raise ValueError(f"type {t.name} has no finite value")
+        budget = max(budget, int(height))
         key = (t.name, budget)
         strategy = self.memo.get(key)
         if strategy is None:

@@ -142,3 +142,23 @@ def test_strategies_take_the_schema_they_are_given() -> None:
         assert args["e"] == "only" and args.get("n") is None
 
     check()
+
+
+def test_a_type_without_finite_values_is_refused() -> None:
+    """QEMU accepts a struct that requires a member of its own type; nothing can be
+    drawn for it, and the strategies say so instead of recursing forever."""
+    from schema.model import Schema as ModelSchema
+    from schema.parser import parse_text
+
+    small = ModelSchema.from_parsed(parse_text(
+        "{ 'struct': 'Loop', 'data': { 'next': 'Loop' } }\n"
+        "{ 'struct': 'Fine', 'data': { '*next': 'Fine', 'l': ['Loop'] } }\n", "small.json"))
+    with pytest.raises(ValueError, match="type Loop has no finite value"):
+        Strategies(small).values("Loop")
+
+    @CI
+    @given(Strategies(small).values("Fine"))
+    def check(value: Any) -> None:
+        assert value["l"] == []
+
+    check()
