@@ -711,7 +711,9 @@ class Schema:
         return (e for e in self.entities.values() if isinstance(e, Type))
 
     def introspection(self) -> list[dict[str, Any]]:
-        """The `query-qmp-schema` reply (computed once per schema value)."""
+        """The `query-qmp-schema` reply, computed once per schema value (and cached
+        with it by the loader). Every call returns the same list: read it, copy it,
+        never change it."""
         if self._introspection is None:
             from schema.introspect import introspect
 
