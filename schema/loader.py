@@ -94,7 +94,8 @@ def load_schema(persona: str = DEFAULT_PERSONA, *, path: str | os.PathLike[str] 
 
     `legacy` picks the 1.x dialect; by default the persona's (for `path`: 2.11's).
     `cache_dir=False` disables the cache; None means `default_cache_dir()`.
-    `with_docs=True` keeps doc comments (never cached).
+    `with_docs=True` keeps doc comments in the model (such a model is never cached);
+    they are checked either way.
     """
     if path is not None:
         main = Path(path)
@@ -116,8 +117,12 @@ def load_schema(persona: str = DEFAULT_PERSONA, *, path: str | os.PathLike[str] 
         if cached is not None:
             return cached
     display = _display_name(main)
-    parsed = parse_file(main, display_name=display, with_docs=with_docs, legacy=legacy)
+    # Doc comments take part in checking (doc-required, documented members, the
+    # symbol a comment names) whether or not the caller wants to keep them.
+    parsed = parse_file(main, display_name=display, with_docs=True, legacy=legacy)
     schema = Schema.from_parsed(parsed, legacy=legacy)
+    if not with_docs:
+        schema.drop_docs()
     schema.source_files = tuple(os.path.abspath(p) for p in parsed.files)
     if cache_file is not None:
         _write_cache(cache_file, schema)

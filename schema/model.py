@@ -720,6 +720,11 @@ class Schema:
             self._introspection = introspect(self)
         return self._introspection
 
+    def drop_docs(self) -> None:
+        """Forget the doc comments (after checking; they are most of a model's size)."""
+        for ent in self.entities.values():
+            ent.doc = None
+
     def counts(self) -> dict[str, int]:
         """Explicit definitions by kind, as the seed README counts them."""
         n = {"commands": len(self.commands), "events": len(self.events), "structs": 0,

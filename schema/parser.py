@@ -447,6 +447,9 @@ def parse_file(path: str | os.PathLike[str], *, display_name: str | None = None,
                with_docs: bool = True, legacy: bool = False) -> ParsedFiles:
     """Parse a main schema file and, recursively, the files it includes.
 
+    Doc comments are always read (and their syntax checked); `with_docs=False`
+    leaves them off the expressions, and so out of the model's checks too.
+
     `display_name` is how the file is named in positions (default: the path as
     given); included files are named relative to it, as QEMU names them. A file
     included a second time is skipped, as QEMU skips it. `legacy` reads doc

@@ -198,3 +198,22 @@ def test_personas() -> None:
     assert info is not None and info.file == "schema/qapi/persona-2.11.0.json"
     assert str(schema.commands["query-status"].info).startswith("schema/qapi/qapi-schema.json:")
     assert all((loader.PACKAGE / p.file).is_file() for p in PERSONAS.values())
+
+
+def test_docs_are_checked_even_when_not_kept(tmp_path: Path) -> None:
+    """The doc rules hold whether or not the caller keeps the comments: a
+    doc-required schema with its comments loads, and a comment naming the wrong
+    symbol is refused, with or without docs.
+
+    (Fixed: without docs, every expression of a doc-required schema was said to
+    miss its comment, and mismatched symbols went unnoticed.)
+    """
+    good = tmp_path / "good.json"
+    good.write_text("{ 'pragma': { 'doc-required': true } }\n##\n# @foo:\n##\n"
+                    "{ 'struct': 'foo', 'data': {} }\n", encoding="utf-8")
+    assert load_schema(path=good, cache_dir=False).counts()["structs"] == 1
+    bad = tmp_path / "bad.json"
+    bad.write_text("##\n# @food:\n##\n{ 'struct': 'foo', 'data': {} }\n", encoding="utf-8")
+    for with_docs in (False, True):
+        with pytest.raises(QAPIError, match="follows documentation for 'food'"):
+            load_schema(path=bad, cache_dir=False, with_docs=with_docs)
