@@ -367,6 +367,19 @@ def test_alternate_in_a_list_is_null() -> None:
         "Invalid parameter type for 'null', expected: BlockdevRef"
 
 
+def test_alternate_dispatch_by_kind_not_by_python_class() -> None:
+    """§6.7: the branch follows the JSON kind; a dict subclass is still an object.
+
+    (Fixed: the visitor looked the exact Python class up, so an OrderedDict
+    matched no branch.)
+    """
+    from collections import OrderedDict
+
+    file = OrderedDict([("driver", "null-co")])
+    assert accept("blockdev-add", {"driver": "qcow2", "file": file})["file"] == \
+        {"driver": "null-co"}
+
+
 def test_alternate_str_or_null() -> None:
     """§6.7 (verified): StrOrNull has no number branch."""
     assert reject("migrate-set-parameters", {"tls-creds": 1}) == \
