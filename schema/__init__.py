@@ -19,7 +19,7 @@ from schema.errors import (
 )
 from schema.loader import DEFAULT_PERSONA, PERSONAS, load_schema
 from schema.model import Command, Event, Schema
-from schema.parser import QAPIError
+from schema.source import QAPIError
 
 __all__ = [
     "DEFAULT_PERSONA",

@@ -21,7 +21,6 @@ from typing import NamedTuple
 
 from schema.introspect import introspect
 from schema.model import Schema
-from schema.parser import parse_file
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -73,7 +72,7 @@ def default_cache_dir() -> Path:
 
 def _code_stamp() -> str:
     digest = hashlib.sha256()
-    for name in ("parser.py", "model.py", "introspect.py", "loader.py"):
+    for name in ("source.py", "parser.py", "model.py", "introspect.py", "loader.py"):
         digest.update((PACKAGE / name).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -119,6 +118,8 @@ def load_schema(persona: str = DEFAULT_PERSONA, *, path: str | os.PathLike[str] 
     display = _display_name(main)
     # Doc comments take part in checking (doc-required, documented members, the
     # symbol a comment names) whether or not the caller wants to keep them.
+    from schema.parser import parse_file  # only on a cache miss: a warm start skips it
+
     parsed = parse_file(main, display_name=display, with_docs=True, legacy=legacy)
     schema = Schema.from_parsed(parsed, legacy=legacy)
     if not with_docs:

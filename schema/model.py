@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from schema.parser import Doc, Expression, ParsedFiles, QAPIError, SourceInfo
+from schema.source import Doc, Expression, ParsedFiles, QAPIError, SourceInfo
 
 # name -> (json-type of introspection, QType an alternate uses to tell it apart)
 BUILTINS: dict[str, tuple[str, str | None]] = {

@@ -18,7 +18,9 @@ from vmm.machine import MachineOptions
 from vmm.server import ChardevSpec, MonitorSpec
 
 EMU_OPTIONS = (
-    EmuOption("persona", choices=tuple(sorted(PERSONAS)), metavar="VERSION",
+    # Only the 2.11 personas can be served yet; the 1.x ones load as schemas only.
+    EmuOption("persona", choices=tuple(sorted(p for p in PERSONAS if p.startswith("2.11"))),
+              metavar="VERSION",
               help=f"the QEMU whose schema is served (default {DEFAULT_PERSONA})"),
     EmuOption("package", metavar="STRING",
               help="the package string of query-version (default ' (v2.11.0)')"),
