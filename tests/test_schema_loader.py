@@ -49,14 +49,16 @@ def signature(schema: Schema) -> Any:
 @pytest.fixture
 def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records every schema file the loader parses (i.e. every cache miss)."""
+    import schema.parser
+
     calls: list[str] = []
-    real = loader.parse_file
+    real = schema.parser.parse_file
 
     def spy(path: Any, **kwargs: Any) -> Any:
         calls.append(os.fspath(path))
         return real(path, **kwargs)
 
-    monkeypatch.setattr(loader, "parse_file", spy)
+    monkeypatch.setattr(schema.parser, "parse_file", spy)  # the loader imports it lazily
     return calls
 
 
