@@ -101,6 +101,14 @@ class Type(Entity):
     def json_type(self) -> str:
         raise NotImplementedError
 
+    def alternate_kind(self) -> str:
+        """The JSON kind an alternate branch of this type takes: the QType QEMU's
+        generated alternate visitor switches on, as a json_kind()."""
+        if self.json_type == "object":
+            return "object"
+        return {"string": "string", "boolean": "boolean", "null": "null", "number": "number",
+                "int": "number"}[self.json_type]
+
     def alternate_qtype(self) -> str | None:
         return {"null": "QTYPE_QNULL", "string": "QTYPE_QSTRING", "number": "QTYPE_QNUM",
                 "int": "QTYPE_QNUM", "boolean": "QTYPE_QBOOL",

@@ -22,7 +22,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from schema.jsontypes import JSONValue
+from schema.jsontypes import JSONValue, json_kind
 from schema.model import (
     AlternateType,
     ArrayType,
@@ -149,31 +149,6 @@ def _branch_members(obj: ObjectType, case: str) -> tuple[Member, ...]:
     branch = obj.variants[case].type
     assert isinstance(branch, ObjectType) and branch.members is not None
     return branch.members
-
-
-def _kind(value: Any) -> str:
-    """The JSON kind by which an alternate picks its branch."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def _claims(t: Type) -> str:
-    """The JSON kind an alternate branch of type `t` takes."""
-    if isinstance(t, ObjectType):
-        return "object"
-    if isinstance(t, EnumType):
-        return "string"
-    return {"string": "string", "boolean": "boolean", "null": "null", "number": "number",
-            "int": "number"}[t.json_type]
 
 
 # A value of each JSON kind, for "wrong type" mutations (the JSON kind, not the
@@ -321,8 +296,8 @@ class _Builder:
             for i, element in enumerate(value):
                 self.sites(t.element, element, (*path, i), f"{full}[{i}]", None, out)
         elif isinstance(t, AlternateType):
-            kind = _kind(value)
-            branch = next(v.type for v in t.variants if _claims(v.type) == kind)
+            kind = json_kind(value)
+            branch = next(v.type for v in t.variants if v.type.alternate_kind() == kind)
             self.object_or_scalar_sites(branch, value, path, full, bare, out)
         else:
             self.object_or_scalar_sites(t, value, path, full, bare, out)
@@ -365,10 +340,10 @@ class _Builder:
             return f"Invalid parameter type for '{full}', expected: {expected}"
 
         if isinstance(t, AlternateType):
-            taken = {_claims(v.type) for v in t.variants}
+            taken = {v.type.alternate_kind() for v in t.variants}
             msg = f"Invalid parameter type for '{bare or 'null'}', expected: {t.name}"
             return [(v, msg) for k, v in _WRONG.items()
-                    if _kind(v) not in taken]
+                    if json_kind(v) not in taken]
         if isinstance(t, ObjectType):
             return [(v, invalid_type("object")) for k, v in _WRONG.items() if k != "object"]
         if isinstance(t, ArrayType):

@@ -18,7 +18,7 @@ import math
 from typing import Any
 
 from schema.errors import GenericError
-from schema.jsontypes import JSONValue
+from schema.jsontypes import JSONValue, json_kind
 from schema.model import (
     AlternateType,
     ArrayType,
@@ -165,30 +165,12 @@ class InputVisitor:
 
     def _visit_alternate(self, typ: AlternateType, value: JSONValue, path: str,
                          name: str | None) -> Any:
-        want = _json_kind(value)
+        want = json_kind(value)
         for v in typ.variants:
-            if _alternate_kind(v.type) == want:
+            if v.type.alternate_kind() == want:
                 return self.visit(v.type, value, path, name)
         bare = name if name is not None else "null"
         raise GenericError(f"Invalid parameter type for '{bare}', expected: {typ.name}")
-
-
-def _json_kind(value: object) -> str | None:
-    """The QType an alternate dispatches on, as a JSON kind (bool before int: in
-    Python a bool is an int, in QEMU a QBool is no QNum)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    return None
 
 
 def _to_double(value: int | float) -> float:
@@ -198,17 +180,6 @@ def _to_double(value: int | float) -> float:
         return float(value)
     except OverflowError:
         return math.inf if value > 0 else -math.inf
-
-
-def _alternate_kind(t: Type) -> str:
-    """The JSON kind an alternate branch of type `t` claims."""
-    if isinstance(t, (ObjectType,)):
-        return "object"
-    if isinstance(t, EnumType):
-        return "string"
-    assert isinstance(t, BuiltinType)
-    return {"string": "string", "boolean": "boolean", "null": "null", "number": "number",
-            "int": "number"}[t.json_type]
 
 
 def visit_arguments(command: Command, arguments: dict[str, JSONValue], *,
