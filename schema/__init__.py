@@ -2,9 +2,11 @@
 
 The lowest layer of the emulator; it depends on nothing else of ours. It parses QAPI
 schema files (the 2.11 dialect and the 1.x one), checks and resolves them into one
-model, and every other piece reads that model: the argument visitor, the introspection
-reply, the reply/event checker, the Hypothesis strategies. The schema is a value that
-callers load and pass around, never a module global.
+model, and every other piece reads that model: the argument visitor
+(`schema.visitor`), the introspection reply (`Schema.introspection`), the
+reply/event checker (`schema.output`), the Hypothesis strategies
+(`schema.strategies`, not imported here, so a server never loads Hypothesis). The
+schema is a value that callers load and pass around, never a module global.
 """
 
 from schema.errors import (
@@ -17,7 +19,7 @@ from schema.errors import (
 )
 from schema.loader import DEFAULT_PERSONA, PERSONAS, load_schema
 from schema.model import Command, Event, Schema
-from schema.parser import QAPIError
+from schema.source import QAPIError
 
 __all__ = [
     "DEFAULT_PERSONA",

@@ -13,3 +13,22 @@ JSONValue: TypeAlias = (
     "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
 )
 JSONObject: TypeAlias = "dict[str, JSONValue]"
+
+
+def json_kind(value: object) -> str | None:
+    """The JSON kind of a value, as QEMU's QType sees it: "null", "boolean", "number",
+    "string", "array" or "object"; None for what is not JSON data. (A Python bool is
+    an int, but a QBool is no QNum, hence the order of the tests.)"""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    return None

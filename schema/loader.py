@@ -11,31 +11,52 @@ optimisation only: when it cannot be read or written, the schema is built afresh
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
 import sys
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 
 from schema.introspect import introspect
 from schema.model import Schema
-from schema.parser import parse_file
 
 PACKAGE = Path(__file__).resolve().parent
 
-PERSONAS: dict[str, str] = {
-    # persona -> main schema file, relative to the package
-    "2.11.50": "qapi/qapi-schema.json",
-    "2.11.0": "qapi/persona-2.11.0.json",
+class Persona(NamedTuple):
+    """A schema the emulator can serve: its main file and the dialect it is in."""
+
+    file: str  # relative to the package
+    legacy: bool  # written for QEMU < 2.9's generator (see `schema.parser`)
+    what: str
+
+
+PERSONAS: dict[str, Persona] = {
+    "2.11.50": Persona("qapi/qapi-schema.json", False,
+                       "QEMU 2.11.50 (seed 002), the default"),
+    "2.11.0": Persona("qapi/persona-2.11.0.json", False,
+                      "QEMU 2.11.0: 2.11.50 plus x-debug-block-dirty-bitmap-sha256"),
+    "2.1-block-core": Persona("qapi-2.1/block-core.json", True,
+                              "qapi/block-core.json as split out for QEMU 2.1 (seed 001)"),
+    "1.1-cgit": Persona("qapi-1.1/qapi-schema-cgit.json", True,
+                        "QEMU 1.1 development, December 2011 (seed 003)"),
+    "1.1-gitweb": Persona("qapi-1.1/qapi-schema-gitweb.json", True,
+                          "QEMU 1.1 development, January 2012 (seed 000)"),
+    "1.1-gitweb-gaps": Persona("qapi-1.1/qapi-schema-gitweb-gaps.json", True,
+                               "QEMU 1.1 development, March 2012 (seed 004, repaired)"),
 }
 DEFAULT_PERSONA = "2.11.50"
 _CACHE_FORMAT = 1
 
 
 def persona_path(persona: str) -> Path:
+    return PACKAGE / _persona(persona).file
+
+
+def _persona(persona: str) -> Persona:
     try:
-        return PACKAGE / PERSONAS[persona]
+        return PERSONAS[persona]
     except KeyError:
         raise ValueError(f"unknown schema persona {persona!r} "
                          f"(known: {', '.join(sorted(PERSONAS))})") from None
@@ -51,7 +72,7 @@ def default_cache_dir() -> Path:
 
 def _code_stamp() -> str:
     digest = hashlib.sha256()
-    for name in ("parser.py", "model.py", "introspect.py", "loader.py"):
+    for name in ("source.py", "parser.py", "model.py", "introspect.py", "loader.py"):
         digest.update((PACKAGE / name).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -65,26 +86,44 @@ def _files_stamp(files: tuple[str, ...]) -> list[tuple[str, int, int]]:
 
 
 def load_schema(persona: str = DEFAULT_PERSONA, *, path: str | os.PathLike[str] | None = None,
+                legacy: bool | None = None,
                 cache_dir: str | os.PathLike[str] | bool | None = None,
                 with_docs: bool = False) -> Schema:
     """Load and check a schema persona (or the schema file at `path`).
 
+    `legacy` picks the 1.x dialect; by default the persona's (for `path`: 2.11's).
     `cache_dir=False` disables the cache; None means `default_cache_dir()`.
-    `with_docs=True` keeps doc comments (never cached).
+    `with_docs=True` keeps doc comments in the model (such a model is never cached);
+    they are checked either way.
     """
-    main = Path(path) if path is not None else persona_path(persona)
-    use_cache = cache_dir is not False and not with_docs
+    if path is not None:
+        main = Path(path)
+        legacy = bool(legacy)
+    else:
+        entry = _persona(persona)
+        main = PACKAGE / entry.file
+        legacy = entry.legacy if legacy is None else legacy
     cache_file: Path | None = None
-    if use_cache:
-        directory = default_cache_dir() if cache_dir in (None, True) else Path(cache_dir)  # type: ignore[arg-type]
-        key = hashlib.sha256(f"{_CACHE_FORMAT}:{os.path.abspath(main)}".encode()).hexdigest()[:16]
+    if not with_docs and cache_dir is not False:
+        if cache_dir is None or isinstance(cache_dir, bool):
+            directory = default_cache_dir()
+        else:
+            directory = Path(cache_dir)
+        ident = f"{_CACHE_FORMAT}:{int(legacy)}:{os.path.abspath(main)}"
+        key = hashlib.sha256(ident.encode()).hexdigest()[:16]
         cache_file = directory / f"schema-{key}.pickle"
         cached = _read_cache(cache_file)
         if cached is not None:
             return cached
     display = _display_name(main)
-    parsed = parse_file(main, display_name=display, with_docs=with_docs)
-    schema = Schema.from_parsed(parsed)
+    # Doc comments take part in checking (doc-required, documented members, the
+    # symbol a comment names) whether or not the caller wants to keep them.
+    from schema.parser import parse_file  # only on a cache miss: a warm start skips it
+
+    parsed = parse_file(main, display_name=display, with_docs=True, legacy=legacy)
+    schema = Schema.from_parsed(parsed, legacy=legacy)
+    if not with_docs:
+        schema.drop_docs()
     schema.source_files = tuple(os.path.abspath(p) for p in parsed.files)
     if cache_file is not None:
         _write_cache(cache_file, schema)
@@ -100,26 +139,34 @@ def _display_name(main: Path) -> str:
 
 
 def _read_cache(cache_file: Path) -> Schema | None:
+    """The cached schema, or None if there is none that is current and intact.
+
+    Any failure counts as "no cache": a truncated or foreign file can make the
+    unpickler raise almost anything (UnpicklingError, EOFError, ImportError for a
+    class that moved, KeyError, MemoryError, ...), and none of it may stop a start.
+    """
     try:
         with open(cache_file, "rb") as f:
-            header: dict[str, Any] = pickle.load(f)
-            if header.get("code") != _code_stamp() or \
+            header = pickle.load(f)
+            if not isinstance(header, dict) or header.get("code") != _code_stamp() or \
                     [tuple(x) for x in header.get("files", [])] != _files_stamp(
                         tuple(header.get("names", ()))):
                 return None
             schema = pickle.load(f)
-    except (OSError, EOFError, pickle.PickleError, AttributeError, ValueError, TypeError):
+    except Exception:
         return None
     return schema if isinstance(schema, Schema) else None
 
 
 def _write_cache(cache_file: Path, schema: Schema) -> None:
+    """Write the cache atomically (a private temporary file, then a rename); a
+    cache that cannot be written is simply not written."""
     schema.introspection()  # cache the reply along with the model
     names = schema.source_files
     header = {"code": _code_stamp(), "names": names, "files": _files_stamp(names)}
+    tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, 10000))
         try:
@@ -129,9 +176,10 @@ def _write_cache(cache_file: Path, schema: Schema) -> None:
         finally:
             sys.setrecursionlimit(limit)
         os.replace(tmp, cache_file)
-    except OSError:
-        return
+    except (OSError, pickle.PicklingError, RecursionError):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
-__all__ = ["DEFAULT_PERSONA", "PERSONAS", "default_cache_dir", "introspect", "load_schema",
-           "persona_path"]
+__all__ = ["DEFAULT_PERSONA", "PERSONAS", "Persona", "default_cache_dir", "introspect",
+           "load_schema", "persona_path"]

@@ -8,8 +8,11 @@ types, `<Union>Kind` enums) and resolves and flattens members, rejecting clashes
 cycles. Everything downstream (visitor, introspection, output checker, strategies)
 reads a `Schema` and never re-parses or re-checks.
 
-The 1.x dialect (`'type'` for struct, `'gen': 'no'`, no pragmas) is checked with the
-rules of its time: the case and `returns` whitelists did not exist yet.
+The 1.x dialect is read in 2.11 terms (`_normalise_legacy`): `'type'` is a struct,
+`'gen': 'no'` is false, `'visitor'` is `any`, a union with an empty discriminator
+is an alternate, and an inline struct as a member type becomes an implicit object
+type. It is checked with the rules of its time: looser names, no case or `returns`
+whitelists, doc comments unchecked.
 """
 
 from __future__ import annotations
@@ -18,9 +21,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import attrs
-
-from schema.parser import Doc, Expression, ParsedFiles, QAPIError, SourceInfo
+from schema.source import Doc, Expression, ParsedFiles, QAPIError, SourceInfo
 
 # name -> (json-type of introspection, QType an alternate uses to tell it apart)
 BUILTINS: dict[str, tuple[str, str | None]] = {
@@ -68,13 +69,22 @@ def c_name(name: str, protect: bool = True) -> str:
 # Entities
 
 
-@attrs.define(eq=False, repr=False)
-class Entity:
-    name: str
-    info: SourceInfo | None
-    doc: Doc | None = None
+# The entities are plain classes with __slots__ rather than attrs classes: there are
+# many small ones, every server start imports them, and attrs costs ~15 ms to import
+# plus ~5 ms to create them (tests/bench/bench_schema.py). They compare by identity.
+# Attributes documented as "after check" are set by the builder's check pass.
 
+
+class Entity:
+    """A named definition: a type, a command or an event."""
+
+    __slots__ = ("doc", "info", "name")
     meta = "entity"
+
+    def __init__(self, name: str, info: SourceInfo | None, doc: Doc | None = None) -> None:
+        self.name = name
+        self.info = info  # None for the predefined entities
+        self.doc = doc
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -83,13 +93,21 @@ class Entity:
         return self.info is None
 
 
-@attrs.define(eq=False, repr=False)
 class Type(Entity):
+    __slots__ = ()
     meta = "type"
 
     @property
     def json_type(self) -> str:
         raise NotImplementedError
+
+    def alternate_kind(self) -> str:
+        """The JSON kind an alternate branch of this type takes: the QType QEMU's
+        generated alternate visitor switches on, as a json_kind()."""
+        if self.json_type == "object":
+            return "object"
+        return {"string": "string", "boolean": "boolean", "null": "null", "number": "number",
+                "int": "number"}[self.json_type]
 
     def alternate_qtype(self) -> str | None:
         return {"null": "QTYPE_QNULL", "string": "QTYPE_QSTRING", "number": "QTYPE_QNUM",
@@ -97,10 +115,13 @@ class Type(Entity):
                 "object": "QTYPE_QDICT"}.get(self.json_type)
 
 
-@attrs.define(eq=False, repr=False)
 class BuiltinType(Type):
-    builtin_json_type: str = ""
+    __slots__ = ("builtin_json_type",)
     meta = "built-in"
+
+    def __init__(self, name: str, json_type: str) -> None:
+        super().__init__(name, None)
+        self.builtin_json_type = json_type
 
     @property
     def json_type(self) -> str:
@@ -110,12 +131,17 @@ class BuiltinType(Type):
         return True
 
 
-@attrs.define(eq=False, repr=False)
 class EnumType(Type):
-    values: tuple[str, ...] = ()
-    prefix: str | None = None
-    implicit: bool = False
+    __slots__ = ("implicit", "prefix", "values")
     meta = "enum"
+
+    def __init__(self, name: str, info: SourceInfo | None, doc: Doc | None = None, *,
+                 values: tuple[str, ...], prefix: str | None = None,
+                 implicit: bool = False) -> None:
+        super().__init__(name, info, doc)
+        self.values = values
+        self.prefix = prefix
+        self.implicit = implicit  # QType and the <Union>Kind enums
 
     @property
     def json_type(self) -> str:
@@ -125,11 +151,14 @@ class EnumType(Type):
         return self.implicit
 
 
-@attrs.define(eq=False, repr=False)
 class ArrayType(Type):
-    element_name: str = ""
-    element: Type = attrs.field(default=None)
+    __slots__ = ("element", "element_name")
     meta = "array"
+    element: Type  # after check
+
+    def __init__(self, name: str, info: SourceInfo | None, *, element_name: str) -> None:
+        super().__init__(name, info)
+        self.element_name = element_name
 
     @property
     def json_type(self) -> str:
@@ -139,16 +168,19 @@ class ArrayType(Type):
         return True
 
 
-@attrs.define(eq=False, repr=False)
 class Member:
     """A member of an object type (or a branch of a union or alternate)."""
 
-    name: str
-    type_name: str
-    optional: bool = False
-    owner: str = ""
-    type: Type = attrs.field(default=None)
+    __slots__ = ("name", "optional", "owner", "type", "type_name")
     role = "member"
+    type: Type  # after check
+
+    def __init__(self, name: str, type_name: str, optional: bool = False,
+                 owner: str = "") -> None:
+        self.name = name
+        self.type_name = type_name
+        self.optional = optional
+        self.owner = owner
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.owner}.{self.name}: {self.type_name}>"
@@ -167,18 +199,25 @@ class Member:
         return f"'{self.name}' ({self.role} of {owner})"
 
 
-@attrs.define(eq=False, repr=False)
 class Variant(Member):
+    __slots__ = ()
     role = "branch"
 
 
-@attrs.define(eq=False, repr=False)
 class Variants:
-    """The tag and branches of a union (tag member) or alternate (tag `QType`)."""
+    """The tag and branches of a union (tag member) or alternate (tag `QType`).
 
-    tag_name: str | None
-    tag_member: Member | None
-    variants: tuple[Variant, ...]
+    A flat union names its tag (`tag_name`) and finds the member at check time;
+    simple unions and alternates bring their tag member along.
+    """
+
+    __slots__ = ("tag_member", "tag_name", "variants")
+
+    def __init__(self, tag_name: str | None, tag_member: Member | None,
+                 variants: tuple[Variant, ...]) -> None:
+        self.tag_name = tag_name
+        self.tag_member = tag_member  # set for flat unions by check
+        self.variants = variants
 
     def __iter__(self) -> Iterator[Variant]:
         return iter(self.variants)
@@ -193,7 +232,6 @@ class Variants:
         return next((v for v in self.variants if v.name == case), None)
 
 
-@attrs.define(eq=False, repr=False)
 class ObjectType(Type):
     """A struct, a union (simple or flat), an implicit object, or `q_empty`.
 
@@ -201,13 +239,19 @@ class ObjectType(Type):
     local ones; a union's branch members live in `variants`.
     """
 
-    base_name: str | None = None
-    local_members: tuple[Member, ...] = ()
-    variants: Variants | None = None
-    base: ObjectType | None = None
-    members: tuple[Member, ...] | None = None
-    kind: str = "struct"  # struct | union | implicit
+    __slots__ = ("base", "base_name", "kind", "local_members", "members", "variants")
     meta = "struct"
+
+    def __init__(self, name: str, info: SourceInfo | None, doc: Doc | None = None, *,
+                 base_name: str | None = None, local_members: tuple[Member, ...] = (),
+                 variants: Variants | None = None, kind: str = "struct") -> None:
+        super().__init__(name, info, doc)
+        self.base_name = base_name
+        self.local_members = local_members
+        self.variants = variants
+        self.kind = kind  # struct | union | implicit
+        self.base: ObjectType | None = None  # after check
+        self.members: tuple[Member, ...] | None = None  # after check
 
     @property
     def json_type(self) -> str:
@@ -225,49 +269,67 @@ class ObjectType(Type):
         return next((m for m in self.members if m.name == name), None)
 
 
-@attrs.define(eq=False, repr=False)
 class AlternateType(Type):
-    variants: Variants = attrs.field(default=None)
+    __slots__ = ("variants",)
     meta = "alternate"
+
+    def __init__(self, name: str, info: SourceInfo | None, doc: Doc | None = None, *,
+                 variants: Variants) -> None:
+        super().__init__(name, info, doc)
+        self.variants = variants
 
     @property
     def json_type(self) -> str:
         return "value"
 
 
-@attrs.define(eq=False, repr=False)
 class Command(Entity):
-    arg_type_name: str | None = None
-    ret_type_name: str | None = None
-    gen: bool = True
-    success_response: bool = True
-    boxed: bool = False
-    arg_type: ObjectType | AlternateType | None = None
-    ret_type: Type | None = None
+    __slots__ = ("arg_type", "arg_type_name", "boxed", "gen", "ret_type", "ret_type_name",
+                 "success_response")
     meta = "command"
 
+    def __init__(self, name: str, info: SourceInfo | None, doc: Doc | None = None, *,
+                 arg_type_name: str | None = None, ret_type_name: str | None = None,
+                 gen: bool = True, success_response: bool = True,
+                 boxed: bool = False) -> None:
+        super().__init__(name, info, doc)
+        self.arg_type_name = arg_type_name
+        self.ret_type_name = ret_type_name
+        self.gen = gen
+        self.success_response = success_response
+        self.boxed = boxed
+        self.arg_type: ObjectType | AlternateType | None = None  # after check
+        self.ret_type: Type | None = None  # after check
 
-@attrs.define(eq=False, repr=False)
+
 class Event(Entity):
-    arg_type_name: str | None = None
-    boxed: bool = False
-    arg_type: ObjectType | AlternateType | None = None
+    __slots__ = ("arg_type", "arg_type_name", "boxed")
     meta = "event"
+
+    def __init__(self, name: str, info: SourceInfo | None, doc: Doc | None = None, *,
+                 arg_type_name: str | None = None, boxed: bool = False) -> None:
+        super().__init__(name, info, doc)
+        self.arg_type_name = arg_type_name
+        self.boxed = boxed
+        self.arg_type: ObjectType | AlternateType | None = None  # after check
 
 
 # --------------------------------------------------------------------------------------
 # Checking expressions (QEMU's check_exprs)
 
 
-@attrs.define
 class _Checker:
-    legacy: bool
-    returns_whitelist: frozenset[str]
-    doc_required: bool
-    all_names: dict[str, str] = attrs.Factory(dict)
-    enum_types: dict[str, dict[str, Any]] = attrs.Factory(dict)
-    struct_types: dict[str, dict[str, Any]] = attrs.Factory(dict)
-    union_types: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    """QEMU's check_exprs state: the names defined so far, by kind."""
+
+    def __init__(self, *, legacy: bool, returns_whitelist: frozenset[str],
+                 doc_required: bool) -> None:
+        self.legacy = legacy
+        self.returns_whitelist = returns_whitelist
+        self.doc_required = doc_required
+        self.all_names: dict[str, str] = {}
+        self.enum_types: dict[str, dict[str, Any]] = {}
+        self.struct_types: dict[str, dict[str, Any]] = {}
+        self.union_types: dict[str, dict[str, Any]] = {}
 
     def check_name(self, info: SourceInfo, source: str, name: Any,
                    allow_optional: bool = False, enum_member: bool = False) -> None:
@@ -324,7 +386,10 @@ class _Checker:
             cname = c_name(key, False)
             if cname == "u" or cname.startswith("has_"):
                 raise QAPIError(info, f"Member of {source} uses reserved name '{key}'")
+            # 1.x allowed an inline struct as a member's type (QEMU dropped it in
+            # 2.4, commit "qapi: Drop inline nested struct in query-version").
             self.check_type(info, f"Member '{key}' of {source}", arg, allow_array=True,
+                            allow_dict=self.legacy, allow_optional=allow_optional,
                             allow_metas=["built-in", "union", "alternate", "struct", "enum"])
 
     def check_keys(self, e: Expression, meta: str, required: list[str],
@@ -504,11 +569,34 @@ def _context(expr: dict[str, Any]) -> str | None:
     return f"{meta} '{name}'" if isinstance(name, str) else None
 
 
+# Before QEMU 2.5 a hand-written ('gen': 'no') command spelled "any value" as one of
+# these; commit "qapi: Unify type bypass and add tests" (2.4) lists them, 2.5 made it
+# the builtin 'any'.
+_LEGACY_ANY = frozenset(("visitor", "dict", "**"))
+
+
+def _legacy_any(value: Any) -> Any:
+    if isinstance(value, str):
+        return "any" if value in _LEGACY_ANY else value
+    if isinstance(value, list):
+        return [_legacy_any(v) for v in value]
+    return value
+
+
 def _normalise_legacy(e: Expression) -> Expression:
-    """Read a 1.x expression in 2.11 terms: `'type'` is a struct, `'no'` is false."""
+    """Read a 1.x expression in 2.11 terms: `'type'` is a struct, `'no'` is false,
+    the type-bypass names are `any`."""
     expr = e.expr
     if "type" in expr and not any(k in expr for k in ("struct", "union", "enum")):
         expr = {("struct" if k == "type" else k): v for k, v in expr.items()}
+    if "command" in expr:
+        bypassed = dict(expr)
+        if "returns" in expr:
+            bypassed["returns"] = _legacy_any(expr["returns"])
+        if isinstance(expr.get("data"), dict):
+            bypassed["data"] = {m: _legacy_any(t) for m, t in expr["data"].items()}
+        if bypassed != expr:
+            expr = bypassed
     if expr.get("gen") == "no" or expr.get("success-response") == "no":
         expr = {k: (False if k in ("gen", "success-response") and v == "no" else v)
                 for k, v in expr.items()}
@@ -516,7 +604,7 @@ def _normalise_legacy(e: Expression) -> Expression:
         # 2.0/2.1 spelled an alternate as a union with an empty discriminator.
         expr = {("alternate" if k == "union" else k): v for k, v in expr.items()
                 if k != "discriminator"}
-    return e if expr is e.expr else attrs.evolve(e, expr=expr)
+    return e if expr is e.expr else e._replace(expr=expr)
 
 
 def check_expressions(exprs: Iterable[Expression], *, legacy: bool,
@@ -555,7 +643,7 @@ def check_expressions(exprs: Iterable[Expression], *, legacy: bool,
                 raise QAPIError(info, "Expression is missing metatype")
             name = expr[meta]
             checker.add_name(name, info, meta)
-            if doc is not None and doc.symbol != name:
+            if doc is not None and doc.symbol != name and not legacy:
                 raise QAPIError(info, f"Definition of '{name}' follows documentation for "
                                       f"'{doc.symbol}'")
         except QAPIError as err:
@@ -577,7 +665,7 @@ def check_expressions(exprs: Iterable[Expression], *, legacy: bool,
             getattr(checker, f"check_{meta}")(expr, info)
             if e.doc is not None and any(n == "Returns" for n, _ in e.doc.sections) \
                     and meta != "command" and not legacy:
-                raise QAPIError(info, "'Returns:' is only valid for commands")
+                raise QAPIError(e.doc.info, "'Returns:' is only valid for commands")
         except QAPIError as err:
             raise _with_context(err, expr) from None
     return exprs
@@ -593,7 +681,6 @@ def _with_context(err: QAPIError, expr: dict[str, Any]) -> QAPIError:
 # The schema
 
 
-@attrs.define(eq=False, repr=False)
 class Schema:
     """A checked, resolved schema. Build one with `Schema.from_parsed`.
 
@@ -601,14 +688,20 @@ class Schema:
     were defined; `commands` and `events` are views on it in definition order.
     """
 
-    entities: dict[str, Entity]
-    commands: dict[str, Command]
-    events: dict[str, Event]
-    pragmas: dict[str, Any]
-    legacy: bool
-    files: tuple[str, ...] = ()
-    source_files: tuple[str, ...] = ()
-    _introspection: list[dict[str, Any]] | None = None
+    __slots__ = ("_introspection", "commands", "entities", "events", "files", "legacy",
+                 "pragma_directives", "pragmas", "source_files")
+
+    def __init__(self, *, entities: dict[str, Entity], pragmas: dict[str, Any],
+                 pragma_directives: int, legacy: bool, files: tuple[str, ...] = ()) -> None:
+        self.entities = entities
+        self.commands = {n: c for n, c in entities.items() if isinstance(c, Command)}
+        self.events = {n: e for n, e in entities.items() if isinstance(e, Event)}
+        self.pragmas = pragmas  # pragma name -> value, all directives merged
+        self.pragma_directives = pragma_directives
+        self.legacy = legacy
+        self.files = files  # as parsed: the main file, then its includes
+        self.source_files: tuple[str, ...] = ()  # absolute paths, set by the loader
+        self._introspection: list[dict[str, Any]] | None = None
 
     def __repr__(self) -> str:
         return (f"<Schema {len(self.commands)} commands, {len(self.events)} events, "
@@ -626,17 +719,24 @@ class Schema:
         return (e for e in self.entities.values() if isinstance(e, Type))
 
     def introspection(self) -> list[dict[str, Any]]:
-        """The `query-qmp-schema` reply (computed once per schema value)."""
+        """The `query-qmp-schema` reply, computed once per schema value (and cached
+        with it by the loader). Every call returns the same list: read it, copy it,
+        never change it."""
         if self._introspection is None:
             from schema.introspect import introspect
 
             self._introspection = introspect(self)
         return self._introspection
 
+    def drop_docs(self) -> None:
+        """Forget the doc comments (after checking; they are most of a model's size)."""
+        for ent in self.entities.values():
+            ent.doc = None
+
     def counts(self) -> dict[str, int]:
         """Explicit definitions by kind, as the seed README counts them."""
         n = {"commands": len(self.commands), "events": len(self.events), "structs": 0,
-             "enums": 0, "unions": 0, "alternates": 0}
+             "enums": 0, "unions": 0, "alternates": 0, "pragmas": self.pragma_directives}
         for t in self.types():
             if t.info is None or t.is_implicit():
                 continue
@@ -665,15 +765,9 @@ class Schema:
         for e in exprs:
             builder.def_expr(e)
         builder.check()
-        ents = builder.entities
-        return cls(
-            entities=ents,
-            commands={n: c for n, c in ents.items() if isinstance(c, Command)},
-            events={n: c for n, c in ents.items() if isinstance(c, Event)},
-            pragmas=pragmas,
-            legacy=legacy,
-            files=parsed.files,
-        )
+        return cls(entities=builder.entities, pragmas=pragmas,
+                   pragma_directives=len({info for _, _, info in parsed.pragmas}),
+                   legacy=legacy, files=parsed.files)
 
 
 def _check_pragmas(pragmas: Iterable[tuple[str, Any, SourceInfo]]) -> dict[str, Any]:
@@ -691,11 +785,31 @@ def _check_pragmas(pragmas: Iterable[tuple[str, Any, SourceInfo]]) -> dict[str, 
     return out
 
 
-@attrs.define
 class _Builder:
-    legacy: bool
-    name_case_whitelist: frozenset[str]
-    entities: dict[str, Entity] = attrs.Factory(dict)
+    """QEMU's QAPISchema construction: define entities, then check and resolve them."""
+
+    def __init__(self, *, legacy: bool, name_case_whitelist: frozenset[str]) -> None:
+        self.legacy = legacy
+        self.name_case_whitelist = name_case_whitelist
+        self.entities: dict[str, Entity] = {}
+        # Per doc comment (by id), the documented names that turned out to be
+        # members; a doc comment is shared by a command and its implicit argument
+        # type, a union and its implicit base.
+        self.documented: dict[int, set[str]] = {}
+
+    def connect_doc(self, doc: Doc | None, name: str) -> None:
+        if doc is not None and not self.legacy:
+            self.documented.setdefault(id(doc), set()).add(name)
+
+    def check_doc(self, doc: Doc | None) -> None:
+        """QEMU's QAPIDoc.check: every `@name:` section must document a member."""
+        if doc is None or self.legacy:
+            return
+        connected = self.documented.get(id(doc), set())
+        bogus = [n for n, _ in doc.args if n not in connected]
+        if bogus:
+            raise QAPIError(doc.info, "The following documented members are not in the "
+                                      "declaration: " + ", ".join(bogus))
 
     def define(self, ent: Entity) -> None:
         assert ent.name not in self.entities, ent.name
@@ -703,7 +817,7 @@ class _Builder:
 
     def def_predefineds(self) -> None:
         for name, (json_type, _) in BUILTINS.items():
-            self.define(BuiltinType(name, None, builtin_json_type=json_type))
+            self.define(BuiltinType(name, json_type))
             self.make_array(name, None)
         self.define(ObjectType("q_empty", None, kind="implicit"))
         self.define(EnumType("QType", None, values=QTYPE_VALUES, prefix="QTYPE",
@@ -721,6 +835,11 @@ class _Builder:
             name = name[1:]
         if isinstance(typ, list):
             typ = self.make_array(typ[0], info)
+        elif isinstance(typ, dict):
+            # A 1.x inline nested struct becomes an implicit object type.
+            typ = self.make_implicit_object(f"{owner}-{name}", info, None, "nested", typ)
+            if typ is None:
+                typ = "q_empty"
         return Member(name, typ, optional, owner)
 
     def make_members(self, data: dict[str, Any], info: SourceInfo, owner: str) -> tuple[Member, ...]:
@@ -813,16 +932,34 @@ class _Builder:
             try:
                 self.check_entity(ent)
             except QAPIError as err:
-                if err.context is None and ent.info is not None and not ent.is_implicit():
-                    err.context = f"{ent.meta} '{ent.name}'" if not isinstance(ent, ObjectType) \
-                        else f"{'union' if ent.kind == 'union' else 'struct'} '{ent.name}'"
+                if err.context is None and err.col is None:
+                    err.context = self.context_of(ent)
                 raise
+
+    def context_of(self, ent: Entity) -> str | None:
+        """`meta 'name'` of the definition an entity comes from, for error messages."""
+        if ent.info is None:
+            return None
+        if ent.name.startswith("q_obj_") and ent.name.endswith(("-arg", "-base")):
+            # q_obj_<definition>-arg / -base: blame the command, event or union.
+            owner = self.entities.get(ent.name[6:].rsplit("-", 1)[0])
+            return None if owner is None else self.context_of(owner)
+        if isinstance(ent, EnumType) and ent.implicit and ent.name.endswith("Kind"):
+            # <Union>Kind: its values are the union's branch names.
+            owner = self.entities.get(ent.name[:-4])
+            return None if owner is None else self.context_of(owner)
+        if ent.is_implicit():
+            return None
+        if isinstance(ent, ObjectType):
+            return f"{'union' if ent.kind == 'union' else 'struct'} '{ent.name}'"
+        return f"{ent.meta} '{ent.name}'"
 
     def check_entity(self, ent: Entity) -> None:
         if isinstance(ent, EnumType):
             seen: dict[str, Member] = {}
             for v in ent.values:
                 self.check_clash(Member(v, "", False, ent.name), ent.info, seen)
+                self.connect_doc(ent.doc, v)
         elif isinstance(ent, ArrayType):
             ent.element = self.lookup(ent.element_name)
         elif isinstance(ent, ObjectType):
@@ -884,6 +1021,7 @@ class _Builder:
         for m in obj.local_members:
             m.type = self.lookup(m.type_name)
             self.check_clash(m, obj.info, seen)
+            self.connect_doc(obj.doc, m.name)
             members.append(m)
         obj.members = tuple(members)
         if obj.variants is not None:
@@ -900,17 +1038,19 @@ class _Builder:
                 branch_seen = dict(seen)
                 for m in v.type.members:
                     self.check_clash(m, obj.info, branch_seen)
+        self.check_doc(obj.doc)
 
     def check_alternate(self, alt: AlternateType) -> None:
-        if alt.variants.tag_member is not None and alt.variants.tag_member.type is None:
+        if alt.variants.tag_member is not None:
             alt.variants.tag_member.type = self.lookup("QType")
         seen: dict[str, Member] = {}
         for v in alt.variants:
-            if v.type is None:
-                v.type = self.lookup(v.type_name)
-                if isinstance(v.type, ObjectType):
-                    self.check_object(v.type)
+            v.type = self.lookup(v.type_name)
+            if isinstance(v.type, ObjectType):
+                self.check_object(v.type)
             self.check_clash(v, alt.info, seen)
+            self.connect_doc(alt.doc, v.name)
+        self.check_doc(alt.doc)
 
 
 _CHECKING: tuple[Member, ...] = (Member("<checking>", ""),)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schema.jsontypes import JSONValue
+from schema.jsontypes import JSONValue, json_kind
 from schema.model import (
     AlternateType,
     ArrayType,
@@ -44,19 +44,7 @@ class OutputMismatch(Exception):
 
 
 def _json_kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+    return json_kind(value) or type(value).__name__
 
 
 def check_value(typ: Type, value: Any, path: str) -> JSONValue:
@@ -79,13 +67,8 @@ def check_value(typ: Type, value: Any, path: str) -> JSONValue:
     if isinstance(typ, AlternateType):
         kind = _json_kind(value)
         for v in typ.variants:
-            branch = v.type
-            want = "object" if isinstance(branch, ObjectType) else \
-                "string" if isinstance(branch, EnumType) else \
-                {"string": "string", "boolean": "boolean", "null": "null",
-                 "number": "number", "int": "number"}.get(branch.json_type)
-            if want == kind:
-                return check_value(branch, value, path)
+            if v.type.alternate_kind() == kind:
+                return check_value(v.type, value, path)
         raise OutputMismatch(path, f"{kind} matches no branch of alternate {typ.name}")
     raise AssertionError(typ)  # pragma: no cover
 

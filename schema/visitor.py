@@ -14,10 +14,11 @@ negatives wrapped modulo 2**64, integers given to `number` members turned into f
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from schema.errors import GenericError
-from schema.jsontypes import JSONValue
+from schema.jsontypes import JSONValue, json_kind
 from schema.model import (
     AlternateType,
     ArrayType,
@@ -34,9 +35,6 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 UINT64_MAX = 2**64 - 1
 _SIGNED_RANGE = {"int8": 8, "int16": 16, "int32": 32}
 _UNSIGNED_RANGE = {"uint8": 8, "uint16": 16, "uint32": 32}
-
-_PY_KIND = {dict: "object", str: "string", bool: "boolean", type(None): "null",
-            int: "number", float: "number", list: "array"}
 
 
 def _full(path: str, name: str | None, index: int | None = None) -> str:
@@ -144,7 +142,7 @@ class InputVisitor:
         if tname == "number":
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise GenericError(f"Invalid parameter type for '{path}', expected: number")
-            return float(value)
+            return _to_double(value)
         if tname in ("int", "int64") or tname in _SIGNED_RANGE:
             if isinstance(value, bool) or not isinstance(value, int) or \
                     not INT64_MIN <= value <= INT64_MAX:
@@ -167,23 +165,21 @@ class InputVisitor:
 
     def _visit_alternate(self, typ: AlternateType, value: JSONValue, path: str,
                          name: str | None) -> Any:
-        want = _PY_KIND.get(type(value))
+        want = json_kind(value)
         for v in typ.variants:
-            if _alternate_kind(v.type) == want:
+            if v.type.alternate_kind() == want:
                 return self.visit(v.type, value, path, name)
         bare = name if name is not None else "null"
         raise GenericError(f"Invalid parameter type for '{bare}', expected: {typ.name}")
 
 
-def _alternate_kind(t: Type) -> str:
-    """The JSON kind an alternate branch of type `t` claims."""
-    if isinstance(t, (ObjectType,)):
-        return "object"
-    if isinstance(t, EnumType):
-        return "string"
-    assert isinstance(t, BuiltinType)
-    return {"string": "string", "boolean": "boolean", "null": "null", "number": "number",
-            "int": "number"}[t.json_type]
+def _to_double(value: int | float) -> float:
+    """An integer as the double QEMU would hold (beyond the double range: +-inf,
+    as strtod gives for an integer literal too long for QEMU's int types)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def visit_arguments(command: Command, arguments: dict[str, JSONValue], *,

@@ -89,49 +89,54 @@ def spawn(tmp_path: Path) -> Iterator:
                 stream.close()
 
 
-async def conversation(address: str | tuple[str, int]) -> list[tuple[str, object]]:
-    """Drive the run-state commands with qemu.qmp; record replies and events in order."""
+async def conversation(address: str | tuple[str, int]) -> tuple[object, list[object], list[str]]:
+    """Drive the run-state commands with qemu.qmp; return greeting, replies, events."""
     qmp = QMPClient("emulator-under-test")
     await qmp.connect(address)
-    log: list[tuple[str, object]] = []
     greeting = qmp.greeting
     assert greeting is not None
-    log.append(("greeting", greeting._raw["QMP"]["version"]["qemu"]))
-    with qmp.listener() as events:
-
-        async def drain() -> None:
-            await asyncio.sleep(0.05)
-            while not events.empty():
-                ev = events.get_nowait() if hasattr(events, "get_nowait") else await events.get()
-                log.append(("event", ev["event"]))
-
-        for command in ("query-status", "stop", "query-status", "cont", "system_reset"):
-            reply = await qmp.execute(command)
-            await drain()
-            log.append((command, reply))
-        reply = await qmp.execute("system_powerdown")
-        log.append(("system_powerdown", reply))
-        await drain()
+    replies: list[object] = []
+    events: list[str] = []
+    with qmp.listener() as listener:
+        for command in ("query-status", "stop", "query-status", "cont", "system_reset",
+                        "system_powerdown"):
+            replies.append(await qmp.execute(command))
+        while len(events) < 4:
+            events.append((await asyncio.wait_for(listener.get(), 10))["event"])
     await qmp.disconnect()
-    return log
+    return greeting._raw["QMP"]["version"]["qemu"], replies, events
 
 
-def check_conversation(log: list[tuple[str, object]]) -> None:
-    """runstate.md §3.7/§7: STOP before stop's reply, RESUME before cont's, RESET and
+def check_conversation(result: tuple[object, list[object], list[str]]) -> None:
+    """runstate.md §3.7: the replies and the events the run-state commands cause (their
+    order relative to the replies is pinned on the wire by test_event_order_on_the_wire)."""
+    version, replies, events = result
+    assert version == {"micro": 0, "minor": 11, "major": 2}
+    assert replies == [
+        {"status": "running", "singlestep": False, "running": True}, {},
+        {"status": "paused", "singlestep": False, "running": False}, {}, {}, {}]
+    assert events == ["STOP", "RESUME", "RESET", "POWERDOWN"]
+
+
+def test_event_order_on_the_wire(spawn, tmp_path: Path) -> None:
+    """runstate.md §7: STOP before stop's reply, RESUME before cont's; RESET and
     POWERDOWN after the replies of system_reset and system_powerdown."""
-    assert log == [
-        ("greeting", {"micro": 0, "minor": 11, "major": 2}),
-        ("query-status", {"status": "running", "singlestep": False, "running": True}),
-        ("event", "STOP"),
-        ("stop", {}),
-        ("query-status", {"status": "paused", "singlestep": False, "running": False}),
-        ("event", "RESUME"),
-        ("cont", {}),
-        ("system_reset", {}),
-        ("event", "RESET"),
-        ("system_powerdown", {}),
-        ("event", "POWERDOWN"),
-    ]
+    proc = spawn("-nodefaults", "-qmp", f"unix:{tmp_path / 'w.sock'},server,nowait",
+                 "--emu-guest-powerdown=ignore")
+    wait_for_socket(tmp_path / "w.sock", proc)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(str(tmp_path / "w.sock"))
+    sock.sendall(b'{"execute":"qmp_capabilities"}{"execute":"stop","id":1}'
+                 b'{"execute":"cont","id":2}{"execute":"system_reset","id":3}'
+                 b'{"execute":"system_powerdown","id":4}{"execute":"quit","id":5}')
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    seen = []
+    for line in data.split(b"\r\n")[1:-1]:
+        msg = json.loads(line)
+        seen.append(msg["event"] if "event" in msg else msg.get("id"))
+    assert seen == [None, "STOP", 1, "RESUME", 2, 3, "RESET", 4, "POWERDOWN", 5, "SHUTDOWN"]
 
 
 def test_readme_start_command_serves_qmp(spawn, tmp_path: Path) -> None:
@@ -155,10 +160,9 @@ def test_qemu_qmp_over_unix_and_tcp(spawn, tmp_path: Path) -> None:
                  "--emu-guest-powerdown=ignore")
     wait_for_socket(tmp_path / "u.sock", proc)
     check_conversation(asyncio.run(conversation(str(tmp_path / "u.sock"))))
-    log = asyncio.run(conversation(("127.0.0.1", port)))
-    assert log[:2] == [("greeting", {"micro": 0, "minor": 11, "major": 2}),
-                       ("query-status", {"status": "running", "singlestep": False,
-                                         "running": True})]
+    version, replies, _ = asyncio.run(conversation(("127.0.0.1", port)))
+    assert version == {"micro": 0, "minor": 11, "major": 2}
+    assert replies[0] == {"status": "running", "singlestep": False, "running": True}
 
 
 def test_listening_socket_passed_in_by_fd(spawn, tmp_path: Path) -> None:
@@ -177,6 +181,10 @@ def test_listening_socket_passed_in_by_fd(spawn, tmp_path: Path) -> None:
         await qmp.connect(str(tmp_path / "passed.sock"))
         reply = await qmp.execute("query-name")
         await qmp.execute("quit")
+        try:
+            await qmp.disconnect()  # collects the EOF that followed quit
+        except EOFError:
+            pass
         return reply
 
     assert asyncio.run(query()) == {}
@@ -210,9 +218,9 @@ def test_sigterm_sends_shutdown_and_exits_zero(spawn, tmp_path: Path) -> None:
     sock = socket.socket(socket.AF_UNIX)
     sock.connect(str(tmp_path / "s.sock"))
     sock.sendall(b'{"execute":"qmp_capabilities"}')
-    sock.recv(65536)
-    while b"return" not in sock.recv(65536):
-        pass
+    seen = b""
+    while b'"return"' not in seen:
+        seen += sock.recv(65536)
     proc.send_signal(signal.SIGTERM)
     data = b""
     while chunk := sock.recv(65536):

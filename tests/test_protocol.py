@@ -378,3 +378,47 @@ def test_identity_queries(vm_factory, options, command, reply) -> None:
     """§12: the exact replies of the identity queries."""
     options.setdefault("package", "")
     assert vm_factory(**options).talk().lines({"execute": command}) == [reply]
+
+
+def test_throttle_keys_include_the_member_qemu_hashes(vm: VmHarness) -> None:
+    """§8: VSERPORT_CHANGE is throttled per `id` and QUORUM_REPORT_BAD per `node-name`
+    (monitor.c qapi_event_throttle_hash); different keys do not hold each other back."""
+    talk = vm.talk()
+    m = vm.machine
+    m.emit("VSERPORT_CHANGE", {"id": "a", "open": True})
+    m.emit("VSERPORT_CHANGE", {"id": "b", "open": True})
+    m.emit("VSERPORT_CHANGE", {"id": "a", "open": False})
+    for node in ("n1", "n2", "n1"):
+        m.emit("QUORUM_REPORT_BAD", {"type": "read", "node-name": node, "sector-num": 0,
+                                     "sectors-count": 8})
+    assert talk.pending() == [
+        '{"timestamp": T, "event": "VSERPORT_CHANGE", "data": {"open": true, "id": "a"}}',
+        '{"timestamp": T, "event": "VSERPORT_CHANGE", "data": {"open": true, "id": "b"}}',
+        '{"timestamp": T, "event": "QUORUM_REPORT_BAD", "data": {"node-name": "n1", '
+        '"sectors-count": 8, "sector-num": 0, "type": "read"}}',
+        '{"timestamp": T, "event": "QUORUM_REPORT_BAD", "data": {"node-name": "n2", '
+        '"sectors-count": 8, "sector-num": 0, "type": "read"}}',
+    ]
+    vm.tick(1.0)
+    assert talk.pending() == [
+        '{"timestamp": T, "event": "VSERPORT_CHANGE", "data": {"open": false, "id": "a"}}',
+        '{"timestamp": T, "event": "QUORUM_REPORT_BAD", "data": {"node-name": "n1", '
+        '"sectors-count": 8, "sector-num": 0, "type": "read"}}',
+    ]
+
+
+def test_stdio_monitor_greets_at_start(schema, catalog) -> None:
+    """§2: a chardev that is open from the start (stdio) is greeted once at start-up;
+    -qmp stdio talks QMP on the process's stdin/stdout."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "vmm", "-nodefaults", "-qmp", "stdio"],
+        input=b'{"execute":"qmp_capabilities"}{"execute":"query-name"}{"execute":"quit"}',
+        capture_output=True, timeout=60)
+    lines = proc.stdout.split(b"\r\n")
+    assert lines[0].startswith(b'{"QMP": {"version"')
+    assert lines[1:4] == [b'{"return": {}}', b'{"return": {}}', b'{"return": {}}']
+    assert b'"event": "SHUTDOWN"' in lines[4]
+    assert proc.returncode == 0

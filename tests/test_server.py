@@ -302,3 +302,45 @@ async def test_slow_reader_gets_backpressure_not_loss(schema, catalog, tmp_path,
         reply = await c.line()
         assert reply["id"] == seen
         seen += 1
+
+
+def typed(text: str) -> bytes:
+    """util/readline.c readline_update's echo of `text` typed one byte at a time."""
+    out = b""
+    for i in range(1, len(text) + 1):
+        out += b"\x1b[D" * (i - 1) + text[:i].encode() + b"\x1b[K"
+    return out
+
+
+async def test_hmp_monitor_over_a_socket(schema, catalog, tmp_path, nursery) -> None:
+    """monitor.c monitor_event + util/readline.c: banner and prompt on connect; typing
+    echoed with readline's redraw escapes; CR and LF each submit a line (so CR LF
+    runs an empty command too); output in CR LF; `quit` ends without a prompt.
+    (The same bytes as a real QEMU's human monitor, seen with QEMU 7.2 here.)"""
+    vm = make_vm(schema, catalog)
+    server = Server(vm, [MonitorSpec(ChardevSpec(id="hmp", backend="socket",
+                                                 path=str(tmp_path / "hmp.sock"), wait=False),
+                                     mode="readline")])
+    await nursery.start(server.serve)
+    c = await Client.unix(str(tmp_path / "hmp.sock"))
+
+    async def read_until(marker: bytes) -> bytes:
+        while marker not in c.buf:
+            c.buf += await c.sock.recv(65536)
+        data, c.buf = c.buf, b""
+        return data
+
+    assert await read_until(b"(qemu) ") == (
+        b"QEMU 2.11.0 monitor - type 'help' for more information\r\n(qemu) ")
+    await c.send(b"info status\n")
+    assert await read_until(b"(qemu) ") == (
+        typed("info status") + b"\r\nVM status: running\r\n(qemu) ")
+    await c.send(b"foo\r\n")
+    expected = typed("foo") + b"\r\nunknown command: 'foo'\r\n(qemu) \r\n(qemu) "
+    got = b""
+    while got != expected:
+        got += await c.sock.recv(65536)
+        assert expected.startswith(got)
+    await c.send(b"quit\n")
+    assert await read_until(b"\r\n") == typed("quit") + b"\r\n"
+    assert await c.eof()

@@ -44,8 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         text, status = output
         sys.stdout.write(text)
         return status
+    catalog = Catalog.load()
     try:
-        config = build_config(cl)
+        config = build_config(cl, catalog)
+    except CommandLineError as cl_err:
+        sys.stderr.write(cl_err.render(prog))
+        return cl_err.exit_status
     except ConfigError as cfg_err:
         print(f"{prog}: {cfg_err}", file=sys.stderr)
         return 1
@@ -59,7 +63,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 daemon.failed()
             return 1
     schema = load_schema(config.persona)
-    catalog = Catalog.load()
     try:
         return trio.run(_run, config, schema, catalog, daemon)
     except* ServerError as group:

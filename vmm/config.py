@@ -11,13 +11,16 @@ from __future__ import annotations
 import attrs
 
 from schema.loader import DEFAULT_PERSONA, PERSONAS
-from vmm.cmdline import CommandLine, EmuOption, QemuOpts
+from vmm.catalog import Catalog
+from vmm.cmdline import CommandLine, CommandLineError, Diagnostic, EmuOption, QemuOpts
 from vmm.guest import POWERDOWN_REACTIONS, GuestBehaviour
 from vmm.machine import MachineOptions
 from vmm.server import ChardevSpec, MonitorSpec
 
 EMU_OPTIONS = (
-    EmuOption("persona", choices=tuple(sorted(PERSONAS)), metavar="VERSION",
+    # Only the 2.11 personas can be served yet; the 1.x ones load as schemas only.
+    EmuOption("persona", choices=tuple(sorted(p for p in PERSONAS if p.startswith("2.11"))),
+              metavar="VERSION",
               help=f"the QEMU whose schema is served (default {DEFAULT_PERSONA})"),
     EmuOption("package", metavar="STRING",
               help="the package string of query-version (default ' (v2.11.0)')"),
@@ -76,7 +79,38 @@ def chardev_spec(opts: QemuOpts) -> ChardevSpec | None:
     )
 
 
-def build_config(cl: CommandLine) -> Config:
+def resolve_machine_type(cl: CommandLine, catalog: Catalog) -> str:
+    """vl.c select_machine/machine_parse: an alias or a name of the recorded list."""
+    wanted = cl.machine_type
+    machines = catalog.machines()
+    if wanted is None:
+        default = next((m for m in machines if m.get("is-default")), None)
+        if default is None:
+            raise CommandLineError(Diagnostic(
+                "No machine specified, and there is no default",
+                hint="Use -machine help to list supported machines\n"))
+        return str(default["name"])
+    for m in machines:
+        if wanted in (m["name"], m.get("alias")):
+            return str(m["name"])
+    raise CommandLineError(Diagnostic("unsupported machine type", location=cl.machine.location,
+                                      hint="Use -machine help to list supported machines\n"))
+
+
+def check_cpu_model(cl: CommandLine, catalog: Catalog, accel: str) -> None:
+    """target/i386/cpu.c via cpu_parse_cpu_model: the model must exist."""
+    if cl.cpu_model is None:
+        return
+    name = cl.cpu_model.split(",", 1)[0]
+    known = {d["name"] for d in catalog.cpu_definitions(accel)} | {"host", "base"}
+    if name not in known:
+        raise CommandLineError(Diagnostic(f"unable to find CPU model '{name}'"))
+
+
+def build_config(cl: CommandLine, catalog: Catalog) -> Config:
+    machine_type = resolve_machine_type(cl, catalog)
+    accel = cl.accelerators[0] if cl.accelerators else "tcg"
+    check_cpu_model(cl, catalog, accel)
     chardevs = {c.id: c for c in cl.chardevs}
     monitors: list[MonitorSpec] = []
     for mon in cl.monitors:
@@ -100,12 +134,11 @@ def build_config(cl: CommandLine) -> Config:
         except ValueError:
             raise ConfigError("--emu-guest-powerdown-delay: expects a non-negative number "
                               "of seconds") from None
-    machine_type = cl.machine_type or "pc"
     options = MachineOptions(
         name=cl.name,
         uuid=cl.uuid or "00000000-0000-0000-0000-000000000000",
         machine_type=machine_type,
-        accel=cl.accelerators[0] if cl.accelerators else "tcg",
+        accel=accel,
         cpu_model=cl.cpu_model,
         ram_bytes=cl.memory.ram_size,
         smp_cpus=cl.smp.cpus,

@@ -23,6 +23,7 @@ from schema.handlers import collect_handlers
 from schema.output import check_return
 from vmm.dispatch import Dispatcher, MonitorSession, ParseError
 from vmm.events import Event
+from vmm.readline import Readline
 from vmm.wire import MessageDecoder, ParseFailure, encode
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ class QmpMonitor:
 
 
 class HmpMonitor:
-    """One `-monitor`/`-mon mode=readline` monitor (a line-oriented view of readline.c)."""
+    """One `-monitor`/`-mon mode=readline` monitor (monitor.c + util/readline.c)."""
 
     PROMPT = "(qemu) "
 
@@ -166,17 +167,18 @@ class HmpMonitor:
         self.is_connected = False
         self.dropped = False
         self.on_output: Callable[[], None] = _nothing
-        self.line = bytearray()
         self.hmp: Hmp = hub.new_hmp()
+        self.readline = Readline(self._print, self._command)
 
     def connect(self) -> None:
+        """monitor_event CHR_EVENT_OPENED: banner, then the prompt."""
         self.is_connected = True
         self.outbox.clear()
-        self.line.clear()
         version = self.machine.catalog.version()["qemu"]
         qemu_version = f"{version['major']}.{version['minor']}.{version['micro']}"
         self._print(f"QEMU {qemu_version} monitor - type 'help' for more information\n")
-        self._print(self.PROMPT)
+        self.readline = Readline(self._print, self._command)
+        self.readline.show_prompt(self.PROMPT)
 
     def disconnect(self) -> None:
         if not self.is_connected:
@@ -190,28 +192,14 @@ class HmpMonitor:
         for byte in data:
             if self.machine.exit_code is not None:
                 return
-            if byte in (10, 13):
-                if byte == 10 and getattr(self, "_last_cr", False):
-                    self._last_cr = False
-                    continue
-                self._last_cr = byte == 13
-                line = self.line.decode("utf-8", "surrogateescape")
-                self.line.clear()
-                self._print("\n")
-                self._print(self.hmp.run(line))
-                self.machine.process_requests()
-                if self.machine.exit_code is None:
-                    self._print(self.PROMPT)
-                continue
-            self._last_cr = False
-            if byte in (8, 127):  # backspace: erase one character on the terminal
-                if self.line:
-                    self.line.pop()
-                    self.outbox += b"\b \b"
-                continue
-            if byte >= 32:
-                self.line.append(byte)
-                self.outbox.append(byte)
+            self.readline.handle_byte(byte)
+
+    def _command(self, line: str) -> None:
+        """monitor_command_cb: run the line, then show the prompt (unless quitting)."""
+        self._print(self.hmp.run(line))
+        self.machine.process_requests()
+        if self.machine.exit_code is None:
+            self.readline.show_prompt(self.PROMPT)
 
     def _print(self, text: str) -> None:
         self.outbox += text.replace("\n", "\r\n").encode("utf-8", "surrogateescape")

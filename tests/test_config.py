@@ -1,0 +1,98 @@
+"""From QEMU's command line to machine options and monitors (vmm/config.py).
+
+Pins what vl.c decides after parsing: the machine type (machine_parse), the CPU
+model check (cpu_parse_cpu_model), the monitors each -qmp/-mon/-monitor creates and
+the chardev each sits on, and the emulator's own --emu-* options.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from vmm.cmdline import CommandLineError, parse_command_line
+from vmm.config import EMU_OPTIONS, ConfigError, build_config
+from vmm.server import ChardevSpec
+
+
+def config(*argv: str, catalog=None):
+    from vmm.catalog import Catalog
+
+    return build_config(parse_command_line(list(argv), extra_options=EMU_OPTIONS),
+                        catalog or Catalog.load())
+
+
+def test_machine_alias_resolves_to_its_versioned_type(catalog) -> None:
+    """vl.c find_machine: `pc` is the alias of pc-i440fx-2.11, `q35` of pc-q35-2.11."""
+    assert config("-machine", "pc", catalog=catalog).options.machine_type == "pc-i440fx-2.11"
+    assert config("-M", "q35", catalog=catalog).options.machine_type == "pc-q35-2.11"
+    assert config(catalog=catalog).options.machine_type == "pc-i440fx-2.11"  # the default
+
+
+def test_unsupported_machine_type(catalog) -> None:
+    """vl.c machine_parse: `unsupported machine type` at the -machine option's location,
+    then the hint line."""
+    with pytest.raises(CommandLineError) as info:
+        config("-machine", "foo", catalog=catalog)
+    assert info.value.render("qemu-system-x86_64") == (
+        "qemu-system-x86_64: -machine foo: unsupported machine type\n"
+        "Use -machine help to list supported machines\n")
+
+
+def test_unknown_cpu_model(catalog) -> None:
+    """target/i386 via cpu_parse_cpu_model: `unable to find CPU model 'X'`."""
+    with pytest.raises(CommandLineError) as info:
+        config("-cpu", "Bogus,+vmx", catalog=catalog)
+    assert info.value.render("qemu-system-x86_64") == (
+        "qemu-system-x86_64: unable to find CPU model 'Bogus'\n")
+    assert config("-cpu", "Skylake-Client,+vmx", catalog=catalog).options.cpu_model == \
+        "Skylake-Client,+vmx"
+
+
+def test_monitors_and_their_chardevs(catalog) -> None:
+    """-qmp unix:...,server,nowait -> a control monitor on a listening socket; -monitor
+    -> readline; -mon chardev=X,mode=control,pretty=on on an explicit chardev; QEMU's
+    default wait=on for server sockets."""
+    cfg = config("-nodefaults",
+                 "-qmp", "unix:/tmp/a.sock,server,nowait",
+                 "-monitor", "tcp:127.0.0.1:4444,server,nowait",
+                 "-chardev", "socket,id=c,path=/tmp/c.sock,server",
+                 "-mon", "chardev=c,mode=control,pretty=on", catalog=catalog)
+    assert [(m.mode, m.pretty) for m in cfg.monitors] == [
+        ("control", False), ("readline", False), ("control", True)]
+    a, b, c = (m.chardev for m in cfg.monitors)
+    assert (a.path, a.server, a.wait) == ("/tmp/a.sock", True, False)
+    assert (b.host, b.port, b.server, b.wait) == ("127.0.0.1", "4444", True, False)
+    assert c == ChardevSpec(id="c", backend="socket", path="/tmp/c.sock", server=True, wait=True)
+
+
+def test_machine_options_follow_the_command_line(catalog) -> None:
+    """-S, -name, -uuid, -m, -smp, -enable-kvm, -no-shutdown, -no-reboot, -incoming,
+    -watchdog-action feed the machine."""
+    cfg = config("-S", "-name", "guest=vm1,debug-threads=on", "-uuid",
+                 "c7a5fdbd-cdaf-9455-926a-d65c16db1809", "-m", "1G", "-smp", "2",
+                 "-enable-kvm", "-no-shutdown", "-no-reboot", "-incoming", "defer",
+                 "-watchdog-action", "pause", catalog=catalog)
+    o = cfg.options
+    assert (o.start_paused, o.name, o.uuid, o.ram_bytes, o.smp_cpus, o.accel) == (
+        True, "vm1", "c7a5fdbd-cdaf-9455-926a-d65c16db1809", 1 << 30, 2, "kvm")
+    assert (o.no_shutdown, o.no_reboot, o.incoming, o.watchdog_action) == (
+        True, True, "defer", "pause")
+
+
+def test_emulator_options(catalog) -> None:
+    """The --emu-* options QEMU does not have."""
+    cfg = config("--emu-persona=2.11.0", "--emu-strict", "--emu-glib=2.74",
+                 "--emu-guest-powerdown=ignore", "--emu-guest-powerdown-delay", "2.5",
+                 "--emu-package=", catalog=catalog)
+    o = cfg.options
+    assert cfg.persona == "2.11.0"
+    assert (o.strict, o.new_glib, o.guest.powerdown, o.guest.powerdown_delay, o.package) == (
+        True, True, "ignore", 2.5, "")
+    with pytest.raises(ConfigError):
+        config("--emu-guest-powerdown-delay=soon", catalog=catalog)
+
+
+def test_stdio_monitor_cannot_be_daemonized(catalog) -> None:
+    """chardev/char-stdio.c: `cannot use stdio with -daemonize`."""
+    with pytest.raises(ConfigError, match=r"^cannot use stdio with -daemonize$"):
+        config("-daemonize", "-qmp", "stdio", catalog=catalog)
