@@ -38,7 +38,7 @@ class Vm:
         block = BlockLayer.create(machine)
         machine.subsystems["block"] = block
         machine.on_cont(block.on_cont)
-        machine.on_vm_start(lambda: machine.kick())
+        machine.on_vm_start(lambda: machine.kick() if block.trays.pending else None)
         owners: list[object] = [core, BlockCommands(block)]
         owners.extend(machine.subsystems.values())
         dispatcher = Dispatcher(machine, *owners)
