@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from blockdev.graph import Reason
-from tests.test_block_support import Block, make_image, needs_qemu_img
+from tests.test_block_support import Block, fails, make_image, needs_qemu_img
 
 
 @pytest.fixture
@@ -603,3 +603,65 @@ def test_x_blockdev_change_errors(b: Block) -> None:
     b.qmp("x-blockdev-change", parent="q", child="children.1")
     assert b.error("x-blockdev-change", parent="q", child="children.0") == \
         ("GenericError", "The number of children cannot be lower than the vote threshold 1")
+
+
+# --- more error paths ---------------------------------------------------------------------
+
+
+@needs_qemu_img
+def test_change_backing_file_unsupported_format(b: Block, tmp_path: Path) -> None:
+    """bdrv_change_backing_file: qcow has no change hook: -ENOTSUP."""
+    base = make_image(tmp_path / "base.raw", "raw")
+    top = make_image(tmp_path / "top.qcow", "qcow", "16M", "-b", str(base), "-F", "raw")
+    b.drive(f"file={top},format=qcow,if=none,id=d0,node-name=top")
+    assert b.error("change-backing-file", device="d0",
+                   **{"image-node-name": "top", "backing-file": "x"}) == \
+        ("GenericError", "Could not change backing file to 'x': Operation not supported")
+
+
+@needs_qemu_img
+def test_missing_backing_file(b: Block, tmp_path: Path) -> None:
+    """bdrv_open_backing_file: `Could not open backing file: <why>`."""
+    base = make_image(tmp_path / "base.raw", "raw")
+    top = make_image(tmp_path / "top.qcow2", "qcow2", "16M", "-b", str(base), "-F", "raw")
+    base.unlink()
+    with fails(f"Could not open backing file: Could not open '{base}': No such file or "
+               "directory"):
+        b.drive(f"file={top},if=none,id=d0")
+    assert b.layer.nodes == []
+
+
+def test_backing_on_a_driver_without_backing_files(b: Block) -> None:
+    """bdrv_open_backing_file: `Driver doesn't support backing files`."""
+    with fails("Driver doesn't support backing files"):
+        b.drive("driver=raw,file.driver=null-co,backing.driver=null-co,if=none,id=d0")
+
+
+def test_snapshot_sync_flush_failure(d0: Block, tmp_path: Path) -> None:
+    """external_snapshot_prepare: a failing flush of a writable node:
+    `An IO error has occurred`."""
+    from blockdev import io
+
+    io.set_fault(d0.layer, "n0", "flush", 5)
+    assert d0.error("blockdev-snapshot-sync", device="d0",
+                    **{"snapshot-file": str(tmp_path / "o.qcow2")}) == \
+        ("GenericError", "An IO error has occurred")
+
+
+@needs_qemu_img
+def test_blockdev_snapshot_overlay_with_backing(q: Block, tmp_path: Path) -> None:
+    """external_snapshot_prepare: `The snapshot already has a backing image`."""
+    base = make_image(tmp_path / "b.raw", "raw")
+    ov = make_image(tmp_path / "ov.qcow2", "qcow2", "16M", "-b", str(base), "-F", "raw")
+    q.add(driver="qcow2", **{"node-name": "ov", "file": {"driver": "file",
+                                                         "filename": str(ov)}})
+    assert q.error("blockdev-snapshot", node="q0", overlay="ov") == \
+        ("GenericError", "The snapshot already has a backing image")
+
+
+def test_internal_snapshot_delete_blocked(d0: Block) -> None:
+    """op blocker internal-snapshot-delete: the busy error."""
+    d0.layer.find_node("n0").op_block("internal-snapshot-delete",  # type: ignore[union-attr]
+                                      Reason("busy"))
+    assert d0.error("blockdev-snapshot-delete-internal-sync", device="d0", name="s") == \
+        ("GenericError", "Node 'd0' is busy: busy")

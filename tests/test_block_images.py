@@ -389,3 +389,20 @@ def test_incoming_migration_defers_locks(tmp_path: Path) -> None:
     assert qemu_img("info", str(img)).returncode == 0
     b.layer.invalidate_cache_all()
     assert qemu_img("info", str(img), check=False).returncode == 1
+
+
+def test_two_formats_on_one_file_node_conflict(b: Block, tmp_path: Path) -> None:
+    """bdrv_check_update_perm between two parents of one file node: a writable qcow2
+    does not share write or resize on its file, so a second writable format node on
+    the same file node is refused, naming the first parent node; even a read-only
+    one, because a format node never shares write on its file."""
+    path = make_image(tmp_path / "img.qcow2", "qcow2")
+    b.add(driver="file", **{"node-name": "f0", "filename": str(path)})
+    b.add(driver="qcow2", **{"node-name": "q1", "file": "f0"})
+    assert b.error("blockdev-add", driver="qcow2", **{"node-name": "q2", "file": "f0"}) == (
+        "GenericError", "Conflicts with use by q1 as 'file', which does not allow "
+                        "'write, resize' on f0")
+    assert b.error("blockdev-add", driver="qcow2",
+                   **{"node-name": "q3", "file": "f0", "read-only": True}) == (
+        "GenericError", "Conflicts with use by q1 as 'file', which uses 'write, resize' "
+                        "on f0")
