@@ -288,6 +288,7 @@ def blockdev_init(layer: BlockLayer, file: str | None, bs_opts: Flat) -> Backend
     aio = opts.get("aio")
     if aio is not None and aio not in ("native", "threads"):
         raise GenericError("invalid aio option")
+    flags.native_aio = aio == "native"
     group = opts.get("throttling.group")
     cfg = ThrottleConfig.from_options({k: v for k, v in opts.values.items()
                                        if k.startswith("throttling.") and k !=

@@ -79,6 +79,7 @@ class OpenFlags:
     temporary: bool = False
     no_io: bool = False
     resize: bool = False
+    native_aio: bool = False
 
     def copy(self) -> OpenFlags:
         return attrs.evolve(self)

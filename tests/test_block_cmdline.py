@@ -290,3 +290,14 @@ def test_unplug_device_on_node_keeps_node(b: Block) -> None:
     assert b.qmp("query-block") == []
     assert [n["node-name"] for n in b.qmp("query-named-block-nodes")] == ["n0"]
     b.qmp("blockdev-del", **{"node-name": "n0"})
+
+
+@needs_qemu_img
+def test_aio_native_needs_cache_direct(b: Block, tmp_path: Path) -> None:
+    """raw_open_common: aio=native (from -drive's flag) without cache.direct=on."""
+    img = make_image(tmp_path / "img.raw", "raw")
+    with fails("aio=native was specified, but it requires cache.direct=on, which was not "
+               "specified."):
+        b.drive(f"file={img},format=raw,if=none,id=d0,aio=native")
+    b.drive(f"file={img},format=raw,if=none,id=d1,aio=native,cache=none")
+    assert b.block("d1")["inserted"]["cache"]["direct"] is True
