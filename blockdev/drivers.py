@@ -147,7 +147,7 @@ def _file_open(kind: str) -> OpenFn:
         writable = bs.open_flags.rdwr
         bs.state = layer.io.open_file(filename, writable=writable, locking=locking,
                                       inactive=bs.open_flags.inactive, kind=kind)
-        if (aio == "native" or bs.open_flags.native_aio and "aio" not in opts.values) \
+        if (aio == "native" or (bs.open_flags.native_aio and "aio" not in opts.values)) \
                 and not bs.open_flags.nocache:
             bs.state.close()
             bs.state = None
