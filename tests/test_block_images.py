@@ -406,3 +406,29 @@ def test_two_formats_on_one_file_node_conflict(b: Block, tmp_path: Path) -> None
                    **{"node-name": "q3", "file": "f0", "read-only": True}) == (
         "GenericError", "Conflicts with use by q1 as 'file', which uses 'write, resize' "
                         "on f0")
+
+
+def test_chain_built_from_references(b: Block, tmp_path: Path) -> None:
+    """§3.1: blockdev-add with `"backing": "<node-name>"` links existing nodes; the
+    backing node gets the backing blocker and cannot be deleted while used; the
+    chain shows three deep in query-named-block-nodes."""
+    base = make_image(tmp_path / "base.raw", "raw")
+    mid = make_image(tmp_path / "mid.qcow2", "qcow2", "16M", "-b", str(base), "-F", "raw")
+    top = make_image(tmp_path / "top.qcow2", "qcow2", "16M", "-b", str(mid), "-F", "qcow2")
+
+    def file(p: Path) -> dict[str, str]:
+        return {"driver": "file", "filename": str(p)}
+
+    b.add(driver="raw", **{"node-name": "base", "file": file(base), "read-only": True})
+    b.add(driver="qcow2", **{"node-name": "mid", "file": file(mid), "backing": "base",
+                             "read-only": True})
+    b.add(driver="qcow2", **{"node-name": "top", "file": file(top), "backing": "mid"})
+    info = b.node("top")
+    assert info["backing_file_depth"] == 2
+    assert info["image"]["backing-image"]["backing-image"]["filename"] == str(base)
+    assert b.error("blockdev-del", **{"node-name": "mid"}) == \
+        ("GenericError", "Node 'mid' is busy: node is used as backing hd of 'top'")
+    b.qmp("blockdev-del", **{"node-name": "top"})
+    b.qmp("blockdev-del", **{"node-name": "mid"})
+    b.qmp("blockdev-del", **{"node-name": "base"})
+    assert b.layer.nodes == []
