@@ -432,3 +432,26 @@ def test_chain_built_from_references(b: Block, tmp_path: Path) -> None:
     b.qmp("blockdev-del", **{"node-name": "mid"})
     b.qmp("blockdev-del", **{"node-name": "base"})
     assert b.layer.nodes == []
+
+
+def test_external_snapshot_abort_restores_the_graph(b: Block, tmp_path: Path) -> None:
+    """external_snapshot_abort (what a failing `transaction` will run): the overlay
+    leaves, the old node is the device's root again and stays writable."""
+    from blockdev import snapshot
+
+    disk = make_image(tmp_path / "disk.qcow2", "qcow2")
+    b.drive(f"file={disk},if=none,id=d0,node-name=disk")
+    b.device("virtio-blk-pci", drive="d0")
+    before = b.qmp("query-block")
+    action = snapshot.ExternalSnapshot(kind="blockdev-snapshot-sync", device="d0",
+                                       snapshot_file=str(tmp_path / "ov.qcow2"))
+    action.prepare(b.layer)
+    assert b.block("d0")["inserted"]["file"] == str(tmp_path / "ov.qcow2")
+    action.abort(b.layer)
+    action.clean(b.layer)
+    after = b.qmp("query-block")
+    for info in (before, after):
+        info[0]["inserted"]["image"].pop("actual-size", None)
+    assert after == before
+    assert [n.node_name for n in b.layer.nodes if n.filename == str(tmp_path / "ov.qcow2")] \
+        == []
