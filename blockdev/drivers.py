@@ -461,9 +461,22 @@ def _format_open(fmt: str) -> OpenFn:
             bs.backing_file = facts.backing_filename
             bs.backing_format = facts.backing_filename_format or ""
         bs.total_sectors = (image.virtual_size + SECTOR - 1) // SECTOR
-        if facts.read_only_forced and bs.open_flags.rdwr:
-            pass
+        if fmt == "qcow2":
+            _load_autoloading_bitmaps(bs, image)
     return open_
+
+
+def _load_autoloading_bitmaps(bs: Node, image: Any) -> None:
+    """qcow2_load_autoloading_dirty_bitmaps: stored bitmaps flagged `auto` and not
+    `in_use` become the node's persistent bitmaps (read-only on a read-only node).
+    Their stored content is not read: they start clean in the model."""
+    from blockdev.bitmaps import DirtyBitmap
+
+    for pb in image.facts.persistent_bitmaps:
+        if pb.auto and not pb.in_use:
+            bs.bitmaps.insert(0, DirtyBitmap(
+                name=pb.name, granularity=pb.granularity, size=image.virtual_size,
+                persistent=True, autoload=True, readonly=not bs.open_flags.rdwr))
 
 
 def _raw_check(bs: Node, image: Any, extra: dict[str, Any]) -> None:

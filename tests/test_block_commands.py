@@ -665,3 +665,26 @@ def test_internal_snapshot_delete_blocked(d0: Block) -> None:
                                       Reason("busy"))
     assert d0.error("blockdev-snapshot-delete-internal-sync", device="d0", name="s") == \
         ("GenericError", "Node 'd0' is busy: busy")
+
+
+@needs_qemu_img
+def test_stored_bitmaps_load_at_open(b: Block, tmp_path: Path) -> None:
+    """qcow2_load_autoloading_dirty_bitmaps: an `auto` bitmap stored in the image is a
+    persistent bitmap of the node; on a read-only node it is read-only."""
+    from tests.test_block_support import qemu_img
+
+    img = make_image(tmp_path / "img.qcow2", "qcow2")
+    qemu_img("bitmap", "--add", "-g", "131072", str(img), "stored")
+    b.drive(f"file={img},if=none,id=d0")
+    assert b.block("d0")["dirty-bitmaps"] == [
+        {"name": "stored", "count": 0, "granularity": 131072, "status": "active"}]
+    assert b.error("block-dirty-bitmap-add", node="d0", name="stored",
+                   persistent=True) == (
+        "GenericError", "Can't make bitmap 'stored' persistent in 'd0': Bitmap with the "
+                        "same name is already stored")
+    assert b.error("block-dirty-bitmap-add", node="d0", name="stored") == \
+        ("GenericError", "Bitmap already exists: stored")
+    other = Block()
+    other.drive(f"file={img},if=none,id=d0,readonly=on,file.locking=off")
+    assert other.error("block-dirty-bitmap-clear", node="d0", name="stored") == \
+        ("GenericError", "Bitmap 'stored' is readonly and cannot be cleared")
