@@ -1,4 +1,13 @@
 """blockdev: the block layer (pure models of the graph, plus its real-file I/O modules).
 
-Depends on `schema` at most; `vmm` composes it into the Machine.
+Depends on `schema` at most; `vmm` composes it into the Machine (`vmm.vm`).
+
+* `layer` (BlockLayer: registries, bdrv_open, graph edits), `graph` (nodes, edges,
+  BlockBackends, permissions), `drivers` (every BlockdevDriver), `options` (flat
+  QDicts, QemuOpts), `names`;
+* `query`, `commands` (the QMP handlers), `media` (trays), `snapshot`, `throttle`,
+  `bitmaps`, `io` (guest I/O, errors, write thresholds), `devices`, `cmdline`
+  (-drive, -blockdev, the block side of -device), `host` (what the Machine provides);
+* the I/O edge: `imageio` (file nodes and format images for the graph), over
+  `imagefile`, `imagelock` and `formats` (headers, creation, OFD locks).
 """

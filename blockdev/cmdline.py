@@ -637,3 +637,26 @@ def create_board_devices(layer: BlockLayer, *, first_unattached: int = 17) -> li
                                   qom_path=f"/machine/unattached/device[{n}]"))
         n += 1
     return devs
+
+
+def drive_del(layer: BlockLayer, ident: str) -> None:
+    """HMP drive_del [blockdev.c hmp_drive_del]: a node name goes through blockdev-del;
+    a -drive loses its medium and its name (its device keeps an anonymous,
+    report-only BlockBackend)."""
+    if layer.find_node(ident) is not None:
+        commands.BlockCommands(layer).blockdev_del(ident)
+        return
+    blk = layer.blk_by_name(ident)
+    if blk is None:
+        raise GenericError(f"Device '{ident}' not found")
+    if blk.legacy_dinfo is None:
+        raise GenericError("Deleting device added with blockdev-add is not supported")
+    bs = blk.bs
+    if bs is not None:
+        bs.check_op("drive-del")
+        layer.blk_remove_bs(blk)
+    layer.monitor_remove_blk(blk)
+    if blk.dev is not None:
+        blk.on_read_error = blk.on_write_error = "report"
+    else:
+        layer.blk_unref(blk)

@@ -301,3 +301,17 @@ def test_aio_native_needs_cache_direct(b: Block, tmp_path: Path) -> None:
         b.drive(f"file={img},format=raw,if=none,id=d0,aio=native")
     b.drive(f"file={img},format=raw,if=none,id=d1,aio=native,cache=none")
     assert b.block("d1")["inserted"]["cache"]["direct"] is True
+
+
+def test_hmp_drive_del(b: Block) -> None:
+    """hmp_drive_del: the drive loses medium and name; its device stays attached to an
+    anonymous BlockBackend; an unknown id is reported."""
+    b.drive("driver=null-co,if=none,id=d0")
+    b.device("virtio-blk-pci", drive="d0", id="vd0")
+    cmdline.drive_del(b.layer, "d0")
+    assert b.qmp("query-block") == [{
+        "device": "", "qdev": "/machine/peripheral/vd0/virtio-backend", "type": "unknown",
+        "removable": False, "locked": False}]
+    assert b.layer.nodes == []
+    with fails("Device 'd0' not found"):
+        cmdline.drive_del(b.layer, "d0")
