@@ -118,8 +118,17 @@ def drive_get(layer: BlockLayer, iface: str, bus: int, unit: int) -> DriveInfo |
     return None
 
 
+def if_max_devs(iface: str, default_if: str = "ide", units_per_default_bus: int = 0) -> int:
+    """blockdev.c if_max_devs after vl.c's override_max_devs: a board whose default
+    bus takes fewer units (q35's AHCI: one per port) overrides that interface's."""
+    if units_per_default_bus and iface == default_if:
+        return units_per_default_bus
+    return IF_MAX_DEVS.get(iface, 0)
+
+
 def add_drive(layer: BlockLayer, opts: Mapping[str, str] | Iterable[tuple[str, str]], *,
-              default_if: str = "ide", is_default: bool = False) -> DriveResult:
+              default_if: str = "ide", is_default: bool = False,
+              units_per_default_bus: int = 0) -> DriveResult:
     """drive_new: one -drive (QemuOpts as string pairs; a key given twice: last wins)."""
     pairs = _as_pairs(opts)
     values: dict[str, str] = {}
@@ -197,7 +206,7 @@ def add_drive(layer: BlockLayer, opts: Mapping[str, str] | Iterable[tuple[str, s
     bus = bus if bus < 2**63 else bus - 2**64
     unit = unit if unit < 2**63 else unit - 2**64
     index = index if index < 2**63 else index - 2**64
-    max_devs = IF_MAX_DEVS.get(iface, 0)
+    max_devs = if_max_devs(iface, default_if, units_per_default_bus)
     if index != -1:
         if bus != 0 or unit != -1:
             raise GenericError("index cannot be used with bus and unit")

@@ -18,8 +18,9 @@ import trio
 
 from schema.loader import load_schema
 from schema.model import Schema
+from vmm.blockconfig import configure_block
 from vmm.catalog import Catalog
-from vmm.cmdline import CommandLineError, action_output, parse_command_line
+from vmm.cmdline import CommandLine, CommandLineError, action_output, parse_command_line
 from vmm.config import EMU_OPTIONS, Config, ConfigError, build_config
 from vmm.daemon import Daemon, PidfileError, create_pidfile, daemonize
 from vmm.machine import Clock
@@ -64,18 +65,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     schema = load_schema(config.persona)
     try:
-        return trio.run(_run, config, schema, catalog, daemon)
-    except* ServerError as group:
-        for failure in group.exceptions:
-            print(f"{prog}: {failure}", file=sys.stderr)
+        return trio.run(_run, config, cl, schema, catalog, daemon)
+    except* CommandLineError as refused:
+        for failure in refused.exceptions:
+            assert isinstance(failure, CommandLineError)
+            sys.stderr.write(failure.render(prog))
+        if daemon is not None:
+            daemon.failed()
+    except* ServerError as unserved:
+        for problem in unserved.exceptions:
+            print(f"{prog}: {problem}", file=sys.stderr)
         if daemon is not None:
             daemon.failed()
     return 1
 
 
-async def _run(config: Config, schema: Schema, catalog: Catalog, daemon: Daemon | None) -> int:
+async def _run(config: Config, cl: CommandLine, schema: Schema, catalog: Catalog,
+               daemon: Daemon | None) -> int:
     clock = Clock.anchored(trio.current_time, time.time())
     vm = Vm.build(options=config.options, schema=schema, catalog=catalog, clock=clock)
+    configure_block(vm.block, cl, schema, config.options.machine_type)
     server = Server(vm, list(config.monitors))
     vm.machine.start()
     async with trio.open_nursery() as nursery:
@@ -89,6 +98,7 @@ async def _run(config: Config, schema: Schema, catalog: Catalog, daemon: Daemon 
         await nursery.start(serve)
         if daemon is not None:
             daemon.initialised()
+    vm.block.close_all()
     code = vm.machine.exit_code
     return 0 if code is None else code
 

@@ -27,6 +27,7 @@ class Vm:
     trace: TraceEvents
     dispatcher: Dispatcher
     hub: MonitorHub
+    block: BlockLayer
 
     @classmethod
     def build(cls, *, options: MachineOptions, schema: Schema, catalog: Catalog,
@@ -43,7 +44,8 @@ class Vm:
         owners.extend(machine.subsystems.values())
         dispatcher = Dispatcher(machine, *owners)
         hub = MonitorHub(machine, dispatcher, core)
-        return cls(machine=machine, core=core, trace=trace, dispatcher=dispatcher, hub=hub)
+        return cls(machine=machine, core=core, trace=trace, dispatcher=dispatcher, hub=hub,
+                   block=block)
 
     def qmp_monitor(self, *, pretty: bool = False, name: str = "") -> QmpMonitor:
         return self.hub.qmp(pretty=pretty, name=name)
