@@ -50,10 +50,10 @@ from blockdev.options import (
     get_bool,
     get_str,
     set_default,
-    to_json,
 )
 from blockdev.throttle import ThrottleGroups
 from schema.errors import DeviceNotFound, GenericError
+from schema.qjson import to_json
 
 # bdrv_runtime_opts [block.c].
 RUNTIME_OPTS = (OptDesc("node-name"), OptDesc("driver"), OptDesc("cache.direct", "bool"),
@@ -778,7 +778,7 @@ class BlockLayer:
         if bs.exact_filename:
             bs.filename = bs.exact_filename
         elif bs.full_open_options is not None:
-            bs.filename = "json:" + to_json(bs.full_open_options)
+            bs.filename = "json:" + to_json(bs.full_open_options)  # qobject_to_json
 
     def _append_open_options(self, bs: Node) -> tuple[Flat, bool]:
         """append_open_options: the node's own driver options."""

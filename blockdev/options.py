@@ -25,6 +25,7 @@ import attrs
 
 from schema.errors import QERR_INVALID_PARAMETER_VALUE, GenericError
 from schema.qdict import qdict_order
+from schema.qjson import format_qnum_double
 
 Flat = dict[str, Any]
 
@@ -187,16 +188,8 @@ def qobject_as_opt_string(value: Any) -> str | None:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return _qnum_float(value)
+        return format_qnum_double(value)  # qnum_to_string
     return None
-
-
-def _qnum_float(value: float) -> str:
-    """qnum_to_string for a double: %.17g, then trailing zeros of the fraction cut."""
-    text = f"{value:.17g}"
-    if "." in text and "e" not in text:
-        text = text.rstrip("0")
-    return text
 
 
 # --- QemuOpts ----------------------------------------------------------------------------
@@ -263,50 +256,6 @@ def get_bool(options: Mapping[str, Any], key: str, default: bool) -> bool:
 
 
 # --- json: file names ------------------------------------------------------------------
-
-
-def to_json(value: Any) -> str:
-    """qobject_to_json (compact): ", " and ": " separators, QDict hash order, QEMU's
-    string escapes. Used for `json:{...}` node file names."""
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return _qnum_float(value)
-    if isinstance(value, str):
-        return _json_string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(to_json(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        keys = qdict_order(list(value))
-        return "{" + ", ".join(f"{_json_string(k)}: {to_json(value[k])}" for k in keys) + "}"
-    raise TypeError(f"cannot render {value!r} as QEMU JSON")
-
-
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
-            "\t": "\\t"}
-
-
-def _json_string(text: str) -> str:
-    out = ['"']
-    for ch in text:
-        cp = ord(ch)
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif cp > 0xFFFF:
-            out.append(f"\\u{0xD800 + ((cp - 0x10000) >> 10):04X}"
-                       f"\\u{0xDC00 + ((cp - 0x10000) & 0x3FF):04X}")
-        elif cp < 0x20 or cp >= 0x7F:
-            out.append(f"\\u{cp:04X}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
 
 
 def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:

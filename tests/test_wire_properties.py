@@ -11,6 +11,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schema import qjson
 from schema.jsontypes import JSONValue
 from vmm import wire
 from vmm.wire import MessageDecoder, Parsed, encode, qdict_order
@@ -127,9 +128,9 @@ def test_output_is_ascii_with_one_line_end(value: JSONValue) -> None:
 def test_iterative_writer_matches_recursive(value: JSONValue) -> None:
     """The explicit-stack writer (used for deep values and pretty mode) writes what the
     recursive one writes, and pretty mode only adds line breaks and indentation."""
-    compact = wire._compact(value, 0)
-    assert wire._serialize_iterative(value, False) == compact
-    pretty_text = wire._serialize_iterative(value, True)
+    compact = qjson._compact(value, 0)
+    assert qjson._serialize_iterative(value, False) == compact
+    pretty_text = qjson._serialize_iterative(value, True)
     assert decode_one(pretty_text.encode() + b"\n") == decode_one(compact.encode() + b"\n")
 
 
