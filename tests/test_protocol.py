@@ -407,16 +407,18 @@ def test_throttle_keys_include_the_member_qemu_hashes(vm: VmHarness) -> None:
     ]
 
 
-def test_stdio_monitor_greets_at_start(schema, catalog) -> None:
+def test_stdio_monitor_greets_at_start(schema, catalog, tmp_path) -> None:
     """§2: a chardev that is open from the start (stdio) is greeted once at start-up;
     -qmp stdio talks QMP on the process's stdin/stdout."""
+    import os
     import subprocess
     import sys
 
     proc = subprocess.run(
         [sys.executable, "-m", "vmm", "-nodefaults", "-qmp", "stdio"],
         input=b'{"execute":"qmp_capabilities"}{"execute":"query-name"}{"execute":"quit"}',
-        capture_output=True, timeout=60)
+        capture_output=True, timeout=60,
+        env=dict(os.environ, QMP_EMULATOR_CACHE_DIR=str(tmp_path / "cache")))
     lines = proc.stdout.split(b"\r\n")
     assert lines[0].startswith(b'{"QMP": {"version"')
     assert lines[1:4] == [b'{"return": {}}', b'{"return": {}}', b'{"return": {}}']
