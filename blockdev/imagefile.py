@@ -29,8 +29,8 @@ from collections.abc import Mapping
 
 import attrs
 
-from blockdev import formats
 from blockdev.formats import qcow, qcow2, qed, raw, vdi, vhdx, vmdk, vpc
+from blockdev.formats import registry as formats
 from blockdev.formats.base import FileNode, ImageError, OpenContext, fail_errno
 from blockdev.formats.facts import (
     FormatSpecific,

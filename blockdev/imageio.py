@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from blockdev import formats
 from blockdev.formats.base import FileNode, ImageError, OpenContext
-from blockdev.formats.facts import ImageFacts, SnapshotInfo
-from blockdev.imagefile import create_image as _create_image
-from blockdev.imagefile import probe_format
 from blockdev.imagelock import FileLock
+
+if TYPE_CHECKING:
+    # The format drivers (and their facts) load on the first image opened or
+    # created, not when the emulator starts: most machines start without images.
+    from blockdev.formats.facts import ImageFacts, SnapshotInfo
 from schema.errors import GenericError
 
 if TYPE_CHECKING:
@@ -220,6 +221,8 @@ class ImageIO:
     def probe(self, bs: Node) -> str:
         """find_image_format on the node's view."""
         try:
+            from blockdev.imagefile import probe_format
+
             return probe_format(node_view(bs))
         except ImageError as e:
             raise GenericError(e.desc) from None
@@ -227,6 +230,8 @@ class ImageIO:
     def open_format(self, layer: BlockLayer, bs: Node, fmt: str,
                     extra: dict[str, Any]) -> FormatImage:
         """The format driver's header checks, through the node's file child."""
+        from blockdev.formats import registry as formats
+
         driver = formats.BY_NAME.get(fmt)
         if driver is None or driver.open is None:
             raise GenericError(f"Driver '{fmt}' is not whitelisted")
@@ -274,7 +279,9 @@ class ImageIO:
                backing_format: str | None) -> None:
         """bdrv_img_create for a new overlay or target."""
         try:
-            _create_image(path, fmt, size, backing_file=backing_file,
+            from blockdev.imagefile import create_image
+
+            create_image(path, fmt, size, backing_file=backing_file,
                           backing_format=backing_format)
         except ImageError as e:
             raise GenericError(e.desc) from None
