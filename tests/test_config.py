@@ -96,3 +96,17 @@ def test_stdio_monitor_cannot_be_daemonized(catalog) -> None:
     """chardev/char-stdio.c: `cannot use stdio with -daemonize`."""
     with pytest.raises(ConfigError, match=r"^cannot use stdio with -daemonize$"):
         config("-daemonize", "-qmp", "stdio", catalog=catalog)
+
+
+def test_iothreads_from_object_options(vm_factory, catalog) -> None:
+    """iothread.c: -object iothread,id=X[,poll-max-ns=..] is listed by query-iothreads
+    in creation order, with IOTHREAD_POLL_MAX_NS_DEFAULT (32768) when not given."""
+    cfg = config("-object", "iothread,id=io1", "-object", "iothread,id=io2,poll-max-ns=100,"
+                 "poll-grow=2,poll-shrink=3", catalog=catalog)
+    vm = vm_factory(iothreads=cfg.options.iothreads, pid=cfg.options.pid)
+    reply = vm.talk().execute("query-iothreads")["return"]
+    assert reply == [
+        {"id": "io1", "thread-id": cfg.options.pid, "poll-max-ns": 32768, "poll-grow": 0,
+         "poll-shrink": 0},
+        {"id": "io2", "thread-id": cfg.options.pid, "poll-max-ns": 100, "poll-grow": 2,
+         "poll-shrink": 3}]

@@ -8,6 +8,8 @@ QEMU's messages, raised as `ConfigError` and printed by `vmm.__main__`.
 
 from __future__ import annotations
 
+import os
+
 import attrs
 
 from schema.loader import DEFAULT_PERSONA, PERSONAS
@@ -107,6 +109,20 @@ def check_cpu_model(cl: CommandLine, catalog: Catalog, accel: str) -> None:
         raise CommandLineError(Diagnostic(f"unable to find CPU model '{name}'"))
 
 
+def _iothread(opts: QemuOpts) -> tuple[str, int, int, int]:
+    """iothread.c's properties (IOTHREAD_POLL_MAX_NS_DEFAULT is 32768)."""
+    def number(key: str, default: int) -> int:
+        value = opts.get(key)
+        try:
+            return int(value, 0) if value is not None else default
+        except ValueError:
+            raise ConfigError(f"Parameter '{key}' expects an int64 value or range") from None
+
+    assert opts.id is not None
+    return (opts.id, number("poll-max-ns", 32768), number("poll-grow", 0),
+            number("poll-shrink", 0))
+
+
 def build_config(cl: CommandLine, catalog: Catalog) -> Config:
     machine_type = resolve_machine_type(cl, catalog)
     accel = cl.accelerators[0] if cl.accelerators else "tcg"
@@ -153,8 +169,9 @@ def build_config(cl: CommandLine, catalog: Catalog) -> Config:
         strict="strict" in emu and emu["strict"] != "off",
         new_glib=emu.get("glib") == "2.74",
         guest=guest,
-        iothreads=tuple(o.id for o in cl.objects
+        iothreads=tuple(_iothread(o) for o in cl.objects
                         if o.get("qom-type") == "iothread" and o.id is not None),
+        pid=os.getpid(),
     )
     return Config(options=options, monitors=tuple(monitors),
                   persona=emu.get("persona", DEFAULT_PERSONA), daemonize=cl.daemonize,

@@ -141,9 +141,13 @@ class CoreCommands:
 
     @qmp_command("query-iothreads")
     def query_iothreads(self) -> list[dict[str, Any]]:
-        """iothread.c qmp_query_iothreads (-object iothread,id=...)."""
-        return [{"id": ident, "thread-id": 0, "poll-max-ns": 32768, "poll-grow": 0,
-                 "poll-shrink": 0} for ident in self.machine.options.iothreads]
+        """iothread.c qmp_query_iothreads (-object iothread,id=...), in creation order.
+        The emulator runs no threads: each reports the process's own id, which is
+        what pinning it would act on."""
+        pid = self.machine.options.pid
+        return [{"id": ident, "thread-id": pid, "poll-max-ns": max_ns, "poll-grow": grow,
+                 "poll-shrink": shrink}
+                for ident, max_ns, grow, shrink in self.machine.options.iothreads]
 
     # -- catalogue ------------------------------------------------------------------------
 

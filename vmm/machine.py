@@ -79,7 +79,9 @@ class MachineOptions:
     strict: bool = False  # a reply or event the schema rejects is an error, not a log line
     new_glib: bool = False
     guest: GuestBehaviour = attrs.Factory(GuestBehaviour)
-    iothreads: tuple[str, ...] = ()
+    # -object iothread: (id, poll-max-ns, poll-grow, poll-shrink)
+    iothreads: tuple[tuple[str, int, int, int], ...] = ()
+    pid: int = 0  # the emulator's process id (reported as every iothread's thread id)
     vmgenid_guid: str | None = None
 
 
