@@ -18,6 +18,7 @@ import os
 import socket
 import stat
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -222,7 +223,14 @@ class Connection:
                 return
             if not data:
                 return
-            self.monitor.feed(data, fds)
+            try:
+                self.monitor.feed(data, fds)
+            except Exception:
+                # A bug of ours must not take the other clients down: log it here, at
+                # this connection's edge, and keep serving (unless --emu-strict).
+                if machine.options.strict:
+                    raise
+                traceback.print_exc(file=sys.stderr)
             if machine.exit_code is not None:
                 self.on_exit()
                 await trio.sleep_forever()
