@@ -180,6 +180,17 @@ def full_backing_filename(backed: str, backing: str) -> str:
     return path_combine(backed, backing)
 
 
+def reported_full_backing(backed: str, backing: str | None) -> str | None:
+    """ImageInfo's `full-backing-filename`: the resolved name, or absent when there is
+    no backing file or it cannot be resolved (bdrv_query_image_info drops the error)."""
+    if not backing:
+        return None
+    try:
+        return full_backing_filename(backed, backing)
+    except ImageError:
+        return None
+
+
 def c_string(raw: bytes) -> str:
     """Bytes up to the first NUL, decoded the way QEMU passes them on (as UTF-8
     text in QMP; invalid sequences replaced rather than refused)."""

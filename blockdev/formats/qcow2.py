@@ -33,8 +33,8 @@ from blockdev.formats.base import (
     OpenContext,
     c_string,
     fail_errno,
-    full_backing_filename,
     read_or_fail,
+    reported_full_backing,
     round_up,
 )
 from blockdev.formats.facts import (
@@ -665,12 +665,7 @@ def open_image(ctx: OpenContext) -> ImageFacts:
             encrypt=parsed.encrypt,
         )
     backing = header.backing_file
-    full: str | None = None
-    if backing:
-        try:
-            full = full_backing_filename(ctx.filename, backing)
-        except ImageError:
-            full = None
+    full = reported_full_backing(ctx.filename, backing)
     return ImageFacts(
         filename=ctx.filename,
         format="qcow2",

@@ -21,8 +21,8 @@ from blockdev.formats.base import (
     ImageError,
     OpenContext,
     c_string,
-    full_backing_filename,
     open_fail,
+    reported_full_backing,
     round_up,
 )
 from blockdev.formats.facts import ImageFacts
@@ -129,12 +129,7 @@ def open_image(ctx: OpenContext) -> ImageFacts:
         file.pread(l1_offset, cluster_size * table_size)
     except OSError as e:
         open_fail(ctx, e.errno or 0)
-    full: str | None = None
-    if backing:
-        try:
-            full = full_backing_filename(ctx.filename, backing)
-        except ImageError:
-            full = None
+    full = reported_full_backing(ctx.filename, backing)
     return ImageFacts(
         filename=ctx.filename,
         format="qed",

@@ -32,6 +32,7 @@ from blockdev.formats.base import (
     path_combine,
     path_has_protocol,
     path_is_absolute,
+    reported_full_backing,
     round_up,
 )
 from blockdev.formats.facts import ImageFacts, VmdkExtentInfo, VmdkSpecific
@@ -554,12 +555,7 @@ def open_image(ctx: OpenContext) -> ImageFacts:
         )
         for e in extents
     )
-    full: str | None = None
-    if backing:
-        try:
-            full = full_backing_filename(ctx.filename, backing)
-        except ImageError:
-            full = None
+    full = reported_full_backing(ctx.filename, backing)
     return ImageFacts(
         filename=ctx.filename,
         format="vmdk",
