@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import errno as errno_mod
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import attrs
 
@@ -424,41 +424,31 @@ def _create(
         finally:
             fd_node.close()
         return
+    # Each driver checks its options before the file is touched, as its
+    # create function parses them before bdrv_create_file.
     if fmt == "qcow2":
         q2_plan = qcow2.parse_create_options(size, backing_file, backing_format, opts)
-        _create_file(filename)
-        with _NewFile(filename, locking) as node:
-            qcow2.create(node, q2_plan)
+        _write_new(filename, locking, lambda node: qcow2.create(node, q2_plan))
         return
     if fmt == "qcow":
         q_plan = qcow.plan_create(size, backing_file, opts)
-        _create_file(filename)
-        with _NewFile(filename, locking) as node:
-            qcow.create(node, q_plan)
+        _write_new(filename, locking, lambda node: qcow.create(node, q_plan))
         return
     if fmt == "qed":
         qed_plan = qed.plan_create(size, backing_file, backing_format, opts)
-        _create_file(filename)
-        with _NewFile(filename, locking) as node:
-            qed.create(node, qed_plan)
+        _write_new(filename, locking, lambda node: qed.create(node, qed_plan))
         return
     if fmt == "vdi":
         vdi_plan = vdi.plan_create(size, opts)
-        _create_file(filename)
-        with _NewFile(filename, locking) as node:
-            vdi.create(node, vdi_plan)
+        _write_new(filename, locking, lambda node: vdi.create(node, vdi_plan))
         return
     if fmt == "vpc":
         vpc_plan = vpc.plan_create(size, opts)
-        _create_file(filename)
-        with _NewFile(filename, locking) as node:
-            vpc.create(node, vpc_plan)
+        _write_new(filename, locking, lambda node: vpc.create(node, vpc_plan))
         return
     if fmt == "vhdx":
         vhdx_plan = vhdx.plan_create(size, opts)
-        _create_file(filename)
-        with _NewFile(filename, locking) as node:
-            vhdx.create(node, vhdx_plan)
+        _write_new(filename, locking, lambda node: vhdx.create(node, vhdx_plan))
         return
     if fmt == "vmdk":
         _create_vmdk(filename, size, backing_file, opts, locking)
@@ -468,6 +458,14 @@ def _create(
             raise ImageError("Parameter 'key-secret' is required for cipher")
         raise EmulatorLimitation("Creating LUKS images is not supported by the emulator")
     raise EmulatorLimitation(f"Creating {fmt} images is not supported by the emulator")
+
+
+def _write_new(filename: str, locking: LockingMode,
+               write: Callable[[FileNode], None]) -> None:
+    """Create (truncate) the file, then write the image through a locked node."""
+    _create_file(filename)
+    with _NewFile(filename, locking) as node:
+        write(node)
 
 
 def _create_vmdk(
