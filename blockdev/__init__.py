@@ -6,8 +6,8 @@ Depends on `schema` at most; `vmm` composes it into the Machine (`vmm.vm`).
   BlockBackends, permissions), `drivers` (every BlockdevDriver), `options` (flat
   QDicts, QemuOpts), `names`;
 * `query`, `commands` (the QMP handlers), `media` (trays), `snapshot`, `throttle`,
-  `bitmaps`, `io` (guest I/O, errors, write thresholds), `devices`, `cmdline`
+  `bitmaps`, `guest_io` (guest I/O, errors, write thresholds), `devices`, `drive`
   (-drive, -blockdev, the block side of -device), `host` (what the Machine provides);
-* the I/O edge: `imageio` (file nodes and format images for the graph), over
-  `imagefile`, `imagelock` and `formats` (headers, creation, OFD locks).
+* the I/O edge, `image/`: `image.io` (file nodes and format images for the graph),
+  over `image.file`, `image.lock` and `image.formats` (headers, creation, OFD locks).
 """

@@ -4,7 +4,7 @@ Handlers of the `blockdev` layer, registered by schema name; the schema visitor 
 already checked the arguments and the dispatcher checks and orders the replies. Each
 handler is a thin translation of QEMU 2.11's qmp_* function (named in its docstring)
 onto the model in `blockdev.layer`, `blockdev.media`, `blockdev.snapshot`,
-`blockdev.throttle` and `blockdev.io`; the texts are QEMU's (block.md §3, §6, §7).
+`blockdev.throttle` and `blockdev.guest_io`; the texts are QEMU's (block.md §3, §6, §7).
 """
 
 from __future__ import annotations
@@ -365,7 +365,7 @@ def truncate(layer: BlockLayer, bs: Node, size: int) -> None:
     if bs.read_only:
         raise GenericError("Image is read-only")
     from blockdev.drivers import SimState
-    from blockdev.imageio import FileHandle, FormatImage
+    from blockdev.image.io import FileHandle, FormatImage
 
     state = bs.state
     if isinstance(state, FormatImage):
@@ -424,7 +424,7 @@ def check_can_store_bitmap(layer: BlockLayer, bs: Node, name: str, granularity: 
     if drv is None or not drv.persistent_bitmaps:
         raise GenericError(f"Can't store persistent bitmaps to {bs.device_or_node_name()}: "
                            f"{os.strerror(95)}")
-    from blockdev.imageio import FormatImage
+    from blockdev.image.io import FormatImage
 
     image = bs.state
     stored = image.facts.persistent_bitmaps if isinstance(image, FormatImage) else ()

@@ -1,7 +1,7 @@
 """QEMU 2.11's block drivers as the graph sees them: capabilities, options, open.
 
 Pure part of the `blockdev` layer; the file-backed drivers reach real files only
-through `blockdev.imageio` (the I/O edge). Every driver of the BlockdevDriver enum
+through `blockdev.image.io` (the I/O edge). Every driver of the BlockdevDriver enum
 is here [block/*.c BlockDriver definitions]:
 
 * `file`, `host_device`, `host_cdrom` open the real path (`Could not open '<f>':
@@ -773,7 +773,7 @@ def find_protocol(filename: str, allow_prefix: bool, probe_device: Callable[[str
     dev = probe_device(filename)
     if dev is not None:
         return DRIVERS[dev]
-    from blockdev.formats.base import path_has_protocol
+    from blockdev.image.formats.base import path_has_protocol
 
     if not path_has_protocol(filename) or not allow_prefix:
         return DRIVERS["file"]

@@ -13,7 +13,7 @@ holds the objects and the rules every edit must respect:
   others take (`shared`). Adding or changing an edge is checked against every other
   parent of the node, then propagated down through the drivers' child-permission
   rules, and finally applied. The file drivers turn their node's permissions into
-  image-file locks (`blockdev.imagelock`), so conflicts with other processes surface
+  image-file locks (`blockdev.image.lock`), so conflicts with other processes surface
   with QEMU's `Failed to get "write" lock` [bdrv_check_update_perm, bdrv_check_perm,
   bdrv_set_perm, bdrv_abort_perm_update].
 * Operation blockers: per operation type, a list of reasons (newest first); a blocked
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from blockdev.bitmaps import DirtyBitmap
-from blockdev.imagelock import Perm, perm_names
+from blockdev.image.lock import Perm, perm_names
 from schema.errors import GenericError
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """What the block layer needs from the machine that hosts it.
 
 Part of the pure `blockdev` layer. The block model never imports `vmm`; it talks to
-its host through this Protocol, which `vmm.machine.Machine` satisfies structurally:
+its host through this Protocol, which `vmm.machine.core.Machine` satisfies structurally:
 publish an event, request a VM stop (BLOCK_IO_ERROR's `stop` action, vl.c
 qemu_system_vmstop_request), read the run state, read the clocks. Tests use
 `RecordingHost`, a plain in-memory host.

@@ -1,7 +1,7 @@
 """The block layer of one machine: its registries and the operations on its graph.
 
 Pure model of the `blockdev` layer (real files are reached only through
-`blockdev.imageio`). It reproduces QEMU 2.11's block.c and block-backend.c where
+`blockdev.image.io`). It reproduces QEMU 2.11's block.c and block-backend.c where
 QMP can observe them:
 
 * registries in QEMU's orders: named nodes in name-assignment order
@@ -15,7 +15,7 @@ QMP can observe them:
   counting and deletion (closing files releases their locks);
 * BlockBackends (`blk_*`), and the three name resolvers of block.md §1.3.
 
-Commands (`blockdev.commands`) and the command line (`blockdev.cmdline`) are thin
+Commands (`blockdev.commands`) and the command line (`blockdev.drive`) are thin
 layers over this; media, snapshots, throttling, bitmaps and I/O errors live in
 their own modules and use these primitives.
 """
@@ -34,10 +34,10 @@ from blockdev import graph as g
 from blockdev.bitmaps import DirtyBitmap
 from blockdev.devices import BlockDevice
 from blockdev.drivers import DRIVERS, DriverSpec, OpenErrno, find_format, find_protocol
-from blockdev.formats.base import path_combine, path_has_protocol, path_is_absolute
 from blockdev.graph import Backend, Child, Node, OpenFlags, Reason
 from blockdev.host import BlockHost
-from blockdev.imageio import ImageIO
+from blockdev.image.formats.base import path_combine, path_has_protocol, path_is_absolute
+from blockdev.image.io import ImageIO
 from blockdev.media import TrayScheduler
 from blockdev.names import NameGenerator, id_wellformed
 from blockdev.options import (
@@ -132,7 +132,7 @@ class BlockLayer:
         inactive nodes become active, file nodes start locking, and devices' BlockBackends
         take the permissions they deferred [block.c bdrv_invalidate_cache,
         block/block-backend.c blk_root_activate]."""
-        from blockdev.imageio import FileHandle
+        from blockdev.image.io import FileHandle
 
         for bs in self.nodes:
             if bs.open_flags.inactive:
@@ -157,9 +157,9 @@ class BlockLayer:
 
     def on_cont(self) -> None:
         """Hooked to `cont` (Machine.on_cont): io-status reset and request retry."""
-        from blockdev import io
+        from blockdev import guest_io
 
-        io.on_cont(self)
+        guest_io.on_cont(self)
 
     # == lookups ===========================================================================
 

@@ -1,7 +1,7 @@
 """Block options as QEMU 2.11 carries them: flat QDicts, QemuOpts absorption, json: names.
 
 Pure helper of the `blockdev` layer, used by the graph (`blockdev.graph`), the drivers
-(`blockdev.drivers`) and the command-line adapters (`blockdev.cmdline`).
+(`blockdev.drivers`) and the command-line adapters (`blockdev.drive`).
 
 QEMU hands a node's options around as a *flattened* QDict: nested objects become
 dotted keys (`file.filename`), lists become numbered keys (`children.0.driver`)

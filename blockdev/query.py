@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from blockdev.graph import Backend, Node
-from blockdev.imageio import FormatImage
+from blockdev.image.io import FormatImage
 from blockdev.throttle import ThrottleConfig
 from schema.errors import GenericError
 

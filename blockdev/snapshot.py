@@ -1,6 +1,6 @@
 """Snapshots: external (a new overlay above a node) and internal (inside a qcow2).
 
-Pure model of the `blockdev` layer, with image creation through `blockdev.imageio`
+Pure model of the `blockdev` layer, with image creation through `blockdev.image.io`
 [blockdev.c external_snapshot_prepare/commit/abort/clean, internal_snapshot_*,
 qmp_blockdev_snapshot_delete_internal_sync; block/qcow2-snapshot.c].
 
@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from blockdev.formats.facts import SnapshotInfo
 from blockdev.graph import Node
-from blockdev.imageio import FormatImage
+from blockdev.image.formats.facts import SnapshotInfo
+from blockdev.image.io import FormatImage
 from blockdev.options import Flat
 from schema.errors import QERR_DEVICE_HAS_NO_MEDIUM, QERR_FEATURE_DISABLED, GenericError
 

@@ -1,6 +1,6 @@
 """QEMU's JSON writer: qobject_to_json and qobject_to_json_pretty, as text.
 
-Lowest layer (`schema`): the monitor's wire codec (`vmm.wire`) frames this text for
+Lowest layer (`schema`): the monitor's wire codec (`vmm.qmp.wire`) frames this text for
 the socket, and the block layer writes `json:{...}` node file names with it. Objects
 come out in QDict hash order (`schema.qdict`), strings escaped as QEMU's
 modified-UTF-8 walk does (pure ASCII out; invalid byte sequences, carried in `str`

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from schema import Schema, load_schema
-from vmm.catalog import Catalog
-from vmm.machine import Clock, MachineOptions
-from vmm.monitor import QmpMonitor
+from schema.catalog import Catalog
+from vmm.machine.core import Clock, MachineOptions
+from vmm.qmp.monitor import QmpMonitor
 from vmm.vm import Vm
 
 WALL_ORIGIN = 1_510_000_000.25

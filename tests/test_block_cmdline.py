@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from blockdev import cmdline
+from blockdev import drive as block_drive
 from tests.test_block_support import Block, fails, make_image, needs_qemu_img
 
 
@@ -69,9 +69,9 @@ def test_board_creates_ide_and_floppy_devices(b: Block) -> None:
     b.drive("driver=null-co")
     b.drive("driver=null-co,media=cdrom")
     b.drive("driver=null-co,if=floppy")
-    assert [(d.drive, d.driver) for d in cmdline.board_drives(b.layer)] == [
+    assert [(d.drive, d.driver) for d in block_drive.board_drives(b.layer)] == [
         ("floppy0", "floppy"), ("ide0-hd0", "ide-hd"), ("ide0-cd1", "ide-cd")]
-    cmdline.create_board_devices(b.layer, first_unattached=17)
+    block_drive.create_board_devices(b.layer, first_unattached=17)
     assert [(i["device"], i["qdev"]) for i in b.qmp("query-block")] == [
         ("ide0-hd0", "/machine/unattached/device[18]"),
         ("ide0-cd1", "/machine/unattached/device[19]"),
@@ -174,7 +174,7 @@ def test_snapshot_on_uses_a_temporary_overlay(b: Block, tmp_path: Path,
 
 def test_json_filename_on_the_command_line(b: Block) -> None:
     """parse_json_filename: `file=json:{...}` gives the options."""
-    cmdline.add_drive(b.layer, [("file", 'json:{"driver": "null-co", "size": 4096}'),
+    block_drive.add_drive(b.layer, [("file", 'json:{"driver": "null-co", "size": 4096}'),
                                 ("if", "none"), ("id", "d0")])
     assert b.block("d0")["inserted"]["image"]["virtual-size"] == 4096
 
@@ -182,12 +182,12 @@ def test_json_filename_on_the_command_line(b: Block) -> None:
 def test_json_filename_syntax_error(b: Block) -> None:
     """parse_json_filename: `Could not parse the JSON options: ...`."""
     with pytest.raises(Exception, match=r"^Could not parse the JSON options"):
-        cmdline.add_drive(b.layer, [("file", "json:{oops"), ("if", "none")])
+        block_drive.add_drive(b.layer, [("file", "json:{oops"), ("if", "none")])
 
 
 def test_protocol_prefix(b: Block) -> None:
     """bdrv_find_protocol: `null-co://` selects the protocol driver by prefix."""
-    cmdline.add_drive(b.layer, [("file", "null-co://"), ("format", "raw"), ("if", "none"),
+    block_drive.add_drive(b.layer, [("file", "null-co://"), ("format", "raw"), ("if", "none"),
                                 ("id", "d0")])
     inserted = b.block("d0")["inserted"]
     assert (inserted["drv"], inserted["file"]) == ("raw", "null-co://")
@@ -196,14 +196,14 @@ def test_protocol_prefix(b: Block) -> None:
 def test_unknown_protocol(b: Block) -> None:
     """bdrv_find_protocol: `Unknown protocol '%s'`."""
     with fails("Unknown protocol 'gopher'"):
-        cmdline.add_drive(b.layer, [("file", "gopher://x/y"), ("format", "raw"),
+        block_drive.add_drive(b.layer, [("file", "gopher://x/y"), ("format", "raw"),
                                     ("if", "none")])
 
 
 def test_nbd_filename(b: Block) -> None:
     """nbd_parse_filename and nbd_refresh_filename: the nbd:// name round-trips;
     the server is not contacted (simulated)."""
-    cmdline.add_drive(b.layer, [("file", "nbd://127.0.0.1:10809/exp"), ("format", "raw"),
+    block_drive.add_drive(b.layer, [("file", "nbd://127.0.0.1:10809/exp"), ("format", "raw"),
                                 ("if", "none"), ("id", "d0")])
     image = b.block("d0")["inserted"]["image"]
     assert image["filename"] == "nbd://127.0.0.1:10809/exp"
@@ -229,7 +229,7 @@ def test_drive_already_in_use(b: Block) -> None:
 def test_drive_connected_automatically(b: Block) -> None:
     """parse_drive: a drive the board connected (if=ide) cannot take a -device."""
     b.drive("driver=null-co")
-    cmdline.create_board_devices(b.layer)
+    block_drive.create_board_devices(b.layer)
     with fails("Drive 'ide0-hd0' is already in use because it has been automatically "
                "connected to another device (did you need 'if=none' in the drive "
                "options?)"):
@@ -276,8 +276,8 @@ def test_unplug_removes_auto_deleted_drive(b: Block) -> None:
     """blockdev_mark_auto_del / blockdev_auto_del: device_del takes its -drive."""
     b.drive("driver=null-co,if=none,id=d0")
     dev = b.device("virtio-blk-pci", drive="d0", id="vd0")
-    cmdline.mark_auto_del(b.layer, dev)
-    cmdline.detach_device(b.layer, dev)
+    block_drive.mark_auto_del(b.layer, dev)
+    block_drive.detach_device(b.layer, dev)
     assert b.qmp("query-block") == []
     assert b.layer.nodes == []
 
@@ -286,7 +286,7 @@ def test_unplug_device_on_node_keeps_node(b: Block) -> None:
     """release_drive: the anonymous BlockBackend goes, the node stays."""
     b.add(driver="null-co", **{"node-name": "n0"})
     dev = b.device("virtio-blk-pci", drive="n0")
-    cmdline.detach_device(b.layer, dev)
+    block_drive.detach_device(b.layer, dev)
     assert b.qmp("query-block") == []
     assert [n["node-name"] for n in b.qmp("query-named-block-nodes")] == ["n0"]
     b.qmp("blockdev-del", **{"node-name": "n0"})
@@ -308,10 +308,10 @@ def test_hmp_drive_del(b: Block) -> None:
     anonymous BlockBackend; an unknown id is reported."""
     b.drive("driver=null-co,if=none,id=d0")
     b.device("virtio-blk-pci", drive="d0", id="vd0")
-    cmdline.drive_del(b.layer, "d0")
+    block_drive.drive_del(b.layer, "d0")
     assert b.qmp("query-block") == [{
         "device": "", "qdev": "/machine/peripheral/vd0/virtio-backend", "type": "unknown",
         "removable": False, "locked": False}]
     assert b.layer.nodes == []
     with fails("Device 'd0' not found"):
-        cmdline.drive_del(b.layer, "d0")
+        block_drive.drive_del(b.layer, "d0")

@@ -114,18 +114,18 @@ def test_throttle_validation(d0: Block, values: dict[str, Any], message: str) ->
 def test_write_threshold_fires_once_and_disarms(d0: Block) -> None:
     """§3.6: a write ending past the threshold sends BLOCK_WRITE_THRESHOLD with
     amount-exceeded = end - threshold, then the threshold is 0."""
-    from blockdev import io
+    from blockdev import guest_io
 
     d0.qmp("block-set-write-threshold", **{"node-name": "n0", "write-threshold": 1 << 20})
     assert d0.block("d0")["inserted"]["write_threshold"] == 1 << 20
     blk = d0.layer.blk_by_name("d0")
     assert blk is not None
-    io.submit(d0.layer, blk, io.Request("write", 0, 4096))
+    guest_io.submit(d0.layer, blk, guest_io.Request("write", 0, 4096))
     assert d0.events() == []
-    io.submit(d0.layer, blk, io.Request("write", 0, 2 << 20))
+    guest_io.submit(d0.layer, blk, guest_io.Request("write", 0, 2 << 20))
     assert d0.events() == [("BLOCK_WRITE_THRESHOLD", {
         "node-name": "n0", "amount-exceeded": 1 << 20, "write-threshold": 1 << 20})]
-    io.submit(d0.layer, blk, io.Request("write", 4 << 20, 4096))
+    guest_io.submit(d0.layer, blk, guest_io.Request("write", 4 << 20, 4096))
     assert d0.events() == []
     assert d0.block("d0")["inserted"]["write_threshold"] == 0
 
@@ -133,12 +133,12 @@ def test_write_threshold_fires_once_and_disarms(d0: Block) -> None:
 def test_write_threshold_beyond_offset(d0: Block) -> None:
     """bdrv_write_threshold_exceeded: a write starting past the threshold counts
     offset - threshold + bytes."""
-    from blockdev import io
+    from blockdev import guest_io
 
     d0.qmp("block-set-write-threshold", **{"node-name": "n0", "write-threshold": 1000})
     blk = d0.layer.blk_by_name("d0")
     assert blk is not None
-    io.submit(d0.layer, blk, io.Request("write", 4096, 512))
+    guest_io.submit(d0.layer, blk, guest_io.Request("write", 4096, 512))
     assert d0.events()[0][1]["amount-exceeded"] == 4096 - 1000 + 512
 
 
@@ -155,13 +155,13 @@ def test_write_threshold_unknown_node(d0: Block) -> None:
 def test_bitmap_add_query_clear_remove(d0: Block) -> None:
     """§3.7: bitmaps show newest first in query-block; writes dirty them; clear
     empties; remove deletes."""
-    from blockdev import io
+    from blockdev import guest_io
 
     d0.qmp("block-dirty-bitmap-add", node="d0", name="a")
     d0.qmp("block-dirty-bitmap-add", node="n0", name="b", granularity=512)
     blk = d0.layer.blk_by_name("d0")
     assert blk is not None
-    io.submit(d0.layer, blk, io.Request("write", 0, 1024))
+    guest_io.submit(d0.layer, blk, guest_io.Request("write", 0, 1024))
     assert d0.block("d0")["dirty-bitmaps"] == [
         {"name": "b", "count": 1024, "granularity": 512, "status": "active"},
         {"name": "a", "count": 65536, "granularity": 65536, "status": "active"}]
@@ -640,9 +640,9 @@ def test_backing_on_a_driver_without_backing_files(b: Block) -> None:
 def test_snapshot_sync_flush_failure(d0: Block, tmp_path: Path) -> None:
     """external_snapshot_prepare: a failing flush of a writable node:
     `An IO error has occurred`."""
-    from blockdev import io
+    from blockdev import guest_io
 
-    io.set_fault(d0.layer, "n0", "flush", 5)
+    guest_io.set_fault(d0.layer, "n0", "flush", 5)
     assert d0.error("blockdev-snapshot-sync", device="d0",
                     **{"snapshot-file": str(tmp_path / "o.qcow2")}) == \
         ("GenericError", "An IO error has occurred")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from blockdev import cmdline
+from blockdev import drive as block_drive
 from blockdev.graph import Reason
 from tests.test_block_support import Block, fails
 
@@ -111,7 +111,7 @@ def test_duplicate_device_name(b: Block) -> None:
 def test_invalid_device_name(b: Block) -> None:
     """monitor_add_blk: `Invalid device name`."""
     with fails("Invalid device name"):
-        cmdline.add_drive(b.layer, {"if": "none", "id": "9x"})
+        block_drive.add_drive(b.layer, {"if": "none", "id": "9x"})
 
 
 # --- what creates what (§1.6) ------------------------------------------------------------
@@ -143,7 +143,7 @@ def test_drive_and_blockdev_build_the_same_node(b: Block) -> None:
     """-drive driver=null-co,node-name=n and blockdev-add give the same BlockDeviceInfo
     (bds_tree_init and blockdev_init apply the same defaults)."""
     b.drive("driver=null-co,if=none,id=d0,node-name=a")
-    cmdline.add_blockdev(b.layer, {"driver": "null-co", "node-name": "b"})
+    block_drive.add_blockdev(b.layer, {"driver": "null-co", "node-name": "b"})
     a, bb = b.node("a"), b.node("b")
     a.pop("node-name")
     bb.pop("node-name")
@@ -153,7 +153,7 @@ def test_drive_and_blockdev_build_the_same_node(b: Block) -> None:
 def test_blockdev_keyval_strings_are_typed(b: Block, schema: Any) -> None:
     """-blockdev keyval syntax: the strings are read by type (qobject input visitor in
     keyval mode), so `size=1048576` is a number in the json: file name."""
-    cmdline.add_blockdev(b.layer, {"driver": "null-co", "node-name": "n0",
+    block_drive.add_blockdev(b.layer, {"driver": "null-co", "node-name": "n0",
                                    "size": "1048576", "read-only": "on"},
                          keyval=True, schema=schema)
     info = b.node("n0")

@@ -15,7 +15,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from blockdev import cmdline, io
+from blockdev import drive as block_drive
+from blockdev import guest_io
 from blockdev.layer import BlockLayer
 from tests.conftest import VmHarness
 
@@ -34,7 +35,7 @@ def layer_of(vm: VmHarness) -> BlockLayer:
 
 
 def drive(layer: BlockLayer, spec: str) -> None:
-    cmdline.add_drive(layer, [tuple(kv.split("=", 1)) for kv in spec.split(",")])  # type: ignore[misc]
+    block_drive.add_drive(layer, [tuple(kv.split("=", 1)) for kv in spec.split(",")])  # type: ignore[misc]
 
 
 def events(lines: list[str]) -> list[tuple[str, Any]]:
@@ -93,7 +94,7 @@ def test_tray_events_precede_the_reply(vm_factory: Callable[..., VmHarness]) -> 
     vm = vm_factory()
     layer = layer_of(vm)
     drive(layer, "driver=null-co,if=none,id=cd0,media=cdrom")
-    cmdline.attach_device(layer, "ide-cd", {"drive": "cd0", "id": "ide0"})
+    block_drive.attach_device(layer, "ide-cd", {"drive": "cd0", "id": "ide0"})
     talk = vm.talk()
     lines = talk.lines({"execute": "blockdev-change-medium", "arguments": {
         "device": "cd0", "filename": "null-co://", "format": "null-co"}})
@@ -111,7 +112,7 @@ def test_guest_opens_locked_tray_later(vm_factory: Callable[..., VmHarness]) -> 
     vm = vm_factory()
     layer = layer_of(vm)
     drive(layer, "driver=null-co,if=none,id=cd0,media=cdrom")
-    dev = cmdline.attach_device(layer, "ide-cd", {"drive": "cd0", "id": "ide0"})
+    dev = block_drive.attach_device(layer, "ide-cd", {"drive": "cd0", "id": "ide0"})
     media.guest_lock(layer, dev, True)
     talk = vm.talk()
     assert talk.lines({"execute": "blockdev-open-tray", "arguments": {"id": "ide0"}}) == \
@@ -127,12 +128,12 @@ def test_read_error_with_rerror_stop(vm_factory: Callable[..., VmHarness]) -> No
     vm = vm_factory()
     layer = layer_of(vm)
     drive(layer, "driver=null-co,if=none,id=d0,rerror=stop,node-name=n0")
-    cmdline.attach_device(layer, "virtio-blk-pci", {"drive": "d0"})
+    block_drive.attach_device(layer, "virtio-blk-pci", {"drive": "d0"})
     talk = vm.talk()
-    io.set_fault(layer, "n0", "read", errno.EIO)
+    guest_io.set_fault(layer, "n0", "read", errno.EIO)
     blk = layer.blk_by_name("d0")
     assert blk is not None
-    assert io.submit(layer, blk, io.Request("read", 0, 512)) == "queued"
+    assert guest_io.submit(layer, blk, guest_io.Request("read", 0, 512)) == "queued"
     vm.machine.process_requests()
     assert events(talk.pending()) == [
         ("BLOCK_IO_ERROR", {"device": "d0", "node-name": "n0", "operation": "read",
@@ -150,18 +151,18 @@ def test_cont_retries_and_fails_again(vm_factory: Callable[..., VmHarness]) -> N
     vm = vm_factory()
     layer = layer_of(vm)
     drive(layer, "driver=null-co,if=none,id=d0,rerror=stop,node-name=n0")
-    cmdline.attach_device(layer, "virtio-blk-pci", {"drive": "d0"})
+    block_drive.attach_device(layer, "virtio-blk-pci", {"drive": "d0"})
     talk = vm.talk()
-    io.set_fault(layer, "n0", "read", errno.EIO)
+    guest_io.set_fault(layer, "n0", "read", errno.EIO)
     blk = layer.blk_by_name("d0")
     assert blk is not None
-    io.submit(layer, blk, io.Request("read", 0, 512))
+    guest_io.submit(layer, blk, guest_io.Request("read", 0, 512))
     vm.machine.process_requests()
     talk.pending()
     assert [e for e, _ in events(talk.lines({"execute": "cont"}))] == [
         "BLOCK_IO_ERROR", "RESUME", "reply", "STOP"]
     assert talk.execute("query-block")["return"][0]["io-status"] == "failed"
-    io.set_fault(layer, "n0", "read", None)
+    guest_io.set_fault(layer, "n0", "read", None)
     assert [e for e, _ in events(talk.lines({"execute": "cont"}))] == ["RESUME", "reply"]
     assert talk.execute("query-block")["return"][0]["io-status"] == "ok"
     stats = talk.execute("query-blockstats")["return"][0]["stats"]
@@ -176,10 +177,10 @@ def test_report_policy_on_anonymous_backend(vm_factory: Callable[..., VmHarness]
     layer = layer_of(vm)
     talk = vm.talk()
     talk.execute("blockdev-add", {"driver": "null-co", "node-name": "n0"})
-    cmdline.attach_device(layer, "virtio-blk-pci", {"drive": "n0"})
-    io.set_fault(layer, "n0", "read", errno.EIO)
+    block_drive.attach_device(layer, "virtio-blk-pci", {"drive": "n0"})
+    guest_io.set_fault(layer, "n0", "read", errno.EIO)
     blk = layer.backends[0]
-    assert io.submit(layer, blk, io.Request("read", 0, 512)) == "error"
+    assert guest_io.submit(layer, blk, guest_io.Request("read", 0, 512)) == "error"
     vm.machine.process_requests()
     assert events(talk.pending()) == [
         ("BLOCK_IO_ERROR", {"device": "", "node-name": "n0", "operation": "read",
@@ -193,14 +194,14 @@ def test_werror_enospc_stops_only_on_enospc(vm_factory: Callable[..., VmHarness]
     vm = vm_factory()
     layer = layer_of(vm)
     drive(layer, "driver=null-co,if=none,id=d0,node-name=n0")
-    cmdline.attach_device(layer, "virtio-blk-pci", {"drive": "d0"})
+    block_drive.attach_device(layer, "virtio-blk-pci", {"drive": "d0"})
     talk = vm.talk()
     blk = layer.blk_by_name("d0")
     assert blk is not None
-    io.set_fault(layer, "n0", "write", errno.EIO)
-    assert io.submit(layer, blk, io.Request("write", 0, 512)) == "error"
-    io.set_fault(layer, "n0", "write", errno.ENOSPC)
-    assert io.submit(layer, blk, io.Request("write", 0, 512)) == "queued"
+    guest_io.set_fault(layer, "n0", "write", errno.EIO)
+    assert guest_io.submit(layer, blk, guest_io.Request("write", 0, 512)) == "error"
+    guest_io.set_fault(layer, "n0", "write", errno.ENOSPC)
+    assert guest_io.submit(layer, blk, guest_io.Request("write", 0, 512)) == "queued"
     vm.machine.process_requests()
     got = events(talk.pending())
     assert [(e, d.get("action") if d else None) for e, d in got] == [
@@ -214,12 +215,12 @@ def test_ignore_policy(vm_factory: Callable[..., VmHarness]) -> None:
     vm = vm_factory()
     layer = layer_of(vm)
     drive(layer, "driver=null-co,if=none,id=d0,node-name=n0,werror=ignore")
-    cmdline.attach_device(layer, "virtio-blk-pci", {"drive": "d0"})
+    block_drive.attach_device(layer, "virtio-blk-pci", {"drive": "d0"})
     talk = vm.talk()
     blk = layer.blk_by_name("d0")
     assert blk is not None
-    io.set_fault(layer, "n0", "write", errno.EIO)
-    assert io.submit(layer, blk, io.Request("write", 0, 512)) == "ignored"
+    guest_io.set_fault(layer, "n0", "write", errno.EIO)
+    assert guest_io.submit(layer, blk, guest_io.Request("write", 0, 512)) == "ignored"
     vm.machine.process_requests()
     assert events(talk.pending())[0][1]["action"] == "ignore"
 
@@ -230,15 +231,15 @@ def test_blockstats_count_guest_io(vm_factory: Callable[..., VmHarness]) -> None
     vm = vm_factory()
     layer = layer_of(vm)
     drive(layer, "driver=null-co,if=none,id=d0,node-name=n0")
-    cmdline.attach_device(layer, "virtio-blk-pci", {"drive": "d0"})
+    block_drive.attach_device(layer, "virtio-blk-pci", {"drive": "d0"})
     talk = vm.talk()
     assert "idle_time_ns" not in talk.execute("query-blockstats")["return"][0]["stats"]
     blk = layer.blk_by_name("d0")
     assert blk is not None
-    io.submit(layer, blk, io.Request("write", 4096, 8192))
-    io.submit(layer, blk, io.Request("read", 0, 512))
-    io.submit(layer, blk, io.Request("flush"))
-    io.submit(layer, blk, io.Request("read", 2 << 30, 512))
+    guest_io.submit(layer, blk, guest_io.Request("write", 4096, 8192))
+    guest_io.submit(layer, blk, guest_io.Request("read", 0, 512))
+    guest_io.submit(layer, blk, guest_io.Request("flush"))
+    guest_io.submit(layer, blk, guest_io.Request("read", 2 << 30, 512))
     vm.tick(2.0)
     stats = talk.execute("query-blockstats")["return"][0]["stats"]
     assert {k: stats[k] for k in ("wr_bytes", "wr_operations", "rd_bytes", "rd_operations",

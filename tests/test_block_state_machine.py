@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
-from blockdev import io, media
+from blockdev import guest_io, media
 from blockdev.graph import Node
 from schema import load_schema
 from schema.errors import QMPError
@@ -216,10 +216,10 @@ class BlockMachine(RuleBasedStateMachine):
             return
         before = blk.stats.nr_ops["write"]
         if fail:
-            io.set_fault(self.b.layer, blk.bs.node_name, "write", errno.EIO)
-        result = io.submit(self.b.layer, blk, io.Request("write", offset, 512))
+            guest_io.set_fault(self.b.layer, blk.bs.node_name, "write", errno.EIO)
+        result = guest_io.submit(self.b.layer, blk, guest_io.Request("write", offset, 512))
         if fail:
-            io.set_fault(self.b.layer, blk.bs.node_name, "write", None)
+            guest_io.set_fault(self.b.layer, blk.bs.node_name, "write", None)
         self.b.events()
         if result == "ok":
             assert blk.stats.nr_ops["write"] == before + 1

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from blockdev import cmdline
+from blockdev import drive as block_drive
 from blockdev.commands import BlockCommands
 from blockdev.host import RecordingHost
 from blockdev.layer import BlockLayer
@@ -58,13 +58,13 @@ class Block:
         """blockdev-add with wire-named options."""
         self.cmds.blockdev_add(**{k.replace("-", "_"): v for k, v in options.items()})
 
-    def drive(self, spec: str, **kw: Any) -> cmdline.DriveResult:
+    def drive(self, spec: str, **kw: Any) -> block_drive.DriveResult:
         """-drive with QEMU's `key=value,...` text (no commas inside values)."""
         pairs = [tuple(item.split("=", 1)) for item in spec.split(",") if item]
-        return cmdline.add_drive(self.layer, [(k, v) for k, v in pairs], **kw)
+        return block_drive.add_drive(self.layer, [(k, v) for k, v in pairs], **kw)
 
     def device(self, driver: str, **props: str) -> Any:
-        return cmdline.attach_device(self.layer, driver, props)
+        return block_drive.attach_device(self.layer, driver, props)
 
     def events(self) -> list[tuple[str, Any]]:
         return self.host.take_events()

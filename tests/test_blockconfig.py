@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from vmm.blockconfig import configure_block
 from vmm.cmdline import CommandLineError, parse_command_line
 from vmm.config import EMU_OPTIONS, build_config
+from vmm.startup import configure_block
 
 needs_qemu_img = pytest.mark.skipif(shutil.which("qemu-img") is None,
                                     reason="Debian's qemu-img is not installed")

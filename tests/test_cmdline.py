@@ -23,7 +23,7 @@ from vmm.cmdline import (
     parse_command_line,
     version_text,
 )
-from vmm.cmdline_table import OPTIONS
+from vmm.cmdline.table import OPTIONS
 
 PROG = "qemu-system-x86_64"
 

@@ -15,7 +15,7 @@ from vmm.server import ChardevSpec
 
 
 def config(*argv: str, catalog=None):
-    from vmm.catalog import Catalog
+    from schema.catalog import Catalog
 
     return build_config(parse_command_line(list(argv), extra_options=EMU_OPTIONS),
                         catalog or Catalog.load())

@@ -9,7 +9,7 @@ GenericError that names them; this test prints that list, and later issues shrin
 
 from __future__ import annotations
 
-from vmm.dispatch import not_implemented
+from vmm.qmp.dispatch import not_implemented
 
 CORE = {
     "qmp_capabilities", "query-commands", "query-events", "query-qmp-schema", "query-status",

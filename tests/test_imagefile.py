@@ -1,4 +1,4 @@
-"""Tests of the block layer's real-file I/O edge (`blockdev.imagefile`).
+"""Tests of the block layer's real-file I/O edge (`blockdev.image.file`).
 
 Three kinds:
 
@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blockdev.imagefile import (
+from blockdev.image.file import (
     EmulatorLimitation,
     FileLock,
     ImageError,

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from schema.strategies import Strategies
-from vmm.dispatch import MonitorSession
+from vmm.qmp.dispatch import MonitorSession
 
 SKIP = {"quit"}  # ends the machine; covered by its own tests
 

@@ -10,7 +10,7 @@ import itertools
 
 import pytest
 
-from vmm.runstate import RUN_STATES, TRANSITIONS, InvalidTransition, RunState
+from vmm.machine.runstate import RUN_STATES, TRANSITIONS, InvalidTransition, RunState
 
 ALLOWED = {
     "debug": {"prelaunch", "finish-migrate", "running", "suspended"},

@@ -296,7 +296,7 @@ def test_guest_honours_power_button_after_a_delay(vm_factory) -> None:
 
 def test_guest_can_ignore_the_power_button(vm_factory) -> None:
     """--emu-guest-powerdown=ignore: nothing happens after POWERDOWN."""
-    from vmm.guest import GuestBehaviour
+    from vmm.machine.guest import GuestBehaviour
 
     vm = vm_factory(guest=GuestBehaviour(powerdown="ignore"))
     t = vm.talk()

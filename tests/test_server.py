@@ -18,7 +18,7 @@ import pytest
 import trio
 import trio.testing
 
-from vmm.machine import Clock, MachineOptions
+from vmm.machine.core import Clock, MachineOptions
 from vmm.server import ChardevSpec, MonitorSpec, Server
 from vmm.vm import Vm
 

@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from vmm.wire import INVALID_JSON_SYNTAX, MessageDecoder, Parsed, ParseFailure
+from vmm.qmp.wire import INVALID_JSON_SYNTAX, MessageDecoder, Parsed, ParseFailure
 
 INVALID = ParseFailure(INVALID_JSON_SYNTAX)
 

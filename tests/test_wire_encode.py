@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from schema.jsontypes import JSONValue
-from vmm.wire import MessageDecoder, encode, qdict_bucket, qdict_hash, qdict_order
+from vmm.qmp.wire import MessageDecoder, encode, qdict_bucket, qdict_hash, qdict_order
 
 
 def raw(data: bytes) -> str:

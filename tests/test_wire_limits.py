@@ -7,7 +7,7 @@ inputs of 64 MiB and 2 million tokens, so each takes a second or two.
 
 from __future__ import annotations
 
-from vmm.wire import (
+from vmm.qmp.wire import (
     INVALID_JSON_SYNTAX,
     MAX_MESSAGE_BYTES,
     MAX_TOKEN_BYTES,

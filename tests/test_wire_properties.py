@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from schema import qjson
 from schema.jsontypes import JSONValue
-from vmm import wire
-from vmm.wire import MessageDecoder, Parsed, encode, qdict_order
+from vmm.qmp import wire
+from vmm.qmp.wire import MessageDecoder, Parsed, encode, qdict_order
 
 INT_RANGE = st.integers(min_value=-(2**63), max_value=2**64 - 1)
 

@@ -16,15 +16,15 @@ from collections.abc import Sequence
 
 import trio
 
+from schema.catalog import Catalog
 from schema.loader import load_schema
 from schema.model import Schema
-from vmm.blockconfig import configure_block
-from vmm.catalog import Catalog
 from vmm.cmdline import CommandLine, CommandLineError, action_output, parse_command_line
 from vmm.config import EMU_OPTIONS, Config, ConfigError, build_config
 from vmm.daemon import Daemon, PidfileError, create_pidfile, daemonize
-from vmm.machine import Clock
+from vmm.machine.core import Clock
 from vmm.server import BoundAddress, Server, ServerError, progname
+from vmm.startup import configure_block
 from vmm.vm import Vm
 
 TERMINATING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -12,11 +12,11 @@ import os
 
 import attrs
 
+from schema.catalog import Catalog
 from schema.loader import DEFAULT_PERSONA, PERSONAS
-from vmm.catalog import Catalog
 from vmm.cmdline import CommandLine, CommandLineError, Diagnostic, EmuOption, QemuOpts
-from vmm.guest import POWERDOWN_REACTIONS, GuestBehaviour
-from vmm.machine import MachineOptions
+from vmm.machine.core import MachineOptions
+from vmm.machine.guest import POWERDOWN_REACTIONS, GuestBehaviour
 from vmm.server import ChardevSpec, MonitorSpec
 
 EMU_OPTIONS = (

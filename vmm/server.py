@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 import trio
 
-from vmm.monitor import HIGH_WATER, HmpMonitor, QmpMonitor
+from vmm.qmp.monitor import HIGH_WATER, HmpMonitor, QmpMonitor
 from vmm.vm import Vm
 
 MAX_FDS_PER_MESSAGE = 16

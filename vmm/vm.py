@@ -11,13 +11,13 @@ import attrs
 
 from blockdev.commands import BlockCommands
 from blockdev.layer import BlockLayer
+from schema.catalog import Catalog
 from schema.model import Schema
-from vmm.catalog import Catalog
-from vmm.core_commands import CoreCommands
-from vmm.dispatch import Dispatcher
-from vmm.machine import Clock, Machine, MachineOptions
-from vmm.monitor import HmpMonitor, MonitorHub, QmpMonitor
-from vmm.trace import TraceEvents
+from vmm.machine.commands import CoreCommands
+from vmm.machine.core import Clock, Machine, MachineOptions
+from vmm.machine.trace import TraceEvents
+from vmm.qmp.dispatch import Dispatcher
+from vmm.qmp.monitor import HmpMonitor, MonitorHub, QmpMonitor
 
 
 @attrs.define(kw_only=True)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from schema.jsontypes import JSONValue
-from vmm.wire import MessageDecoder, encode
+from vmm.qmp.wire import MessageDecoder, encode
 
 REQUESTS = 5000
 

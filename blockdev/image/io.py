@@ -1,0 +1,300 @@
+"""The block layer's real-file edge: file nodes, header reading, image creation.
+
+I/O module of the `blockdev` layer (the graph model calls it; it never calls the
+model back except to open the children a format names, such as vmdk extents). It
+adapts `blockdev.image.file` / `blockdev.image.formats` / `blockdev.image.lock`, which own
+the byte-level work, to the graph's shape, where a file node and the format node on
+top of it are separate nodes with separate permissions:
+
+* `FileHandle` is what a `file`/`host_device`/`host_cdrom` node holds: the open file
+  description and the lock descriptor, with QEMU's check/set/abort permission steps;
+* `FormatImage` is what a format node holds: the facts read from the header at open,
+  and the emulator's *model* of the image, which commands change where QEMU would
+  rewrite metadata (resize, internal snapshots, backing file string, bitmaps).
+  Existing image files are never written: format readers get a read-only view.
+* `create_image` writes new images (snapshot overlays), the only writes we make.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+import stat
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from blockdev.image.formats.base import FileNode, ImageError, OpenContext
+from blockdev.image.lock import FileLock
+
+if TYPE_CHECKING:
+    # The format drivers (and their facts) load on the first image opened or
+    # created, not when the emulator starts: most machines start without images.
+    from blockdev.image.formats.facts import ImageFacts, SnapshotInfo
+from schema.errors import GenericError
+
+if TYPE_CHECKING:
+    from blockdev.graph import Node
+    from blockdev.layer import BlockLayer
+
+
+class ReadView:
+    """The file-like object a format reader gets: reads go through, writes are
+    dropped (the emulator never modifies an existing image)."""
+
+    def __init__(self, path: str, pread: Any, length: Any, allocated: Any) -> None:
+        self.path = path
+        self._pread = pread
+        self._length = length
+        self._allocated = allocated
+
+    @property
+    def length(self) -> int:
+        return int(self._length())
+
+    @property
+    def raw_length(self) -> int:
+        return int(self._length())
+
+    def pread(self, offset: int, size: int) -> bytes:
+        return bytes(self._pread(offset, size))
+
+    def pwrite(self, offset: int, data: bytes) -> None:
+        """Dropped on purpose: metadata updates stay in the emulator's model."""
+
+    def truncate(self, size: int) -> None:
+        """Dropped on purpose, as pwrite."""
+
+    def flush(self) -> None:
+        pass
+
+    def allocated_size(self) -> int:
+        return int(self._allocated())
+
+
+@attrs.define(kw_only=True, eq=False)
+class FileHandle:
+    """A file-posix node's open file description and lock descriptor."""
+
+    path: str
+    kind: str
+    file: FileNode
+    lock: FileLock
+    writable: bool
+    model_size: int | None = None  # block_resize changes the model, not the file
+
+    def length(self) -> int:
+        if self.model_size is not None:
+            return self.model_size
+        return self.file.length
+
+    def allocated_size(self) -> int:
+        return self.file.allocated_size()
+
+    def pread(self, offset: int, size: int) -> bytes:
+        return self.file.pread(offset, size)
+
+    def view(self) -> ReadView:
+        return ReadView(self.path, self.file.pread, lambda: self.file.length,
+                        self.file.allocated_size)
+
+    def is_device(self) -> bool:
+        try:
+            mode = os.fstat(self.file.fd or -1).st_mode
+        except OSError:
+            return False
+        return stat.S_ISBLK(mode) or stat.S_ISCHR(mode)
+
+    def media_present(self) -> bool:
+        return True
+
+    # raw_check_perm / raw_set_perm / raw_abort_perm_update
+    def prepare(self, perm: int, shared: int) -> None:
+        try:
+            self.lock.prepare(perm, shared)
+        except ImageError as e:
+            raise GenericError(e.desc) from None
+
+    def commit(self, perm: int, shared: int) -> None:
+        if self.lock._pending is None:
+            self.lock.prepare(perm, shared)
+        self.lock.commit()
+
+    def abort(self) -> None:
+        if self.lock._pending is not None:
+            self.lock.abort()
+
+    def set_inactive(self, inactive: bool) -> None:
+        self.lock.set_inactive(inactive)
+
+    def close(self) -> None:
+        self.lock.close()
+        self.file.close()
+
+
+@attrs.define(kw_only=True, eq=False)
+class FormatImage:
+    """A format node's image: the header facts, plus the model commands change."""
+
+    facts: ImageFacts
+    virtual_size: int
+    snapshots: list[SnapshotInfo] = attrs.Factory(list)
+    raw_options: dict[str, Any] = attrs.Factory(dict)
+    reader: Any = None
+
+    @property
+    def cluster_size(self) -> int | None:
+        return self.facts.cluster_size
+
+
+class ZeroView:
+    """What a format reader sees over a simulated protocol node: zeros."""
+
+    def __init__(self, path: str, length: int) -> None:
+        self.path = path
+        self._len = length
+
+    @property
+    def length(self) -> int:
+        return self._len
+
+    @property
+    def raw_length(self) -> int:
+        return self._len
+
+    def pread(self, offset: int, size: int) -> bytes:
+        return bytes(max(0, size))
+
+    def pwrite(self, offset: int, data: bytes) -> None:
+        pass
+
+    def truncate(self, size: int) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def allocated_size(self) -> int:
+        return 0
+
+
+def node_view(bs: Node) -> Any:
+    """A read-only byte view of a node, as a format driver reads its `file` child:
+    file nodes read the real file; raw nodes apply their offset; filters pass
+    through; everything else reads as zeros."""
+    drv = bs.driver
+    state = bs.state
+    if isinstance(state, FileHandle):
+        return state.view()
+    if drv is not None and drv.format_name == "raw" and isinstance(state, FormatImage) \
+            and bs.file is not None and bs.file.bs is not None:
+        inner = node_view(bs.file.bs)
+        offset = state.raw_options.get("offset", 0)
+        return ReadView(bs.filename, lambda o, n: inner.pread(o + offset, n),
+                        lambda: state.virtual_size, lambda: inner.allocated_size())
+    if drv is not None and drv.is_filter and bs.file is not None and bs.file.bs is not None:
+        return node_view(bs.file.bs)
+    return ZeroView(bs.filename, bs.length())
+
+
+@attrs.define(kw_only=True)
+class ImageIO:
+    """The real-file operations the graph needs; one instance per block layer."""
+
+    system_emulator: bool = True
+
+    def open_file(self, path: str, *, writable: bool, locking: str, inactive: bool,
+                  kind: str) -> FileHandle:
+        """raw_open_common: the data descriptor, then the lock descriptor."""
+        try:
+            file = FileNode.open(path, writable=writable)
+        except ImageError as e:
+            raise GenericError(e.desc) from None
+        try:
+            mode: Any = "on" if locking == "on" else locking
+            lock = FileLock.open(path, writable=writable, locking=mode, inactive=inactive)
+        except ImageError as e:
+            file.close()
+            raise GenericError(e.desc) from None
+        return FileHandle(path=path, kind=kind, file=file, lock=lock, writable=writable)
+
+    def probe(self, bs: Node) -> str:
+        """find_image_format on the node's view."""
+        try:
+            from blockdev.image.file import probe_format
+
+            return probe_format(node_view(bs))
+        except ImageError as e:
+            raise GenericError(e.desc) from None
+
+    def open_format(self, layer: BlockLayer, bs: Node, fmt: str,
+                    extra: dict[str, Any]) -> FormatImage:
+        """The format driver's header checks, through the node's file child."""
+        from blockdev.image.formats import registry as formats
+
+        driver = formats.BY_NAME.get(fmt)
+        if driver is None or driver.open is None:
+            raise GenericError(f"Driver '{fmt}' is not whitelisted")
+        file_bs = bs.file.bs if bs.file is not None else None
+        assert file_bs is not None
+        view = node_view(file_bs)
+        extent_count = [0]
+
+        def open_extent(path: str) -> Any:
+            index = extent_count[0]
+            extent_count[0] += 1
+            child = layer.open_child(path, {}, f"extents.{index}", bs, "file",
+                                     allow_none=False)
+            assert child is not None and child.bs is not None
+            return node_view(child.bs)
+
+        ctx = OpenContext(
+            file=view, filename=bs.filename, read_only=not bs.open_flags.rdwr,
+            key_secret=extra.get("key-secret") or extra.get("encrypt.key-secret"),
+            probed=bs.probed, inactive=bs.open_flags.inactive,
+            system_emulator=self.system_emulator, open_extent=open_extent)
+        try:
+            facts = driver.open(ctx)
+        except ImageError as e:
+            raise GenericError(e.desc) from None
+        return FormatImage(facts=facts, virtual_size=facts.virtual_size,
+                           snapshots=list(facts.snapshots), raw_options=dict(extra),
+                           reader=view)
+
+    def probe_device(self, filename: str) -> str | None:
+        """find_hdev_driver: /dev/cdrom* is a host_cdrom, block or character devices
+        are host_device (cdrom_probe_device needs an ioctl; a block device that
+        answers it is a host_cdrom)."""
+        if filename.startswith("/dev/cdrom"):
+            return "host_cdrom"
+        try:
+            st = os.stat(filename)
+        except OSError:
+            return None
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            return "host_device"
+        return None
+
+    def create(self, path: str, fmt: str, size: int, *, backing_file: str | None,
+               backing_format: str | None) -> None:
+        """bdrv_img_create for a new overlay or target."""
+        try:
+            from blockdev.image.file import create_image
+
+            create_image(path, fmt, size, backing_file=backing_file,
+                          backing_format=backing_format)
+        except ImageError as e:
+            raise GenericError(e.desc) from None
+
+    def allocated_size(self, bs: Node) -> int | None:
+        """bdrv_get_allocated_file_size: file nodes stat their file, formats and
+        filters ask their file child, the rest do not know (-ENOTSUP)."""
+        state = bs.state
+        if isinstance(state, FileHandle):
+            try:
+                return state.allocated_size()
+            except OSError as e:
+                return -(e.errno or errno_mod.EIO)
+        if bs.file is not None and bs.file.bs is not None:
+            return self.allocated_size(bs.file.bs)
+        return None

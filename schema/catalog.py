@@ -1,0 +1,126 @@
+"""The catalogue a real QEMU 2.11.0 x86_64 answers with, read from its recording.
+
+Data of the `schema` layer, read by every subsystem: `schema/data/qemu-2.11.0-x86_64-probe.replies` holds libvirt's
+capability probe of a real binary (a KVM session, then a TCG one). This module turns
+that conversation into lookups: version, target, the command and event lists, machine
+types, CPU models (per accelerator) and their expansions, QOM types, device
+properties, TPM models, command-line options, migration capabilities. Nothing here is
+typed in by hand; a Catalog is a value the Machine is given, loaded once per process.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+RECORDING = Path(__file__).resolve().parent / "data" / "qemu-2.11.0-x86_64-probe.replies"
+
+
+@attrs.frozen
+class Exchange:
+    """One command of the recording and QEMU's reply to it."""
+
+    session: str  # "kvm" (the main probe) or "tcg" (the second pass)
+    execute: str
+    arguments: Any
+    reply: dict[str, Any]
+
+
+def read_recording(path: Path = RECORDING) -> list[Exchange]:
+    """Pair every recorded command with its reply, noting which session it was in."""
+    text = path.read_text(encoding="utf-8")
+    objects = [json.loads(chunk) for chunk in re.split(r"\n\n(?=\{)", text.strip())]
+    exchanges: list[Exchange] = []
+    session = "kvm"
+    for command, reply in zip(objects[0::2], objects[1::2], strict=True):
+        if command["execute"] == "qmp_capabilities" and exchanges:
+            session = "tcg"
+        exchanges.append(Exchange(session, command["execute"], command.get("arguments"),
+                                  reply))
+    return exchanges
+
+
+@attrs.define(kw_only=True)
+class Catalog:
+    """Lookups over the recording. Values returned are copies the caller may keep."""
+
+    exchanges: list[Exchange]
+
+    @classmethod
+    def load(cls, path: Path = RECORDING) -> Catalog:
+        return cls(exchanges=read_recording(path))
+
+    def _reply(self, execute: str, arguments: Any = None, session: str = "kvm") -> Any:
+        for ex in self.exchanges:
+            if ex.execute == execute and ex.session == session and \
+                    (arguments is None or ex.arguments == arguments):
+                if "error" in ex.reply:
+                    return None
+                return copy.deepcopy(ex.reply["return"])
+        return None
+
+    # -- identity ----------------------------------------------------------------------
+
+    def version(self) -> dict[str, Any]:
+        return self._reply("query-version")
+
+    def target(self) -> dict[str, Any]:
+        return self._reply("query-target")
+
+    def kvm_present(self) -> bool:
+        return bool(self._reply("query-kvm")["present"])
+
+    # -- the monitor's tables ------------------------------------------------------------
+
+    def command_names(self) -> list[str]:
+        """`query-commands` of the x86_64 binary (reverse registration order)."""
+        return [c["name"] for c in self._reply("query-commands")]
+
+    def event_names(self) -> list[str]:
+        return [e["name"] for e in self._reply("query-events")]
+
+    # -- machine, CPUs ----------------------------------------------------------------------
+
+    def machines(self) -> list[dict[str, Any]]:
+        return self._reply("query-machines")
+
+    def cpu_definitions(self, accel: str) -> list[dict[str, Any]]:
+        session = "kvm" if accel == "kvm" else "tcg"
+        return self._reply("query-cpu-definitions", session=session)
+
+    def cpu_model_expansions(self, accel: str) -> list[tuple[Any, dict[str, Any]]]:
+        """The recorded (arguments, reply) pairs of query-cpu-model-expansion."""
+        session = "kvm" if accel == "kvm" else "tcg"
+        return [(copy.deepcopy(ex.arguments), copy.deepcopy(ex.reply["return"]))
+                for ex in self.exchanges
+                if ex.execute == "query-cpu-model-expansion" and ex.session == session
+                and "return" in ex.reply]
+
+    # -- devices, QOM --------------------------------------------------------------------
+
+    def qom_types(self) -> list[dict[str, Any]]:
+        return self._reply("qom-list-types")
+
+    def device_properties(self, typename: str) -> list[dict[str, Any]] | None:
+        """Recorded properties of a device type, or None if it was not probed/found."""
+        return self._reply("device-list-properties", arguments={"typename": typename})
+
+    def tpm_models(self) -> list[str]:
+        return self._reply("query-tpm-models")
+
+    def tpm_types(self) -> list[str]:
+        return self._reply("query-tpm-types")
+
+    def command_line_options(self) -> list[dict[str, Any]]:
+        return self._reply("query-command-line-options")
+
+    def migrate_capabilities(self) -> list[dict[str, Any]]:
+        return self._reply("query-migrate-capabilities")
+
+    def qmp_schema(self) -> list[dict[str, Any]]:
+        return self._reply("query-qmp-schema")

@@ -1,0 +1,5 @@
+"""vmm.hmp: the human monitor: QEMU's command table and texts, and its line editor.
+
+`interpreter` (parses and runs one command line), `readline` (util/readline.c's
+echo and editing, as seen on the wire).
+"""

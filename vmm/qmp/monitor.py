@@ -1,0 +1,211 @@
+"""Monitors as protocol state machines: bytes in, bytes out, no sockets.
+
+`vmm` layer, synchronous. A `QmpMonitor` is QEMU's QMP monitor for one chardev: it
+greets each new client, decodes its bytes with QEMU's JSON dialect, runs each
+message through the dispatcher in order, and writes replies and events (CR LF
+framed, compact or `pretty=on`) to its outbox. An `HmpMonitor` is the readline
+monitor: banner, prompt, echo, one command line at a time. The server (trio) owns
+the sockets and moves bytes between them and these objects; ordering is decided
+here: events raised while a command runs go out before its reply, events of the
+requests it queued after (`qmp-protocol.md` §4, `runstate.md` §7).
+
+Outbox policy for a client that stops reading: the server stops reading its input
+while its outbox holds more than `HIGH_WATER` bytes (so requests are never lost, only
+delayed), and disconnects it if events alone push the outbox past `EVENT_LIMIT`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from schema.handlers import collect_handlers
+from schema.output import check_return
+from vmm.hmp.readline import Readline
+from vmm.machine.events import Event
+from vmm.qmp.dispatch import Dispatcher, MonitorSession, ParseError
+from vmm.qmp.wire import MessageDecoder, ParseFailure, encode
+
+if TYPE_CHECKING:
+    from vmm.hmp.interpreter import Hmp
+    from vmm.machine.commands import CoreCommands
+    from vmm.machine.core import Machine
+
+HIGH_WATER = 1 << 20      # stop reading a client's requests above this backlog
+EVENT_LIMIT = 64 << 20    # a client this far behind on events is disconnected
+
+
+def _nothing() -> None:
+    pass
+
+
+class MonitorHub:
+    """The monitors of one machine; counts connected clients (monitor.c mon_refcount)."""
+
+    def __init__(self, machine: Machine, dispatcher: Dispatcher, core: CoreCommands) -> None:
+        self.machine = machine
+        self.dispatcher = dispatcher
+        self.core = core
+        self.monitors: list[QmpMonitor | HmpMonitor] = []
+
+    def new_hmp(self) -> Hmp:
+        from vmm.hmp.interpreter import Hmp
+
+        return Hmp(self.core)
+
+    def connected(self) -> int:
+        return sum(1 for m in self.monitors if m.is_connected)
+
+    def qmp(self, *, pretty: bool = False, name: str = "") -> QmpMonitor:
+        mon = QmpMonitor(self, pretty=pretty, name=name)
+        self.monitors.append(mon)
+        return mon
+
+    def hmp(self, *, name: str = "") -> HmpMonitor:
+        mon = HmpMonitor(self, name=name)
+        self.monitors.append(mon)
+        return mon
+
+
+class QmpMonitor:
+    """One `-qmp`/`-mon mode=control` monitor."""
+
+    def __init__(self, hub: MonitorHub, *, pretty: bool, name: str) -> None:
+        self.hub = hub
+        self.machine = hub.machine
+        self.dispatcher = hub.dispatcher
+        self.pretty = pretty
+        self.name = name
+        self.decoder = MessageDecoder()
+        self.outbox = bytearray()
+        self.is_connected = False
+        self.dropped = False  # set when the event limit forced a disconnect
+        self.on_output: Callable[[], None] = _nothing  # the server's "write me out"
+        self.session = MonitorSession(run_hmp=self._run_hmp,
+                                      connected_monitors=hub.connected)
+        from vmm.machine.commands import MonitorCommands
+
+        self.session.handlers = collect_handlers(MonitorCommands(self.machine, self.session))
+        self._hmp: Hmp | None = None
+
+    # -- connection lifecycle (monitor.c monitor_qmp_event) ------------------------------
+
+    def connect(self) -> None:
+        self.is_connected = True
+        self.dropped = False
+        self.session.negotiated = False
+        self.outbox.clear()
+        version = check_return(self.machine.schema.commands["query-version"],
+                               self.hub.core.query_version())
+        self._write({"QMP": {"version": version, "capabilities": []}})
+        self.machine.events.subscribe(self.on_event)
+
+    def disconnect(self) -> None:
+        if not self.is_connected:
+            return
+        self.is_connected = False
+        self.machine.events.unsubscribe(self.on_event)
+        self.decoder.reset()
+        self.session.fds.drop_received()
+        self.outbox.clear()
+        self.machine.fdsets.cleanup_all(running=self.machine.runstate.running,
+                                        monitors_connected=self.hub.connected())
+
+    # -- traffic ------------------------------------------------------------------------
+
+    def feed(self, data: bytes, fds: list[int] | None = None) -> None:
+        """Process client bytes (and descriptors that came with them)."""
+        if fds:
+            self.session.fds.received.extend(fds)
+        for message in self.decoder.feed(data):
+            self.handle(message)
+            if not self.is_connected or self.machine.exit_code is not None:
+                break
+
+    def handle(self, message: Any) -> None:
+        request = ParseError(message.desc) if isinstance(message, ParseFailure) else message
+        self.hub.core.trace.log("handle_qmp_command", f"mon {id(self):#x} req: {request!r}")
+        reply = self.dispatcher.execute(self.session, request)
+        self.session.fds.drop_received()
+        if reply is not None:
+            self._write(reply)
+        self.machine.process_requests()
+
+    def on_event(self, event: Event) -> None:
+        if not self.is_connected or not self.session.negotiated:
+            return
+        self._write(event.message())
+        if len(self.outbox) > EVENT_LIMIT:
+            self.dropped = True
+
+    def _write(self, value: Any) -> None:
+        self.outbox += encode(value, pretty=self.pretty)
+        self.on_output()
+
+    def take_output(self) -> bytes:
+        data = bytes(self.outbox)
+        self.outbox.clear()
+        return data
+
+    def _run_hmp(self, command_line: str) -> str:
+        if self._hmp is None:
+            self._hmp = self.hub.new_hmp()
+        assert self._hmp is not None
+        return self._hmp.run(command_line).replace("\n", "\r\n")
+
+
+class HmpMonitor:
+    """One `-monitor`/`-mon mode=readline` monitor (monitor.c + util/readline.c)."""
+
+    PROMPT = "(qemu) "
+
+    def __init__(self, hub: MonitorHub, *, name: str) -> None:
+        self.hub = hub
+        self.machine = hub.machine
+        self.name = name
+        self.outbox = bytearray()
+        self.is_connected = False
+        self.dropped = False
+        self.on_output: Callable[[], None] = _nothing
+        self.hmp: Hmp = hub.new_hmp()
+        self.readline = Readline(self._print, self._command)
+
+    def connect(self) -> None:
+        """monitor_event CHR_EVENT_OPENED: banner, then the prompt."""
+        self.is_connected = True
+        self.outbox.clear()
+        version = self.machine.catalog.version()["qemu"]
+        qemu_version = f"{version['major']}.{version['minor']}.{version['micro']}"
+        self._print(f"QEMU {qemu_version} monitor - type 'help' for more information\n")
+        self.readline = Readline(self._print, self._command)
+        self.readline.show_prompt(self.PROMPT)
+
+    def disconnect(self) -> None:
+        if not self.is_connected:
+            return
+        self.is_connected = False
+        self.outbox.clear()
+        self.machine.fdsets.cleanup_all(running=self.machine.runstate.running,
+                                        monitors_connected=self.hub.connected())
+
+    def feed(self, data: bytes, fds: list[int] | None = None) -> None:
+        for byte in data:
+            if self.machine.exit_code is not None:
+                return
+            self.readline.handle_byte(byte)
+
+    def _command(self, line: str) -> None:
+        """monitor_command_cb: run the line, then show the prompt (unless quitting)."""
+        self._print(self.hmp.run(line))
+        self.machine.process_requests()
+        if self.machine.exit_code is None:
+            self.readline.show_prompt(self.PROMPT)
+
+    def _print(self, text: str) -> None:
+        self.outbox += text.replace("\n", "\r\n").encode("utf-8", "surrogateescape")
+        self.on_output()
+
+    def take_output(self) -> bytes:
+        data = bytes(self.outbox)
+        self.outbox.clear()
+        return data
