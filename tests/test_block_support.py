@@ -20,8 +20,10 @@ import pytest
 
 from blockdev import drive as block_drive
 from blockdev.commands import BlockCommands
+from blockdev.device_ops import DeviceBackends
 from blockdev.host import RecordingHost
 from blockdev.layer import BlockLayer
+from devices.qdev import Qdev, attach_device
 from schema.errors import QMPError
 
 QEMU_IMG = shutil.which("qemu-img") or "/usr/bin/qemu-img"
@@ -30,12 +32,14 @@ needs_qemu_img = pytest.mark.skipif(not Path(QEMU_IMG).exists(), reason="qemu-im
 
 
 class Block:
-    """A block layer, its commands, and the host it reports to."""
+    """A block layer, its commands, the host it reports to, and qdev over it (for
+    the block devices)."""
 
     def __init__(self, *, seed: int = 7, state: str = "running") -> None:
         self.host = RecordingHost(state)
         self.layer = BlockLayer.create(self.host, seed=seed)
         self.cmds = BlockCommands(self.layer)
+        self.qdev = Qdev(block=DeviceBackends(self.layer))
 
     # -- commands by wire name ----------------------------------------------------------
 
@@ -64,7 +68,7 @@ class Block:
         return block_drive.add_drive(self.layer, [(k, v) for k, v in pairs], **kw)
 
     def device(self, driver: str, **props: str) -> Any:
-        return block_drive.attach_device(self.layer, driver, props)
+        return attach_device(self.qdev, driver, props)
 
     def events(self) -> list[tuple[str, Any]]:
         return self.host.take_events()

@@ -10,7 +10,9 @@ from __future__ import annotations
 import attrs
 
 from blockdev.commands import BlockCommands
+from blockdev.device_ops import DeviceBackends
 from blockdev.layer import BlockLayer
+from devices.qdev import Qdev
 from schema.catalog import Catalog
 from schema.model import Schema
 from vmm.machine.commands import CoreCommands
@@ -28,6 +30,7 @@ class Vm:
     dispatcher: Dispatcher
     hub: MonitorHub
     block: BlockLayer
+    qdev: Qdev
 
     @classmethod
     def build(cls, *, options: MachineOptions, schema: Schema, catalog: Catalog,
@@ -38,6 +41,7 @@ class Vm:
         core = CoreCommands(machine, trace)
         block = BlockLayer.create(machine)
         machine.subsystems["block"] = block
+        qdev = Qdev(block=DeviceBackends(block))
         machine.on_cont(block.on_cont)
         machine.on_vm_start(lambda: machine.kick() if block.trays.pending else None)
         owners: list[object] = [core, BlockCommands(block)]
@@ -45,7 +49,7 @@ class Vm:
         dispatcher = Dispatcher(machine, *owners)
         hub = MonitorHub(machine, dispatcher, core)
         return cls(machine=machine, core=core, trace=trace, dispatcher=dispatcher, hub=hub,
-                   block=block)
+                   block=block, qdev=qdev)
 
     def qmp_monitor(self, *, pretty: bool = False, name: str = "") -> QmpMonitor:
         return self.hub.qmp(pretty=pretty, name=name)
