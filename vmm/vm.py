@@ -12,9 +12,11 @@ import attrs
 from blockdev.commands import BlockCommands
 from blockdev.device_ops import DeviceBackends
 from blockdev.layer import BlockLayer
+from devices.display.vnc import VncDisplays
 from devices.qdev import Qdev
 from schema.catalog import Catalog
 from schema.model import Schema
+from vmm.change import ChangeCommand
 from vmm.machine.commands import CoreCommands
 from vmm.machine.core import Clock, Machine, MachineOptions
 from vmm.machine.trace import TraceEvents
@@ -31,6 +33,7 @@ class Vm:
     hub: MonitorHub
     block: BlockLayer
     qdev: Qdev
+    vnc: VncDisplays
 
     @classmethod
     def build(cls, *, options: MachineOptions, schema: Schema, catalog: Catalog,
@@ -42,14 +45,15 @@ class Vm:
         block = BlockLayer.create(machine)
         machine.subsystems["block"] = block
         qdev = Qdev(block=DeviceBackends(block))
+        vnc = VncDisplays()  # -vnc is not applied yet: no display, as QEMU without -vnc
         machine.on_cont(block.on_cont)
         machine.on_vm_start(lambda: machine.kick() if block.trays.pending else None)
-        owners: list[object] = [core, BlockCommands(block)]
+        owners: list[object] = [core, BlockCommands(block), ChangeCommand(block, vnc)]
         owners.extend(machine.subsystems.values())
         dispatcher = Dispatcher(machine, *owners)
         hub = MonitorHub(machine, dispatcher, core)
         return cls(machine=machine, core=core, trace=trace, dispatcher=dispatcher, hub=hub,
-                   block=block, qdev=qdev)
+                   block=block, qdev=qdev, vnc=vnc)
 
     def qmp_monitor(self, *, pretty: bool = False, name: str = "") -> QmpMonitor:
         return self.hub.qmp(pretty=pretty, name=name)
