@@ -21,7 +21,12 @@ import attrs
 
 from devices.backends import BlockBackends
 from devices.blockdevs import DEVICE_KINDS, BlockDevice, scsi_hd_removable
-from schema.errors import QERR_INVALID_PARAMETER_TYPE, GenericError
+from schema.errors import QERR_INVALID_PARAMETER, QERR_INVALID_PARAMETER_TYPE, GenericError
+
+# The qapi enums of the block device properties: BlockdevOnError (rerror, werror)
+# and OnOffAuto (write-cache).
+ON_ERROR = ("report", "ignore", "enospc", "stop", "auto")
+ON_OFF_AUTO = ("auto", "on", "off")
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -51,6 +56,14 @@ def prop_bool(name: str, value: str) -> bool:
     raise GenericError(QERR_INVALID_PARAMETER_TYPE % (name, "boolean"))
 
 
+def prop_enum(value: str, choices: tuple[str, ...]) -> str:
+    """An enum qdev property set from a -device string (qdev-properties.c set_enum,
+    qapi-visit-core.c input_type_enum): one of the enum's names, case-sensitive."""
+    if value not in choices:
+        raise GenericError(QERR_INVALID_PARAMETER % value)
+    return value
+
+
 def attach_device(qdev: Qdev, driver: str, props: Mapping[str, str], *,
                   qom_path: str | None = None) -> BlockDevice:
     """A block device's properties, its `drive=` (parse_drive) and realize."""
@@ -65,19 +78,14 @@ def attach_device(qdev: Qdev, driver: str, props: Mapping[str, str], *,
     if qom_path is None:
         qom_path = f"/machine/peripheral/{ident}" if ident else qdev.next_anon_path()
     dev = BlockDevice(kind=kind, id=ident, qom_path=qom_path)
-    for prop in ("rerror", "werror"):
-        if prop in props:
-            value = props[prop]
-            allowed = ("auto", "ignore", "report", "stop") + (("enospc",) if prop ==
-                                                               "werror" else ())
-            if value not in allowed and not (prop == "rerror" and value == "enospc"):
-                raise GenericError(f"Property '{driver}.{prop}' doesn't take value "
-                                   f"'{value}'")
-            setattr(dev, prop, value)
+    if "rerror" in props:
+        dev.rerror = prop_enum(props["rerror"], ON_ERROR)
+    if "werror" in props:
+        dev.werror = prop_enum(props["werror"], ON_ERROR)
     if "share-rw" in props:
         dev.share_rw = prop_bool("share-rw", props["share-rw"])
     if "write-cache" in props:
-        dev.wce = props["write-cache"]
+        dev.wce = prop_enum(props["write-cache"], ON_OFF_AUTO)
     block = qdev.block
     drive = props.get("drive")
     blk = None

@@ -2,8 +2,9 @@
 layer only through `devices.backends.BlockBackends`.
 
 Pins qdev-monitor.c qdev_device_add (properties from -device strings through
-object_property_parse's string input visitor, qapi/string-input-visitor.c
-parse_type_bool) and the naming of devices without an id
+object_property_parse's string input visitor: qapi/string-input-visitor.c
+parse_type_bool for booleans, qapi/qapi-visit-core.c input_type_enum for enums)
+and the naming of devices without an id
 (/machine/peripheral-anon/device[N]). The realize checks and their texts are
 pinned by tests/test_block_cmdline.py and tests/test_block_media.py.
 """
@@ -58,3 +59,28 @@ def test_devices_without_id_are_numbered_in_peripheral_anon() -> None:
     b.device("scsi-hd", drive="d1")
     assert [b.block(d)["qdev"] for d in ("d0", "d1")] == [
         "/machine/peripheral-anon/device[0]", "/machine/peripheral-anon/device[1]"]
+
+
+@pytest.mark.parametrize(("prop", "value"), [
+    ("rerror", "bogus"), ("werror", "Stop"), ("write-cache", "yes"),
+])
+def test_enum_property_refused(prop: str, value: str) -> None:
+    """set_enum -> input_type_enum: a name the enum (BlockdevOnError, OnOffAuto)
+    does not have is QERR_INVALID_PARAMETER with the value."""
+    b = Block()
+    b.drive("driver=null-co,if=none,id=d0")
+    with fails(f"Invalid parameter '{value}'"):
+        b.device("virtio-blk-pci", drive="d0", **{prop: value})
+
+
+def test_enum_properties_reach_the_backend() -> None:
+    """blkconf_apply_backend_options: rerror/werror other than auto replace the
+    drive's policies, write-cache=off clears the write cache."""
+    b = Block()
+    b.drive("driver=null-co,if=none,id=d0")
+    b.device("virtio-blk-pci", drive="d0", rerror="stop", werror="ignore",
+             **{"write-cache": "off"})
+    blk = b.layer.blk_by_name("d0")
+    assert blk is not None
+    assert (blk.on_read_error, blk.on_write_error, blk.enable_write_cache) == (
+        "stop", "ignore", False)
