@@ -3,11 +3,17 @@
 Pins chardev/char-socket.c qemu_chr_parse_socket (server/wait/telnet defaults),
 SocketAddress_to_str with "disconnected:" (update_disconnected_filename, also what
 tcp_chr_wait_connected prints), sockaddr_to_str (tcp_chr_connect) and
-chardev/char.c qemu_chardev_new (a backend without its own filename shows its type).
+chardev/char.c qemu_chardev_new (a backend without its own filename shows its type);
+through the trio edge, the errors of opening a socket chardev.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+from devices.chardev.edge import BoundAddress, ChardevError, open_listener
 from devices.chardev.model import ChardevSpec, chardev_spec
 from vmm.cmdline import parse_command_line
 
@@ -69,3 +75,31 @@ def test_connected_filenames() -> None:
                      telnet=True)
     assert v6.connected_filename(("::1", 40000, 0, 0), ("::1", 1, 0, 0)) == \
         "telnet:[::1]:40000 <-> [::1]:1"
+
+
+async def test_fd_that_is_not_a_socket(tmp_path: Path) -> None:
+    """fd=N names a descriptor that must be a socket (QEMU 2.12 util/qemu-sockets.c
+    socket_get_fd: "File descriptor '%s' is not a socket")."""
+    with open(tmp_path / "f", "w") as f:
+        with pytest.raises(ChardevError, match=f"^File descriptor '{f.fileno()}' is not "
+                           "a socket$"):
+            await open_listener(ChardevSpec(id="m", backend="socket", fd=f.fileno()))
+
+
+async def test_unix_bind_failure(tmp_path: Path) -> None:
+    """unix_listen_saddr: "Failed to bind socket to PATH" with the errno's text."""
+    path = tmp_path / "missing" / "sock"
+    with pytest.raises(ChardevError, match=f"^Failed to bind socket to {path}: No such "
+                       "file or directory$"):
+        await open_listener(ChardevSpec(id="m", backend="socket", path=str(path)))
+
+
+async def test_listener_reports_its_address(tmp_path: Path) -> None:
+    """A bound unix chardev reports its id, family and path (Server's task status)."""
+    path = tmp_path / "s"
+    listener = await open_listener(ChardevSpec(id="m", backend="socket", path=str(path),
+                                               wait=False))
+    try:
+        assert listener.address() == BoundAddress("m", "unix", str(path))
+    finally:
+        listener.close()

@@ -17,6 +17,7 @@ import array
 import errno
 import os
 import socket
+import stat
 from typing import Any, Protocol
 
 import attrs
@@ -130,6 +131,14 @@ class Listener:
         self.sock.close()
 
 
+def _is_socket(fd: int) -> bool:
+    """fd_is_socket: fstat says S_ISSOCK (a closed descriptor is not one)."""
+    try:
+        return stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
 async def open_client(spec: ChardevSpec) -> Listener:
     """A `server=off` socket chardev: connect once at start-up (tcp_chr_wait_connected)."""
     if spec.path is not None:
@@ -157,10 +166,10 @@ async def open_listener(spec: ChardevSpec) -> Listener:
     if not spec.server and spec.fd is None:
         return await open_client(spec)
     if spec.fd is not None:
-        try:
-            raw = socket.socket(fileno=spec.fd)
-        except OSError as e:
-            raise ChardevError(f"Failed to use socket fd {spec.fd}: {e.strerror}") from None
+        if not _is_socket(spec.fd):
+            # QEMU 2.12 util/qemu-sockets.c socket_get_fd (fd= is 2.12's option)
+            raise ChardevError(f"File descriptor '{spec.fd}' is not a socket")
+        raw = socket.socket(fileno=spec.fd)
         raw.setblocking(False)
         return Listener(spec, trio.socket.from_stdlib_socket(raw))
     if spec.path is not None:
