@@ -1,7 +1,8 @@
 """The block layer's QMP commands (everything but jobs, `transaction` and NBD).
 
 Handlers of the `blockdev` layer, registered by schema name; the schema visitor has
-already checked the arguments and the dispatcher checks and orders the replies. Each
+already checked the arguments and the dispatcher checks and orders the replies
+(`change`, which also reaches the display, is composed in `vmm.change`). Each
 handler is a thin translation of QEMU 2.11's qmp_* function (named in its docstring)
 onto the model in `blockdev.layer`, `blockdev.media`, `blockdev.snapshot`,
 `blockdev.throttle` and `blockdev.guest_io`; the texts are QEMU's (block.md §3, §6, §7).
@@ -9,7 +10,6 @@ onto the model in `blockdev.layer`, `blockdev.media`, `blockdev.snapshot`,
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from blockdev import media, query, snapshot
@@ -22,21 +22,9 @@ from schema.errors import (
     QERR_DEVICE_IN_USE,
     QERR_FEATURE_DISABLED,
     QERR_INVALID_PARAMETER_VALUE,
-    QERR_MISSING_PARAMETER,
     GenericError,
 )
 from schema.handlers import qmp_command
-
-VncChange = Callable[[str, str | None], None]
-
-
-def _default_vnc_change(target: str, arg: str | None) -> None:
-    """qmp_change_vnc without a VNC display (the display issue owns VNC)."""
-    if target in ("passwd", "password"):
-        if arg is None:
-            raise GenericError(QERR_MISSING_PARAMETER % "password")
-        raise GenericError("Could not set password")
-    raise GenericError("VNC display not active")
 
 
 def blockdev_add_options(options: dict[str, Any]) -> Flat:
@@ -73,9 +61,8 @@ def blockdev_add(layer: BlockLayer, options: dict[str, Any]) -> Node:
 class BlockCommands:
     """The command handlers; one instance per machine, over its BlockLayer."""
 
-    def __init__(self, layer: BlockLayer, *, vnc_change: VncChange | None = None) -> None:
+    def __init__(self, layer: BlockLayer) -> None:
         self.layer = layer
-        self.vnc_change = vnc_change or _default_vnc_change
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -215,14 +202,6 @@ class BlockCommands:
                                read_only_mode: str | None = None) -> None:
         """blockdev.c qmp_blockdev_change_medium."""
         media.change_medium(self.layer, device, id, filename, format, read_only_mode)
-
-    @qmp_command("change")
-    def change(self, device: str, target: str, arg: str | None = None) -> None:
-        """qmp.c qmp_change: VNC, or blockdev-change-medium by device name."""
-        if device == "vnc":
-            self.vnc_change(target, arg)
-            return
-        media.change_medium(self.layer, device, None, target, arg, None)
 
     # -- snapshots ---------------------------------------------------------------------------
 

@@ -1,5 +1,4 @@
-"""The block layer's command-line entry points: `-drive`, `-blockdev`, and the block
-side of `-device`/`device_add`.
+"""The block layer's command-line entry points: `-drive` and `-blockdev`.
 
 Part of the pure `blockdev` layer, called by the command-line composition in `vmm`
 with the plain values its parser produces:
@@ -9,14 +8,17 @@ with the plain values its parser produces:
   aliases, `cache=`, `if=`/`media=`/`bus`/`unit`/`index` and the legacy ids
   (`ide0-hd0`, `floppy0`, `virtio0`), `readonly`, `snapshot`, `werror`/`rerror`,
   `format`, `file.*`/`node-name`/driver options, throttling and statistics options.
-  It returns the DriveInfo; `if=virtio` also yields the `-device virtio-blk-pci`
-  options QEMU adds (`DriveResult.implied_device`), which the caller must create
-  in order with the other `-device`s. Boards create the devices of `if=ide`,
-  `if=scsi`, `if=floppy`: `board_drives` lists them for the machine to attach.
+  It returns the DriveInfo (blockdev.c's, kept with the BlockBackend as
+  `legacy_dinfo`); `if=virtio` also yields the `-device virtio-blk-pci` options
+  QEMU adds (`DriveResult.implied_device`), which the caller must create in order
+  with the other `-device`s. Boards create the devices of `if=ide`, `if=scsi`,
+  `if=floppy` (`devices.board`).
 * `add_blockdev(layer, options, keyval=...)`: one `-blockdev` (same as
   blockdev-add), its options JSON-typed or keyval strings.
-* `attach_device(layer, driver, props, qom_path=...)`: a block device's `drive=`
-  property and realize checks (block.md §6 table), and `detach_device` for unplug.
+* `drive_del(layer, id)`: HMP drive_del.
+
+The devices themselves (their `drive=` property, realize, unplug) are qdev's:
+`devices.qdev`, which reaches the block layer through `blockdev.device_ops`.
 
 Errors raise `GenericError` with QEMU's message; the command line prefixes it with
 the option's location and exits, as QEMU does.
@@ -30,7 +32,6 @@ from typing import Any
 import attrs
 
 from blockdev import commands
-from blockdev.devices import DEVICE_KINDS, BlockDevice, DriveInfo, scsi_hd_removable
 from blockdev.graph import Backend, OpenFlags
 from blockdev.layer import BlockLayer
 from blockdev.options import (
@@ -38,7 +39,6 @@ from blockdev.options import (
     OptDesc,
     absorb,
     extract_subqdict,
-    parse_bool,
 )
 from blockdev.throttle import ThrottleConfig, drive_option_descs
 from schema.errors import GenericError
@@ -80,6 +80,24 @@ CACHE_MODES = {  # bdrv_parse_cache_mode: (writethrough, nocache, no_flush)
     "directsync": (True, True, False), "writeback": (False, False, False),
     "unsafe": (False, False, True), "writethrough": (True, False, False),
 }
+
+
+@attrs.define(kw_only=True)
+class DriveInfo:
+    """blockdev.c DriveInfo: what `-drive` remembers besides the BlockBackend."""
+
+    type: str  # the if= name
+    bus: int
+    unit: int
+    media_cd: bool = False
+    auto_del: bool = False
+    is_default: bool = False
+    serial: str | None = None
+    devaddr: str | None = None
+    cyls: int = 0
+    heads: int = 0
+    secs: int = 0
+    trans: str = "auto"
 
 
 @attrs.frozen
@@ -456,196 +474,6 @@ def _keyval_scalar(name: str, value: str, path: str) -> Any:
             return None
         raise GenericError(f"Parameter '{path}' expects null")
     return value
-
-
-# --- devices ------------------------------------------------------------------------------
-
-
-def attach_device(layer: BlockLayer, driver: str, props: Mapping[str, str], *,
-                  qom_path: str | None = None) -> BlockDevice:
-    """A block device's `drive=` property and realize [qdev-properties-system.c
-    parse_drive, hw/ide/qdev.c ide_dev_initfn, hw/block/virtio-blk.c,
-    hw/scsi/scsi-disk.c, hw/block/fdc.c, hw/block/block.c]."""
-    kind = DEVICE_KINDS.get(driver)
-    if kind is None:
-        raise GenericError(f"'{driver}' is not a block device model known to the block "
-                           "layer")
-    if driver == "scsi-hd" and props.get("removable") is not None and \
-            parse_bool("removable", props["removable"]):
-        kind = scsi_hd_removable()
-    ident = props.get("id")
-    if qom_path is None:
-        qom_path = f"/machine/peripheral/{ident}" if ident else layer.next_anon_path()
-    dev = BlockDevice(kind=kind, id=ident, qom_path=qom_path)
-    for prop in ("rerror", "werror"):
-        if prop in props:
-            value = props[prop]
-            allowed = ("auto", "ignore", "report", "stop") + (("enospc",) if prop ==
-                                                               "werror" else ())
-            if value not in allowed and not (prop == "rerror" and value == "enospc"):
-                raise GenericError(f"Property '{driver}.{prop}' doesn't take value "
-                                   f"'{value}'")
-            setattr(dev, prop, value)
-    if "share-rw" in props:
-        dev.share_rw = parse_bool("share-rw", props["share-rw"])
-    if "write-cache" in props:
-        dev.wce = props["write-cache"]
-    drive = props.get("drive")
-    blk: Backend | None = None
-    created = False
-    if drive:
-        blk = layer.blk_by_name(drive)
-        if blk is None:
-            bs = layer.find_node(drive)
-            if bs is not None:
-                blk = layer.blk_new(0, 0x1F)
-                created = True
-                try:
-                    layer.blk_insert_bs(blk, bs)
-                except GenericError:
-                    layer.blk_unref(blk)
-                    raise
-        if blk is None:
-            raise GenericError(f"Property '{driver}.drive' can't find value '{drive}'")
-        if blk.dev is not None:
-            if created:
-                layer.blk_unref(blk)
-            d = blk.legacy_dinfo
-            if d is not None and d.type != "none":
-                raise GenericError(f"Drive '{drive}' is already in use because it has been "
-                                   "automatically connected to another device (did you "
-                                   "need 'if=none' in the drive options?)")
-            raise GenericError(f"Drive '{drive}' is already in use by another device")
-    try:
-        return _realize(layer, dev, blk, created)
-    except GenericError:
-        if created and blk is not None:
-            layer.blk_unref(blk)
-        raise
-
-
-def _realize(layer: BlockLayer, dev: BlockDevice, blk: Backend | None,
-             created: bool) -> BlockDevice:
-    kind = dev.kind
-    if blk is None:
-        if kind.driver in ("ide-cd", "scsi-cd", "floppy") or kind.tray or \
-                kind.driver == "sd-card":
-            blk = layer.blk_new(0, 0x1F)
-            created = True
-        elif kind.driver in ("ide-hd", "ide-drive"):
-            raise GenericError("No drive specified")
-        else:
-            raise GenericError("drive property not set")
-    if kind.needs_media and not blk.is_inserted():
-        raise GenericError("Device needs media, but drive is empty")
-    if kind.rejects_readonly and blk.is_read_only():
-        raise GenericError("Can't use a read-only drive")
-    if not kind.error_options:
-        if blk.on_write_error != "enospc" and blk.legacy_dinfo is not None:
-            raise GenericError("fdc doesn't support drive option werror")
-        if blk.on_read_error != "report":
-            raise GenericError("fdc doesn't support drive option rerror")
-    # blk_attach_dev
-    if layer.host.runstate.state == "inmigrate":
-        blk.disable_perm = True
-    blk.dev = dev
-    blk.refcnt += 1
-    blk.iostatus_reset()
-    try:
-        readonly = kind.readonly if kind.readonly is not None else blk.is_read_only()
-        perm = 0x01 | (0 if readonly else 0x02)
-        shared = 0x01 | 0x04 | 0x10
-        if kind.resizable:
-            shared |= 0x08
-        if dev.share_rw:
-            shared |= 0x02
-        layer.blk_set_perm(blk, perm, shared)
-    except GenericError:
-        blk.dev = None
-        blk.refcnt -= 1
-        raise
-    if dev.wce == "on":
-        blk.enable_write_cache = True
-    elif dev.wce == "off":
-        blk.enable_write_cache = False
-    if dev.rerror != "auto":
-        blk.on_read_error = dev.rerror
-    if dev.werror != "auto":
-        blk.on_write_error = dev.werror
-    if created:
-        blk.refcnt -= 1  # the device keeps the only reference
-    if kind.iostatus:
-        blk.iostatus_enabled = True
-        blk.iostatus = "ok"
-    layer.devices.append(dev)
-    return dev
-
-
-def detach_device(layer: BlockLayer, dev: BlockDevice) -> None:
-    """Unplugging: release_drive (blockdev_auto_del, blk_detach_dev)."""
-    blk = layer.blk_by_dev(dev)
-    if dev in layer.devices:
-        layer.devices.remove(dev)
-    if blk is None:
-        return
-    d = blk.legacy_dinfo
-    if d is not None and d.auto_del:
-        layer.monitor_remove_blk(blk)
-        layer.blk_unref(blk)
-    blk.dev = None
-    blk.iostatus_enabled = False
-    try:
-        layer.blk_set_perm(blk, 0, 0x1F)
-    except GenericError:
-        pass
-    layer.blk_unref(blk)
-
-
-def mark_auto_del(layer: BlockLayer, dev: BlockDevice) -> None:
-    """blockdev_mark_auto_del: a device_del'ed device takes its -drive with it."""
-    blk = layer.blk_by_dev(dev)
-    if blk is not None and blk.legacy_dinfo is not None:
-        blk.legacy_dinfo.auto_del = True
-
-
-@attrs.frozen
-class BoardDrive:
-    """A device the board creates for an `if=` drive (pc: IDE, floppy, SCSI)."""
-
-    drive: str
-    driver: str
-    bus: int
-    unit: int
-
-
-def board_drives(layer: BlockLayer) -> list[BoardDrive]:
-    """The devices pc_init1 creates for the -drives of its interfaces, in its order:
-    floppies (pc_basic_device_init), then IDE (pci_piix3_ide_init), then SCSI
-    (the lsi controller's legacy drives)."""
-    out: list[BoardDrive] = []
-    drives = [blk for blk in layer.monitor_backends if blk.legacy_dinfo is not None]
-    for iface, pick in (("floppy", lambda d: "floppy"),
-                        ("ide", lambda d: "ide-cd" if d.media_cd else "ide-hd"),
-                        ("scsi", lambda d: "scsi-cd" if d.media_cd else "scsi-hd")):
-        for blk in sorted((b for b in drives if b.legacy_dinfo.type == iface),  # type: ignore[union-attr]
-                          key=lambda b: (b.legacy_dinfo.bus, b.legacy_dinfo.unit)):  # type: ignore[union-attr]
-            d = blk.legacy_dinfo
-            assert d is not None and blk.name is not None
-            out.append(BoardDrive(drive=blk.name, driver=pick(d), bus=d.bus, unit=d.unit))
-    return out
-
-
-def create_board_devices(layer: BlockLayer, *, first_unattached: int = 17) -> list[BlockDevice]:
-    """Attach the board devices of `board_drives`, naming them
-    /machine/unattached/device[N] from `first_unattached` on (the caller that owns
-    the QOM tree should pass its own numbering)."""
-    devs = []
-    n = first_unattached
-    for bd in board_drives(layer):
-        devs.append(attach_device(layer, bd.driver, {"drive": bd.drive},
-                                  qom_path=f"/machine/unattached/device[{n}]"))
-        n += 1
-    return devs
 
 
 def drive_del(layer: BlockLayer, ident: str) -> None:

@@ -33,7 +33,8 @@ from blockdev.image.lock import Perm, perm_names
 from schema.errors import GenericError
 
 if TYPE_CHECKING:
-    from blockdev.devices import BlockDevice, DriveInfo
+    from blockdev.device_ops import BlockDevOps
+    from blockdev.drive import DriveInfo
     from blockdev.drivers import DriverSpec
 
 PERM_ALL = int(Perm.ALL)
@@ -325,7 +326,7 @@ class Backend:
     root: Child | None = None
     perm: int = 0
     shared: int = PERM_ALL
-    dev: BlockDevice | None = None
+    dev: BlockDevOps | None = None
     enable_write_cache: bool = True
     on_read_error: str = "report"
     on_write_error: str = "report"
@@ -364,16 +365,16 @@ class Backend:
     # -- device model callbacks (blk_dev_*) -------------------------------------------
 
     def has_removable_media(self) -> bool:
-        return self.dev is None or self.dev.kind.removable
+        return self.dev is None or self.dev.removable
 
     def has_tray(self) -> bool:
-        return self.dev is not None and self.dev.kind.tray
+        return self.dev is not None and self.dev.has_tray
 
     def is_tray_open(self) -> bool:
         return self.has_tray() and self.dev is not None and self.dev.tray_open
 
     def is_medium_locked(self) -> bool:
-        return self.dev is not None and self.dev.kind.lock and self.dev.locked
+        return self.dev is not None and self.dev.has_lock and self.dev.locked
 
     def is_inserted(self) -> bool:
         bs = self.bs

@@ -32,7 +32,7 @@ import attrs
 
 from blockdev import graph as g
 from blockdev.bitmaps import DirtyBitmap
-from blockdev.devices import BlockDevice
+from blockdev.device_ops import BlockDevOps
 from blockdev.drivers import DRIVERS, DriverSpec, OpenErrno, find_format, find_protocol
 from blockdev.graph import Backend, Child, Node, OpenFlags, Reason
 from blockdev.host import BlockHost
@@ -81,13 +81,12 @@ class BlockLayer:
     backends: list[Backend] = attrs.Factory(list)
     monitor_backends: list[Backend] = attrs.Factory(list)
     monitor_nodes: list[Node] = attrs.Factory(list)
-    devices: list[BlockDevice] = attrs.Factory(list)
+    devices: list[BlockDevOps] = attrs.Factory(list)  # attached (blk_attach_dev)
     throttle_groups: ThrottleGroups = attrs.Factory(ThrottleGroups)
     network_size: int = 1 << 30
     tls_creds: Callable[[str], bool] = lambda _id: False
     secrets: Callable[[str], bool] = lambda _id: False
     trays: TrayScheduler = attrs.Factory(TrayScheduler)
-    anon_devices: int = 0
     medium_listeners: list[Callable[[Backend], None]] = attrs.Factory(list)
 
     @classmethod
@@ -97,23 +96,14 @@ class BlockLayer:
     def has_tls_creds(self, ident: str) -> bool:
         return self.tls_creds(ident)
 
-    def next_anon_path(self) -> str:
-        """/machine/peripheral-anon/device[N] for a device without id (the devices
-        issue will own this counter)."""
-        path = f"/machine/peripheral-anon/device[{self.anon_devices}]"
-        self.anon_devices += 1
-        return path
-
     # == the machine's hooks (Machine.subsystems protocol) ====================================
 
     def reset(self) -> None:
-        """qemu_system_reset: CD-ROM devices unlock and close their trays silently
-        [hw/ide/core.c ide_reset, hw/scsi/scsi-disk.c scsi_disk_reset]."""
+        """qemu_system_reset: the attached devices reset (CD-ROM drives unlock and
+        close their trays silently), and pending guest tray reactions are dropped.
+        The devices' reset goes through here until qdev resets its own tree."""
         for dev in self.devices:
-            if dev.kind.tray:
-                dev.locked = False
-                dev.tray_open = False
-                dev.eject_request = False
+            dev.reset()
         self.trays.pending.clear()
 
     def close_all(self) -> None:
@@ -213,7 +203,7 @@ class BlockLayer:
             raise DeviceNotFound(f"Device '{device}' not found")
         return blk
 
-    def find_device(self, qdev_id: str) -> BlockDevice | None:
+    def find_device(self, qdev_id: str) -> BlockDevOps | None:
         path = qdev_id if qdev_id.startswith("/") else f"/machine/peripheral/{qdev_id}"
         for dev in self.devices:
             own = f"/machine/peripheral/{dev.id}" if dev.id else dev.qom_path
@@ -231,7 +221,7 @@ class BlockLayer:
                 return blk
         raise GenericError("Device does not have a block device backend")
 
-    def blk_by_dev(self, dev: BlockDevice) -> Backend | None:
+    def blk_by_dev(self, dev: BlockDevOps) -> Backend | None:
         for blk in self.backends:
             if blk.dev is dev:
                 return blk
@@ -981,12 +971,10 @@ class BlockLayer:
         """blk_dev_change_media_cb: tell the device, and say DEVICE_TRAY_MOVED if its
         tray moved."""
         dev = blk.dev
-        if dev is None or not dev.kind.removable:
+        if dev is None or not dev.removable:
             return
         was_open = blk.is_tray_open()
-        if dev.kind.tray:
-            dev.tray_open = not load
-            dev.eject_request = False
+        dev.change_media_cb(load)
         if blk.is_tray_open() != was_open:
             self.host.emit("DEVICE_TRAY_MOVED", {"device": blk.display_name(),
                                                  "id": blk.attached_dev_id(),

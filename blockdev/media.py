@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from blockdev.devices import BlockDevice
+from blockdev.device_ops import BlockDevOps
 from blockdev.graph import Backend, OpenFlags
 from blockdev.options import Flat
 from schema.errors import GenericError
@@ -56,7 +56,7 @@ class TrayScheduler:
     """Guest tray reactions that are due later (pure: `now` comes from the caller)."""
 
     behaviour: TrayGuest = attrs.Factory(TrayGuest)
-    pending: list[tuple[float, BlockDevice]] = attrs.Factory(list)
+    pending: list[tuple[float, BlockDevOps]] = attrs.Factory(list)
 
     def next_deadline(self, running: bool) -> float:
         if not running or not self.pending:
@@ -200,12 +200,12 @@ def eject_request(layer: BlockLayer, blk: Backend, force: bool) -> None:
     the guest is told; `force` drops its lock. A cooperative guest then opens the
     tray itself (scheduled)."""
     dev = blk.dev
-    if dev is None or not dev.kind.tray:
+    if dev is None or not dev.has_tray:
         return
-    dev.eject_request = True
+    dev.eject_request_cb(force)
     if force:
-        dev.locked = False
-    elif layer.trays.behaviour.honour_eject_requests:
+        return
+    if layer.trays.behaviour.honour_eject_requests:
         due = layer.host.clock.now() + layer.trays.behaviour.eject_delay
         layer.trays.pending.append((due, dev))
         kick = getattr(layer.host, "kick", None)
@@ -227,19 +227,19 @@ def run_due(layer: BlockLayer, now: float) -> None:
         guest_start_stop_unit(layer, dev, start=False, load_eject=True)
 
 
-def guest_lock(layer: BlockLayer, dev: BlockDevice, locked: bool) -> None:
+def guest_lock(layer: BlockLayer, dev: BlockDevOps, locked: bool) -> None:
     """PREVENT ALLOW MEDIUM REMOVAL from the guest [hw/ide/atapi.c
     cmd_prevent_allow_medium_removal]."""
-    if dev.kind.lock:
+    if dev.has_lock:
         dev.locked = locked
 
 
-def guest_start_stop_unit(layer: BlockLayer, dev: BlockDevice, *, start: bool,
+def guest_start_stop_unit(layer: BlockLayer, dev: BlockDevOps, *, start: bool,
                           load_eject: bool = True) -> bool:
     """START STOP UNIT with LoEj from the guest [hw/ide/atapi.c cmd_start_stop_unit]:
     a locked, closed tray is not opened (the guest gets an error); a tray that moves
     sends DEVICE_TRAY_MOVED. Returns False when refused."""
-    if not dev.kind.tray or not load_eject:
+    if not dev.has_tray or not load_eject:
         return True
     if not start and not dev.tray_open and dev.locked:
         return False

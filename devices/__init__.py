@@ -1,4 +1,11 @@
 """devices: the QOM tree, device models, chardevs and netdevs (pure models).
 
-Depends on `schema` at most; `vmm` composes it into the Machine.
+Depends on `schema` at most; `vmm` composes it into the Machine. What a device
+needs from the block layer it declares as a Protocol (`devices.backends`).
+
+* `qdev` (creating, realizing and unplugging devices; today the block devices),
+  `blockdevs` (the block device models, block.md §6), `board` (the devices a PC
+  board creates for its -drives), `backends` (the BlockBackend calls they make);
+* `chardev/`: the chardev backends (`model`) and their trio edge (`edge`);
+* `display/`: the displays (`vnc`: the VNC displays `change vnc` acts on).
 """

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from blockdev import drive as block_drive
+from devices import board, qdev
 from tests.test_block_support import Block, fails, make_image, needs_qemu_img
 
 
@@ -69,9 +70,9 @@ def test_board_creates_ide_and_floppy_devices(b: Block) -> None:
     b.drive("driver=null-co")
     b.drive("driver=null-co,media=cdrom")
     b.drive("driver=null-co,if=floppy")
-    assert [(d.drive, d.driver) for d in block_drive.board_drives(b.layer)] == [
+    assert [(d.drive, d.driver) for d in board.board_drives(b.qdev)] == [
         ("floppy0", "floppy"), ("ide0-hd0", "ide-hd"), ("ide0-cd1", "ide-cd")]
-    block_drive.create_board_devices(b.layer, first_unattached=17)
+    board.create_board_devices(b.qdev, first_unattached=17)
     assert [(i["device"], i["qdev"]) for i in b.qmp("query-block")] == [
         ("ide0-hd0", "/machine/unattached/device[18]"),
         ("ide0-cd1", "/machine/unattached/device[19]"),
@@ -229,7 +230,7 @@ def test_drive_already_in_use(b: Block) -> None:
 def test_drive_connected_automatically(b: Block) -> None:
     """parse_drive: a drive the board connected (if=ide) cannot take a -device."""
     b.drive("driver=null-co")
-    block_drive.create_board_devices(b.layer)
+    board.create_board_devices(b.qdev)
     with fails("Drive 'ide0-hd0' is already in use because it has been automatically "
                "connected to another device (did you need 'if=none' in the drive "
                "options?)"):
@@ -276,8 +277,8 @@ def test_unplug_removes_auto_deleted_drive(b: Block) -> None:
     """blockdev_mark_auto_del / blockdev_auto_del: device_del takes its -drive."""
     b.drive("driver=null-co,if=none,id=d0")
     dev = b.device("virtio-blk-pci", drive="d0", id="vd0")
-    block_drive.mark_auto_del(b.layer, dev)
-    block_drive.detach_device(b.layer, dev)
+    qdev.mark_auto_del(b.qdev, dev)
+    qdev.detach_device(b.qdev, dev)
     assert b.qmp("query-block") == []
     assert b.layer.nodes == []
 
@@ -286,7 +287,7 @@ def test_unplug_device_on_node_keeps_node(b: Block) -> None:
     """release_drive: the anonymous BlockBackend goes, the node stays."""
     b.add(driver="null-co", **{"node-name": "n0"})
     dev = b.device("virtio-blk-pci", drive="n0")
-    block_drive.detach_device(b.layer, dev)
+    qdev.detach_device(b.qdev, dev)
     assert b.qmp("query-block") == []
     assert [n["node-name"] for n in b.qmp("query-named-block-nodes")] == ["n0"]
     b.qmp("blockdev-del", **{"node-name": "n0"})

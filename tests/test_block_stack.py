@@ -18,6 +18,7 @@ from typing import Any
 from blockdev import drive as block_drive
 from blockdev import guest_io
 from blockdev.layer import BlockLayer
+from devices.qdev import attach_device
 from tests.conftest import VmHarness
 
 JOB_NBD_TXN = {
@@ -94,7 +95,7 @@ def test_tray_events_precede_the_reply(vm_factory: Callable[..., VmHarness]) -> 
     vm = vm_factory()
     layer = layer_of(vm)
     drive(layer, "driver=null-co,if=none,id=cd0,media=cdrom")
-    block_drive.attach_device(layer, "ide-cd", {"drive": "cd0", "id": "ide0"})
+    attach_device(vm.vm.qdev, "ide-cd", {"drive": "cd0", "id": "ide0"})
     talk = vm.talk()
     lines = talk.lines({"execute": "blockdev-change-medium", "arguments": {
         "device": "cd0", "filename": "null-co://", "format": "null-co"}})
@@ -112,7 +113,7 @@ def test_guest_opens_locked_tray_later(vm_factory: Callable[..., VmHarness]) -> 
     vm = vm_factory()
     layer = layer_of(vm)
     drive(layer, "driver=null-co,if=none,id=cd0,media=cdrom")
-    dev = block_drive.attach_device(layer, "ide-cd", {"drive": "cd0", "id": "ide0"})
+    dev = attach_device(vm.vm.qdev, "ide-cd", {"drive": "cd0", "id": "ide0"})
     media.guest_lock(layer, dev, True)
     talk = vm.talk()
     assert talk.lines({"execute": "blockdev-open-tray", "arguments": {"id": "ide0"}}) == \
@@ -128,7 +129,7 @@ def test_read_error_with_rerror_stop(vm_factory: Callable[..., VmHarness]) -> No
     vm = vm_factory()
     layer = layer_of(vm)
     drive(layer, "driver=null-co,if=none,id=d0,rerror=stop,node-name=n0")
-    block_drive.attach_device(layer, "virtio-blk-pci", {"drive": "d0"})
+    attach_device(vm.vm.qdev, "virtio-blk-pci", {"drive": "d0"})
     talk = vm.talk()
     guest_io.set_fault(layer, "n0", "read", errno.EIO)
     blk = layer.blk_by_name("d0")
@@ -151,7 +152,7 @@ def test_cont_retries_and_fails_again(vm_factory: Callable[..., VmHarness]) -> N
     vm = vm_factory()
     layer = layer_of(vm)
     drive(layer, "driver=null-co,if=none,id=d0,rerror=stop,node-name=n0")
-    block_drive.attach_device(layer, "virtio-blk-pci", {"drive": "d0"})
+    attach_device(vm.vm.qdev, "virtio-blk-pci", {"drive": "d0"})
     talk = vm.talk()
     guest_io.set_fault(layer, "n0", "read", errno.EIO)
     blk = layer.blk_by_name("d0")
@@ -177,7 +178,7 @@ def test_report_policy_on_anonymous_backend(vm_factory: Callable[..., VmHarness]
     layer = layer_of(vm)
     talk = vm.talk()
     talk.execute("blockdev-add", {"driver": "null-co", "node-name": "n0"})
-    block_drive.attach_device(layer, "virtio-blk-pci", {"drive": "n0"})
+    attach_device(vm.vm.qdev, "virtio-blk-pci", {"drive": "n0"})
     guest_io.set_fault(layer, "n0", "read", errno.EIO)
     blk = layer.backends[0]
     assert guest_io.submit(layer, blk, guest_io.Request("read", 0, 512)) == "error"
@@ -194,7 +195,7 @@ def test_werror_enospc_stops_only_on_enospc(vm_factory: Callable[..., VmHarness]
     vm = vm_factory()
     layer = layer_of(vm)
     drive(layer, "driver=null-co,if=none,id=d0,node-name=n0")
-    block_drive.attach_device(layer, "virtio-blk-pci", {"drive": "d0"})
+    attach_device(vm.vm.qdev, "virtio-blk-pci", {"drive": "d0"})
     talk = vm.talk()
     blk = layer.blk_by_name("d0")
     assert blk is not None
@@ -215,7 +216,7 @@ def test_ignore_policy(vm_factory: Callable[..., VmHarness]) -> None:
     vm = vm_factory()
     layer = layer_of(vm)
     drive(layer, "driver=null-co,if=none,id=d0,node-name=n0,werror=ignore")
-    block_drive.attach_device(layer, "virtio-blk-pci", {"drive": "d0"})
+    attach_device(vm.vm.qdev, "virtio-blk-pci", {"drive": "d0"})
     talk = vm.talk()
     blk = layer.blk_by_name("d0")
     assert blk is not None
@@ -231,7 +232,7 @@ def test_blockstats_count_guest_io(vm_factory: Callable[..., VmHarness]) -> None
     vm = vm_factory()
     layer = layer_of(vm)
     drive(layer, "driver=null-co,if=none,id=d0,node-name=n0")
-    block_drive.attach_device(layer, "virtio-blk-pci", {"drive": "d0"})
+    attach_device(vm.vm.qdev, "virtio-blk-pci", {"drive": "d0"})
     talk = vm.talk()
     assert "idle_time_ns" not in talk.execute("query-blockstats")["return"][0]["stats"]
     blk = layer.blk_by_name("d0")

@@ -1,7 +1,9 @@
 """Shared helpers of the block-layer tests (no tests here).
 
-`Block` is a pure block layer on a `RecordingHost` with its command handlers, a
-seeded node-name generator, and shortcuts for the command line; `qemu_img` runs
+`Block` is a pure block layer on a `RecordingHost` with its command handlers (and
+`change`, composed with a machine's VNC displays in `vmm.change`), qdev over it for
+the block devices, a seeded node-name generator, and shortcuts for the command
+line; `qemu_img` runs
 Debian's qemu-img. Every test module of the block layer imports what it needs from
 here, so the fixtures stay in one place without touching the shared conftest.
 """
@@ -20,9 +22,13 @@ import pytest
 
 from blockdev import drive as block_drive
 from blockdev.commands import BlockCommands
+from blockdev.device_ops import DeviceBackends
 from blockdev.host import RecordingHost
 from blockdev.layer import BlockLayer
+from devices.display.vnc import VncDisplays
+from devices.qdev import Qdev, attach_device
 from schema.errors import QMPError
+from vmm.change import ChangeCommand
 
 QEMU_IMG = shutil.which("qemu-img") or "/usr/bin/qemu-img"
 
@@ -30,12 +36,15 @@ needs_qemu_img = pytest.mark.skipif(not Path(QEMU_IMG).exists(), reason="qemu-im
 
 
 class Block:
-    """A block layer, its commands, and the host it reports to."""
+    """A block layer, its commands, the host it reports to, and qdev over it (for
+    the block devices)."""
 
     def __init__(self, *, seed: int = 7, state: str = "running") -> None:
         self.host = RecordingHost(state)
         self.layer = BlockLayer.create(self.host, seed=seed)
         self.cmds = BlockCommands(self.layer)
+        self.qdev = Qdev(block=DeviceBackends(self.layer))
+        self.change = ChangeCommand(self.layer, VncDisplays())
 
     # -- commands by wire name ----------------------------------------------------------
 
@@ -43,7 +52,7 @@ class Block:
         """Call a handler the way the dispatcher does (wire names to snake_case)."""
         from schema.handlers import collect_handlers
 
-        table = collect_handlers(self.cmds)
+        table = collect_handlers(self.cmds, self.change)
         return table[command](**{k.replace("-", "_"): v for k, v in args.items()})
 
     def error(self, command: str, /, **args: Any) -> tuple[str, str]:
@@ -64,7 +73,7 @@ class Block:
         return block_drive.add_drive(self.layer, [(k, v) for k, v in pairs], **kw)
 
     def device(self, driver: str, **props: str) -> Any:
-        return block_drive.attach_device(self.layer, driver, props)
+        return attach_device(self.qdev, driver, props)
 
     def events(self) -> list[tuple[str, Any]]:
         return self.host.take_events()

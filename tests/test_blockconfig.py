@@ -27,7 +27,7 @@ def vm_from(vm_factory, catalog, *argv: str):
     cl = parse_command_line(list(argv), extra_options=EMU_OPTIONS)
     cfg = build_config(cl, catalog)
     vm = vm_factory(start=False)
-    configure_block(vm.vm.block, cl, vm.machine.schema, cfg.options.machine_type)
+    configure_block(vm.vm.block, vm.vm.qdev, cl, vm.machine.schema, cfg.options.machine_type)
     vm.machine.start()
     return vm
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from devices.chardev.model import ChardevSpec
 from vmm.cmdline import CommandLineError, parse_command_line
 from vmm.config import EMU_OPTIONS, ConfigError, build_config
-from vmm.server import ChardevSpec
 
 
 def config(*argv: str, catalog=None):

@@ -18,8 +18,10 @@ import pytest
 import trio
 import trio.testing
 
+from devices.chardev.model import ChardevSpec
+from vmm.config import MonitorSpec
 from vmm.machine.core import Clock, MachineOptions
-from vmm.server import ChardevSpec, MonitorSpec, Server
+from vmm.server import Server
 from vmm.vm import Vm
 
 

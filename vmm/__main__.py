@@ -84,7 +84,7 @@ async def _run(config: Config, cl: CommandLine, schema: Schema, catalog: Catalog
                daemon: Daemon | None) -> int:
     clock = Clock.anchored(trio.current_time, time.time())
     vm = Vm.build(options=config.options, schema=schema, catalog=catalog, clock=clock)
-    configure_block(vm.block, cl, schema, config.options.machine_type)
+    configure_block(vm.block, vm.qdev, cl, schema, config.options.machine_type)
     server = Server(vm, list(config.monitors))
     vm.machine.start()
     async with trio.open_nursery() as nursery:

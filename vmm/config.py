@@ -2,8 +2,9 @@
 
 `vmm` layer, pure: reads the `CommandLine` value `vmm.cmdline` parsed and decides
 what QEMU's vl.c would decide from it (machine options, the monitors and the
-chardevs they sit on), plus the emulator-only `--emu-*` settings. Errors are
-QEMU's messages, raised as `ConfigError` and printed by `vmm.__main__`.
+chardevs they sit on, read by `devices.chardev.model`), plus the emulator-only
+`--emu-*` settings. Errors are QEMU's messages, raised as `ConfigError` and printed
+by `vmm.__main__`.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import os
 
 import attrs
 
+from devices.chardev.model import ChardevSpec, chardev_spec
 from schema.catalog import Catalog
 from schema.loader import DEFAULT_PERSONA, PERSONAS
 from vmm.cmdline import CommandLine, CommandLineError, Diagnostic, EmuOption, QemuOpts
 from vmm.machine.core import MachineOptions
 from vmm.machine.guest import POWERDOWN_REACTIONS, GuestBehaviour
-from vmm.server import ChardevSpec, MonitorSpec
 
 EMU_OPTIONS = (
     # Only the 2.11 personas can be served yet; the 1.x ones load as schemas only.
@@ -42,43 +43,21 @@ class ConfigError(Exception):
 
 
 @attrs.frozen
+class MonitorSpec:
+    """A monitor (-qmp, -monitor, -mon) and the chardev it is the frontend of."""
+
+    chardev: ChardevSpec
+    mode: str = "control"  # or "readline"
+    pretty: bool = False
+
+
+@attrs.frozen
 class Config:
     options: MachineOptions
     monitors: tuple[MonitorSpec, ...]
     persona: str
     daemonize: bool
     pidfile: str | None
-
-
-def _bool(value: str | None, default: bool) -> bool:
-    if value is None:
-        return default
-    return value == "on"
-
-
-def chardev_spec(opts: QemuOpts) -> ChardevSpec | None:
-    """The endpoint of a chardev a monitor can sit on; None for backends without I/O."""
-    backend = opts.get("backend")
-    ident = opts.id or ""
-    if backend == "stdio":
-        return ChardevSpec(id=ident, backend="stdio")
-    if backend != "socket":
-        return None  # vc, null, … : a monitor nobody can reach
-    server = _bool(opts.get("server"), False)
-    fd = opts.get("fd")
-    return ChardevSpec(
-        id=ident,
-        backend="socket",
-        path=opts.get("path"),
-        host=opts.get("host"),
-        port=opts.get("port"),
-        fd=int(fd) if fd is not None else None,
-        server=server,
-        wait=server and _bool(opts.get("wait"), True),
-        telnet=_bool(opts.get("telnet"), False),
-        ipv4=_bool(opts.get("ipv4"), False),
-        ipv6=_bool(opts.get("ipv6"), False),
-    )
 
 
 def resolve_machine_type(cl: CommandLine, catalog: Catalog) -> str:

@@ -1,28 +1,24 @@
 """The block devices of QEMU's command line: -blockdev, -drive, default drives, -device.
 
 Composition in the `vmm` layer: it feeds the values `vmm.cmdline` parsed to the block
-layer's entry points (`blockdev.drive`) in the order vl.c's configure_blockdev and
-machine init use: every -blockdev, then every -drive, then the machine's default
-drives (a CD-ROM at index 2 of the default interface, a floppy, an SD card), then
-the devices the board creates for its interfaces' drives, then each -device with a
-drive (followed by those that `if=virtio` drives imply). A failure is QEMU's message
-at the option's location; the program prints it and exits 1.
+layer's entry points (`blockdev.drive`) and to qdev (`devices.board`, `devices.qdev`)
+in the order vl.c's configure_blockdev and machine init use: every -blockdev, then
+every -drive, then the machine's default drives (a CD-ROM at index 2 of the
+default interface, a floppy, an SD card), then the devices the board creates for
+its interfaces' drives, then each -device with a drive (followed by those that
+`if=virtio` drives imply). A failure is QEMU's message at the option's location;
+the program prints it and exits 1.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from blockdev.devices import DEVICE_KINDS
-from blockdev.drive import (
-    add_blockdev,
-    add_drive,
-    attach_device,
-    create_board_devices,
-    drive_get,
-    if_max_devs,
-)
+from blockdev.drive import add_blockdev, add_drive, drive_get, if_max_devs
 from blockdev.layer import BlockLayer
+from devices.blockdevs import DEVICE_KINDS
+from devices.board import create_board_devices
+from devices.qdev import Qdev, attach_device
 from schema.errors import QMPError
 from schema.model import Schema
 from vmm.cmdline import CommandLine, CommandLineError, Diagnostic, Location
@@ -39,7 +35,7 @@ def _fail(err: QMPError, location: Location) -> CommandLineError:
     return CommandLineError(Diagnostic(err.desc, location=location))
 
 
-def configure_block(layer: BlockLayer, cl: CommandLine, schema: Schema,
+def configure_block(layer: BlockLayer, qdev: Qdev, cl: CommandLine, schema: Schema,
                     machine_type: str) -> None:
     """Build the block graph and attach block devices as QEMU's start-up does."""
     for bdo in cl.blockdevs:
@@ -71,7 +67,7 @@ def configure_block(layer: BlockLayer, cl: CommandLine, schema: Schema,
         except QMPError as err:
             raise _fail(err, ()) from None
     try:
-        create_board_devices(layer)
+        create_board_devices(qdev)
     except QMPError as err:
         raise _fail(err, ()) from None
     devices: list[tuple[Sequence[tuple[str, str]], Location]] = [
@@ -83,7 +79,7 @@ def configure_block(layer: BlockLayer, cl: CommandLine, schema: Schema,
         if driver is None or driver not in DEVICE_KINDS:
             continue  # not a block device: the devices issue builds it
         try:
-            attach_device(layer, driver, props)
+            attach_device(qdev, driver, props)
         except QMPError as err:
             raise _fail(err, location) from None
 

@@ -10,9 +10,13 @@ from __future__ import annotations
 import attrs
 
 from blockdev.commands import BlockCommands
+from blockdev.device_ops import DeviceBackends
 from blockdev.layer import BlockLayer
+from devices.display.vnc import VncDisplays
+from devices.qdev import Qdev
 from schema.catalog import Catalog
 from schema.model import Schema
+from vmm.change import ChangeCommand
 from vmm.machine.commands import CoreCommands
 from vmm.machine.core import Clock, Machine, MachineOptions
 from vmm.machine.trace import TraceEvents
@@ -28,6 +32,8 @@ class Vm:
     dispatcher: Dispatcher
     hub: MonitorHub
     block: BlockLayer
+    qdev: Qdev
+    vnc: VncDisplays
 
     @classmethod
     def build(cls, *, options: MachineOptions, schema: Schema, catalog: Catalog,
@@ -38,14 +44,16 @@ class Vm:
         core = CoreCommands(machine, trace)
         block = BlockLayer.create(machine)
         machine.subsystems["block"] = block
+        qdev = Qdev(block=DeviceBackends(block))
+        vnc = VncDisplays()  # -vnc is not applied yet: no display, as QEMU without -vnc
         machine.on_cont(block.on_cont)
         machine.on_vm_start(lambda: machine.kick() if block.trays.pending else None)
-        owners: list[object] = [core, BlockCommands(block)]
+        owners: list[object] = [core, BlockCommands(block), ChangeCommand(block, vnc)]
         owners.extend(machine.subsystems.values())
         dispatcher = Dispatcher(machine, *owners)
         hub = MonitorHub(machine, dispatcher, core)
         return cls(machine=machine, core=core, trace=trace, dispatcher=dispatcher, hub=hub,
-                   block=block)
+                   block=block, qdev=qdev, vnc=vnc)
 
     def qmp_monitor(self, *, pretty: bool = False, name: str = "") -> QmpMonitor:
         return self.hub.qmp(pretty=pretty, name=name)

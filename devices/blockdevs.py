@@ -1,12 +1,13 @@
-"""The guest devices a BlockBackend can be attached to, as far as the block layer sees
-them, and the legacy `-drive` DriveInfo.
+"""The block device models: what each declares through its BlockDevOps and realize.
 
-Pure model of the `blockdev` layer, a stand-in until the devices issue builds the QOM
-tree: a `BlockDevice` is the device model's side of `BlockDevOps` [hw/ide/core.c,
-hw/scsi/scsi-disk.c, hw/block/fdc.c, hw/sd/sd.c, hw/block/virtio-blk.c]: whether its
+Pure model of the `devices` layer [hw/ide/core.c, hw/ide/qdev.c, hw/scsi/
+scsi-disk.c, hw/block/fdc.c, hw/sd/sd.c, hw/block/virtio-blk.c, hw/block/
+pflash_cfi01.c]. `DEVICE_KINDS` is the table of block.md §6: whether a model's
 media are removable, whether it has a tray the guest can lock, whether it enables
 I/O status reporting, whether its BlockBackend may be resized by others, and the
-current tray state. `DEVICE_KINDS` is the table of block.md §6.
+realize checks it makes. A `BlockDevice` is one attached device; it satisfies the
+block layer's `blockdev.device_ops.BlockDevOps` (structurally: nothing here imports
+the block layer). `devices.qdev` creates them.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def scsi_hd_removable() -> DeviceKind:
 
 @attrs.define(kw_only=True, eq=False)
 class BlockDevice:
-    """One attached device model."""
+    """One attached block device model."""
 
     kind: DeviceKind
     id: str | None
@@ -79,6 +80,18 @@ class BlockDevice:
     werror: str = "auto"
     wce: str = "auto"  # on/off/auto (write-cache property)
 
+    @property
+    def removable(self) -> bool:
+        return self.kind.removable
+
+    @property
+    def has_tray(self) -> bool:
+        return self.kind.tray
+
+    @property
+    def has_lock(self) -> bool:
+        return self.kind.lock
+
     def qdev_id(self) -> str:
         """What blk_get_attached_dev_id returns: the id, else the canonical QOM path
         of the device the BlockBackend is attached to (for virtio-blk the inner
@@ -90,20 +103,25 @@ class BlockDevice:
             return self.id
         return self.qom_path
 
+    def change_media_cb(self, load: bool) -> None:
+        """ide_cd_change_cb / scsi_cd_change_media_cb: a drive with a tray closes it
+        on a new medium and opens it when the medium goes; a pending eject request
+        is answered."""
+        if self.kind.tray:
+            self.tray_open = not load
+            self.eject_request = False
 
-@attrs.define(kw_only=True)
-class DriveInfo:
-    """blockdev.c DriveInfo: what `-drive` remembers besides the BlockBackend."""
+    def eject_request_cb(self, force: bool) -> None:
+        """ide_cd_eject_request_cb / scsi_cd_eject_request_cb: the guest is told;
+        `force` drops its lock."""
+        self.eject_request = True
+        if force:
+            self.locked = False
 
-    type: str  # the if= name
-    bus: int
-    unit: int
-    media_cd: bool = False
-    auto_del: bool = False
-    is_default: bool = False
-    serial: str | None = None
-    devaddr: str | None = None
-    cyls: int = 0
-    heads: int = 0
-    secs: int = 0
-    trans: str = "auto"
+    def reset(self) -> None:
+        """ide_reset / scsi_disk_reset: a CD-ROM drive unlocks and closes its tray
+        silently (no DEVICE_TRAY_MOVED)."""
+        if self.kind.tray:
+            self.locked = False
+            self.tray_open = False
+            self.eject_request = False

@@ -1,0 +1,203 @@
+"""The chardev edge: real sockets and stdio for the backends `ChardevSpec` describes.
+
+I/O edge of `devices.chardev` (trio). It binds, listens and connects as QEMU's
+socket chardev does [chardev/char-socket.c, util/qemu-sockets.c]: unix paths
+(whatever is at the path is removed first), TCP ports, a listening descriptor
+handed in with `fd=`, or a client connection made once at start-up (`server=off`).
+One client at a time per chardev: the listening socket has a backlog of one, and a
+second client waits there until the frontend takes it. A frontend reads and writes
+through a stream (`SocketStream`, `StdioStream`): bytes, plus the descriptors a
+unix client passes with SCM_RIGHTS (tcp_chr_recv). Failures raise `ChardevError`
+with QEMU's message.
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import os
+import socket
+import stat
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from devices.chardev.model import ChardevSpec
+
+MAX_FDS_PER_MESSAGE = 16  # char-socket.c TCP_MAX_FDS
+RECV_SIZE = 65536
+
+
+class ChardevError(Exception):
+    """A chardev could not be opened; the message is QEMU's."""
+
+
+@attrs.frozen
+class BoundAddress:
+    """What an opened socket chardev reports: its id and its socket address."""
+
+    chardev: str
+    family: str
+    address: Any
+
+
+class ChardevStream(Protocol):
+    """A connected chardev as its frontend sees it."""
+
+    async def receive(self) -> tuple[bytes, list[int]]:
+        """The next bytes (b"" at end of stream) and the descriptors passed with them."""
+        ...
+
+    async def send(self, data: memoryview) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class SocketStream:
+    """One accepted (or connected) socket; unix ones also carry descriptors."""
+
+    def __init__(self, sock: trio.socket.SocketType) -> None:
+        self.sock = sock
+        self.unix = sock.family == socket.AF_UNIX
+
+    async def receive(self) -> tuple[bytes, list[int]]:
+        if not self.unix:
+            return await self.sock.recv(RECV_SIZE), []
+        fds = array.array("i")
+        data, ancdata, _flags, _addr = await self.sock.recvmsg(
+            RECV_SIZE, socket.CMSG_SPACE(MAX_FDS_PER_MESSAGE * fds.itemsize))
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                usable = len(payload) - len(payload) % fds.itemsize
+                fds.frombytes(payload[:usable])
+        return data, list(fds)
+
+    async def send(self, data: memoryview) -> int:
+        return await self.sock.send(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class StdioStream:
+    """stdin/stdout as one duplex stream (the stdio chardev, open from the start)."""
+
+    def __init__(self) -> None:
+        self.reader = trio.lowlevel.FdStream(os.dup(0))
+        self.writer = trio.lowlevel.FdStream(os.dup(1))
+
+    async def receive(self) -> tuple[bytes, list[int]]:
+        return await self.reader.receive_some(RECV_SIZE), []
+
+    async def send(self, data: memoryview) -> int:
+        await self.writer.send_all(data)
+        return len(data)
+
+    def close(self) -> None:
+        self.reader.close()
+        self.writer.close()
+
+
+class Listener:
+    """The socket of one socket chardev: listening, or (client mode) connected."""
+
+    def __init__(self, spec: ChardevSpec, sock: trio.socket.SocketType) -> None:
+        self.spec = spec
+        self.sock = sock
+        self.pending: trio.socket.SocketType | None = None  # accepted early (server,wait)
+
+    async def wait_connected(self) -> None:
+        """tcp_chr_wait_connected: a `server,wait` chardev takes its first client
+        before the machine starts."""
+        self.pending, _ = await self.sock.accept()
+
+    async def accept(self) -> SocketStream:
+        """The next client (the one taken early, if any)."""
+        if self.pending is not None:
+            conn, self.pending = self.pending, None
+            return SocketStream(conn)
+        if not self.spec.server:
+            await trio.sleep_forever()  # a client chardev without reconnect stays closed
+        conn, _ = await self.sock.accept()
+        return SocketStream(conn)
+
+    def address(self) -> BoundAddress:
+        family = {socket.AF_UNIX: "unix", socket.AF_INET: "inet",
+                  socket.AF_INET6: "inet6"}.get(self.sock.family, str(self.sock.family))
+        return BoundAddress(self.spec.id, family, self.sock.getsockname())
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _is_socket(fd: int) -> bool:
+    """fd_is_socket: fstat says S_ISSOCK (a closed descriptor is not one)."""
+    try:
+        return stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+async def open_client(spec: ChardevSpec) -> Listener:
+    """A `server=off` socket chardev: connect once at start-up (tcp_chr_wait_connected)."""
+    if spec.path is not None:
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        target: Any = spec.path
+        where = spec.path
+    else:
+        family = socket.AF_INET6 if spec.ipv6 or ":" in (spec.host or "") else socket.AF_INET
+        sock = trio.socket.socket(family, socket.SOCK_STREAM)
+        target = (spec.host or "localhost", int(spec.port or "0"))
+        where = f"{spec.host}:{spec.port}"
+    try:
+        await sock.connect(target)
+    except OSError as e:
+        sock.close()
+        raise ChardevError(f"Failed to connect socket {where}: {e.strerror}") from None
+    listener = Listener(spec, sock)
+    listener.pending = sock
+    return listener
+
+
+async def open_listener(spec: ChardevSpec) -> Listener:
+    """Bind and listen as QEMU's socket chardev does (util/qemu-sockets.c); a client
+    chardev connects instead."""
+    if not spec.server and spec.fd is None:
+        return await open_client(spec)
+    if spec.fd is not None:
+        if not _is_socket(spec.fd):
+            # QEMU 2.12 util/qemu-sockets.c socket_get_fd (fd= is 2.12's option)
+            raise ChardevError(f"File descriptor '{spec.fd}' is not a socket")
+        raw = socket.socket(fileno=spec.fd)
+        raw.setblocking(False)
+        return Listener(spec, trio.socket.from_stdlib_socket(raw))
+    if spec.path is not None:
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            os.unlink(spec.path)  # unix_listen_saddr removes whatever is there first
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            sock.close()
+            raise ChardevError(f"Failed to unlink socket {spec.path}: {e.strerror}") from None
+        try:
+            await sock.bind(spec.path)
+        except OSError as e:
+            sock.close()
+            raise ChardevError(f"Failed to bind socket to {spec.path}: {e.strerror}") from None
+        sock.listen(1)
+        return Listener(spec, sock)
+    host = spec.host or ("::" if spec.ipv6 else "0.0.0.0")
+    family = socket.AF_INET6 if spec.ipv6 or ":" in host else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        await sock.bind((host, int(spec.port or "0")))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise ChardevError("Failed to bind socket: Address already in use") from None
+        raise ChardevError(f"Failed to bind socket: {e.strerror}") from None
+    sock.listen(1)
+    return Listener(spec, sock)

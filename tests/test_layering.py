@@ -1,0 +1,94 @@
+"""The direction of imports (ARCHITECTURE.md, "Packages and the direction of imports").
+
+`schema/` depends on nothing of ours; `blockdev/`, `devices/` and `migration/`
+depend on `schema/` at most (what one needs from another it declares as a Protocol)
+and never import `vmm`. Real I/O through trio sits only in the edge modules named
+here. Every import counts, also those inside functions and under TYPE_CHECKING:
+the modules' source is walked with `ast`, nothing is imported.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The first-party packages each package may import (besides itself).
+ALLOWED = {
+    "schema": set(),
+    "blockdev": {"schema"},
+    "devices": {"schema"},
+    "migration": {"schema"},
+}
+FIRST_PARTY = {"schema", "blockdev", "devices", "migration", "vmm"}
+
+# The modules of those packages that may import trio: their I/O edges.
+TRIO_EDGES = {
+    "devices/chardev/edge.py",
+}
+
+
+def _modules(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import statement in the file."""
+    tree = ast.parse(path.read_text(), str(path))
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    out: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = parts[: len(parts) - node.level + (path.name == "__init__.py")]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            out.append((node.lineno, name))
+    return out
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_subsystems_import_only_what_the_map_allows(package: str) -> None:
+    """No module of blockdev/, devices/ or migration/ imports vmm (or another
+    subsystem); schema/ imports nothing of ours."""
+    wrong = []
+    for path in _modules(package):
+        for line, name in _imports(path):
+            top = name.split(".", 1)[0]
+            if top in FIRST_PARTY and top != package and top not in ALLOWED[package]:
+                wrong.append(f"{path.relative_to(ROOT)}:{line}: imports {name}")
+    assert wrong == []
+
+
+def test_only_named_edges_import_trio() -> None:
+    """Models are pure: trio appears only in the subsystems' named I/O edges."""
+    users = set()
+    for package in ALLOWED:
+        for path in _modules(package):
+            if any(name.split(".", 1)[0] == "trio" for _, name in _imports(path)):
+                users.add(str(path.relative_to(ROOT)))
+    assert users == TRIO_EDGES
+
+
+def test_edges_exist() -> None:
+    """The allow-list names real files (a renamed edge must update it)."""
+    assert all((ROOT / edge).is_file() for edge in TRIO_EDGES)
+
+
+def test_importing_the_configuration_does_not_load_trio() -> None:
+    """`python -c "import vmm.config"`: reading the command line into a
+    configuration is pure, so it loads no I/O framework."""
+    probe = "import sys, vmm.config; print('trio' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            cwd=ROOT, check=True)
+    assert result.stdout.strip() == "False"
