@@ -47,6 +47,7 @@ __all__ = [
     "MonitorSession",
     "MonitorSpec",
     "Server",
+    "SyncVm",
     "Vm",
     "build_from_argv",
     "build_vm",
@@ -169,6 +170,60 @@ def qmp_session(vm: Vm) -> tuple[Dispatcher, MonitorSession]:
     monitor = vm.qmp_monitor(name="stateful")
     monitor.session.negotiated = True
     return vm.dispatcher, monitor.session
+
+
+class SyncVm:
+    """A whole emulator without sockets or trio, driven one request at a time.
+
+    Built from QEMU's command line like the program, on a clock that is a number the
+    caller moves (`tick`). Requests go through `Dispatcher.execute` on a negotiated
+    monitor session (schema visitor and output checker included), then the main
+    loop's pending requests run, as a monitor runs them after each command. Every
+    event the machine sends is kept in `events`, in order.
+    """
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.now = 0.0
+        clock = Clock(monotonic=lambda: self.now, wall_origin=WALL_ORIGIN, mono_origin=0.0)
+        built = build_from_argv(argv, clock)
+        self.vm = built.vm
+        self.machine = built.vm.machine
+        self.schema = self.machine.schema
+        self.dispatcher, self.session = qmp_session(self.vm)
+        self.events: list[Any] = []
+        self.machine.events.subscribe(self.events.append)
+        built.start()
+
+    def execute(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        reply = self.dispatcher.execute(self.session, request)
+        self.machine.process_requests()
+        return reply
+
+    def tick(self, seconds: float) -> None:
+        """Move the clock on, running every deadline at its own time on the way."""
+        target = self.now + seconds
+        while (deadline := self.machine.next_deadline()) <= target:
+            self.now = max(self.now, deadline)
+            self.machine.run_timers(self.now)
+        self.now = target
+        self.machine.run_timers(self.now)
+
+    @property
+    def block(self) -> Any:
+        """The block layer (its graph: `nodes`, `backends`)."""
+        return self.vm.block
+
+    @property
+    def exited(self) -> bool:
+        return self.machine.exit_code is not None
+
+    def mismatches(self) -> list[str]:
+        """Replies and events the schema rejected (empty on a strict machine)."""
+        return [*self.dispatcher.mismatches, *self.machine.events.mismatches]
+
+    def close(self) -> None:
+        self.vm.block.close_all()
+        self.machine.fdsets.close_all()
 
 
 def program_command() -> list[str]:
