@@ -14,7 +14,8 @@ from typing import Any
 
 from blockdev import media, query, snapshot
 from blockdev.bitmaps import DirtyBitmap, default_granularity, valid_granularity
-from blockdev.graph import Node
+from blockdev.graph import Node, OpenFlags
+from blockdev.image.io import FormatImage
 from blockdev.layer import BlockLayer
 from blockdev.options import Flat, flatten
 from blockdev.throttle import ThrottleConfig
@@ -50,8 +51,6 @@ def blockdev_add_options(options: dict[str, Any]) -> Flat:
 
 def bds_tree_init(layer: BlockLayer, options: Flat) -> Node:
     """bds_tree_init: the defaults of blockdev-add/-blockdev, then bdrv_open."""
-    from blockdev.graph import OpenFlags
-
     options.setdefault("cache.direct", "off")
     options.setdefault("cache.no-flush", "off")
     options.setdefault("read-only", "off")
@@ -353,28 +352,19 @@ class BlockCommands:
 
 def truncate(layer: BlockLayer, bs: Node, size: int) -> None:
     """bdrv_truncate through a BlockBackend that holds the resize permission: the
-    model's size changes, bitmaps shrink, devices are told (no event)."""
+    driver's truncate changes the model's size, bitmaps shrink, devices are told (no
+    event)."""
     drv = bs.driver
     if drv is None:
         raise GenericError("No medium inserted")
-    if not drv.can_truncate:
+    if drv.truncate is None:
         if bs.file_bs is not None and drv.is_filter:
             truncate(layer, bs.file_bs, size)
             return
         raise GenericError("Image format driver does not support resize")
     if bs.read_only:
         raise GenericError("Image is read-only")
-    from blockdev.drivers import SimState
-    from blockdev.image.io import FileHandle, FormatImage
-
-    state = bs.state
-    if isinstance(state, FormatImage):
-        state.virtual_size = size
-        state.raw_options["size"] = size
-    elif isinstance(state, SimState):
-        state.size = size
-    elif isinstance(state, FileHandle):
-        state.model_size = size
+    drv.truncate(bs, size)
     bs.total_sectors = (size + 511) // 512
     for bm in bs.bitmaps:
         bm.truncate(bs.total_sectors * 512)
@@ -424,8 +414,6 @@ def check_can_store_bitmap(layer: BlockLayer, bs: Node, name: str, granularity: 
     if drv is None or not drv.persistent_bitmaps:
         raise GenericError(f"Can't store persistent bitmaps to {bs.device_or_node_name()}: "
                            f"{os.strerror(95)}")
-    from blockdev.image.io import FormatImage
-
     image = bs.state
     stored = image.facts.persistent_bitmaps if isinstance(image, FormatImage) else ()
     prefix = f"Can't make bitmap '{name}' persistent in '{bs.device_or_node_name()}'"

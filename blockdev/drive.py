@@ -31,6 +31,7 @@ import attrs
 
 from blockdev import commands
 from blockdev.devices import DEVICE_KINDS, BlockDevice, DriveInfo, scsi_hd_removable
+from blockdev.drivers.registry import DRIVERS
 from blockdev.graph import Backend, OpenFlags
 from blockdev.layer import BlockLayer
 from blockdev.options import (
@@ -358,8 +359,6 @@ def blockdev_init(layer: BlockLayer, file: str | None, bs_opts: Flat) -> Backend
 
 
 def _formats() -> list[str]:
-    from blockdev.drivers import DRIVERS
-
     return list(DRIVERS)
 
 

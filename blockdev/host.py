@@ -3,12 +3,14 @@
 Part of the pure `blockdev` layer. The block model never imports `vmm`; it talks to
 its host through this Protocol, which `vmm.machine.core.Machine` satisfies structurally:
 publish an event, request a VM stop (BLOCK_IO_ERROR's `stop` action, vl.c
-qemu_system_vmstop_request), read the run state, read the clocks. Tests use
-`RecordingHost`, a plain in-memory host.
+qemu_system_vmstop_request), read the run state, read the clocks, and draw from the
+machine's random source (the identifiers of new images). Tests use `RecordingHost`, a
+plain in-memory host.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any, Protocol
 
 
@@ -34,6 +36,10 @@ class BlockHost(Protocol):
 
     @property
     def clock(self) -> ClockLike: ...
+
+    @property
+    def rng(self) -> random.Random:
+        """The machine's random source (UUIDs and CIDs of the images it creates)."""
 
     def emit(self, name: str, data: dict[str, Any] | None = None) -> Any: ...
 
@@ -67,6 +73,7 @@ class RecordingHost:
     def __init__(self, state: str = "running") -> None:
         self.runstate = _State(state)
         self.clock = _Clock()
+        self.rng = random.Random(0)
         self.events: list[tuple[str, dict[str, Any] | None]] = []
         self.vmstop_requests: list[str] = []
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from blockdev.drivers.registry import DRIVERS, find_protocol
 from blockdev.graph import Node
 from blockdev.image.formats.facts import SnapshotInfo
 from blockdev.image.io import FormatImage
@@ -162,8 +163,6 @@ def create_new_image(layer: BlockLayer, path: str, fmt: str, size: int, *,
                      backing_file: str | None, backing_format: str | None) -> None:
     """bdrv_img_create for a new image (overlay or job target). The emulator does not
     overwrite existing files."""
-    from blockdev.drivers import DRIVERS, find_protocol
-
     if fmt not in DRIVERS:
         raise GenericError(f"Unknown file format '{fmt}'")
     proto = find_protocol(path, True, layer.io.probe_device)
@@ -173,7 +172,8 @@ def create_new_image(layer: BlockLayer, path: str, fmt: str, size: int, *,
     if os.path.lexists(path):
         raise GenericError(f"Could not create file: {os.strerror(17)}")
     layer.io.create(path, fmt, size, backing_file=backing_file or None,
-                    backing_format=backing_format or None)
+                    backing_format=backing_format or None, now=layer.host.clock.wall(),
+                    rng=layer.host.rng)
 
 
 def _vm_clock_ns(layer: BlockLayer) -> int:

@@ -37,7 +37,6 @@ from blockdev.image.file import (
     Qcow2Specific,
     VmdkSpecific,
     blk_new_open_perms,
-    create_image,
     device_perms,
     format_backing_child_perms,
     format_file_child_perms,
@@ -45,6 +44,7 @@ from blockdev.image.file import (
     perm_names,
     read_image_facts,
 )
+from tests.test_block_support import create_image
 
 QEMU_IMG = shutil.which("qemu-img")
 QEMU_IO = shutil.which("qemu-io")

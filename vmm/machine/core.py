@@ -18,6 +18,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -121,6 +122,7 @@ class Machine:
     exit_code: int | None = None
     subsystems: dict[str, Any] = attrs.Factory(dict)
     kick: Callable[[], None] = lambda: None  # the server's "recompute your deadline"
+    rng: random.Random = attrs.Factory(random.Random)  # g_random_*: new images' UUIDs
     _timers: list[tuple[float, int, Callable[[], None]]] = attrs.Factory(list)
     _seq: Any = attrs.Factory(itertools.count)
     _cont_hooks: list[Callable[[], None]] = attrs.Factory(list)
