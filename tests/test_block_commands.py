@@ -339,6 +339,35 @@ def test_block_resize_cdrom_conflicts_with_device(b: Block, tmp_path: Path) -> N
                         f"'resize' on {root}")
 
 
+@needs_qemu_img
+def test_block_resize_qcow2_whole_sectors(b: Block, tmp_path: Path) -> None:
+    """qcow2_truncate: `The new size must be a multiple of 512`. It is the driver's
+    check, so it comes after qmp_block_resize's own (`a >0 size`) and after
+    bdrv_truncate's (`Image is read-only`) [blockdev.c qmp_block_resize, block.c
+    bdrv_truncate, block/qcow2.c qcow2_truncate]."""
+    img = make_image(tmp_path / "img.qcow2", "qcow2", "1M")
+    b.drive(f"file={img},if=none,id=d0")
+    b.drive(f"file={img},if=none,id=ro,readonly=on,file.locking=off")
+    assert b.error("block_resize", device="d0", size=(2 << 20) + 100) == \
+        ("GenericError", "The new size must be a multiple of 512")
+    assert b.error("block_resize", device="d0", size=-100) == \
+        ("GenericError", "Parameter 'size' expects a >0 size")
+    assert b.error("block_resize", device="ro", size=(2 << 20) + 100) == \
+        ("GenericError", "Image is read-only")
+    assert b.block("d0")["inserted"]["image"]["virtual-size"] == 1 << 20
+    b.qmp("block_resize", device="d0", size=(2 << 20) + 512)
+    assert b.block("d0")["inserted"]["image"]["virtual-size"] == (2 << 20) + 512
+
+
+@needs_qemu_img
+def test_block_resize_raw_rounds_up(r: Block) -> None:
+    """raw has no sector check: bdrv_truncate's refresh_total_sectors rounds the new
+    length up to whole sectors [block/raw-format.c raw_truncate, block.c
+    bdrv_truncate]."""
+    r.qmp("block_resize", device="d0", size=(2 << 20) + 100)
+    assert r.block("d0")["inserted"]["image"]["virtual-size"] == (2 << 20) + 512
+
+
 def test_block_passwd(d0: Block) -> None:
     """qmp_block_passwd in 2.11."""
     assert d0.error("block_passwd", device="d0", password="x") == \

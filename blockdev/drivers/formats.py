@@ -168,6 +168,13 @@ def _format_truncate(bs: Node, size: int) -> None:
     image.raw_options["size"] = size
 
 
+def _qcow2_truncate(bs: Node, size: int) -> None:
+    """qcow2_truncate: whole sectors only, its first check on the size [block/qcow2.c]."""
+    if size & (SECTOR - 1):
+        raise GenericError(f"The new size must be a multiple of {SECTOR}")
+    _format_truncate(bs, size)
+
+
 def _format_driver(name: str, **kw: Any) -> DriverSpec:
     return DriverSpec(format_name=name, open=_format_open(name),
                       child_perm=kw.pop("child_perm", format_default_perms),
@@ -177,7 +184,7 @@ def _format_driver(name: str, **kw: Any) -> DriverSpec:
 
 SPECS = (
     _format_driver("raw", child_perm=filter_default_perms, truncate=_format_truncate),
-    _format_driver("qcow2", supports_backing=True, truncate=_format_truncate,
+    _format_driver("qcow2", supports_backing=True, truncate=_qcow2_truncate,
                    internal_snapshots=True, persistent_bitmaps=True,
                    change_backing_file=True),
     _format_driver("qcow", supports_backing=True),
