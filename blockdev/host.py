@@ -3,8 +3,9 @@
 Part of the pure `blockdev` layer. The block model never imports `vmm`; it talks to
 its host through this Protocol, which `vmm.machine.core.Machine` satisfies structurally:
 publish an event, request a VM stop (BLOCK_IO_ERROR's `stop` action, vl.c
-qemu_system_vmstop_request), read the run state, read the clocks, and draw from the
-machine's random source (the identifiers of new images). Tests use `RecordingHost`, a
+qemu_system_vmstop_request), read the run state, read the clocks (the host's, and the
+guest's virtual clock QEMU_CLOCK_VIRTUAL, which advances only while the VM runs),
+and draw from the machine's random source (the identifiers of new images). Tests use `RecordingHost`, a
 plain in-memory host.
 """
 
@@ -41,6 +42,9 @@ class BlockHost(Protocol):
     def rng(self) -> random.Random:
         """The machine's random source (UUIDs and CIDs of the images it creates)."""
 
+    def vm_clock_ns(self) -> int:
+        """qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL): nanoseconds the VM has run."""
+
     def emit(self, name: str, data: dict[str, Any] | None = None) -> Any: ...
 
     def request_vmstop(self, state: str) -> None: ...
@@ -74,8 +78,12 @@ class RecordingHost:
         self.runstate = _State(state)
         self.clock = _Clock()
         self.rng = random.Random(0)
+        self.vm_clock = 0  # QEMU_CLOCK_VIRTUAL in ns: a test sets it
         self.events: list[tuple[str, dict[str, Any] | None]] = []
         self.vmstop_requests: list[str] = []
+
+    def vm_clock_ns(self) -> int:
+        return self.vm_clock
 
     def emit(self, name: str, data: dict[str, Any] | None = None) -> None:
         self.events.append((name, data))

@@ -176,13 +176,6 @@ def create_new_image(layer: BlockLayer, path: str, fmt: str, size: int, *,
                     rng=layer.host.rng)
 
 
-def _vm_clock_ns(layer: BlockLayer) -> int:
-    clock_ns = getattr(layer.host, "vm_clock_ns", None)
-    if callable(clock_ns):
-        return int(clock_ns())
-    return int(layer.host.clock.now() * 1e9)
-
-
 def _image(bs: Node) -> FormatImage | None:
     return bs.state if isinstance(bs.state, FormatImage) else None
 
@@ -265,7 +258,7 @@ class InternalSnapshot(Action):
         wall = layer.host.clock.wall()
         sec = int(wall)
         usec = int((wall - sec) * 1_000_000)
-        vm_ns = _vm_clock_ns(layer)
+        vm_ns = layer.host.vm_clock_ns()  # QEMU_CLOCK_VIRTUAL
         sn = SnapshotInfo(id=new_id, name=self.name, vm_state_size=0, date_sec=sec,
                           date_nsec=usec * 1000, vm_clock_sec=vm_ns // 1_000_000_000,
                           vm_clock_nsec=vm_ns % 1_000_000_000)

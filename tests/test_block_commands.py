@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from blockdev.graph import Reason
-from tests.test_block_support import Block, fails, make_image, needs_qemu_img
+from tests.test_block_support import Block, create_image, fails, make_image, needs_qemu_img
 
 
 @pytest.fixture
@@ -390,7 +390,7 @@ def q(b: Block, tmp_path: Path) -> Block:
 def test_internal_snapshot_create_and_delete(q: Block) -> None:
     """Snapshots get ids "1", "2" ...; they show in ImageInfo.snapshots; delete returns
     the SnapshotInfo."""
-    q.host.clock.t = 2.5
+    q.host.vm_clock = 2_500_000_000
     q.qmp("blockdev-snapshot-internal-sync", device="d0", name="s1")
     q.qmp("blockdev-snapshot-internal-sync", device="d0", name="s2")
     snaps = q.block("d0")["inserted"]["image"]["snapshots"]
@@ -402,6 +402,50 @@ def test_internal_snapshot_create_and_delete(q: Block) -> None:
     q.qmp("blockdev-snapshot-internal-sync", device="d0", name="s3")
     ids = [s["id"] for s in q.block("d0")["inserted"]["image"]["snapshots"]]
     assert ids == ["2", "3"]
+
+
+@needs_qemu_img
+def test_internal_snapshot_vm_clock_is_the_virtual_clock(q: Block) -> None:
+    """internal_snapshot_prepare: vm-clock-* is qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL),
+    the guest's clock, not the host's: a VM that never ran has 0 and 0, whatever time
+    it is [blockdev.c internal_snapshot_prepare; block/qapi.c bdrv_query_snapshot_info_list
+    splits the nanoseconds]."""
+    q.host.clock.t = 7.25
+    q.qmp("blockdev-snapshot-internal-sync", device="d0", name="s1")
+    [snap] = q.block("d0")["inserted"]["image"]["snapshots"]
+    assert (snap["vm-clock-sec"], snap["vm-clock-nsec"]) == (0, 0)
+    assert snap["date-sec"] == int(q.host.clock.wall())
+
+
+def test_internal_snapshot_of_a_machine(vm_factory: Any, tmp_path: Path) -> None:
+    """The Machine's QEMU_CLOCK_VIRTUAL runs only while the VM runs [cpus.c
+    cpu_enable_ticks in vm_start, cpu_disable_ticks in do_vm_stop]: started with -S,
+    a snapshot has vm-clock 0 and 0 however long the machine waited; after 1.25 s of
+    running and 10 s stopped, it has 1 s and 250 000 000 ns."""
+    img = tmp_path / "d.qcow2"
+    create_image(str(img), "qcow2", 1 << 20)
+    vm = vm_factory(start_paused=True)
+    talk = vm.talk()
+    assert talk.execute("blockdev-add", {
+        "driver": "qcow2", "node-name": "q0",
+        "file": {"driver": "file", "filename": str(img)}}) == {"return": {}}
+
+    def snapshot(name: str) -> tuple[int, int]:
+        assert talk.execute("blockdev-snapshot-internal-sync",
+                            {"device": "q0", "name": name}) == {"return": {}}
+        nodes = talk.execute("query-named-block-nodes")["return"]
+        [node] = [n for n in nodes if n["node-name"] == "q0"]
+        snap = node["image"]["snapshots"][-1]
+        return snap["vm-clock-sec"], snap["vm-clock-nsec"]
+
+    vm.tick(5)
+    assert snapshot("s1") == (0, 0)
+    talk.execute("cont")
+    vm.tick(1.25)
+    talk.execute("stop")
+    vm.tick(10)
+    assert snapshot("s2") == (1, 250_000_000)
+    vm.vm.block.close_all()
 
 
 @needs_qemu_img
