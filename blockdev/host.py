@@ -5,7 +5,8 @@ its host through this Protocol, which `vmm.machine.core.Machine` satisfies struc
 publish an event, request a VM stop (BLOCK_IO_ERROR's `stop` action, vl.c
 qemu_system_vmstop_request), read the run state, read the clocks (the host's, and the
 guest's virtual clock QEMU_CLOCK_VIRTUAL, which advances only while the VM runs),
-and draw from the machine's random source (the identifiers of new images). Tests use `RecordingHost`, a
+draw from the machine's random source (the identifiers of new images), and find a
+device by its qdev id (a device the block layer did not attach has no BlockBackend). Tests use `RecordingHost`, a
 plain in-memory host.
 """
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import random
 from typing import Any, Protocol
+
+from schema.errors import DeviceNotFound, GenericError
 
 
 class RunStateLike(Protocol):
@@ -49,6 +52,12 @@ class BlockHost(Protocol):
 
     def request_vmstop(self, state: str) -> None: ...
 
+    def find_device_state(self, qdev_id: str) -> object:
+        """qdev-monitor.c find_device_state: the device `qdev_id` names (an id under
+        /machine/peripheral, or an absolute QOM path); DeviceNotFound `Device '<id>'
+        not found`, or GenericError `<id> is not a hotpluggable device` for an object
+        that is not a device."""
+
 
 class _State:
     def __init__(self, state: str) -> None:
@@ -79,6 +88,8 @@ class RecordingHost:
         self.clock = _Clock()
         self.rng = random.Random(0)
         self.vm_clock = 0  # QEMU_CLOCK_VIRTUAL in ns: a test sets it
+        # The QOM objects outside the block layer: canonical path -> is it a device.
+        self.qom: dict[str, bool] = {}
         self.events: list[tuple[str, dict[str, Any] | None]] = []
         self.vmstop_requests: list[str] = []
 
@@ -91,6 +102,15 @@ class RecordingHost:
     def request_vmstop(self, state: str) -> None:
         self.vmstop_requests.append(state)
         self.runstate.state = state
+
+    def find_device_state(self, qdev_id: str) -> object:
+        path = qdev_id if qdev_id.startswith("/") else f"/machine/peripheral/{qdev_id}"
+        is_device = self.qom.get(path)
+        if is_device is None or (not is_device and not qdev_id.startswith("/")):
+            raise DeviceNotFound(f"Device '{qdev_id}' not found")
+        if not is_device:
+            raise GenericError(f"{qdev_id} is not a hotpluggable device")
+        return path
 
     def take_events(self) -> list[tuple[str, dict[str, Any] | None]]:
         out, self.events = self.events, []

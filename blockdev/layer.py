@@ -190,10 +190,13 @@ class BlockLayer:
         return None
 
     def blk_by_qdev_id(self, qdev_id: str) -> Backend:
-        """blk_by_qdev_id / find_device_state."""
+        """blk_by_qdev_id: the device (find_device_state), then its BlockBackend."""
         dev = self.find_device(qdev_id)
         if dev is None:
-            raise DeviceNotFound(f"Device '{qdev_id}' not found")
+            # Not a device this layer attached: the machine knows whether there is
+            # one (else its error), and such a device has no BlockBackend.
+            self.host.find_device_state(qdev_id)
+            raise GenericError("Device does not have a block device backend")
         for blk in self.backends:
             if blk.dev is dev:
                 return blk

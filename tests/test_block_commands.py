@@ -87,6 +87,31 @@ def test_throttle_no_medium(b: Block) -> None:
         ("GenericError", "Device has no medium")
 
 
+def test_throttle_checks_in_qemu_order(b: Block) -> None:
+    """qmp_block_set_io_throttle looks the BlockBackend up first (qmp_get_blk, with
+    blk_by_qdev_id's `Device does not have a block device backend` for a device
+    without one), then wants a medium (`Device has no medium`), and only then checks
+    the limits (throttle_is_valid) [blockdev.c qmp_block_set_io_throttle, qmp_get_blk;
+    qdev-monitor.c blk_by_qdev_id, find_device_state]."""
+    bad = throttle(bps=1, iops_size=512)  # `iops size requires an iops value to be set`
+    b.host.qom["/machine/peripheral/nic0"] = True  # a device with no BlockBackend
+    b.host.qom["/machine"] = False  # an object that is not a device
+    b.device("ide-cd", id="cd0")  # an empty CD-ROM: a BlockBackend without medium
+    b.drive("driver=null-co,if=none,id=d0")
+    assert b.error("block_set_io_throttle", device="d0", id="cd0", **bad) == \
+        ("GenericError", "Need exactly one of 'device' and 'id'")
+    assert b.error("block_set_io_throttle", id="nic1", **bad) == \
+        ("DeviceNotFound", "Device 'nic1' not found")
+    assert b.error("block_set_io_throttle", id="/machine", **bad) == \
+        ("GenericError", "/machine is not a hotpluggable device")
+    assert b.error("block_set_io_throttle", id="nic0", **bad) == \
+        ("GenericError", "Device does not have a block device backend")
+    assert b.error("block_set_io_throttle", id="cd0", **bad) == \
+        ("GenericError", "Device has no medium")
+    assert b.error("block_set_io_throttle", device="d0", **bad) == \
+        ("GenericError", "iops size requires an iops value to be set")
+
+
 @pytest.mark.parametrize(("values", "message"), [
     (throttle(bps=1, bps_rd=1), "bps/iops/max total values and read/write values cannot "
                                 "be used at the same time"),

@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 
 from schema.catalog import Catalog
+from schema.errors import DeviceNotFound
 from schema.model import Schema
 from vmm.machine.events import Event, EventBus
 from vmm.machine.fds import FdSets
@@ -163,6 +164,12 @@ class Machine:
 
     def now(self) -> float:
         return self.clock.now()
+
+    def find_device_state(self, qdev_id: str) -> object:
+        """qdev-monitor.c find_device_state for the block layer: the machine has no
+        QOM tree of its own yet (the devices issue builds it), so only the block
+        devices the block layer attached exist, and it finds those itself."""
+        raise DeviceNotFound(f"Device '{qdev_id}' not found")
 
     def vm_clock_ns(self) -> int:
         """qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL): how long the VM has run."""
