@@ -9,6 +9,7 @@ onto the model in `blockdev.layer`, `blockdev.media`, `blockdev.snapshot`,
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -163,19 +164,20 @@ class BlockCommands:
             raise GenericError("Device has no medium")
         config = ThrottleConfig.from_qmp(args)
         config.validate()
+        groups = layer.throttle_groups
         if config.enabled():
             if blk.throttle_group is None:
                 name = group if group is not None else device if device is not None \
                     else qdev_id
-                layer.io_limits_enable(blk, str(name))
+                groups.io_limits_enable(blk, str(name))
             elif group is not None:
-                layer.io_limits_update_group(blk, group)
+                groups.io_limits_update_group(blk, group)
             assert blk.throttle_group is not None
-            tg = layer.throttle_groups.get(blk.throttle_group)
+            tg = groups.get(blk.throttle_group)
             assert tg is not None
             tg.config = config
         elif blk.throttle_group is not None:
-            layer.io_limits_disable(blk)
+            groups.io_limits_disable(blk)
 
     # -- removable media ---------------------------------------------------------------------
 
@@ -274,8 +276,6 @@ class BlockCommands:
         error: str | None = None
         drv = image_bs.driver
         if drv is None or not drv.change_backing_file:
-            import os
-
             error = (f"Could not change backing file to '{backing_file}': "
                      f"{os.strerror(95)}")
         else:
@@ -408,8 +408,6 @@ def bitmap_add(layer: BlockLayer, node: str, name: str, granularity: int | None,
 
 def check_can_store_bitmap(layer: BlockLayer, bs: Node, name: str, granularity: int) -> None:
     """bdrv_can_store_new_dirty_bitmap / qcow2_can_store_new_dirty_bitmap."""
-    import os
-
     drv = bs.driver
     if drv is None or not drv.persistent_bitmaps:
         raise GenericError(f"Can't store persistent bitmaps to {bs.device_or_node_name()}: "

@@ -344,9 +344,8 @@ def blockdev_init(layer: BlockLayer, file: str | None, bs_opts: Flat) -> Backend
         for length in intervals:
             blk.stats.intervals.insert(0, length)
     if cfg.enabled():
-        layer.io_limits_enable(blk, group if group is not None else str(ident))
-        tg = layer.throttle_groups.get(blk.throttle_group or "")
-        assert tg is not None
+        tg = layer.throttle_groups.io_limits_enable(
+            blk, group if group is not None else str(ident))
         tg.config = cfg
     blk.enable_write_cache = not writethrough
     blk.on_read_error, blk.on_write_error = on_read_error, on_write_error

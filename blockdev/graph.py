@@ -30,6 +30,7 @@ module holds the objects and the rules every edit must respect:
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -460,10 +461,8 @@ class Backend:
             self.iostatus = "ok"
 
     def iostatus_set_err(self, error: int) -> None:
-        import errno as _errno
-
         if self.iostatus == "ok":
-            self.iostatus = "nospace" if error == _errno.ENOSPC else "failed"
+            self.iostatus = "nospace" if error == errno.ENOSPC else "failed"
 
 
 # --- permissions -------------------------------------------------------------------

@@ -536,7 +536,7 @@ class BlockLayer:
             if blk.root is not None:
                 self.blk_remove_bs(blk)
             if blk.throttle_group is not None:
-                self.io_limits_disable(blk)
+                self.throttle_groups.io_limits_disable(blk)
             if blk in self.backends:
                 self.backends.remove(blk)
 
@@ -602,23 +602,6 @@ class BlockLayer:
             self.host.emit("DEVICE_TRAY_MOVED", {"device": blk.display_name(),
                                                  "id": blk.attached_dev_id(),
                                                  "tray-open": blk.is_tray_open()})
-
-    # == throttling (blk_io_limits_*) =========================================================
-
-    def io_limits_enable(self, blk: Backend, group: str) -> None:
-        self.throttle_groups.join(blk, group)
-        blk.throttle_group = group
-
-    def io_limits_disable(self, blk: Backend) -> None:
-        assert blk.throttle_group is not None
-        self.throttle_groups.leave(blk, blk.throttle_group)
-        blk.throttle_group = None
-
-    def io_limits_update_group(self, blk: Backend, group: str) -> None:
-        if blk.throttle_group == group:
-            return
-        self.io_limits_disable(blk)
-        self.io_limits_enable(blk, group)
 
     # == bitmaps on nodes ====================================================================
 
