@@ -52,6 +52,9 @@ class BlockHost(Protocol):
 
     def request_vmstop(self, state: str) -> None: ...
 
+    def kick(self) -> None:
+        """Work became due earlier than the host's last `next_deadline()`: ask again."""
+
     def find_device_state(self, qdev_id: str) -> object:
         """qdev-monitor.c find_device_state: the device `qdev_id` names (an id under
         /machine/peripheral, or an absolute QOM path); DeviceNotFound `Device '<id>'
@@ -92,6 +95,7 @@ class RecordingHost:
         self.qom: dict[str, bool] = {}
         self.events: list[tuple[str, dict[str, Any] | None]] = []
         self.vmstop_requests: list[str] = []
+        self.kicks = 0
 
     def vm_clock_ns(self) -> int:
         return self.vm_clock
@@ -102,6 +106,9 @@ class RecordingHost:
     def request_vmstop(self, state: str) -> None:
         self.vmstop_requests.append(state)
         self.runstate.state = state
+
+    def kick(self) -> None:
+        self.kicks += 1
 
     def find_device_state(self, qdev_id: str) -> object:
         path = qdev_id if qdev_id.startswith("/") else f"/machine/peripheral/{qdev_id}"

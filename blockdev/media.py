@@ -241,9 +241,7 @@ def eject_request(layer: MediaContext, blk: Backend, force: bool) -> None:
     elif layer.trays.behaviour.honour_eject_requests:
         due = layer.host.clock.now() + layer.trays.behaviour.eject_delay
         layer.trays.pending.append((due, dev))
-        kick = getattr(layer.host, "kick", None)
-        if callable(kick):
-            kick()
+        layer.host.kick()
 
 
 def run_due(layer: MediaContext, now: float) -> None:
