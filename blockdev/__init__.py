@@ -1,15 +1,22 @@
 """blockdev: the block layer (pure models of the graph, plus its real-file I/O modules).
 
-Depends on `schema` at most; `vmm` composes it into the Machine (`vmm.vm`).
+Depends on `schema` at most; `vmm` composes it into the Machine (`vmm.vm`). Its
+modules form layers, each importing only those below it (tests/test_block_imports.py
+pins that the import graph has no cycle); a lower module that needs the layer gets a
+narrow Protocol of it, never the whole `BlockLayer`:
 
-* `layer` (BlockLayer: registries, bdrv_open, graph edits), `graph` (nodes, edges,
-  BlockBackends, permissions), `drivers` (every BlockdevDriver), `options` (flat
-  QDicts, QemuOpts), `names`;
-* `query`, `commands` (the QMP handlers), `media` (trays), `snapshot`, `throttle`,
-  `bitmaps`, `guest_io` (guest I/O, errors, write thresholds), `drive` (-drive,
-  -blockdev, DriveInfo), `host` (what the Machine provides), `device_ops` (what the
-  block layer needs from an attached device, and the BlockBackend calls device
-  models make: the block layer never imports `devices`);
-* the I/O edge, `image/`: `image.io` (file nodes and format images for the graph),
-  over `image.file`, `image.lock` and `image.formats` (headers, creation, OFD locks).
+* bottom: `graph` (nodes, edges, BlockBackends, the driver interface `DriverSpec`,
+  permissions), with the value modules `bitmaps`, `throttle`, `names`, `options`
+  (flat QDicts, QemuOpts), `host` (what the Machine provides), `device_ops` (what the
+  block layer needs from an attached device, and the BlockBackend calls device models
+  make: the block layer never imports `devices`);
+* the I/O edge, `image/`: `image.io` (file handles and format images for the graph,
+  image creation), over `image.file`, `image.lock` and `image.formats` (headers,
+  creation, OFD locks);
+* `drivers/` (every BlockdevDriver: protocol, formats, network, filters, registry),
+  then `open` (bdrv_open with its option processing), `media` (trays) and `guest_io`
+  (guest I/O, errors, write thresholds);
+* `layer` (BlockLayer: registries, graph edits, BlockBackends, the machine's hooks);
+* above it: `snapshot`, `query`, `commands` (the QMP handlers) and `drive` (-drive,
+  -blockdev, DriveInfo).
 """

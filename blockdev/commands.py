@@ -10,11 +10,13 @@ onto the model in `blockdev.layer`, `blockdev.media`, `blockdev.snapshot`,
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from blockdev import media, query, snapshot
 from blockdev.bitmaps import DirtyBitmap, default_granularity, valid_granularity
-from blockdev.graph import Node
+from blockdev.graph import Node, OpenFlags
+from blockdev.image.io import FormatImage
 from blockdev.layer import BlockLayer
 from blockdev.options import Flat, flatten
 from blockdev.throttle import ThrottleConfig
@@ -38,8 +40,6 @@ def blockdev_add_options(options: dict[str, Any]) -> Flat:
 
 def bds_tree_init(layer: BlockLayer, options: Flat) -> Node:
     """bds_tree_init: the defaults of blockdev-add/-blockdev, then bdrv_open."""
-    from blockdev.graph import OpenFlags
-
     options.setdefault("cache.direct", "off")
     options.setdefault("cache.no-flush", "off")
     options.setdefault("read-only", "off")
@@ -151,19 +151,20 @@ class BlockCommands:
             raise GenericError("Device has no medium")
         config = ThrottleConfig.from_qmp(args)
         config.validate()
+        groups = layer.throttle_groups
         if config.enabled():
             if blk.throttle_group is None:
                 name = group if group is not None else device if device is not None \
                     else qdev_id
-                layer.io_limits_enable(blk, str(name))
+                groups.io_limits_enable(blk, str(name))
             elif group is not None:
-                layer.io_limits_update_group(blk, group)
+                groups.io_limits_update_group(blk, group)
             assert blk.throttle_group is not None
-            tg = layer.throttle_groups.get(blk.throttle_group)
+            tg = groups.get(blk.throttle_group)
             assert tg is not None
             tg.config = config
         elif blk.throttle_group is not None:
-            layer.io_limits_disable(blk)
+            groups.io_limits_disable(blk)
 
     # -- removable media ---------------------------------------------------------------------
 
@@ -254,8 +255,6 @@ class BlockCommands:
         error: str | None = None
         drv = image_bs.driver
         if drv is None or not drv.change_backing_file:
-            import os
-
             error = (f"Could not change backing file to '{backing_file}': "
                      f"{os.strerror(95)}")
         else:
@@ -332,28 +331,19 @@ class BlockCommands:
 
 def truncate(layer: BlockLayer, bs: Node, size: int) -> None:
     """bdrv_truncate through a BlockBackend that holds the resize permission: the
-    model's size changes, bitmaps shrink, devices are told (no event)."""
+    driver's truncate changes the model's size, bitmaps shrink, devices are told (no
+    event)."""
     drv = bs.driver
     if drv is None:
         raise GenericError("No medium inserted")
-    if not drv.can_truncate:
+    if drv.truncate is None:
         if bs.file_bs is not None and drv.is_filter:
             truncate(layer, bs.file_bs, size)
             return
         raise GenericError("Image format driver does not support resize")
     if bs.read_only:
         raise GenericError("Image is read-only")
-    from blockdev.drivers import SimState
-    from blockdev.image.io import FileHandle, FormatImage
-
-    state = bs.state
-    if isinstance(state, FormatImage):
-        state.virtual_size = size
-        state.raw_options["size"] = size
-    elif isinstance(state, SimState):
-        state.size = size
-    elif isinstance(state, FileHandle):
-        state.model_size = size
+    drv.truncate(bs, size)
     bs.total_sectors = (size + 511) // 512
     for bm in bs.bitmaps:
         bm.truncate(bs.total_sectors * 512)
@@ -397,14 +387,10 @@ def bitmap_add(layer: BlockLayer, node: str, name: str, granularity: int | None,
 
 def check_can_store_bitmap(layer: BlockLayer, bs: Node, name: str, granularity: int) -> None:
     """bdrv_can_store_new_dirty_bitmap / qcow2_can_store_new_dirty_bitmap."""
-    import os
-
     drv = bs.driver
     if drv is None or not drv.persistent_bitmaps:
         raise GenericError(f"Can't store persistent bitmaps to {bs.device_or_node_name()}: "
                            f"{os.strerror(95)}")
-    from blockdev.image.io import FormatImage
-
     image = bs.state
     stored = image.facts.persistent_bitmaps if isinstance(image, FormatImage) else ()
     prefix = f"Can't make bitmap '{name}' persistent in '{bs.device_or_node_name()}'"

@@ -32,6 +32,8 @@ from typing import Any
 import attrs
 
 from blockdev import commands
+from blockdev.driveinfo import DriveInfo
+from blockdev.drivers.registry import DRIVERS
 from blockdev.graph import Backend, OpenFlags
 from blockdev.layer import BlockLayer
 from blockdev.options import (
@@ -80,24 +82,6 @@ CACHE_MODES = {  # bdrv_parse_cache_mode: (writethrough, nocache, no_flush)
     "directsync": (True, True, False), "writeback": (False, False, False),
     "unsafe": (False, False, True), "writethrough": (True, False, False),
 }
-
-
-@attrs.define(kw_only=True)
-class DriveInfo:
-    """blockdev.c DriveInfo: what `-drive` remembers besides the BlockBackend."""
-
-    type: str  # the if= name
-    bus: int
-    unit: int
-    media_cd: bool = False
-    auto_del: bool = False
-    is_default: bool = False
-    serial: str | None = None
-    devaddr: str | None = None
-    cyls: int = 0
-    heads: int = 0
-    secs: int = 0
-    trans: str = "auto"
 
 
 @attrs.frozen
@@ -361,9 +345,8 @@ def blockdev_init(layer: BlockLayer, file: str | None, bs_opts: Flat) -> Backend
         for length in intervals:
             blk.stats.intervals.insert(0, length)
     if cfg.enabled():
-        layer.io_limits_enable(blk, group if group is not None else str(ident))
-        tg = layer.throttle_groups.get(blk.throttle_group or "")
-        assert tg is not None
+        tg = layer.throttle_groups.io_limits_enable(
+            blk, group if group is not None else str(ident))
         tg.config = cfg
     blk.enable_write_cache = not writethrough
     blk.on_read_error, blk.on_write_error = on_read_error, on_write_error
@@ -376,8 +359,6 @@ def blockdev_init(layer: BlockLayer, file: str | None, bs_opts: Flat) -> Backend
 
 
 def _formats() -> list[str]:
-    from blockdev.drivers import DRIVERS
-
     return list(DRIVERS)
 
 

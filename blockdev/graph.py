@@ -1,14 +1,21 @@
 """The block graph's objects: nodes (BlockDriverState), edges (BdrvChild), backends
-(BlockBackend), and QEMU 2.11's permission system over them.
+(BlockBackend), the driver interface (BlockDriver), and QEMU 2.11's permission system.
 
-Pure model of the `blockdev` layer [block.c, block/block-backend.c]. `blockdev.layer`
-owns the registries and the operations that build and edit the graph; this module
-holds the objects and the rules every edit must respect:
+Bottom of the pure `blockdev` model [block.c, block/block-backend.c,
+include/block/block_int.h]: it imports no other module of the layer's model, so that
+every other module can import it. A node and its driver refer to each other, as
+BlockDriverState and BlockDriver do in block_int.h, so both live here.
+`blockdev.layer` owns the registries and the operations that build and edit the
+graph, `blockdev.open` opens nodes, `blockdev.drivers` holds every driver; this
+module holds the objects and the rules every edit must respect:
 
 * A node's parents are edges (`Child`) from other nodes (roles `file`, `backing`,
   quorum `children.N`, ...) or from BlockBackends (role `root`). Both lists keep
   QEMU's order (QLIST_INSERT_HEAD: newest first), which decides whose name an error
   message shows and which conflicting user is reported first.
+* A driver (`DriverSpec`) is its capabilities and hooks; its `open` gets a
+  `DriverContext`, the narrow part of the block layer a driver may use (open its
+  children, reach the image edge, the throttle groups).
 * Every edge carries the permissions its parent takes (`perm`) and those it lets
   others take (`shared`). Adding or changing an edge is checked against every other
   parent of the node, then propagated down through the drivers' child-permission
@@ -23,19 +30,22 @@ holds the objects and the rules every edit must respect:
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
 from blockdev.bitmaps import DirtyBitmap
 from blockdev.image.lock import Perm, perm_names
+from blockdev.options import Flat
 from schema.errors import GenericError
 
 if TYPE_CHECKING:
     from blockdev.device_ops import BlockDevOps
-    from blockdev.drive import DriveInfo
-    from blockdev.drivers import DriverSpec
+    from blockdev.driveinfo import DriveInfo
+    from blockdev.image.io import ImageIO
+    from blockdev.throttle import ThrottleGroups
 
 PERM_ALL = int(Perm.ALL)
 PERM_PASSTHROUGH = int(Perm.CONSISTENT_READ | Perm.WRITE | Perm.WRITE_UNCHANGED | Perm.RESIZE)
@@ -114,6 +124,58 @@ class Child:
         if isinstance(self.parent, Backend):
             return self.parent.name or ""
         return None
+
+
+class DriverContext(Protocol):
+    """What a driver's open may use of its block layer (`BlockLayer` is one)."""
+
+    @property
+    def io(self) -> ImageIO: ...
+
+    @property
+    def throttle_groups(self) -> ThrottleGroups: ...
+
+    @property
+    def network_size(self) -> int: ...
+
+    def has_tls_creds(self, ident: str) -> bool: ...
+
+    def open_child(self, filename: str | None, options: Flat, key: str, parent: Node,
+                   role: str, *, allow_none: bool) -> Child | None: ...
+
+
+OpenFn = Callable[[DriverContext, "Node", Flat], None]
+ChildPermFn = Callable[["Node", Child | None, str, int, int], tuple[int, int]]
+
+
+@attrs.frozen
+class DriverSpec:
+    """One BlockDriver: what the generic block code asks of it."""
+
+    format_name: str
+    open: OpenFn
+    protocol_name: str | None = None
+    protocol: bool = False  # has bdrv_file_open
+    is_filter: bool = False
+    needs_filename: bool = False
+    supports_backing: bool = False
+    child_perm: ChildPermFn | None = None
+    has_get_info: bool = False
+    internal_snapshots: bool = False
+    persistent_bitmaps: bool = False
+    change_backing_file: bool = False
+    add_child: bool = False
+    del_child: bool = False
+    has_variable_length: bool = False
+    truncate: Callable[[Node, int], None] | None = None  # bdrv_truncate's driver part
+    refresh_filename: Callable[[Node, Flat], None] | None = None
+    parse_filename: Callable[[str, Flat], None] | None = None
+    getlength: Callable[[Node], int] | None = None
+    is_inserted: Callable[[Node], bool] | None = None
+    check_perm: Callable[[Node, int, int], None] | None = None
+    set_perm: Callable[[Node, int, int], None] | None = None
+    abort_perm: Callable[[Node], None] | None = None
+    close: Callable[[Node], None] | None = None
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -400,10 +462,8 @@ class Backend:
             self.iostatus = "ok"
 
     def iostatus_set_err(self, error: int) -> None:
-        import errno as _errno
-
         if self.iostatus == "ok":
-            self.iostatus = "nospace" if error == _errno.ENOSPC else "failed"
+            self.iostatus = "nospace" if error == errno.ENOSPC else "failed"
 
 
 # --- permissions -------------------------------------------------------------------

@@ -15,21 +15,22 @@ with an errno. What follows a request is QEMU 2.11's:
   `report`/`ignore` send BLOCK_IO_ERROR only; `stop` sets the io-status, sends
   BLOCK_IO_ERROR, asks the machine to stop with `io-error`, and keeps the request
   queued in the device until `cont` retries it (block.md §8, runstate.md §4.7).
+
+It sits below `blockdev.layer`: its functions take a `GuestIOContext`, the part of
+the block layer guest I/O uses (the BlockBackends, node lookup, the host).
 """
 
 from __future__ import annotations
 
 import errno as errno_mod
 import os
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import attrs
 
 from blockdev.graph import Backend, Node
+from blockdev.host import BlockHost
 from schema.errors import GenericError
-
-if TYPE_CHECKING:
-    from blockdev.layer import BlockLayer
 
 # A simulated request takes this long (only visible in *_total_time_ns).
 LATENCY_NS = 100_000
@@ -40,6 +41,21 @@ class Request:
     op: str  # "read" | "write" | "flush"
     offset: int = 0
     length: int = 0
+
+
+class GuestIOContext(Protocol):
+    """What guest I/O uses of the block layer (`BlockLayer` is one)."""
+
+    @property
+    def host(self) -> BlockHost: ...
+
+    @property
+    def backends(self) -> list[Backend]: ...
+
+    @property
+    def monitor_backends(self) -> list[Backend]: ...
+
+    def find_node(self, name: str) -> Node | None: ...
 
 
 def error_action(policy: str, error: int) -> str:
@@ -53,7 +69,7 @@ def error_action(policy: str, error: int) -> str:
     return "report"
 
 
-def set_fault(layer: BlockLayer, node_name: str, op: str, error: int | None) -> None:
+def set_fault(layer: GuestIOContext, node_name: str, op: str, error: int | None) -> None:
     """The fault-injection hook: `node_name` fails `op` ("read", "write", "flush" or
     "all") with `error` (an errno) until cleared with None."""
     bs = layer.find_node(node_name)
@@ -80,7 +96,7 @@ def _fault_for(bs: Node | None, op: str) -> int | None:
     return None
 
 
-def submit(layer: BlockLayer, blk: Backend, req: Request) -> str:
+def submit(layer: GuestIOContext, blk: Backend, req: Request) -> str:
     """One guest request through `blk`. Returns "ok", "error" (reported to the
     guest), "ignored" (error hidden from the guest) or "queued" (VM stopping)."""
     now_ns = int(layer.host.clock.now() * 1e9)
@@ -117,7 +133,7 @@ def submit(layer: BlockLayer, blk: Backend, req: Request) -> str:
     return "ok"
 
 
-def write_to_node(layer: BlockLayer, bs: Node, offset: int, length: int) -> None:
+def write_to_node(layer: GuestIOContext, bs: Node, offset: int, length: int) -> None:
     """What a write does to the nodes it passes (block/io.c bdrv_aligned_pwritev):
     before-write notifiers (the write threshold), dirty bitmaps, the highest offset.
     Filters and raw pass the request on to their file child."""
@@ -140,7 +156,7 @@ def write_to_node(layer: BlockLayer, bs: Node, offset: int, length: int) -> None
             node = None
 
 
-def check_write_threshold(layer: BlockLayer, bs: Node, offset: int, length: int) -> None:
+def check_write_threshold(layer: GuestIOContext, bs: Node, offset: int, length: int) -> None:
     """before_write_notify / bdrv_write_threshold_exceeded."""
     threshold = bs.write_threshold
     if threshold <= 0:
@@ -157,7 +173,7 @@ def check_write_threshold(layer: BlockLayer, bs: Node, offset: int, length: int)
     bs.write_threshold = 0
 
 
-def _handle_error(layer: BlockLayer, blk: Backend, req: Request, error: int) -> str:
+def _handle_error(layer: GuestIOContext, blk: Backend, req: Request, error: int) -> str:
     """The device model's error path: pick the action, then blk_error_action."""
     is_read = req.op == "read"
     policy = blk.on_read_error if is_read else blk.on_write_error
@@ -183,7 +199,7 @@ def _handle_error(layer: BlockLayer, blk: Backend, req: Request, error: int) -> 
     return "ignored" if action == "ignore" else "error"
 
 
-def on_cont(layer: BlockLayer) -> None:
+def on_cont(layer: GuestIOContext) -> None:
     """qmp_cont's blk_iostatus_reset for every named BlockBackend, then the devices
     retry what they queued (their VM-state-change handlers run as the VM starts)."""
     for blk in layer.monitor_backends:

@@ -3,13 +3,19 @@
 Part of the pure `blockdev` layer. The block model never imports `vmm`; it talks to
 its host through this Protocol, which `vmm.machine.core.Machine` satisfies structurally:
 publish an event, request a VM stop (BLOCK_IO_ERROR's `stop` action, vl.c
-qemu_system_vmstop_request), read the run state, read the clocks. Tests use
-`RecordingHost`, a plain in-memory host.
+qemu_system_vmstop_request), read the run state, read the clocks (the host's, and the
+guest's virtual clock QEMU_CLOCK_VIRTUAL, which advances only while the VM runs),
+draw from the machine's random source (the identifiers of new images), and find a
+device by its qdev id (a device the block layer did not attach has no BlockBackend). Tests use `RecordingHost`, a
+plain in-memory host.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any, Protocol
+
+from schema.errors import DeviceNotFound, GenericError
 
 
 class RunStateLike(Protocol):
@@ -35,9 +41,25 @@ class BlockHost(Protocol):
     @property
     def clock(self) -> ClockLike: ...
 
+    @property
+    def rng(self) -> random.Random:
+        """The machine's random source (UUIDs and CIDs of the images it creates)."""
+
+    def vm_clock_ns(self) -> int:
+        """qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL): nanoseconds the VM has run."""
+
     def emit(self, name: str, data: dict[str, Any] | None = None) -> Any: ...
 
     def request_vmstop(self, state: str) -> None: ...
+
+    def kick(self) -> None:
+        """Work became due earlier than the host's last `next_deadline()`: ask again."""
+
+    def find_device_state(self, qdev_id: str) -> object:
+        """qdev-monitor.c find_device_state: the device `qdev_id` names (an id under
+        /machine/peripheral, or an absolute QOM path); DeviceNotFound `Device '<id>'
+        not found`, or GenericError `<id> is not a hotpluggable device` for an object
+        that is not a device."""
 
 
 class _State:
@@ -67,8 +89,16 @@ class RecordingHost:
     def __init__(self, state: str = "running") -> None:
         self.runstate = _State(state)
         self.clock = _Clock()
+        self.rng = random.Random(0)
+        self.vm_clock = 0  # QEMU_CLOCK_VIRTUAL in ns: a test sets it
+        # The QOM objects outside the block layer: canonical path -> is it a device.
+        self.qom: dict[str, bool] = {}
         self.events: list[tuple[str, dict[str, Any] | None]] = []
         self.vmstop_requests: list[str] = []
+        self.kicks = 0
+
+    def vm_clock_ns(self) -> int:
+        return self.vm_clock
 
     def emit(self, name: str, data: dict[str, Any] | None = None) -> None:
         self.events.append((name, data))
@@ -76,6 +106,18 @@ class RecordingHost:
     def request_vmstop(self, state: str) -> None:
         self.vmstop_requests.append(state)
         self.runstate.state = state
+
+    def kick(self) -> None:
+        self.kicks += 1
+
+    def find_device_state(self, qdev_id: str) -> object:
+        path = qdev_id if qdev_id.startswith("/") else f"/machine/peripheral/{qdev_id}"
+        is_device = self.qom.get(path)
+        if is_device is None or (not is_device and not qdev_id.startswith("/")):
+            raise DeviceNotFound(f"Device '{qdev_id}' not found")
+        if not is_device:
+            raise GenericError(f"{qdev_id} is not a hotpluggable device")
+        return path
 
     def take_events(self) -> list[tuple[str, dict[str, Any] | None]]:
         out, self.events = self.events, []

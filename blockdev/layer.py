@@ -8,22 +8,21 @@ QMP can observe them:
   (graph_bdrv_states), all BlockBackends in creation order (block_backends), the
   monitor's BlockBackends (monitor_block_backends) and the monitor-owned nodes of
   blockdev-add (monitor_bdrv_states);
-* `bdrv_open` with its option processing: json: file names, option inheritance by
-  child role, protocol detection, format probing, node naming, the driver's open,
-  the backing chain, file name refresh and the "does not support the option" check;
 * edges with permissions (`attach_child`, `replace_node`, `append`), reference
   counting and deletion (closing files releases their locks);
-* BlockBackends (`blk_*`), and the three name resolvers of block.md §1.3.
+* BlockBackends (`blk_*`), and the three name resolvers of block.md §1.3;
+* the machine's hooks (reset, deadlines, `cont`).
 
-Commands (`blockdev.commands`) and the command line (`blockdev.drive`) are thin
-layers over this; media, snapshots, throttling, bitmaps and I/O errors live in
-their own modules and use these primitives.
+Below it: the graph's objects (`blockdev.graph`), the drivers (`blockdev.drivers`),
+`bdrv_open` (`blockdev.open`, reached through `open`/`open_child`), and the media
+and guest I/O models (`blockdev.media`, `blockdev.guest_io`), which each declare the
+narrow part of the layer they use. Above it, thin layers: the commands
+(`blockdev.commands`), queries (`blockdev.query`), snapshots (`blockdev.snapshot`)
+and the command line (`blockdev.drive`).
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import random
 from collections.abc import Callable
 from typing import Any
@@ -31,43 +30,18 @@ from typing import Any
 import attrs
 
 from blockdev import graph as g
+from blockdev import guest_io, media
+from blockdev import open as bdrv
 from blockdev.bitmaps import DirtyBitmap
 from blockdev.device_ops import BlockDevOps
-from blockdev.drivers import DRIVERS, DriverSpec, OpenErrno, find_format, find_protocol
 from blockdev.graph import Backend, Child, Node, OpenFlags, Reason
 from blockdev.host import BlockHost
-from blockdev.image.formats.base import path_combine, path_has_protocol, path_is_absolute
-from blockdev.image.io import ImageIO
+from blockdev.image.io import FileHandle, ImageIO
 from blockdev.media import TrayScheduler
 from blockdev.names import NameGenerator, id_wellformed
-from blockdev.options import (
-    Flat,
-    OptDesc,
-    absorb,
-    extract_subqdict,
-    first_key,
-    flatten,
-    get_bool,
-    get_str,
-    set_default,
-)
+from blockdev.options import Flat
 from blockdev.throttle import ThrottleGroups
 from schema.errors import DeviceNotFound, GenericError
-from schema.qjson import to_json
-
-# bdrv_runtime_opts [block.c].
-RUNTIME_OPTS = (OptDesc("node-name"), OptDesc("driver"), OptDesc("cache.direct", "bool"),
-                OptDesc("cache.no-flush", "bool"), OptDesc("read-only", "bool"),
-                OptDesc("detect-zeroes"), OptDesc("discard"), OptDesc("force-share", "bool"))
-RUNTIME_NAMES = frozenset(d.name for d in RUNTIME_OPTS)
-
-DETECT_ZEROES = ("off", "on", "unmap")
-
-
-def _strerror(err: int) -> str:
-    import os
-
-    return os.strerror(err)
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -122,8 +96,6 @@ class BlockLayer:
         inactive nodes become active, file nodes start locking, and devices' BlockBackends
         take the permissions they deferred [block.c bdrv_invalidate_cache,
         block/block-backend.c blk_root_activate]."""
-        from blockdev.image.io import FileHandle
-
         for bs in self.nodes:
             if bs.open_flags.inactive:
                 bs.open_flags.inactive = False
@@ -141,14 +113,10 @@ class BlockLayer:
         return self.trays.next_deadline(self.host.runstate.running)
 
     def run_due(self, now: float) -> None:
-        from blockdev import media
-
         media.run_due(self, now)
 
     def on_cont(self) -> None:
         """Hooked to `cont` (Machine.on_cont): io-status reset and request retry."""
-        from blockdev import guest_io
-
         guest_io.on_cont(self)
 
     # == lookups ===========================================================================
@@ -212,10 +180,13 @@ class BlockLayer:
         return None
 
     def blk_by_qdev_id(self, qdev_id: str) -> Backend:
-        """blk_by_qdev_id / find_device_state."""
+        """blk_by_qdev_id: the device (find_device_state), then its BlockBackend."""
         dev = self.find_device(qdev_id)
         if dev is None:
-            raise DeviceNotFound(f"Device '{qdev_id}' not found")
+            # Not a device this layer attached: the machine knows whether there is
+            # one (else its error), and such a device has no BlockBackend.
+            self.host.find_device_state(qdev_id)
+            raise GenericError("Device does not have a block device backend")
         for blk in self.backends:
             if blk.dev is dev:
                 return blk
@@ -262,326 +233,25 @@ class BlockLayer:
         bs.node_name = node_name
         self.nodes.append(bs)
 
-    # == opening ==========================================================================
+    # == opening (blockdev.open) ==========================================================
 
     def open(self, filename: str | None, reference: str | None, options: Flat | None,
              flags: OpenFlags | None = None, parent: Node | None = None,
              role: str | None = None) -> Node:
         """bdrv_open_inherit. The caller owns the returned reference."""
-        flags = flags.copy() if flags is not None else OpenFlags()
-        if reference is not None:
-            if filename is not None or options:
-                raise GenericError("Cannot reference an existing block device with "
-                                   "additional options or a new filename")
-            bs = self.lookup_bs(reference, reference)
-            bs.refcnt += 1
-            return bs
-
-        bs = Node()
-        options = dict(options or {})
-        if filename is not None and filename.startswith("json:"):
-            json_opts = _parse_json_filename(filename)
-            for key, value in json_opts.items():
-                options.setdefault(key, value)
-            filename = None
-        bs.explicit_options = dict(options)
-
-        if role is not None:
-            assert parent is not None
-            bs.inherits_from = parent
-            flags = _inherit_options(role, options, parent.open_flags, parent.options)
-
-        try:
-            flags, filename = self._fill_options(options, filename, flags)
-            if get_str(options, "read-only") != "on" and not get_bool(options, "read-only",
-                                                                        False):
-                flags.rdwr = True
-                flags.allow_rdwr = True
-            else:
-                flags.rdwr = False
-
-            snapshot_options: Flat | None = None
-            snapshot_flags: OpenFlags | None = None
-            if flags.snapshot:
-                snapshot_options = {}
-                snapshot_flags = flags.copy()
-                snapshot_flags.snapshot = False
-                snapshot_flags.temporary = True
-                set_default(snapshot_options, "cache.direct", "off")
-                set_default(snapshot_options, "cache.no-flush", "on")
-                if "read-only" in options:
-                    set_default(snapshot_options, "read-only", options["read-only"])
-                options.pop("read-only", None)
-                flags = _backing_flags(options, flags, options)
-
-            bs.open_flags = flags
-            bs.options = options
-            options = dict(options)
-
-            drv: DriverSpec | None = None
-            drvname = get_str(options, "driver")
-            if drvname is not None:
-                drv = find_format(drvname)
-                if drv is None:
-                    raise GenericError(f"Unknown driver: '{drvname}'")
-
-            backing = get_str(options, "backing")
-            if backing == "":
-                flags.no_backing = True
-                bs.open_flags.no_backing = True
-                del options["backing"]
-
-            probe_bs: Node | None = None
-            if not flags.protocol:
-                probe_bs = self.open_child_bs(filename, options, "file", bs, "file",
-                                              allow_none=True)
-                if probe_bs is not None:
-                    options["file"] = probe_bs.node_name
-
-            bs.probed = drv is None
-            if drv is None and probe_bs is not None:
-                fmt = self.find_image_format(probe_bs)
-                drv = DRIVERS[fmt]
-                bs.options["driver"] = fmt
-                options["driver"] = fmt
-            elif drv is None:
-                raise GenericError("Must specify either driver or file")
-
-            try:
-                self._open_common(bs, probe_bs, options, drv)
-            finally:
-                if probe_bs is not None:
-                    self.unref(probe_bs)
-        except GenericError:
-            self._discard_unopened(bs)
-            raise
-
-        try:
-            if not flags.no_backing and not bs.open_flags.no_backing:
-                self.open_backing_file(bs, options, "backing")
-            self.refresh_filename(bs)
-            if options:
-                key = first_key(options)
-                if flags.protocol:
-                    raise GenericError(f"Block protocol '{drv.format_name}' doesn't support "
-                                       f"the option '{key}'")
-                raise GenericError(f"Block format '{drv.format_name}' does not support the "
-                                   f"option '{key}'")
-            self.parent_cb_change_media(bs, True)
-            if snapshot_flags is not None:
-                assert snapshot_options is not None
-                snap = self.append_temp_snapshot(bs, snapshot_flags, snapshot_options)
-                self.unref(bs)
-                bs = snap
-        except GenericError:
-            self.unref(bs)
-            raise
-        return bs
-
-    def _discard_unopened(self, bs: Node) -> None:
-        """The `fail:` path of bdrv_open_inherit: drop our reference."""
-        if bs.refcnt > 0:
-            self.unref(bs)
-
-    def _fill_options(self, options: Flat, filename: str | None,
-                      flags: OpenFlags) -> tuple[OpenFlags, str | None]:
-        """bdrv_fill_options."""
-        protocol = flags.protocol
-        parse_filename = False
-        drv: DriverSpec | None = None
-        drvname = get_str(options, "driver")
-        if drvname is not None:
-            drv = find_format(drvname)
-            if drv is None:
-                raise GenericError(f"Unknown driver '{drvname}'")
-            protocol = drv.protocol
-        flags.protocol = protocol
-        _update_options_from_flags(options, flags)
-        if protocol and filename is not None:
-            if "filename" not in options:
-                options["filename"] = filename
-                parse_filename = True
-            else:
-                raise GenericError("Can't specify 'file' and 'filename' options at the "
-                                   "same time")
-        fname = get_str(options, "filename")
-        if drvname is None and protocol:
-            if fname is not None:
-                drv = find_protocol(fname, parse_filename, self.io.probe_device)
-                options["driver"] = drv.format_name
-            else:
-                raise GenericError("Must specify either driver or file")
-        if drv is not None and drv.parse_filename is not None and parse_filename:
-            assert fname is not None
-            drv.parse_filename(fname, options)
-            if not drv.needs_filename and "url" not in options:
-                options.pop("filename", None)
-            elif not drv.needs_filename:
-                options.pop("filename", None)
-        return flags, (None if protocol else filename)
-
-    def find_image_format(self, file_bs: Node) -> str:
-        """find_image_format: empty or sg files are raw, else probe."""
-        if file_bs.sg or not file_bs.is_inserted() or file_bs.length() == 0:
-            return "raw"
-        return self.io.probe(file_bs)
-
-    def _open_common(self, bs: Node, file_bs: Node | None, options: Flat,
-                     drv: DriverSpec) -> None:
-        """bdrv_open_common + bdrv_open_driver."""
-        opts = absorb(RUNTIME_OPTS, options)
-        flags = bs.open_flags
-        flags.no_flush = bool(opts.get("cache.no-flush", False))
-        flags.nocache = bool(opts.get("cache.direct", False))
-        flags.rdwr = not opts.get("read-only", False)
-        bs.force_share = bool(opts.get("force-share", False))
-        if bs.force_share and flags.rdwr:
-            raise GenericError("force-share=on can only be used with read-only images")
-        if file_bs is not None:
-            filename: str | None = file_bs.filename
-        else:
-            filename = get_str(options, "filename")
-        if drv.needs_filename and not filename:
-            raise GenericError(f"The '{drv.format_name}' block driver requires a file name")
-        bs.read_only = not flags.rdwr
-        if flags.copy_on_read and bs.read_only:
-            raise GenericError("Can't use copy-on-read on read-only device")
-        discard = opts.get("discard")
-        if discard is not None:
-            if discard in ("off", "ignore"):
-                flags.unmap = False
-            elif discard in ("on", "unmap"):
-                flags.unmap = True
-            else:
-                raise GenericError("Invalid discard option")
-        detect = opts.get("detect-zeroes")
-        if detect is not None:
-            if detect not in DETECT_ZEROES:
-                raise GenericError(f"Invalid parameter '{detect}'")
-            if detect == "unmap" and not flags.unmap:
-                raise GenericError("setting detect-zeroes to unmap is not allowed without "
-                                   "setting discard operation to unmap")
-            bs.detect_zeroes = detect
-        bs.filename = filename or ""
-        bs.exact_filename = bs.filename
-        self.assign_node_name(bs, opts.get("node-name"))
-        bs.driver = drv
-        bs.read_only = not flags.rdwr
-        try:
-            drv.open(self, bs, options)
-        except OpenErrno as e:
-            self._open_failed(bs)
-            if bs.filename:
-                raise GenericError(f"Could not open '{bs.filename}': "
-                                   f"{_strerror(e.errno)}") from None
-            raise GenericError(f"Could not open image: {_strerror(e.errno)}") from None
-        except GenericError:
-            self._open_failed(bs)
-            raise
-        if drv.getlength is not None:
-            bs.total_sectors = (drv.getlength(bs) + g.SECTOR - 1) // g.SECTOR
-
-    def _open_failed(self, bs: Node) -> None:
-        """bdrv_open_driver's open_failed: the driver is gone, its children too."""
-        self._close_driver(bs)
-        for c in list(bs.children):
-            self.unref_child(bs, c)
-        bs.file = None
-        bs.driver = None
-
-    def open_child_bs(self, filename: str | None, options: Flat, key: str, parent: Node,
-                      role: str, *, allow_none: bool) -> Node | None:
-        """bdrv_open_child_bs."""
-        image_options = extract_subqdict(options, key + ".")
-        reference = get_str(options, key)
-        try:
-            if filename is None and reference is None and not image_options:
-                if not allow_none:
-                    raise GenericError(f'A block device must be specified for "{key}"')
-                return None
-            return self.open(filename, reference, image_options, None, parent, role)
-        finally:
-            options.pop(key, None)
+        return bdrv.bdrv_open(self, filename, reference, options, flags, parent, role)
 
     def open_child(self, filename: str | None, options: Flat, key: str, parent: Node,
                    role: str, *, allow_none: bool) -> Child | None:
         """bdrv_open_child."""
-        bs = self.open_child_bs(filename, options, key, parent, role,
-                                allow_none=allow_none)
-        if bs is None:
-            return None
-        try:
-            return self.attach_child(parent, bs, key, role)
-        except GenericError:
-            self.unref(bs)
-            raise
-
-    def open_backing_file(self, bs: Node, parent_options: Flat, key: str) -> None:
-        """bdrv_open_backing_file."""
-        if bs.backing is not None:
-            return
-        bs.open_flags.no_backing = False
-        options = extract_subqdict(parent_options, key + ".")
-        reference = get_str(parent_options, key)
-        backing_filename: str | None
-        if reference is not None or "file.filename" in options:
-            backing_filename = None
-        elif not bs.backing_file and not options:
-            return
-        else:
-            backing_filename = self.full_backing_filename(bs, bs.backing_file)
-        drv = bs.driver
-        if drv is None or not drv.supports_backing:
-            raise GenericError("Driver doesn't support backing files")
-        if reference is None and bs.backing_format and "driver" not in options:
-            options["driver"] = bs.backing_format
-        try:
-            backing_hd = self.open(backing_filename or None, reference, options, None, bs,
-                                   "backing")
-        except GenericError as e:
-            bs.open_flags.no_backing = True
-            raise GenericError(f"Could not open backing file: {e.desc}") from None
-        try:
-            self.set_backing_hd(bs, backing_hd)
-        finally:
-            self.unref(backing_hd)
-        parent_options.pop(key, None)
+        return bdrv.open_child(self, filename, options, key, parent, role,
+                               allow_none=allow_none)
 
     def full_backing_filename(self, bs: Node, backing: str) -> str:
         """bdrv_get_full_backing_filename(_from_filename)."""
-        backed = bs.filename
-        if backing == "" or path_has_protocol(backing) or path_is_absolute(backing):
-            return backing
-        if backed == "" or backed.startswith("json:"):
-            raise GenericError(f"Cannot use relative backing file names for '{backed}'")
-        return path_combine(backed, backing)
+        return bdrv.full_backing_filename(bs, backing)
 
-    def append_temp_snapshot(self, bs: Node, flags: OpenFlags, options: Flat) -> Node:
-        """bdrv_append_temp_snapshot (-drive snapshot=on): a qcow2 overlay in a
-        temporary file, deleted again when the overlay closes."""
-        import os
-        import tempfile
-
-        total = bs.length()
-        tmpdir = os.environ.get("TMPDIR", "/var/tmp")
-        fd, tmp = tempfile.mkstemp(prefix="vl.", dir=tmpdir)
-        os.close(fd)
-        try:
-            self.io.create(tmp, "qcow2", total, backing_file=None, backing_format=None)
-        except GenericError as e:
-            raise GenericError(f"Could not create temporary overlay '{tmp}': {e.desc}") \
-                from None
-        options["file.driver"] = "file"
-        options["file.filename"] = tmp
-        options["driver"] = "qcow2"
-        snap = self.open(None, None, options, flags)
-        snap.temp_file = tmp
-        snap.refcnt += 1
-        try:
-            self.append(snap, bs)
-        except GenericError:
-            raise
-        return snap
+    # == opening ==========================================================================
 
     # == graph edits =========================================================================
 
@@ -693,7 +363,7 @@ class BlockLayer:
             bs.backing = None
             self.unref(backing_hd)
             raise
-        self.refresh_filename(bs)
+        bdrv.refresh_filename(bs)
 
     def replace_node(self, from_bs: Node, to_bs: Node) -> None:
         """bdrv_replace_node: every parent of `from_bs` (except `to_bs`'s own backing
@@ -736,60 +406,6 @@ class BlockLayer:
         finally:
             self.unref(bs_new)
 
-    def refresh_filename(self, bs: Node) -> None:
-        """bdrv_refresh_filename."""
-        drv = bs.driver
-        if drv is None:
-            return
-        if bs.file is not None and bs.file.bs is not None:
-            self.refresh_filename(bs.file.bs)
-        if drv.refresh_filename is not None:
-            bs.exact_filename = ""
-            bs.full_open_options = None
-            opts, _ = self._append_open_options(bs)
-            drv.refresh_filename(bs, opts)
-        elif bs.file is not None and bs.file.bs is not None:
-            file_bs = bs.file.bs
-            bs.exact_filename = ""
-            bs.full_open_options = None
-            opts, found = self._append_open_options(bs)
-            if file_bs.exact_filename and not found:
-                bs.exact_filename = file_bs.exact_filename
-            if file_bs.full_open_options is not None:
-                opts["driver"] = drv.format_name
-                opts["file"] = copy.deepcopy(file_bs.full_open_options)
-                bs.full_open_options = opts
-        elif bs.full_open_options is None and bs.options:
-            opts, _ = self._append_open_options(bs)
-            opts["driver"] = drv.format_name
-            if bs.exact_filename:
-                opts["filename"] = bs.exact_filename
-            bs.full_open_options = opts
-        if bs.exact_filename:
-            bs.filename = bs.exact_filename
-        elif bs.full_open_options is not None:
-            bs.filename = "json:" + to_json(bs.full_open_options)  # qobject_to_json
-
-    def _append_open_options(self, bs: Node) -> tuple[Flat, bool]:
-        """append_open_options: the node's own driver options."""
-        from schema.qdict import qdict_order
-
-        out: Flat = {}
-        found = False
-        for key in qdict_order(list(bs.options)):
-            if any(key == c.name or key.startswith(c.name + ".") for c in bs.children):
-                continue
-            if key in RUNTIME_NAMES:
-                continue
-            out[key] = bs.options[key]
-            found = True
-        return out, found
-
-    def parent_cb_change_media(self, bs: Node, load: bool) -> None:
-        for c in bs.parents:
-            if c.role == "root":
-                self.blk_dev_change_media_cb(c.parent, load)
-
     # == references and deletion ======================================================
 
     def unref(self, bs: Node) -> None:
@@ -801,7 +417,7 @@ class BlockLayer:
 
     def _delete(self, bs: Node) -> None:
         """bdrv_delete / bdrv_close."""
-        self._close_driver(bs)
+        self.close_driver(bs)
         bs.driver = None
         if bs.backing is not None:
             self.unref_child(bs, bs.backing)
@@ -817,16 +433,11 @@ class BlockLayer:
         if bs.node_name and bs in self.nodes:
             self.nodes.remove(bs)
         bs.deleted = True
-        temp = bs.temp_file
-        if temp:
-            import os
+        if bs.temp_file:
+            self.io.remove_temporary(bs.temp_file)
 
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
-
-    def _close_driver(self, bs: Node) -> None:
+    def close_driver(self, bs: Node) -> None:
+        """The driver's bdrv_close (and a throttle node leaving its group)."""
         drv = bs.driver
         if drv is None:
             return
@@ -915,7 +526,7 @@ class BlockLayer:
             if blk.root is not None:
                 self.blk_remove_bs(blk)
             if blk.throttle_group is not None:
-                self.io_limits_disable(blk)
+                self.throttle_groups.io_limits_disable(blk)
             if blk in self.backends:
                 self.backends.remove(blk)
 
@@ -980,23 +591,6 @@ class BlockLayer:
                                                  "id": blk.attached_dev_id(),
                                                  "tray-open": blk.is_tray_open()})
 
-    # == throttling (blk_io_limits_*) =========================================================
-
-    def io_limits_enable(self, blk: Backend, group: str) -> None:
-        self.throttle_groups.join(blk, group)
-        blk.throttle_group = group
-
-    def io_limits_disable(self, blk: Backend) -> None:
-        assert blk.throttle_group is not None
-        self.throttle_groups.leave(blk, blk.throttle_group)
-        blk.throttle_group = None
-
-    def io_limits_update_group(self, blk: Backend, group: str) -> None:
-        if blk.throttle_group == group:
-            return
-        self.io_limits_disable(blk)
-        self.io_limits_enable(blk, group)
-
     # == bitmaps on nodes ====================================================================
 
     def find_dirty_bitmap(self, bs: Node, name: str) -> DirtyBitmap | None:
@@ -1023,58 +617,3 @@ def _recurse_first_non_filter(bs: Node | None, candidate: Node) -> bool:
         return any(_recurse_first_non_filter(c.bs, candidate)
                    for c in bs.state.extra["children"])
     return False
-
-
-def _update_options_from_flags(options: Flat, flags: OpenFlags) -> None:
-    """update_options_from_flags."""
-    if "cache.direct" not in options:
-        options["cache.direct"] = flags.nocache
-    if "cache.no-flush" not in options:
-        options["cache.no-flush"] = flags.no_flush
-    if "read-only" not in options:
-        options["read-only"] = not flags.rdwr
-
-
-def _inherit_options(role: str, options: Flat, parent_flags: OpenFlags,
-                     parent_options: Flat) -> OpenFlags:
-    """The child roles' inherit_options [block.c bdrv_inherited_options,
-    bdrv_inherited_fmt_options, bdrv_backing_options]."""
-    flags = parent_flags.copy()
-    if role in ("file", "format"):
-        flags.protocol = True
-        for key in ("cache.direct", "cache.no-flush", "force-share", "read-only"):
-            if key in parent_options:
-                set_default(options, key, parent_options[key])
-        set_default(options, "discard", "unmap")
-        flags.snapshot = flags.no_backing = flags.copy_on_read = flags.no_io = False
-        if role == "format":
-            flags.protocol = False
-            flags.no_io = False
-        return flags
-    if role == "backing":
-        return _backing_flags(options, flags, parent_options)
-    raise AssertionError(role)
-
-
-def _backing_flags(options: Flat, flags: OpenFlags, parent_options: Flat) -> OpenFlags:
-    """bdrv_backing_options."""
-    flags = flags.copy()
-    for key in ("cache.direct", "cache.no-flush", "force-share"):
-        if key in parent_options:
-            set_default(options, key, parent_options[key])
-    set_default(options, "read-only", "on")
-    flags.copy_on_read = False
-    flags.snapshot = flags.temporary = False
-    return flags
-
-
-def _parse_json_filename(filename: str) -> Flat:
-    """parse_json_filename: json:{...} as flattened options."""
-    text = filename[len("json:"):]
-    try:
-        value = json.loads(text)
-    except ValueError:
-        raise GenericError("Could not parse the JSON options: JSON parse error") from None
-    if not isinstance(value, dict):
-        raise GenericError("Invalid JSON object given")
-    return flatten(value)

@@ -13,22 +13,24 @@ monitor; the guest is sent an eject request instead, and a cooperative guest
 sends DEVICE_TRAY_MOVED as a guest-initiated move does [ide_cd_eject_request_cb,
 cmd_start_stop_unit]. The guest can also lock, unlock, open and close the tray on
 its own (`guest_*`), the hooks the control plane exposes.
+
+It sits below `blockdev.layer`: its functions take a `MediaContext`, the part of the
+block layer media changes use (BlockBackend lookups and media edits, `bdrv_open` for
+a new medium, the tray scheduler and the host).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import attrs
 
 from blockdev.device_ops import BlockDevOps
-from blockdev.graph import Backend, OpenFlags
+from blockdev.graph import Backend, Node, OpenFlags
+from blockdev.host import BlockHost
 from blockdev.options import Flat
 from schema.errors import GenericError
-
-if TYPE_CHECKING:
-    from blockdev.layer import BlockLayer
 
 # do_open_tray on a closed tray: (locked, force) -> (send eject request, open now,
 # outcome). The outcome "in-progress" is -EINPROGRESS: blockdev-open-tray succeeds,
@@ -64,7 +66,38 @@ class TrayScheduler:
         return min(t for t, _ in self.pending)
 
 
-def _open_tray_outcome(layer: BlockLayer, device: str | None, qdev_id: str | None,
+class MediaContext(Protocol):
+    """What media changes use of the block layer (`BlockLayer` is one)."""
+
+    @property
+    def host(self) -> BlockHost: ...
+
+    @property
+    def trays(self) -> TrayScheduler: ...
+
+    def get_blk(self, device: str | None, qdev_id: str | None) -> Backend: ...
+
+    def blk_by_dev(self, dev: BlockDevOps) -> Backend | None: ...
+
+    def find_node(self, name: str) -> Node | None: ...
+
+    def open(self, filename: str | None, reference: str | None, options: Flat | None,
+             flags: OpenFlags | None = None) -> Node: ...
+
+    def unref(self, bs: Node) -> None: ...
+
+    def blk_insert_bs(self, blk: Backend, bs: Node) -> None: ...
+
+    def blk_remove_bs(self, blk: Backend) -> None: ...
+
+    def blk_update_root_state(self, blk: Backend) -> None: ...
+
+    def blk_dev_change_media_cb(self, blk: Backend, load: bool) -> None: ...
+
+    def medium_removed(self, blk: Backend) -> None: ...
+
+
+def _open_tray_outcome(layer: MediaContext, device: str | None, qdev_id: str | None,
                        force: bool) -> tuple[Backend, str]:
     """do_open_tray: returns the BlockBackend and "ok", "no-tray" (-ENOSYS) or
     "in-progress" (-EINPROGRESS); lookup and "not removable" errors raise."""
@@ -90,7 +123,7 @@ def _locked_error(name: str | None) -> GenericError:
                         "tray to open and try again")
 
 
-def eject(layer: BlockLayer, device: str | None, qdev_id: str | None, force: bool) -> None:
+def eject(layer: MediaContext, device: str | None, qdev_id: str | None, force: bool) -> None:
     """qmp_eject: open the tray, then remove the medium."""
     _blk, outcome = _open_tray_outcome(layer, device, qdev_id, force)
     if outcome == "in-progress":
@@ -98,13 +131,13 @@ def eject(layer: BlockLayer, device: str | None, qdev_id: str | None, force: boo
     remove_medium(layer, device, qdev_id)
 
 
-def open_tray(layer: BlockLayer, device: str | None, qdev_id: str | None,
+def open_tray(layer: MediaContext, device: str | None, qdev_id: str | None,
               force: bool) -> None:
     """qmp_blockdev_open_tray: success also when the guest was only asked."""
     _open_tray_outcome(layer, device, qdev_id, force)
 
 
-def close_tray(layer: BlockLayer, device: str | None, qdev_id: str | None) -> None:
+def close_tray(layer: MediaContext, device: str | None, qdev_id: str | None) -> None:
     """qmp_blockdev_close_tray."""
     blk = layer.get_blk(device, qdev_id)
     if not blk.has_removable_media():
@@ -114,7 +147,7 @@ def close_tray(layer: BlockLayer, device: str | None, qdev_id: str | None) -> No
     layer.blk_dev_change_media_cb(blk, True)
 
 
-def remove_medium(layer: BlockLayer, device: str | None, qdev_id: str | None) -> None:
+def remove_medium(layer: MediaContext, device: str | None, qdev_id: str | None) -> None:
     """qmp_x_blockdev_remove_medium."""
     blk = layer.get_blk(device, qdev_id)
     name = device or qdev_id
@@ -133,7 +166,7 @@ def remove_medium(layer: BlockLayer, device: str | None, qdev_id: str | None) ->
     layer.medium_removed(blk)
 
 
-def insert_anon_medium(layer: BlockLayer, blk: Backend, bs_name: str) -> None:
+def insert_anon_medium(layer: MediaContext, blk: Backend, bs_name: str) -> None:
     """qmp_blockdev_insert_anon_medium (the node must exist and be free)."""
     bs = layer.find_node(bs_name)
     assert bs is not None
@@ -149,7 +182,7 @@ def insert_anon_medium(layer: BlockLayer, blk: Backend, bs_name: str) -> None:
         layer.blk_dev_change_media_cb(blk, True)
 
 
-def insert_medium(layer: BlockLayer, device: str | None, qdev_id: str | None,
+def insert_medium(layer: MediaContext, device: str | None, qdev_id: str | None,
                   node_name: str) -> None:
     """qmp_x_blockdev_insert_medium."""
     blk = layer.get_blk(device, qdev_id)
@@ -161,7 +194,7 @@ def insert_medium(layer: BlockLayer, device: str | None, qdev_id: str | None,
     insert_anon_medium(layer, blk, node_name)
 
 
-def change_medium(layer: BlockLayer, device: str | None, qdev_id: str | None,
+def change_medium(layer: MediaContext, device: str | None, qdev_id: str | None,
                   filename: str, fmt: str | None, read_only_mode: str | None) -> None:
     """qmp_blockdev_change_medium: open the new image first, then open the tray
     (no force), swap the media, close the tray."""
@@ -195,7 +228,7 @@ def change_medium(layer: BlockLayer, device: str | None, qdev_id: str | None,
 # --- the guest's side ---------------------------------------------------------------
 
 
-def eject_request(layer: BlockLayer, blk: Backend, force: bool) -> None:
+def eject_request(layer: MediaContext, blk: Backend, force: bool) -> None:
     """blk_dev_eject_request -> ide_cd_eject_request_cb / scsi_cd_eject_request_cb:
     the guest is told; `force` drops its lock. A cooperative guest then opens the
     tray itself (scheduled)."""
@@ -208,12 +241,10 @@ def eject_request(layer: BlockLayer, blk: Backend, force: bool) -> None:
     if layer.trays.behaviour.honour_eject_requests:
         due = layer.host.clock.now() + layer.trays.behaviour.eject_delay
         layer.trays.pending.append((due, dev))
-        kick = getattr(layer.host, "kick", None)
-        if callable(kick):
-            kick()
+        layer.host.kick()
 
 
-def run_due(layer: BlockLayer, now: float) -> None:
+def run_due(layer: MediaContext, now: float) -> None:
     """Carry out guest tray reactions that are due (only while the VM runs)."""
     if not layer.host.runstate.running:
         return
@@ -227,14 +258,14 @@ def run_due(layer: BlockLayer, now: float) -> None:
         guest_start_stop_unit(layer, dev, start=False, load_eject=True)
 
 
-def guest_lock(layer: BlockLayer, dev: BlockDevOps, locked: bool) -> None:
+def guest_lock(layer: MediaContext, dev: BlockDevOps, locked: bool) -> None:
     """PREVENT ALLOW MEDIUM REMOVAL from the guest [hw/ide/atapi.c
     cmd_prevent_allow_medium_removal]."""
     if dev.has_lock:
         dev.locked = locked
 
 
-def guest_start_stop_unit(layer: BlockLayer, dev: BlockDevOps, *, start: bool,
+def guest_start_stop_unit(layer: MediaContext, dev: BlockDevOps, *, start: bool,
                           load_eject: bool = True) -> bool:
     """START STOP UNIT with LoEj from the guest [hw/ide/atapi.c cmd_start_stop_unit]:
     a locked, closed tray is not opened (the guest gets an error); a tray that moves

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from blockdev.graph import Backend, Node
-from blockdev.image.io import FormatImage
+from blockdev.image.io import FileHandle, FormatImage
 from blockdev.throttle import ThrottleConfig
 from schema.errors import GenericError
 
@@ -52,11 +52,22 @@ def allocated_size(layer: BlockLayer, bs: Node) -> int | None:
         total = 0
         for c in bs.children:
             if c.name == "file" or c.name.startswith("extents."):
-                size = layer.io.allocated_size(c.bs) if c.bs is not None else None
+                size = _file_allocated_size(c.bs) if c.bs is not None else None
                 if size is not None and size > 0:
                     total += size
         return total
-    return layer.io.allocated_size(bs)
+    return _file_allocated_size(bs)
+
+
+def _file_allocated_size(bs: Node) -> int | None:
+    """The generic bdrv_get_allocated_file_size: file nodes ask their file (the
+    image edge's answer, or -errno), formats and filters ask their file child, the
+    rest do not know (-ENOTSUP)."""
+    if isinstance(bs.state, FileHandle):
+        return bs.state.allocated_size()
+    if bs.file is not None and bs.file.bs is not None:
+        return _file_allocated_size(bs.file.bs)
+    return None
 
 
 def image_info(layer: BlockLayer, bs: Node) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from blockdev.drivers.registry import DRIVERS, find_protocol
 from blockdev.graph import Node
 from blockdev.image.formats.facts import SnapshotInfo
 from blockdev.image.io import FormatImage
@@ -162,8 +163,6 @@ def create_new_image(layer: BlockLayer, path: str, fmt: str, size: int, *,
                      backing_file: str | None, backing_format: str | None) -> None:
     """bdrv_img_create for a new image (overlay or job target). The emulator does not
     overwrite existing files."""
-    from blockdev.drivers import DRIVERS, find_protocol
-
     if fmt not in DRIVERS:
         raise GenericError(f"Unknown file format '{fmt}'")
     proto = find_protocol(path, True, layer.io.probe_device)
@@ -173,14 +172,8 @@ def create_new_image(layer: BlockLayer, path: str, fmt: str, size: int, *,
     if os.path.lexists(path):
         raise GenericError(f"Could not create file: {os.strerror(17)}")
     layer.io.create(path, fmt, size, backing_file=backing_file or None,
-                    backing_format=backing_format or None)
-
-
-def _vm_clock_ns(layer: BlockLayer) -> int:
-    clock_ns = getattr(layer.host, "vm_clock_ns", None)
-    if callable(clock_ns):
-        return int(clock_ns())
-    return int(layer.host.clock.now() * 1e9)
+                    backing_format=backing_format or None, now=layer.host.clock.wall(),
+                    rng=layer.host.rng)
 
 
 def _image(bs: Node) -> FormatImage | None:
@@ -265,7 +258,7 @@ class InternalSnapshot(Action):
         wall = layer.host.clock.wall()
         sec = int(wall)
         usec = int((wall - sec) * 1_000_000)
-        vm_ns = _vm_clock_ns(layer)
+        vm_ns = layer.host.vm_clock_ns()  # QEMU_CLOCK_VIRTUAL
         sn = SnapshotInfo(id=new_id, name=self.name, vm_state_size=0, date_sec=sec,
                           date_nsec=usec * 1000, vm_clock_sec=vm_ns // 1_000_000_000,
                           vm_clock_nsec=vm_ns % 1_000_000_000)

@@ -10,13 +10,15 @@ throttles is a member of exactly one named group (by default named after the dri
 members share the group's configuration, and setting limits through one member sets
 them for all [throttle_group_config]. A group exists while it has members or while a
 `throttle-group` object holds it. Only the configuration is modelled; requests are
-not delayed (no guest I/O is timed).
+not delayed (no guest I/O is timed). A BlockBackend joins and leaves its group
+through `io_limits_enable`/`io_limits_disable` [block/block-backend.c
+blk_io_limits_*]; a throttle filter node joins with `join`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -136,6 +138,12 @@ def drive_option_descs(prefix: str = "throttling.") -> list[tuple[str, str]]:
     return out
 
 
+class Throttled(Protocol):
+    """A BlockBackend as its throttle group sees it: the group it is a member of."""
+
+    throttle_group: str | None
+
+
 @attrs.define(kw_only=True, eq=False)
 class ThrottleGroup:
     name: str
@@ -167,6 +175,25 @@ class ThrottleGroups:
 
     def get(self, name: str) -> ThrottleGroup | None:
         return self.groups.get(name)
+
+    def io_limits_enable(self, blk: Throttled, name: str) -> ThrottleGroup:
+        """blk_io_limits_enable: the BlockBackend joins group `name`."""
+        group = self.join(blk, name)
+        blk.throttle_group = name
+        return group
+
+    def io_limits_disable(self, blk: Throttled) -> None:
+        """blk_io_limits_disable: the BlockBackend leaves its group."""
+        assert blk.throttle_group is not None
+        self.leave(blk, blk.throttle_group)
+        blk.throttle_group = None
+
+    def io_limits_update_group(self, blk: Throttled, name: str) -> None:
+        """blk_io_limits_update_group: move to group `name` (if not there already)."""
+        if blk.throttle_group == name:
+            return
+        self.io_limits_disable(blk)
+        self.io_limits_enable(blk, name)
 
     def add_object(self, name: str, config: ThrottleConfig) -> ThrottleGroup:
         """A `throttle-group` object (-object / object-add): validated limits."""

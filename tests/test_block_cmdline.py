@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -316,3 +317,41 @@ def test_hmp_drive_del(b: Block) -> None:
     assert b.layer.nodes == []
     with fails("Device 'd0' not found"):
         block_drive.drive_del(b.layer, "d0")
+
+
+def test_snapshot_on_without_a_temporary_directory(b: Block, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """bdrv_append_temp_snapshot: when get_tmp_filename cannot make the file in
+    $TMPDIR, `Could not get temporary filename: <strerror>` [block.c]."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "missing"))
+    with fails("Could not get temporary filename: No such file or directory"):
+        b.drive("driver=null-co,if=none,id=d0,snapshot=on")
+    assert b.layer.blk_by_name("d0") is None
+
+
+def test_snapshot_overlay_goes_through_the_image_edge(b: Block, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The temporary overlay of snapshot=on is created and removed by the layer's
+    ImageIO (the image edge), stamped with the host's wall clock and random source,
+    not by file calls in the model (issue 7)."""
+    from blockdev.image.io import ImageIO
+
+    calls: list[tuple[str, object]] = []
+
+    class Recording(ImageIO):
+        def create_temp_overlay(self, size: int, *, now: float, rng: Any) -> str:
+            calls.append(("create", (size, now, rng)))
+            return super().create_temp_overlay(size, now=now, rng=rng)
+
+        def remove_temporary(self, path: str) -> None:
+            calls.append(("remove", path))
+            super().remove_temporary(path)
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    b.layer.io = Recording()
+    b.drive("driver=null-co,size=1048576,if=none,id=d0,snapshot=on")
+    overlay = b.block("d0")["inserted"]["file"]
+    assert calls == [("create", (1 << 20, b.host.clock.wall(), b.host.rng))]
+    b.layer.close_all()
+    assert calls[1:] == [("remove", overlay)]
+    assert not os.path.exists(overlay)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from blockdev.graph import Reason
-from tests.test_block_support import Block, fails, make_image, needs_qemu_img
+from tests.test_block_support import Block, create_image, fails, make_image, needs_qemu_img
 
 
 @pytest.fixture
@@ -85,6 +85,31 @@ def test_throttle_no_medium(b: Block) -> None:
     b.drive("if=none,id=d0")
     assert b.error("block_set_io_throttle", device="d0", **throttle(bps=1)) == \
         ("GenericError", "Device has no medium")
+
+
+def test_throttle_checks_in_qemu_order(b: Block) -> None:
+    """qmp_block_set_io_throttle looks the BlockBackend up first (qmp_get_blk, with
+    blk_by_qdev_id's `Device does not have a block device backend` for a device
+    without one), then wants a medium (`Device has no medium`), and only then checks
+    the limits (throttle_is_valid) [blockdev.c qmp_block_set_io_throttle, qmp_get_blk;
+    qdev-monitor.c blk_by_qdev_id, find_device_state]."""
+    bad = throttle(bps=1, iops_size=512)  # `iops size requires an iops value to be set`
+    b.host.qom["/machine/peripheral/nic0"] = True  # a device with no BlockBackend
+    b.host.qom["/machine"] = False  # an object that is not a device
+    b.device("ide-cd", id="cd0")  # an empty CD-ROM: a BlockBackend without medium
+    b.drive("driver=null-co,if=none,id=d0")
+    assert b.error("block_set_io_throttle", device="d0", id="cd0", **bad) == \
+        ("GenericError", "Need exactly one of 'device' and 'id'")
+    assert b.error("block_set_io_throttle", id="nic1", **bad) == \
+        ("DeviceNotFound", "Device 'nic1' not found")
+    assert b.error("block_set_io_throttle", id="/machine", **bad) == \
+        ("GenericError", "/machine is not a hotpluggable device")
+    assert b.error("block_set_io_throttle", id="nic0", **bad) == \
+        ("GenericError", "Device does not have a block device backend")
+    assert b.error("block_set_io_throttle", id="cd0", **bad) == \
+        ("GenericError", "Device has no medium")
+    assert b.error("block_set_io_throttle", device="d0", **bad) == \
+        ("GenericError", "iops size requires an iops value to be set")
 
 
 @pytest.mark.parametrize(("values", "message"), [
@@ -339,6 +364,35 @@ def test_block_resize_cdrom_conflicts_with_device(b: Block, tmp_path: Path) -> N
                         f"'resize' on {root}")
 
 
+@needs_qemu_img
+def test_block_resize_qcow2_whole_sectors(b: Block, tmp_path: Path) -> None:
+    """qcow2_truncate: `The new size must be a multiple of 512`. It is the driver's
+    check, so it comes after qmp_block_resize's own (`a >0 size`) and after
+    bdrv_truncate's (`Image is read-only`) [blockdev.c qmp_block_resize, block.c
+    bdrv_truncate, block/qcow2.c qcow2_truncate]."""
+    img = make_image(tmp_path / "img.qcow2", "qcow2", "1M")
+    b.drive(f"file={img},if=none,id=d0")
+    b.drive(f"file={img},if=none,id=ro,readonly=on,file.locking=off")
+    assert b.error("block_resize", device="d0", size=(2 << 20) + 100) == \
+        ("GenericError", "The new size must be a multiple of 512")
+    assert b.error("block_resize", device="d0", size=-100) == \
+        ("GenericError", "Parameter 'size' expects a >0 size")
+    assert b.error("block_resize", device="ro", size=(2 << 20) + 100) == \
+        ("GenericError", "Image is read-only")
+    assert b.block("d0")["inserted"]["image"]["virtual-size"] == 1 << 20
+    b.qmp("block_resize", device="d0", size=(2 << 20) + 512)
+    assert b.block("d0")["inserted"]["image"]["virtual-size"] == (2 << 20) + 512
+
+
+@needs_qemu_img
+def test_block_resize_raw_rounds_up(r: Block) -> None:
+    """raw has no sector check: bdrv_truncate's refresh_total_sectors rounds the new
+    length up to whole sectors [block/raw-format.c raw_truncate, block.c
+    bdrv_truncate]."""
+    r.qmp("block_resize", device="d0", size=(2 << 20) + 100)
+    assert r.block("d0")["inserted"]["image"]["virtual-size"] == (2 << 20) + 512
+
+
 def test_block_passwd(d0: Block) -> None:
     """qmp_block_passwd in 2.11."""
     assert d0.error("block_passwd", device="d0", password="x") == \
@@ -361,7 +415,7 @@ def q(b: Block, tmp_path: Path) -> Block:
 def test_internal_snapshot_create_and_delete(q: Block) -> None:
     """Snapshots get ids "1", "2" ...; they show in ImageInfo.snapshots; delete returns
     the SnapshotInfo."""
-    q.host.clock.t = 2.5
+    q.host.vm_clock = 2_500_000_000
     q.qmp("blockdev-snapshot-internal-sync", device="d0", name="s1")
     q.qmp("blockdev-snapshot-internal-sync", device="d0", name="s2")
     snaps = q.block("d0")["inserted"]["image"]["snapshots"]
@@ -373,6 +427,50 @@ def test_internal_snapshot_create_and_delete(q: Block) -> None:
     q.qmp("blockdev-snapshot-internal-sync", device="d0", name="s3")
     ids = [s["id"] for s in q.block("d0")["inserted"]["image"]["snapshots"]]
     assert ids == ["2", "3"]
+
+
+@needs_qemu_img
+def test_internal_snapshot_vm_clock_is_the_virtual_clock(q: Block) -> None:
+    """internal_snapshot_prepare: vm-clock-* is qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL),
+    the guest's clock, not the host's: a VM that never ran has 0 and 0, whatever time
+    it is [blockdev.c internal_snapshot_prepare; block/qapi.c bdrv_query_snapshot_info_list
+    splits the nanoseconds]."""
+    q.host.clock.t = 7.25
+    q.qmp("blockdev-snapshot-internal-sync", device="d0", name="s1")
+    [snap] = q.block("d0")["inserted"]["image"]["snapshots"]
+    assert (snap["vm-clock-sec"], snap["vm-clock-nsec"]) == (0, 0)
+    assert snap["date-sec"] == int(q.host.clock.wall())
+
+
+def test_internal_snapshot_of_a_machine(vm_factory: Any, tmp_path: Path) -> None:
+    """The Machine's QEMU_CLOCK_VIRTUAL runs only while the VM runs [cpus.c
+    cpu_enable_ticks in vm_start, cpu_disable_ticks in do_vm_stop]: started with -S,
+    a snapshot has vm-clock 0 and 0 however long the machine waited; after 1.25 s of
+    running and 10 s stopped, it has 1 s and 250 000 000 ns."""
+    img = tmp_path / "d.qcow2"
+    create_image(str(img), "qcow2", 1 << 20)
+    vm = vm_factory(start_paused=True)
+    talk = vm.talk()
+    assert talk.execute("blockdev-add", {
+        "driver": "qcow2", "node-name": "q0",
+        "file": {"driver": "file", "filename": str(img)}}) == {"return": {}}
+
+    def snapshot(name: str) -> tuple[int, int]:
+        assert talk.execute("blockdev-snapshot-internal-sync",
+                            {"device": "q0", "name": name}) == {"return": {}}
+        nodes = talk.execute("query-named-block-nodes")["return"]
+        [node] = [n for n in nodes if n["node-name"] == "q0"]
+        snap = node["image"]["snapshots"][-1]
+        return snap["vm-clock-sec"], snap["vm-clock-nsec"]
+
+    vm.tick(5)
+    assert snapshot("s1") == (0, 0)
+    talk.execute("cont")
+    vm.tick(1.25)
+    talk.execute("stop")
+    vm.tick(10)
+    assert snapshot("s2") == (1, 250_000_000)
+    vm.vm.block.close_all()
 
 
 @needs_qemu_img

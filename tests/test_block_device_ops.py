@@ -9,7 +9,8 @@ block/qapi.c bdrv_query_info] and which callbacks it makes, in which order.
 
 from __future__ import annotations
 
-from blockdev.device_ops import DeviceBackends, RecordingDevice
+from blockdev.device_backends import DeviceBackends
+from blockdev.device_ops import RecordingDevice
 from tests.test_block_support import Block
 
 

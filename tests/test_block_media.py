@@ -378,3 +378,14 @@ def test_empty_cdrom_device_has_anonymous_backend(b: Block) -> None:
     assert b.qmp("query-block") == [{
         "device": "", "qdev": "/machine/peripheral-anon/device[0]", "type": "unknown",
         "removable": True, "locked": False, "tray_open": False}]
+
+
+def test_eject_request_asks_the_host_for_a_new_deadline(cd: Block) -> None:
+    """A guest reaction scheduled by an eject request is due before anything the host
+    was waiting for: the block layer kicks its host, which then asks `next_deadline()`
+    again (BlockHost.kick)."""
+    media.guest_lock(cd.layer, cd.layer.devices[0], True)
+    assert cd.host.kicks == 0
+    cd.qmp("blockdev-open-tray", device="cd0")
+    assert cd.host.kicks == 1
+    assert cd.layer.next_deadline() == pytest.approx(0.1)

@@ -3,14 +3,17 @@
 `Block` is a pure block layer on a `RecordingHost` with its command handlers (and
 `change`, composed with a machine's VNC displays in `vmm.change`), qdev over it for
 the block devices, a seeded node-name generator, and shortcuts for the command
-line; `qemu_img` runs
-Debian's qemu-img. Every test module of the block layer imports what it needs from
+line; `qemu_img` runs Debian's qemu-img; `create_image` is the image edge's writer
+stamped with a fixed creation time and a seeded random source, so the images tests
+write are the same on every run. Every test module of the block layer imports what
+it needs from
 here, so the fixtures stay in one place without touching the shared conftest.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
 import subprocess
@@ -22,8 +25,9 @@ import pytest
 
 from blockdev import drive as block_drive
 from blockdev.commands import BlockCommands
-from blockdev.device_ops import DeviceBackends
+from blockdev.device_backends import DeviceBackends
 from blockdev.host import RecordingHost
+from blockdev.image import file as image_file
 from blockdev.layer import BlockLayer
 from devices.display.vnc import VncDisplays
 from devices.qdev import Qdev, attach_device
@@ -89,6 +93,14 @@ class Block:
             if info["node-name"] == name:
                 return dict(info)
         raise KeyError(name)
+
+
+def create_image(filename: str, fmt: str, size: int, **kw: Any) -> None:
+    """`blockdev.image.file.create_image` at a fixed time (2017-12-13, QEMU 2.11.0's
+    release) with identifiers from a seeded random source."""
+    kw.setdefault("now", 1513123200.0)
+    kw.setdefault("rng", random.Random(11))
+    image_file.create_image(filename, fmt, size, **kw)
 
 
 def qemu_img(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

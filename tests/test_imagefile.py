@@ -37,7 +37,6 @@ from blockdev.image.file import (
     Qcow2Specific,
     VmdkSpecific,
     blk_new_open_perms,
-    create_image,
     device_perms,
     format_backing_child_perms,
     format_file_child_perms,
@@ -45,6 +44,7 @@ from blockdev.image.file import (
     perm_names,
     read_image_facts,
 )
+from tests.test_block_support import create_image
 
 QEMU_IMG = shutil.which("qemu-img")
 QEMU_IO = shutil.which("qemu-io")
@@ -1268,3 +1268,41 @@ def test_permission_rules() -> None:
     assert format_backing_child_perms(cr, Perm.ALL) == (cr, Perm.ALL)
     assert blk_new_open_perms(read_write=True, resize=True) == (cr | w | rs, Perm.ALL)
     assert perm_names(cr | rs | gm) == "consistent read, resize, change children"
+
+
+@pytest.mark.parametrize("fmt", ["vpc", "vdi", "vhdx", "vmdk"])
+def test_creation_is_stamped_by_the_caller(tmp_path: Path, fmt: str) -> None:
+    """Image creation reads neither the clock nor the system's random source: the
+    caller's `now` and `rng` decide every byte (issue 7, models stay pure). The same
+    stamp gives the same file; another seed gives other identifiers (the vpc, vdi
+    and vhdx UUIDs, the vhdx sequence number, the vmdk CID) [block/vpc.c vpc_create,
+    block/vdi.c vdi_create, block/vhdx.c vhdx_create, block/vmdk.c vmdk_create]."""
+    import random
+
+    from blockdev.image import file as image_file
+
+    def make(name: str, seed: int) -> bytes:
+        (tmp_path / name).mkdir()
+        path = tmp_path / name / f"disk.{fmt}"
+        image_file.create_image(str(path), fmt, 16 * MiB, now=1513123200.0,
+                                rng=random.Random(seed))
+        return path.read_bytes()
+
+    first = make("a", 1)
+    assert make("b", 1) == first
+    assert make("c", 2) != first
+
+
+def test_vpc_footer_records_the_creation_time(tmp_path: Path) -> None:
+    """vpc_create: the footer's timestamp is the creation time in seconds since
+    2000-01-01 (VHD_TIMESTAMP_BASE), here the caller's `now` [block/vpc.c]."""
+    import random
+
+    from blockdev.image import file as image_file
+
+    path = tmp_path / "d.vpc"
+    image_file.create_image(str(path), "vpc", 16 * MiB, now=946684800.0 + 12345.75,
+                            rng=random.Random(0))
+    footer = path.read_bytes()[:512]
+    assert footer[:8] == b"conectix"
+    assert struct.unpack(">I", footer[24:28])[0] == 12345

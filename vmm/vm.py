@@ -10,7 +10,7 @@ from __future__ import annotations
 import attrs
 
 from blockdev.commands import BlockCommands
-from blockdev.device_ops import DeviceBackends
+from blockdev.device_backends import DeviceBackends
 from blockdev.layer import BlockLayer
 from devices.display.vnc import VncDisplays
 from devices.qdev import Qdev

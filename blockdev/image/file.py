@@ -10,9 +10,10 @@ the other way round; nothing here knows about nodes, BlockBackends, trio or QMP.
   plus the open file descriptions and their locks, which live as long as the node.
 * `read_image_facts(...)` is the same without keeping anything open.
 * `probe_format(path)` is only the probing step of `bdrv_open`.
-* `create_image(path, fmt, size, backing_file=..., backing_format=...)` writes a
-  new, empty image as `bdrv_img_create` does for `blockdev-snapshot-sync`,
-  `drive-mirror` and `drive-backup` targets.
+* `create_image(path, fmt, size, backing_file=..., backing_format=..., now=...,
+  rng=...)` writes a new, empty image as `bdrv_img_create` does for
+  `blockdev-snapshot-sync`, `drive-mirror` and `drive-backup` targets; the caller
+  gives the creation time and the random source of its identifiers (UUIDs, CIDs).
 * Locking lives in `blockdev.image.lock` (`FileLock`, `Perm` and the permission
   rules) and is re-exported here.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import errno as errno_mod
 import os
+import random
 from collections.abc import Callable, Mapping
 
 import attrs
@@ -364,6 +366,8 @@ def create_image(
     backing_format: str | None = None,
     options: CreateOptions | None = None,
     locking: LockingMode = "auto",
+    now: float,
+    rng: random.Random,
 ) -> None:
     """Create an empty image as `bdrv_img_create` does, checks and messages in its
     order: the format, whether it can create images, unknown options
@@ -375,7 +379,9 @@ def create_image(
     `options` are the driver's `-o` options by their QEMU names (`cluster_size`,
     `compat`, `lazy_refcounts`, `refcount_bits`, `preallocation`, `subformat`,
     `table_size`, ...). Only the target path -- and for split or flat vmdk the
-    extent files vmdk_create names after it -- is written.
+    extent files vmdk_create names after it -- is written. `now` (wall-clock
+    seconds) is the creation time formats record (vpc); `rng` draws the identifiers
+    they record (vpc, vdi and vhdx UUIDs, the vmdk CID, the vhdx sequence number).
     """
     opts = dict(options or {})
     if fmt in _NO_CREATE:
@@ -396,7 +402,7 @@ def create_image(
     if size < 0:
         raise ImageError("Image creation needs a size parameter")
     try:
-        _create(filename, fmt, size, backing_file, backing_format, opts, locking)
+        _create(filename, fmt, size, backing_file, backing_format, opts, locking, now, rng)
     except ImageError as e:
         if e.errno == errno_mod.EFBIG:
             # bdrv_img_create's own wording for any driver's EFBIG.
@@ -414,6 +420,8 @@ def _create(
     backing_format: str | None,
     opts: dict[str, str | int | bool],
     locking: LockingMode,
+    now: float,
+    rng: random.Random,
 ) -> None:
     if fmt == "raw":
         raw_plan = raw.plan_create(size, opts)
@@ -440,18 +448,18 @@ def _create(
         return
     if fmt == "vdi":
         vdi_plan = vdi.plan_create(size, opts)
-        _write_new(filename, locking, lambda node: vdi.create(node, vdi_plan))
+        _write_new(filename, locking, lambda node: vdi.create(node, vdi_plan, rng=rng))
         return
     if fmt == "vpc":
         vpc_plan = vpc.plan_create(size, opts)
-        _write_new(filename, locking, lambda node: vpc.create(node, vpc_plan))
+        _write_new(filename, locking, lambda node: vpc.create(node, vpc_plan, now=now, rng=rng))
         return
     if fmt == "vhdx":
         vhdx_plan = vhdx.plan_create(size, opts)
-        _write_new(filename, locking, lambda node: vhdx.create(node, vhdx_plan))
+        _write_new(filename, locking, lambda node: vhdx.create(node, vhdx_plan, rng=rng))
         return
     if fmt == "vmdk":
-        _create_vmdk(filename, size, backing_file, opts, locking)
+        _create_vmdk(filename, size, backing_file, opts, locking, rng)
         return
     if fmt == "luks":
         if opts.get("key-secret") is None:
@@ -474,6 +482,7 @@ def _create_vmdk(
     backing_file: str | None,
     opts: dict[str, str | int | bool],
     locking: LockingMode,
+    rng: random.Random,
 ) -> None:
     """vmdk_create: extents first, then the descriptor (inside the extent at 0x200
     for monolithicSparse/streamOptimized, else as its own file)."""
@@ -493,7 +502,7 @@ def _create_vmdk(
         _create_file(path)
         with _NewFile(path, locking) as node:
             vmdk.write_extent(node, plan, extent_size)
-    desc = vmdk.descriptor(plan)
+    desc = vmdk.descriptor(plan, rng=rng)
     if vmdk.is_monolithic_sparse(plan):
         with _NewFile(filename, locking) as node:
             node.pwrite(0x200, desc)

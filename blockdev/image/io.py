@@ -1,10 +1,12 @@
 """The block layer's real-file edge: file nodes, header reading, image creation.
 
-I/O module of the `blockdev` layer (the graph model calls it; it never calls the
-model back except to open the children a format names, such as vmdk extents). It
-adapts `blockdev.image.file` / `blockdev.image.formats` / `blockdev.image.lock`, which own
-the byte-level work, to the graph's shape, where a file node and the format node on
-top of it are separate nodes with separate permissions:
+I/O module of the `blockdev` layer. The drivers (`blockdev.drivers`) and `bdrv_open`
+(`blockdev.open`) call it through the `ImageIO` their context holds; it knows nothing
+of the graph (no nodes, no layer): it is handed byte views and paths, and calls back
+only through the `open_extent` function a format driver gives it. It adapts
+`blockdev.image.file` / `blockdev.image.formats` / `blockdev.image.lock`, which own the
+byte-level work, to the graph's shape, where a file node and the format node on top
+of it are separate nodes with separate permissions:
 
 * `FileHandle` is what a `file`/`host_device`/`host_cdrom` node holds: the open file
   description and the lock descriptor, with QEMU's check/set/abort permission steps;
@@ -12,30 +14,31 @@ top of it are separate nodes with separate permissions:
   and the emulator's *model* of the image, which commands change where QEMU would
   rewrite metadata (resize, internal snapshots, backing file string, bitmaps).
   Existing image files are never written: format readers get a read-only view.
-* `create_image` writes new images (snapshot overlays), the only writes we make.
+* `create` writes new images (snapshot overlays, job targets) and
+  `create_temp_overlay` the overlay of `-drive snapshot=on`, the only writes we make;
+  the caller passes the time and the random source new images are stamped with.
 """
 
 from __future__ import annotations
 
 import errno as errno_mod
 import os
+import random
 import stat
+import tempfile
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from blockdev.image.formats.base import FileNode, ImageError, OpenContext
 from blockdev.image.lock import FileLock
+from schema.errors import GenericError
 
 if TYPE_CHECKING:
     # The format drivers (and their facts) load on the first image opened or
     # created, not when the emulator starts: most machines start without images.
     from blockdev.image.formats.facts import ImageFacts, SnapshotInfo
-from schema.errors import GenericError
-
-if TYPE_CHECKING:
-    from blockdev.graph import Node
-    from blockdev.layer import BlockLayer
 
 
 class ReadView:
@@ -89,7 +92,11 @@ class FileHandle:
         return self.file.length
 
     def allocated_size(self) -> int:
-        return self.file.allocated_size()
+        """raw_get_allocated_file_size: the blocks the file takes, or -errno."""
+        try:
+            return self.file.allocated_size()
+        except OSError as e:
+            return -(e.errno or errno_mod.EIO)
 
     def pread(self, offset: int, size: int) -> bytes:
         return self.file.pread(offset, size)
@@ -178,25 +185,6 @@ class ZeroView:
         return 0
 
 
-def node_view(bs: Node) -> Any:
-    """A read-only byte view of a node, as a format driver reads its `file` child:
-    file nodes read the real file; raw nodes apply their offset; filters pass
-    through; everything else reads as zeros."""
-    drv = bs.driver
-    state = bs.state
-    if isinstance(state, FileHandle):
-        return state.view()
-    if drv is not None and drv.format_name == "raw" and isinstance(state, FormatImage) \
-            and bs.file is not None and bs.file.bs is not None:
-        inner = node_view(bs.file.bs)
-        offset = state.raw_options.get("offset", 0)
-        return ReadView(bs.filename, lambda o, n: inner.pread(o + offset, n),
-                        lambda: state.virtual_size, lambda: inner.allocated_size())
-    if drv is not None and drv.is_filter and bs.file is not None and bs.file.bs is not None:
-        return node_view(bs.file.bs)
-    return ZeroView(bs.filename, bs.length())
-
-
 @attrs.define(kw_only=True)
 class ImageIO:
     """The real-file operations the graph needs; one instance per block layer."""
@@ -218,40 +206,30 @@ class ImageIO:
             raise GenericError(e.desc) from None
         return FileHandle(path=path, kind=kind, file=file, lock=lock, writable=writable)
 
-    def probe(self, bs: Node) -> str:
-        """find_image_format on the node's view."""
+    def probe(self, view: Any) -> str:
+        """find_image_format on a node's byte view."""
         try:
             from blockdev.image.file import probe_format
 
-            return probe_format(node_view(bs))
+            return probe_format(view)
         except ImageError as e:
             raise GenericError(e.desc) from None
 
-    def open_format(self, layer: BlockLayer, bs: Node, fmt: str,
-                    extra: dict[str, Any]) -> FormatImage:
-        """The format driver's header checks, through the node's file child."""
+    def open_format(self, view: Any, fmt: str, *, filename: str, read_only: bool,
+                    probed: bool, inactive: bool, extra: dict[str, Any],
+                    open_extent: Callable[[str], Any]) -> FormatImage:
+        """The format driver's header checks on the byte view of the node's file
+        child; `open_extent` opens a file the header names (a vmdk extent) and
+        returns its view."""
         from blockdev.image.formats import registry as formats
 
         driver = formats.BY_NAME.get(fmt)
         if driver is None or driver.open is None:
             raise GenericError(f"Driver '{fmt}' is not whitelisted")
-        file_bs = bs.file.bs if bs.file is not None else None
-        assert file_bs is not None
-        view = node_view(file_bs)
-        extent_count = [0]
-
-        def open_extent(path: str) -> Any:
-            index = extent_count[0]
-            extent_count[0] += 1
-            child = layer.open_child(path, {}, f"extents.{index}", bs, "file",
-                                     allow_none=False)
-            assert child is not None and child.bs is not None
-            return node_view(child.bs)
-
         ctx = OpenContext(
-            file=view, filename=bs.filename, read_only=not bs.open_flags.rdwr,
+            file=view, filename=filename, read_only=read_only,
             key_secret=extra.get("key-secret") or extra.get("encrypt.key-secret"),
-            probed=bs.probed, inactive=bs.open_flags.inactive,
+            probed=probed, inactive=inactive,
             system_emulator=self.system_emulator, open_extent=open_extent)
         try:
             facts = driver.open(ctx)
@@ -276,25 +254,39 @@ class ImageIO:
         return None
 
     def create(self, path: str, fmt: str, size: int, *, backing_file: str | None,
-               backing_format: str | None) -> None:
-        """bdrv_img_create for a new overlay or target."""
+               backing_format: str | None, now: float, rng: random.Random) -> None:
+        """bdrv_img_create for a new overlay or target, stamped with `now` (wall-clock
+        seconds) and identifiers drawn from `rng`."""
         try:
             from blockdev.image.file import create_image
 
             create_image(path, fmt, size, backing_file=backing_file,
-                          backing_format=backing_format)
+                         backing_format=backing_format, now=now, rng=rng)
         except ImageError as e:
             raise GenericError(e.desc) from None
 
-    def allocated_size(self, bs: Node) -> int | None:
-        """bdrv_get_allocated_file_size: file nodes stat their file, formats and
-        filters ask their file child, the rest do not know (-ENOTSUP)."""
-        state = bs.state
-        if isinstance(state, FileHandle):
-            try:
-                return state.allocated_size()
-            except OSError as e:
-                return -(e.errno or errno_mod.EIO)
-        if bs.file is not None and bs.file.bs is not None:
-            return self.allocated_size(bs.file.bs)
-        return None
+    def create_temp_overlay(self, size: int, *, now: float, rng: random.Random) -> str:
+        """bdrv_append_temp_snapshot's file: a qcow2 image of `size` bytes in a new
+        temporary file [block.c get_tmp_filename: $TMPDIR, else /var/tmp]; returns
+        its path. The overlay's node deletes it on close (`remove_temporary`)."""
+        tmpdir = os.environ.get("TMPDIR", "/var/tmp")
+        try:
+            fd, path = tempfile.mkstemp(prefix="vl.", dir=tmpdir)
+            os.close(fd)
+        except OSError as e:
+            raise GenericError(f"Could not get temporary filename: "
+                               f"{os.strerror(e.errno or errno_mod.EIO)}") from None
+        try:
+            self.create(path, "qcow2", size, backing_file=None, backing_format=None,
+                        now=now, rng=rng)
+        except GenericError as e:
+            raise GenericError(f"Could not create temporary overlay '{path}': {e.desc}") \
+                from None
+        return path
+
+    def remove_temporary(self, path: str) -> None:
+        """A temporary overlay's file goes when its node closes (BDRV_O_TEMPORARY)."""
+        try:
+            os.unlink(path)
+        except OSError:
+            pass

@@ -18,12 +18,14 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import random
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from schema.catalog import Catalog
+from schema.errors import DeviceNotFound
 from schema.model import Schema
 from vmm.machine.events import Event, EventBus
 from vmm.machine.fds import FdSets
@@ -121,6 +123,11 @@ class Machine:
     exit_code: int | None = None
     subsystems: dict[str, Any] = attrs.Factory(dict)
     kick: Callable[[], None] = lambda: None  # the server's "recompute your deadline"
+    rng: random.Random = attrs.Factory(random.Random)  # g_random_*: new images' UUIDs
+    # QEMU_CLOCK_VIRTUAL: ticks from vm_start to the next do_vm_stop [cpus.c
+    # cpu_enable_ticks, cpu_disable_ticks]; nanoseconds banked, and since when it runs.
+    _vclock_ns: int = 0
+    _vclock_since: float | None = None
     _timers: list[tuple[float, int, Callable[[], None]]] = attrs.Factory(list)
     _seq: Any = attrs.Factory(itertools.count)
     _cont_hooks: list[Callable[[], None]] = attrs.Factory(list)
@@ -157,6 +164,19 @@ class Machine:
 
     def now(self) -> float:
         return self.clock.now()
+
+    def find_device_state(self, qdev_id: str) -> object:
+        """qdev-monitor.c find_device_state for the block layer: the machine has no
+        QOM tree of its own yet (the devices issue builds it), so only the block
+        devices the block layer attached exist, and it finds those itself."""
+        raise DeviceNotFound(f"Device '{qdev_id}' not found")
+
+    def vm_clock_ns(self) -> int:
+        """qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL): how long the VM has run."""
+        ns = self._vclock_ns
+        if self._vclock_since is not None:
+            ns += round((self.clock.now() - self._vclock_since) * 1e9)
+        return ns
 
     def emit(self, name: str, data: dict[str, Any] | None = None) -> Event:
         return self.events.emit(name, data, now=self.clock.now(), wall=self.clock.wall())
@@ -207,10 +227,15 @@ class Machine:
     # -- the primitives of cpus.c --------------------------------------------------------
 
     def vm_stop(self, state: str) -> None:
-        self._emit_all(self.runstate.vm_stop(state))
+        events = self.runstate.vm_stop(state)
+        if events:
+            self._disable_ticks()
+        self._emit_all(events)
 
     def vm_start(self) -> None:
         events = self.runstate.vm_start()
+        if events and self._vclock_since is None:
+            self._vclock_since = self.clock.now()
         self._emit_all(events)
         if events:
             for hook in list(self._start_hooks):
@@ -218,7 +243,16 @@ class Machine:
             self.guest.on_vm_start()
 
     def vm_stop_force(self, state: str) -> None:
-        self._emit_all(self.runstate.vm_stop_force(state))
+        was_running = self.runstate.running
+        events = self.runstate.vm_stop_force(state)
+        if was_running:
+            self._disable_ticks()
+        self._emit_all(events)
+
+    def _disable_ticks(self) -> None:
+        if self._vclock_since is not None:
+            self._vclock_ns = self.vm_clock_ns()
+            self._vclock_since = None
 
     # -- requests (vl.c qemu_system_*_request) -----------------------------------------
 

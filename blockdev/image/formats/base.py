@@ -14,6 +14,8 @@ would see and the drivers wrap them in QEMU's wording.
 from __future__ import annotations
 
 import os
+import random
+import uuid
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -48,6 +50,11 @@ def fail_errno(prefix: str, err: int) -> NoReturn:
 
 def round_up(value: int, align: int) -> int:
     return (value + align - 1) // align * align
+
+
+def random_uuid(rng: random.Random) -> uuid.UUID:
+    """qemu_uuid_generate: a version 4 UUID from the image creator's random source."""
+    return uuid.UUID(int=rng.getrandbits(128), version=4)
 
 
 class FileNode:

@@ -7,7 +7,7 @@ block live migration.
 from __future__ import annotations
 
 import struct
-import uuid
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -17,9 +17,13 @@ from blockdev.image.formats.base import (
     ImageError,
     OpenContext,
     open_fail,
+    random_uuid,
     round_up,
 )
 from blockdev.image.formats.facts import ImageFacts
+
+if TYPE_CHECKING:
+    import random
 
 VDI_SIGNATURE = 0xBEDA107F
 VDI_VERSION_1_1 = 0x00010001
@@ -155,9 +159,10 @@ def plan_create(size: int, options: dict[str, str | int | bool]) -> CreatePlan:
     return CreatePlan(size=total, static=bool(static))
 
 
-def create(file: FileNode, plan: CreatePlan) -> None:
-    """vdi_create: the 512-byte header, the block map right after it, and for a
-    static image the data area allocated by truncation."""
+def create(file: FileNode, plan: CreatePlan, *, rng: random.Random) -> None:
+    """vdi_create: the 512-byte header (image and snapshot UUIDs from `rng`), the
+    block map right after it, and for a static image the data area allocated by
+    truncation."""
     blocks = (plan.size + DEFAULT_CLUSTER_SIZE - 1) // DEFAULT_CLUSTER_SIZE
     bmap_size = round_up(blocks * 4, SECTOR_SIZE)
     header = _HEADER.pack(
@@ -180,8 +185,8 @@ def create(file: FileNode, plan: CreatePlan) -> None:
         0,
         blocks,
         blocks if plan.static else 0,
-        uuid.uuid4().bytes_le,
-        uuid.uuid4().bytes_le,
+        random_uuid(rng).bytes_le,
+        random_uuid(rng).bytes_le,
         bytes(16),
         bytes(16),
         b"",

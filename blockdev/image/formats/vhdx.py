@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import errno
 import struct
-import uuid
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -24,9 +24,13 @@ from blockdev.image.formats.base import (
     OpenContext,
     fail_errno,
     open_fail,
+    random_uuid,
     round_up,
 )
 from blockdev.image.formats.facts import ImageFacts
+
+if TYPE_CHECKING:
+    import random
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -363,16 +367,16 @@ def plan_create(size: int, options: dict[str, str | int | bool]) -> CreatePlan:
     )
 
 
-def create(file: FileNode, plan: CreatePlan) -> None:
+def create(file: FileNode, plan: CreatePlan, *, rng: random.Random) -> None:
     """vhdx_create: file identifier, two headers, two region tables, the BAT and the
-    metadata region, at the offsets 2.11 uses."""
+    metadata region, at the offsets 2.11 uses; sequence number and GUIDs from `rng`."""
     file.truncate(0)
     creator = "QEMU v2.11.0".encode("utf-16-le")
     file.pwrite(0, b"vhdxfile" + creator)
 
     # vhdx_create_new_headers
-    seq = int.from_bytes(uuid.uuid4().bytes[:4], "little")
-    file_guid, data_guid = uuid.uuid4().bytes, uuid.uuid4().bytes
+    seq = rng.getrandbits(32)
+    file_guid, data_guid = random_uuid(rng).bytes, random_uuid(rng).bytes
     for index, offset in enumerate((HEADER1_OFFSET, HEADER2_OFFSET)):
         header = _HEADER.pack(
             HEADER_SIGNATURE,
@@ -440,7 +444,7 @@ def create(file: FileNode, plan: CreatePlan) -> None:
             struct.pack("<Q", plan.size),
             META_FLAGS_IS_REQUIRED | META_FLAGS_IS_VIRTUAL_DISK,
         ),
-        (PAGE83_GUID, uuid.uuid4().bytes, META_FLAGS_IS_REQUIRED | META_FLAGS_IS_VIRTUAL_DISK),
+        (PAGE83_GUID, random_uuid(rng).bytes, META_FLAGS_IS_REQUIRED | META_FLAGS_IS_VIRTUAL_DISK),
         (
             LOGICAL_SECTOR_GUID,
             struct.pack("<I", sector_size),

@@ -15,8 +15,8 @@ from __future__ import annotations
 import errno
 import re
 import struct
-import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -36,6 +36,9 @@ from blockdev.image.formats.base import (
     round_up,
 )
 from blockdev.image.formats.facts import ImageFacts, VmdkExtentInfo, VmdkSpecific
+
+if TYPE_CHECKING:
+    import random
 
 VMDK3_MAGIC = 0x434F5744  # "COWD"
 VMDK4_MAGIC = 0x4B444D56  # "KDMV"
@@ -738,8 +741,8 @@ def write_extent(file: FileNode, plan: CreatePlan, size: int) -> None:
         file.pwrite(table_offset * SECTOR_SIZE, gd + bytes(gd_sectors * SECTOR_SIZE - len(gd)))
 
 
-def descriptor(plan: CreatePlan) -> bytes:
-    """The descriptor text of vmdk_create's template."""
+def descriptor(plan: CreatePlan, *, rng: random.Random) -> bytes:
+    """The descriptor text of vmdk_create's template (its CID drawn from `rng`)."""
     heads = 16 if plan.adapter_type == "ide" else 255
     flat = plan.subformat in ("monolithicFlat", "twoGbMaxExtentFlat")
     lines = ""
@@ -749,7 +752,7 @@ def descriptor(plan: CreatePlan) -> bytes:
         else:
             lines += f'RW {size // SECTOR_SIZE} SPARSE "{name}"\n'
     parent = f'parentFileNameHint="{plan.backing_file}"' if plan.backing_file is not None else ""
-    cid = int.from_bytes(uuid.uuid4().bytes[:4], "little")
+    cid = rng.getrandbits(32)
     text = (
         "# Disk DescriptorFile\n"
         "version=1\n"

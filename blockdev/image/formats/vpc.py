@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import errno
 import struct
-import time
-import uuid
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -21,9 +20,13 @@ from blockdev.image.formats.base import (
     ImageError,
     OpenContext,
     open_fail,
+    random_uuid,
     round_up,
 )
 from blockdev.image.formats.facts import ImageFacts
+
+if TYPE_CHECKING:
+    import random
 
 HEADER_SIZE = 512
 VHD_FIXED = 2
@@ -211,9 +214,10 @@ def plan_create(size: int, options: dict[str, str | int | bool]) -> CreatePlan:
     return CreatePlan(size=round_up(size, SECTOR_SIZE), fixed=fixed, force_size=bool(force))
 
 
-def create(file: FileNode, plan: CreatePlan) -> None:
+def create(file: FileNode, plan: CreatePlan, *, now: float, rng: random.Random) -> None:
     """vpc_create: the geometry search, then a dynamic disk (footer copy, dynamic
-    header, BAT full of 0xFF, footer) or a fixed one (data then footer)."""
+    header, BAT full of 0xFF, footer) or a fixed one (data then footer). The footer
+    carries the creation time `now` (wall-clock seconds) and a UUID from `rng`."""
     total_size = plan.size
     if plan.force_size:
         cyls, heads, secs = VHD_CHS_MAX_C, VHD_CHS_MAX_H, VHD_CHS_MAX_S
@@ -237,7 +241,7 @@ def create(file: FileNode, plan: CreatePlan) -> None:
             0x02,
             0x00010000,
             0xFFFFFFFFFFFFFFFF if plan.fixed else HEADER_SIZE,
-            (int(time.time()) - VHD_TIMESTAMP_BASE) & 0xFFFFFFFF,
+            (int(now) - VHD_TIMESTAMP_BASE) & 0xFFFFFFFF,
             b"qem2" if plan.force_size else b"qemu",
             5,
             3,
@@ -249,7 +253,7 @@ def create(file: FileNode, plan: CreatePlan) -> None:
             secs,
             VHD_FIXED if plan.fixed else VHD_DYNAMIC,
             0,
-            uuid.uuid4().bytes,
+            random_uuid(rng).bytes,
             0,
         )
     )
