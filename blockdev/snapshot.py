@@ -21,6 +21,7 @@ QEMU runs even the stand-alone commands as one-action transactions; the
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -200,6 +201,16 @@ def _snapshot_owner(bs: Node) -> Node:
     return node or bs
 
 
+def _lists_snapshots(bs: Node) -> bool:
+    """bdrv_snapshot_list succeeds: a driver on the `file` chain lists snapshots."""
+    node: Node | None = bs
+    while node is not None and node.driver is not None:
+        if node.driver.internal_snapshots:
+            return True
+        node = node.file_bs
+    return False
+
+
 def snapshot_list(bs: Node) -> list[SnapshotInfo]:
     owner = _snapshot_owner(bs)
     image = _image(owner)
@@ -279,6 +290,9 @@ def delete_internal(layer: BlockLayer, device: str, snap_id: str | None,
     if snap_id is None and name is None:
         raise GenericError("Name or id must be provided")
     bs.check_op("internal-snapshot-delete")
+    if not _lists_snapshots(bs):
+        # bdrv_snapshot_list's -ENOTSUP, as bdrv_snapshot_find_by_id_and_name words it
+        raise GenericError(f"Failed to get a snapshot list: {os.strerror(errno.ENOTSUP)}")
     sn = find_snapshot(bs, snap_id, name)
     if sn is None:
         raise GenericError(f"Snapshot with id '{snap_id if snap_id is not None else 'null'}'"
