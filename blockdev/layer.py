@@ -104,7 +104,7 @@ class BlockLayer:
         self.anon_devices += 1
         return path
 
-    # == the machine's hooks (Machine.subsystems protocol) ====================================
+    # == the machine's hooks (vmm.machine.subsystem.Subsystem, structurally) ====================
 
     def reset(self) -> None:
         """qemu_system_reset: CD-ROM devices unlock and close their trays silently
@@ -115,6 +115,9 @@ class BlockLayer:
                 dev.tray_open = False
                 dev.eject_request = False
         self.trays.pending.clear()
+
+    def close(self) -> None:
+        self.close_all()
 
     def close_all(self) -> None:
         """bdrv_close_all at exit: media removed, monitor-owned nodes dropped, so every
@@ -155,11 +158,17 @@ class BlockLayer:
 
         media.run_due(self, now)
 
-    def on_cont(self) -> None:
-        """Hooked to `cont` (Machine.on_cont): io-status reset and request retry."""
+    def before_cont(self) -> None:
+        """qmp_cont's part: io-status reset and request retry."""
         from blockdev import guest_io
 
         guest_io.on_cont(self)
+
+    def vm_start(self) -> None:
+        """Tray reactions wait for the VM to run; their deadlines count again now."""
+
+    def vm_stop(self) -> None:
+        pass
 
     # == lookups ===========================================================================
 
