@@ -292,3 +292,24 @@ def test_daemonize_refuses_stdio(spawn) -> None:
     assert proc.wait(timeout=20) == 1
     assert proc.stderr is not None
     assert proc.stderr.read().decode().endswith(": cannot use stdio with -daemonize\n")
+
+
+def test_chardevs_come_before_block_devices(spawn, tmp_path: Path) -> None:
+    """vl.c main(): chardev_init_func runs before configure_blockdev, so a `server,wait`
+    monitor waits for its client before a bad -drive is reported (status 1, EOF)."""
+    sock_path = tmp_path / "w.sock"
+    proc = spawn("-nodefaults", "-drive", "file=/nonexistent.qcow2",
+                 "-qmp", f"unix:{sock_path},server")
+    deadline = time.monotonic() + 20
+    while not sock_path.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None  # waiting for a client, the drive not opened yet
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(str(sock_path))
+    assert proc.wait(timeout=20) == 1
+    assert sock.recv(65536) == b""
+    sock.close()
+    assert proc.stderr is not None
+    assert proc.stderr.read().decode().splitlines()[-1].endswith(
+        ": -drive file=/nonexistent.qcow2: Could not open '/nonexistent.qcow2': "
+        "No such file or directory")
