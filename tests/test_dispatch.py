@@ -9,7 +9,7 @@ GenericError that names them; this test prints that list, and later issues shrin
 
 from __future__ import annotations
 
-from vmm.qmp.dispatch import not_implemented
+from vmm.qmp.dispatch import Handler, not_implemented
 
 CORE = {
     "qmp_capabilities", "query-commands", "query-events", "query-qmp-schema", "query-status",
@@ -79,8 +79,7 @@ def test_hmp_runs_through_the_table(vm_factory) -> None:
     query-status handler returns."""
     vm = vm_factory()
     dispatcher = vm.vm.dispatcher
-    entry = dispatcher.table["query-status"]
-    dispatcher.table["query-status"] = type(entry)(
+    dispatcher.table["query-status"] = Handler(
         lambda: {"running": False, "singlestep": True, "status": "debug"})
     assert vm.talk().execute("human-monitor-command", {"command-line": "info status"}) == {
         "return": "VM status: paused (single step mode) (debug)\r\n"}
@@ -91,8 +90,7 @@ def test_boxed_command_receives_one_value(vm_factory) -> None:
     (qapi-code-gen: 'boxed': true passes the type's pointer)."""
     vm = vm_factory()
     seen: list[object] = []
-    entry = vm.vm.dispatcher.table["blockdev-add"]
-    vm.vm.dispatcher.table["blockdev-add"] = type(entry)(seen.append)
+    vm.vm.dispatcher.table["blockdev-add"] = Handler(seen.append)
     options = {"driver": "null-co", "node-name": "n0", "read-only": True}
     assert vm.talk().execute("blockdev-add", options) == {"return": {}}
     assert seen == [options]

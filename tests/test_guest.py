@@ -83,6 +83,18 @@ def test_wakeup_is_no_reboot(vm_cmdline) -> None:
     assert t.lines('{"execute":"system_reset"}') == [OK, RESET_HOST, RESET_GUEST]
 
 
+def test_silent_resets_bring_no_seabios_reset(vm_cmdline) -> None:
+    """qemu_system_reset(SHUTDOWN_CAUSE_NONE) (start-up, S3 wake-up, loadvm) says no
+    RESET, and SeaBIOS does not reboot after it: only a reset that says RESET runs the
+    firmware from the reset vector of a machine it has run on."""
+    vm = vm_cmdline("-machine", "pc")
+    t = vm.talk()
+    vm.machine.system_reset("none")
+    vm.machine.process_requests()
+    vm.tick(1)
+    assert t.pending() == []
+
+
 def test_os_profile_powers_off(vm_cmdline) -> None:
     """--emu-guest=os (the default): POWERDOWN, then SHUTDOWN {"guest": true} half a
     second of run time later."""

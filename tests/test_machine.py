@@ -22,6 +22,7 @@ from blockdev.layer import BlockLayer
 from schema.errors import GenericError
 from tests.conftest import VmHarness
 from vmm.machine.subsystem import Subsystem
+from vmm.qmp.dispatch import Handler
 
 SECOND = 1_000_000_000
 
@@ -183,7 +184,7 @@ def test_internal_errors_go_to_the_vms_logger(vm_factory, caplog) -> None:
     def broken() -> None:
         raise RuntimeError("boom")
 
-    vm.vm.dispatcher.table["query-name"] = type(vm.vm.dispatcher.table["query-name"])(broken)
+    vm.vm.dispatcher.table["query-name"] = Handler(broken)
     with caplog.at_level(logging.ERROR, logger="vmm.vm.guest1"):
         reply = vm.talk().execute("query-name")
     assert reply == {"error": {"class": "GenericError",
@@ -200,6 +201,6 @@ def test_a_failing_handler_stays_a_qmp_error(vm_factory) -> None:
     def refuse() -> None:
         raise GenericError("no")
 
-    vm.vm.dispatcher.table["query-name"] = type(vm.vm.dispatcher.table["query-name"])(refuse)
+    vm.vm.dispatcher.table["query-name"] = Handler(refuse)
     assert vm.talk().execute("query-name") == {"error": {"class": "GenericError",
                                                          "desc": "no"}}

@@ -384,6 +384,7 @@ class Machine:
             if req.wakeup:
                 req.wakeup = False
                 self.system_reset("none")  # qemu_system_wakeup resets the machine silently
+                self.guest.on_wakeup()
                 self.emit("WAKEUP")
             if req.powerdown:
                 req.powerdown = False
@@ -394,10 +395,12 @@ class Machine:
                 self.vm_stop(state)
 
     def system_reset(self, cause: str) -> None:
-        """qemu_system_reset: every subsystem resets, then RESET (unless cause is none)."""
+        """qemu_system_reset: every subsystem resets, then RESET (unless cause is none:
+        the silent resets of start-up, S3 wake-up and loadvm)."""
         for sub in self.subsystems:
             sub.reset()
         if cause != "none":
+            self.guest.on_system_reset()
             self.emit("RESET", {"guest": cause in GUEST_CAUSES})
 
     # -- guest- and device-initiated changes (runstate.md §4) ---------------------------

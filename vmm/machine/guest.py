@@ -87,8 +87,8 @@ class Behaviours:
 
     def use_profile(self, profile: str) -> None:
         """Every behaviour back to `profile`'s value."""
-        for decl in self._declared.values():
-            decl.default(profile)  # checks the name
+        if profile not in PROFILES:
+            raise BehaviourError(f"expects one of {', '.join(PROFILES)}")
         self.profile = profile
         for decl in self._declared.values():
             self._values[decl.name] = decl.default(profile)
@@ -129,11 +129,29 @@ class Guest:
         """The guest entered ACPI S3."""
         self._s3 = True
 
+    def on_wakeup(self) -> None:
+        """The machine woke from S3 (after its silent reset): SeaBIOS resumed the OS."""
+        self._s3 = False
+
     # -- the firmware -------------------------------------------------------------------
 
+    def on_system_reset(self) -> None:
+        """A system reset with a cause (the one that says RESET): the CPU starts SeaBIOS
+        from the reset vector. A reset without one (start-up, S3 wake-up, loadvm)
+        either comes before the firmware runs or restores where it was."""
+        if not self.firmware:
+            return
+        if self._s3:
+            self._s3 = False  # CMOS shutdown status 0xfe: SeaBIOS resumes the OS
+            return
+        if self._posted:
+            self._posted = False
+            self._reboot_due = bool(self.machine.behaviours.get("firmware-reboot"))
+        self._firmware_runs()
+
     def _firmware_runs(self) -> None:
-        """SeaBIOS starts from the reset vector (only while the VM runs): a machine it
-        has run on before is reset once more, from a restored image."""
+        """SeaBIOS runs (only while the VM does): on a machine where it has run POST
+        before, it resets the machine once more, from a restored image."""
         if not self.firmware or not self.machine.runstate.running:
             return
         if self._reboot_due:
@@ -149,15 +167,6 @@ class Guest:
         if self._poweroff is not None:
             self._poweroff.cancel()
             self._poweroff = None
-        if not self.firmware:
-            return
-        if self._s3:
-            self._s3 = False  # SeaBIOS resumes the suspended OS
-            return
-        if self._posted:
-            self._posted = False
-            self._reboot_due = bool(self.machine.behaviours.get("firmware-reboot"))
-        self._firmware_runs()
 
     def before_cont(self) -> None:
         pass

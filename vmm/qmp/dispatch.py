@@ -107,10 +107,10 @@ class Dispatcher:
     """The command table of one machine and the logic that runs a request against it."""
 
     def __init__(self, machine: Machine, *owners: object,
-                 per_monitor: Callable[[Machine, MonitorSession], object] | None = None
-                 ) -> None:
-        """`owners` hold the machine-wide handlers; `per_monitor` makes the object
-        whose handlers act on one monitor (a class: its marks are read once)."""
+                 per_monitor: type[Any] | None = None) -> None:
+        """`owners` hold the machine-wide handlers; `per_monitor` is the class of the
+        object whose handlers act on one monitor, built as `per_monitor(machine,
+        session)` for each session on first use."""
         self.machine = machine
         self.schema = machine.schema
         self.strict = machine.options.strict
@@ -119,7 +119,7 @@ class Dispatcher:
         self.table: dict[str, Handler] = {
             name: Handler(fn) for name, fn in
             collect_handlers(ProtocolCommands(self), *owners).items()}
-        if isinstance(per_monitor, type):
+        if per_monitor is not None:
             for name, fn in handler_functions(per_monitor).items():
                 if name in self.table:
                     raise ValueError(f"two handlers for QMP command {name!r}")
@@ -239,13 +239,9 @@ class Dispatcher:
 
     def _call(self, session: MonitorSession, name: str, args: tuple[Any, ...],
               kwargs: dict[str, Any]) -> Any:
-        handler = self.table.get(name)
-        if handler is None:
-            raise GenericError(not_implemented(name))
+        """`call`, with a bug of ours turned into a GenericError (and logged)."""
         try:
-            if handler.per_monitor:
-                return handler.fn(self._owner(session), *args, **kwargs)
-            return handler.fn(*args, **kwargs)
+            return self.call(session, name, *args, **kwargs)
         except QMPError:
             raise
         except Exception as exc:
