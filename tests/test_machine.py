@@ -82,9 +82,11 @@ def test_qtest_accelerator_owns_the_virtual_clock(vm_cmdline) -> None:
     assert t.pending() == []
     seen: list[int] = []
     vm.machine.vm_call_at(SECOND // 4, lambda: seen.append(vm.machine.vm_clock_ns()))
+    assert vm.machine.vm_deadline_ns() == SECOND // 4  # what a bare clock_step steps
     assert vm.machine.warp_vm_clock(SECOND) == SECOND
     assert seen == [SECOND // 4]
     assert t.pending()[0] == '{"timestamp": T, "event": "SHUTDOWN", "data": {"guest": true}}'
+    assert vm.machine.vm_deadline_ns() == -1  # stopped (-no-shutdown): no deadline
 
 
 def test_warping_a_running_clock_is_refused(vm_cmdline) -> None:

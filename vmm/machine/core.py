@@ -265,6 +265,15 @@ class Machine:
                 return
             timer.callback()
 
+    def vm_deadline_ns(self) -> int:
+        """qemu_clock_deadline_ns_all(QEMU_CLOCK_VIRTUAL): nanoseconds of guest time to
+        the first virtual timer; -1 when there is none or the VM is not running (a
+        disabled clock has no deadline)."""
+        first = self.vm_timers.earliest()
+        if first == math.inf or not self.runstate.running:
+            return -1
+        return max(0, int(first) - self.vm_clock_ns())
+
     def warp_vm_clock(self, target_ns: int) -> int:
         """cpus.c qtest_clock_warp: move a stepped virtual clock to `target_ns`, running
         the virtual timers due on the way, each at its own deadline. Returns the clock."""
