@@ -84,9 +84,8 @@ class BlockCommands:
     # -- nodes -------------------------------------------------------------------------------
 
     @qmp_command("blockdev-add")
-    def blockdev_add(self, **members: Any) -> None:
-        """blockdev.c qmp_blockdev_add (boxed: the members arrive as keywords)."""
-        options = {k.replace("_", "-"): v for k, v in members.items()}
+    def blockdev_add(self, options: dict[str, Any]) -> None:
+        """blockdev.c qmp_blockdev_add (boxed: the options arrive as one value)."""
         blockdev_add(self.layer, options)
 
     @qmp_command("blockdev-del")
@@ -142,8 +141,8 @@ class BlockCommands:
         bs.write_threshold = write_threshold
 
     @qmp_command("block_set_io_throttle")
-    def block_set_io_throttle(self, **args: Any) -> None:
-        """blockdev.c qmp_block_set_io_throttle (boxed BlockIOThrottle)."""
+    def block_set_io_throttle(self, args: dict[str, Any]) -> None:
+        """blockdev.c qmp_block_set_io_throttle (boxed: one BlockIOThrottle value)."""
         layer = self.layer
         device, qdev_id, group = args.get("device"), args.get("id"), args.get("group")
         blk = layer.get_blk(device, qdev_id)

@@ -70,7 +70,7 @@ class BlockLayer:
     def has_tls_creds(self, ident: str) -> bool:
         return self.tls_creds(ident)
 
-    # == the machine's hooks (Machine.subsystems protocol) ====================================
+    # == the machine's hooks (vmm.machine.subsystem.Subsystem, structurally) ====================
 
     def reset(self) -> None:
         """qemu_system_reset: the attached devices reset (CD-ROM drives unlock and
@@ -79,6 +79,9 @@ class BlockLayer:
         for dev in self.devices:
             dev.reset()
         self.trays.pending.clear()
+
+    def close(self) -> None:
+        self.close_all()
 
     def close_all(self) -> None:
         """bdrv_close_all at exit: media removed, monitor-owned nodes dropped, so every
@@ -115,9 +118,15 @@ class BlockLayer:
     def run_due(self, now: float) -> None:
         media.run_due(self, now)
 
-    def on_cont(self) -> None:
-        """Hooked to `cont` (Machine.on_cont): io-status reset and request retry."""
+    def before_cont(self) -> None:
+        """qmp_cont's part: io-status reset and request retry."""
         guest_io.on_cont(self)
+
+    def vm_start(self) -> None:
+        """Tray reactions wait for the VM to run; their deadlines count again now."""
+
+    def vm_stop(self) -> None:
+        pass
 
     # == lookups ===========================================================================
 

@@ -4,7 +4,8 @@ Data of the `schema` layer, read by every subsystem: `schema/data/qemu-2.11.0-x8
 capability probe of a real binary (a KVM session, then a TCG one). This module turns
 that conversation into lookups: version, target, the command and event lists, machine
 types, CPU models (per accelerator) and their expansions, QOM types, device
-properties, TPM models, command-line options, migration capabilities. Nothing here is
+properties, TPM models, command-line options, migration capabilities; and
+`schema/data/trace-event-get-state-all.json` into the binary's trace events. Nothing here is
 typed in by hand; a Catalog is a value the Machine is given, loaded once per process.
 """
 
@@ -19,6 +20,17 @@ from typing import Any
 import attrs
 
 RECORDING = Path(__file__).resolve().parent / "data" / "qemu-2.11.0-x86_64-probe.replies"
+TRACE_EVENTS = Path(__file__).resolve().parent / "data" / "trace-event-get-state-all.json"
+
+
+@attrs.frozen
+class TraceEventInfo:
+    """One trace event of the binary: its name, whether it is per-vCPU, and whether it
+    was compiled in (its static state: "unavailable" events are not)."""
+
+    name: str
+    vcpu: bool
+    available: bool
 
 
 @attrs.frozen
@@ -50,6 +62,7 @@ class Catalog:
     """Lookups over the recording. Values returned are copies the caller may keep."""
 
     exchanges: list[Exchange]
+    _trace_events: tuple[TraceEventInfo, ...] | None = None
 
     @classmethod
     def load(cls, path: Path = RECORDING) -> Catalog:
@@ -106,6 +119,21 @@ class Catalog:
     def qom_types(self) -> list[dict[str, Any]]:
         return self._reply("qom-list-types")
 
+    def qom_ancestors(self, typename: str) -> list[str]:
+        """The parents of a QOM type, nearest first ([] for an unknown type)."""
+        for ex in self.exchanges:
+            if ex.execute == "qom-list-types" and ex.arguments is None:
+                parents = {t["name"]: t.get("parent") for t in ex.reply["return"]}
+                break
+        else:
+            return []
+        chain: list[str] = []
+        parent = parents.get(typename)
+        while parent is not None and parent not in chain:
+            chain.append(parent)
+            parent = parents.get(parent)
+        return chain
+
     def device_properties(self, typename: str) -> list[dict[str, Any]] | None:
         """Recorded properties of a device type, or None if it was not probed/found."""
         return self._reply("device-list-properties", arguments={"typename": typename})
@@ -124,3 +152,15 @@ class Catalog:
 
     def qmp_schema(self) -> list[dict[str, Any]]:
         return self._reply("query-qmp-schema")
+
+    # -- tracing ---------------------------------------------------------------------------
+
+    def trace_events(self) -> tuple[TraceEventInfo, ...]:
+        """Every trace event of the binary in `trace-event-get-state`'s order, read on
+        first use (`data/trace-event-get-state-all.json`)."""
+        if self._trace_events is None:
+            recorded = json.loads(TRACE_EVENTS.read_text(encoding="utf-8"))["return"]
+            self._trace_events = tuple(
+                TraceEventInfo(e["name"], e["vcpu"], e["state"] != "unavailable")
+                for e in recorded)
+        return self._trace_events

@@ -1,15 +1,26 @@
-"""Handler registration by schema name, without any registry state.
+"""What a subsystem registers with the machine it is composed into, without registry state.
 
 `@qmp_command("block-job-set-speed")` only marks a function or method; the dispatcher
 (`vmm`) collects the marked callables of the objects it composes, so many machines can
 share a process without sharing a table. A handler's parameters are the command's
-members in snake_case; the schema visitor has already checked them.
+members in snake_case; the schema visitor has already checked them. A `boxed` command
+(and a `gen: false` one, which marshals its own arguments) receives one value: the
+whole argument object, wire-named.
+
+A `Behaviour` declares one named reaction of the simulated guest (the guest powers off
+on the ACPI power button, acks an unplug, ...) with its value under each guest profile
+and the conversion of the text a command line gives. Subsystems declare theirs here
+because they never import `vmm`; the Machine's registry (`vmm.machine.guest`) holds the
+values.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+import attrs
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,6 +38,21 @@ def qmp_command(name: str) -> Callable[[F], F]:
     return mark
 
 
+def handler_functions(cls: type) -> dict[str, Callable[..., Any]]:
+    """Map command name to the (unbound) marked function of `cls`.
+
+    A name claimed twice is a programming error and raises ValueError.
+    """
+    table: dict[str, Callable[..., Any]] = {}
+    for attr in dir(cls):
+        fn = getattr(cls, attr, None)
+        for name in getattr(fn, ATTRIBUTE, ()):
+            if name in table:
+                raise ValueError(f"two handlers for QMP command {name!r}")
+            table[name] = fn  # type: ignore[assignment]
+    return table
+
+
 def collect_handlers(*owners: object) -> dict[str, Callable[..., Any]]:
     """Map command name to bound handler for every marked method of `owners`.
 
@@ -34,12 +60,10 @@ def collect_handlers(*owners: object) -> dict[str, Callable[..., Any]]:
     """
     table: dict[str, Callable[..., Any]] = {}
     for owner in owners:
-        for attr in dir(type(owner)):
-            fn = getattr(type(owner), attr, None)
-            for name in getattr(fn, ATTRIBUTE, ()):
-                if name in table:
-                    raise ValueError(f"two handlers for QMP command {name!r}")
-                table[name] = getattr(owner, attr)
+        for name, fn in handler_functions(type(owner)).items():
+            if name in table:
+                raise ValueError(f"two handlers for QMP command {name!r}")
+            table[name] = fn.__get__(owner)
     return table
 
 
@@ -50,4 +74,66 @@ def member_to_param(name: str) -> str:
 
 def command_names(cls: type) -> list[str]:
     """The command names a class's methods are marked with."""
-    return [name for attr in dir(cls) for name in getattr(getattr(cls, attr), ATTRIBUTE, ())]
+    return list(handler_functions(cls))
+
+
+# -- guest behaviours ----------------------------------------------------------------------
+
+PROFILES = ("os", "firmware")
+
+
+class BehaviourError(ValueError):
+    """A value a behaviour does not take; the message says what it expects."""
+
+
+@attrs.frozen
+class Behaviour:
+    """One named reaction of the simulated guest and its value under each profile.
+
+    `convert` turns what a command line or a test gives (text, or a value of the
+    behaviour's type) into the value, or raises BehaviourError. `os` is the value of
+    the cooperative OS (`--emu-guest=os`, the default); `firmware` that of a machine
+    where only SeaBIOS runs (`--emu-guest=firmware`).
+    """
+
+    name: str
+    help: str
+    convert: Callable[[Any], Any]
+    os: Any
+    firmware: Any
+
+    def default(self, profile: str) -> Any:
+        if profile not in PROFILES:
+            raise BehaviourError(f"expects one of {', '.join(PROFILES)}")
+        return self.os if profile == "os" else self.firmware
+
+
+def choice(*values: str) -> Callable[[Any], str]:
+    """A behaviour that is one word of `values`."""
+
+    def convert(value: Any) -> str:
+        if value not in values:
+            raise BehaviourError(f"expects one of {', '.join(values)}")
+        return str(value)
+
+    return convert
+
+
+def seconds(value: Any) -> float:
+    """A non-negative, finite number of seconds."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not (math.isfinite(number) and number >= 0):
+        raise BehaviourError("expects a non-negative number of seconds")
+    return number
+
+
+def flag(value: Any) -> bool:
+    """on/off (or a bool)."""
+    if isinstance(value, bool):
+        return value
+    if value in ("on", "off"):
+        return bool(value == "on")
+    raise BehaviourError("expects 'on' or 'off'")

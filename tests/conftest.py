@@ -1,7 +1,9 @@
 """Shared fixtures: the schema and catalogue (loaded once), VMs on a fake clock.
 
-`vm_factory(**options)` builds a `Vm` whose clock is a plain number the test moves
-(`vm.tick(seconds)`), so nothing in the synchronous layers depends on real time.
+`vm_factory(**options)` builds a `Vm` from MachineOptions, `vm_cmdline(*argv)` from a
+QEMU command line (as the program does, through `vmm.startup.build_vm`); either's
+clock is a plain number the test moves (`vm.tick(seconds)`), so nothing in the
+synchronous layers depends on real time.
 `Talk` drives one monitor the way a client does and returns the exact bytes QEMU
 would have written, timestamps masked to `T` where asked.
 """
@@ -19,6 +21,7 @@ from schema import Schema, load_schema
 from schema.catalog import Catalog
 from vmm.machine.core import Clock, MachineOptions
 from vmm.qmp.monitor import QmpMonitor
+from vmm.startup import build_vm
 from vmm.vm import Vm
 
 WALL_ORIGIN = 1_510_000_000.25
@@ -122,22 +125,51 @@ def mask_timestamps(line: str) -> str:
     return _TS.sub("T", line)
 
 
-@pytest.fixture
-def vm_factory(schema: Schema, catalog: Catalog) -> Iterator[Callable[..., VmHarness]]:
-    made: list[VmHarness] = []
+def _fake_clock() -> tuple[FakeTime, Clock]:
+    time = FakeTime()
+    return time, Clock(monotonic=time, wall_origin=WALL_ORIGIN, mono_origin=0.0)
 
+
+@pytest.fixture
+def made_vms() -> Iterator[list[VmHarness]]:
+    """The VMs a test built; their descriptors and image files are closed after it."""
+    made: list[VmHarness] = []
+    yield made
+    for tvm in made:
+        tvm.machine.fdsets.close_all()
+        tvm.vm.close()
+
+
+@pytest.fixture
+def vm_factory(schema: Schema, catalog: Catalog,
+               made_vms: list[VmHarness]) -> Callable[..., VmHarness]:
     def make(*, start: bool = True, schema_value: Schema | None = None, **options: Any) -> VmHarness:
         options.setdefault("strict", True)
-        time = FakeTime()
-        clock = Clock(monotonic=time, wall_origin=WALL_ORIGIN, mono_origin=0.0)
+        time, clock = _fake_clock()
         vm = Vm.build(options=MachineOptions(**options), schema=schema_value or schema,
                       catalog=catalog, clock=clock)
         tvm = VmHarness(vm, time)
         if start:
             vm.machine.start()
-        made.append(tvm)
+        made_vms.append(tvm)
         return tvm
 
-    yield make
-    for tvm in made:
-        tvm.machine.fdsets.close_all()
+    return make
+
+
+@pytest.fixture
+def vm_cmdline(schema: Schema, catalog: Catalog,
+               made_vms: list[VmHarness]) -> Callable[..., VmHarness]:
+    """`vm_cmdline("-M", "none", "-S")`: the machine of that command line (strict;
+    the default persona's schema unless the command line picks one)."""
+
+    def make(*argv: str, start: bool = True) -> VmHarness:
+        time, clock = _fake_clock()
+        own_schema = any(a.startswith("--emu-persona") for a in argv)
+        vm = build_vm(["--emu-strict", *argv], clock=clock, catalog=catalog,
+                      schema=None if own_schema else schema, start=start)
+        tvm = VmHarness(vm, time)
+        made_vms.append(tvm)
+        return tvm
+
+    return make

@@ -29,12 +29,12 @@ import trio.testing
 from devices.chardev.model import ChardevSpec
 from schema import Schema, load_schema
 from schema.catalog import Catalog
+from vmm import startup
 from vmm.cmdline import parse_command_line
 from vmm.config import EMU_OPTIONS, MonitorSpec, build_config
 from vmm.machine.core import Clock, MachineOptions
 from vmm.qmp.dispatch import Dispatcher, MonitorSession
 from vmm.server import BoundAddress, Server
-from vmm.startup import configure_block
 from vmm.vm import Vm
 
 __all__ = [
@@ -107,8 +107,8 @@ def build_from_argv(argv: Sequence[str], clock: Clock) -> Built:
     cl = parse_command_line(list(argv), extra_options=EMU_OPTIONS)
     config = build_config(cl, catalog)
     schema = _schema(config.persona)
-    vm = Vm.build(options=config.options, schema=schema, catalog=catalog, clock=clock)
-    configure_block(vm.block, vm.qdev, cl, schema, config.options.machine_type)
+    vm = startup.create_vm(config, schema=schema, catalog=catalog, clock=clock)
+    startup.configure_devices(vm, cl)
     return Built(vm=vm, monitors=list(config.monitors))
 
 

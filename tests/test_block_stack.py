@@ -30,9 +30,7 @@ JOB_NBD_TXN = {
 
 
 def layer_of(vm: VmHarness) -> BlockLayer:
-    layer = vm.machine.subsystems["block"]
-    assert isinstance(layer, BlockLayer)
-    return layer
+    return vm.vm.block
 
 
 def drive(layer: BlockLayer, spec: str) -> None:

@@ -12,6 +12,7 @@ here, so the fixtures stay in one place without touching the shared conftest.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -53,10 +54,13 @@ class Block:
     # -- commands by wire name ----------------------------------------------------------
 
     def qmp(self, command: str, /, **args: Any) -> Any:
-        """Call a handler the way the dispatcher does (wire names to snake_case)."""
+        """Call a handler the way the dispatcher does (wire names to snake_case; a
+        boxed command gets the arguments as one value)."""
         from schema.handlers import collect_handlers
 
         table = collect_handlers(self.cmds, self.change)
+        if command in boxed_commands():
+            return table[command](dict(args))
         return table[command](**{k.replace("-", "_"): v for k, v in args.items()})
 
     def error(self, command: str, /, **args: Any) -> tuple[str, str]:
@@ -69,7 +73,7 @@ class Block:
 
     def add(self, **options: Any) -> None:
         """blockdev-add with wire-named options."""
-        self.cmds.blockdev_add(**{k.replace("-", "_"): v for k, v in options.items()})
+        self.cmds.blockdev_add(dict(options))
 
     def drive(self, spec: str, **kw: Any) -> block_drive.DriveResult:
         """-drive with QEMU's `key=value,...` text (no commas inside values)."""
@@ -101,6 +105,13 @@ def create_image(filename: str, fmt: str, size: int, **kw: Any) -> None:
     kw.setdefault("now", 1513123200.0)
     kw.setdefault("rng", random.Random(11))
     image_file.create_image(filename, fmt, size, **kw)
+
+
+@functools.cache
+def boxed_commands() -> frozenset[str]:
+    from schema import load_schema
+
+    return frozenset(n for n, c in load_schema().commands.items() if c.boxed)
 
 
 def qemu_img(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -15,21 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from vmm.cmdline import CommandLineError, parse_command_line
-from vmm.config import EMU_OPTIONS, build_config
-from vmm.startup import configure_block
+from vmm.cmdline import CommandLineError
 
 needs_qemu_img = pytest.mark.skipif(shutil.which("qemu-img") is None,
                                     reason="Debian's qemu-img is not installed")
-
-
-def vm_from(vm_factory, catalog, *argv: str):
-    cl = parse_command_line(list(argv), extra_options=EMU_OPTIONS)
-    cfg = build_config(cl, catalog)
-    vm = vm_factory(start=False)
-    configure_block(vm.vm.block, vm.vm.qdev, cl, vm.machine.schema, cfg.options.machine_type)
-    vm.machine.start()
-    return vm
 
 
 def devices(vm) -> list[tuple[str, str | None]]:
@@ -37,29 +26,29 @@ def devices(vm) -> list[tuple[str, str | None]]:
     return [(b["device"], b.get("qdev")) for b in reply]
 
 
-def test_default_drives_of_a_pc(vm_factory, catalog) -> None:
+def test_default_drives_of_a_pc(vm_cmdline) -> None:
     """vl.c default_drive: a CD-ROM at index 2 of IDE, a floppy, an SD card; the board
     attaches ide-cd and floppy devices, nothing takes the SD card."""
-    vm = vm_from(vm_factory, catalog, "-machine", "pc")
+    vm = vm_cmdline("-machine", "pc")
     names = [d for d, _ in devices(vm)]
     assert names == ["ide1-cd0", "floppy0", "sd0"]
 
 
-def test_q35_has_no_default_floppy_and_nodefaults_has_none(vm_factory, catalog) -> None:
+def test_q35_has_no_default_floppy_and_nodefaults_has_none(vm_cmdline) -> None:
     """hw/i386/pc_q35.c: no_floppy, and units_per_default_bus = 1, so the default CD-ROM
     at index 2 sits on bus 2 (ide2-cd0); -nodefaults turns every default drive off."""
-    assert [d for d, _ in devices(vm_from(vm_factory, catalog, "-M", "q35"))] == [
+    assert [d for d, _ in devices(vm_cmdline("-M", "q35"))] == [
         "ide2-cd0", "sd0"]
-    assert devices(vm_from(vm_factory, catalog, "-nodefaults")) == []
+    assert devices(vm_cmdline("-nodefaults")) == []
 
 
 @needs_qemu_img
-def test_libvirt_style_disk(vm_factory, catalog, tmp_path: Path) -> None:
+def test_libvirt_style_disk(vm_cmdline, tmp_path: Path) -> None:
     """-drive if=none,id=X plus -device virtio-blk-pci,drive=X,id=Y: query-block shows
     the drive with the virtio device's inner QOM path as qdev (block.md §2.1)."""
     img = tmp_path / "d.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(img), "64M"], check=True)
-    vm = vm_from(vm_factory, catalog, "-nodefaults",
+    vm = vm_cmdline("-nodefaults",
                  "-drive", f"file={img},format=qcow2,if=none,id=drive-virtio-disk0",
                  "-device", "virtio-blk-pci,drive=drive-virtio-disk0,id=virtio-disk0")
     [info] = vm.talk().execute("query-block")["return"]
@@ -70,9 +59,9 @@ def test_libvirt_style_disk(vm_factory, catalog, tmp_path: Path) -> None:
     vm.vm.block.close_all()
 
 
-def test_blockdev_json_and_keyval(vm_factory, catalog) -> None:
+def test_blockdev_json_and_keyval(vm_cmdline) -> None:
     """-blockdev in JSON and in keyval syntax build the same kind of node."""
-    vm = vm_from(vm_factory, catalog, "-nodefaults",
+    vm = vm_cmdline("-nodefaults",
                  "-blockdev", '{"driver": "null-co", "node-name": "a", "size": 1048576}',
                  "-blockdev", "driver=null-co,node-name=b,size=2097152")
     nodes = vm.talk().execute("query-named-block-nodes")["return"]
@@ -90,10 +79,10 @@ def test_blockdev_json_and_keyval(vm_factory, catalog) -> None:
     (("-drive", "if=none,id=x,werror=bogus"),
      "-drive if=none,id=x,werror=bogus: 'bogus' invalid write error action"),
 ])
-def test_block_errors_carry_the_options_location(vm_factory, catalog, argv, message) -> None:
+def test_block_errors_carry_the_options_location(vm_cmdline, argv, message) -> None:
     """QEMU reports a drive's or device's error at that option (qemu_opts_loc_restore)."""
     with pytest.raises(CommandLineError) as info:
-        vm_from(vm_factory, catalog, "-nodefaults", *argv)
+        vm_cmdline("-nodefaults", *argv)
     assert info.value.render("qemu-system-x86_64") == f"qemu-system-x86_64: {message}\n"
 
 

@@ -86,10 +86,48 @@ def test_emulator_options(catalog) -> None:
                  "--emu-package=", catalog=catalog)
     o = cfg.options
     assert cfg.persona == "2.11.0"
-    assert (o.strict, o.new_glib, o.guest.powerdown, o.guest.powerdown_delay, o.package) == (
-        True, True, "ignore", 2.5, "")
-    with pytest.raises(ConfigError):
+    assert (o.strict, o.new_glib, o.guest_profile, o.package) == (True, True, "os", "")
+    assert o.behaviours == (("powerdown", "ignore"), ("powerdown-delay", 2.5))
+    with pytest.raises(ConfigError, match=r"^--emu-guest-powerdown-delay: expects a "
+                                          r"non-negative number of seconds$"):
         config("--emu-guest-powerdown-delay=soon", catalog=catalog)
+
+
+def test_guest_profile_and_behaviours(catalog) -> None:
+    """--emu-guest picks the profile; --emu-behaviour=NAME=VALUE (repeatable) and the
+    older --emu-guest-powerdown* options override behaviours in command-line order."""
+    cfg = config("--emu-guest=firmware", "--emu-behaviour=powerdown=shutdown",
+                 "--emu-guest-powerdown-delay=1", "--emu-behaviour", "powerdown-delay=2",
+                 "--emu-behaviour=firmware-reboot=off", catalog=catalog)
+    o = cfg.options
+    assert o.guest_profile == "firmware"
+    assert o.behaviours == (("powerdown", "shutdown"), ("powerdown-delay", 1.0),
+                            ("powerdown-delay", 2.0), ("firmware-reboot", False))
+
+
+@pytest.mark.parametrize(("arg", "message"), [
+    ("--emu-behaviour=powerdown", "--emu-behaviour: expects NAME=VALUE"),
+    ("--emu-behaviour=nosuch=1", "--emu-behaviour: unknown behaviour 'nosuch' (known: "
+                                 "firmware-reboot, firmware-reboot-delay, powerdown, "
+                                 "powerdown-delay)"),
+    ("--emu-behaviour=powerdown=later", "--emu-behaviour: powerdown: expects one of "
+                                        "shutdown, ignore"),
+    ("--emu-behaviour=powerdown-delay=-1", "--emu-behaviour: powerdown-delay: expects a "
+                                           "non-negative number of seconds"),
+    ("--emu-behaviour=firmware-reboot=yes", "--emu-behaviour: firmware-reboot: expects "
+                                            "'on' or 'off'"),
+])
+def test_bad_behaviours_are_refused(catalog, arg: str, message: str) -> None:
+    """Each refusal names the option and what the behaviour expects."""
+    with pytest.raises(ConfigError) as refused:
+        config(arg, catalog=catalog)
+    assert str(refused.value) == message
+
+
+def test_unknown_guest_profile_is_refused(catalog) -> None:
+    """--emu-guest takes os or firmware only."""
+    with pytest.raises(CommandLineError):
+        config("--emu-guest=linux", catalog=catalog)
 
 
 def test_stdio_monitor_cannot_be_daemonized(catalog) -> None:

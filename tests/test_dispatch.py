@@ -9,7 +9,7 @@ GenericError that names them; this test prints that list, and later issues shrin
 
 from __future__ import annotations
 
-from vmm.qmp.dispatch import not_implemented
+from vmm.qmp.dispatch import Handler, not_implemented
 
 CORE = {
     "qmp_capabilities", "query-commands", "query-events", "query-qmp-schema", "query-status",
@@ -48,3 +48,49 @@ def test_every_registered_command_is_in_the_schema(vm_factory) -> None:
     generated = [n for n in order if n not in ("query-qmp-schema", "device_add", "netdev_add")]
     assert generated == sorted(generated, key=str.encode)
     assert order[-3:] == ["query-qmp-schema", "device_add", "netdev_add"]
+
+
+def test_built_in_commands_are_table_entries(vm_factory) -> None:
+    """monitor.c registers qmp_capabilities, query-commands, query-events and
+    query-qmp-schema like any other command; the per-monitor ones (negotiation, fds,
+    human-monitor-command) are entries bound to each monitor's session."""
+    table = vm_factory().vm.dispatcher.table
+    for name in ("qmp_capabilities", "query-commands", "query-events", "query-qmp-schema"):
+        assert name in table
+    per_monitor = {n for n, h in table.items() if h.per_monitor}
+    assert per_monitor == {"qmp_capabilities", "getfd", "closefd", "add-fd", "remove-fd",
+                           "query-fdsets", "human-monitor-command"}
+
+
+def test_unimplemented_derives_from_the_table(vm_factory) -> None:
+    """A registered command without a table entry is what unimplemented() lists, and
+    it answers 'not implemented'."""
+    vm = vm_factory()
+    dispatcher = vm.vm.dispatcher
+    assert "query-name" not in dispatcher.unimplemented()
+    del dispatcher.table["query-name"]
+    assert "query-name" in dispatcher.unimplemented()
+    assert vm.talk().execute("query-name") == {
+        "error": {"class": "GenericError", "desc": not_implemented("query-name")}}
+
+
+def test_hmp_runs_through_the_table(vm_factory) -> None:
+    """hmp.c calls qmp_* functions: HMP `info status` prints what the table's
+    query-status handler returns."""
+    vm = vm_factory()
+    dispatcher = vm.vm.dispatcher
+    dispatcher.table["query-status"] = Handler(
+        lambda: {"running": False, "singlestep": True, "status": "debug"})
+    assert vm.talk().execute("human-monitor-command", {"command-line": "info status"}) == {
+        "return": "VM status: paused (single step mode) (debug)\r\n"}
+
+
+def test_boxed_command_receives_one_value(vm_factory) -> None:
+    """A boxed command's handler gets the argument object, wire-named, as one value
+    (qapi-code-gen: 'boxed': true passes the type's pointer)."""
+    vm = vm_factory()
+    seen: list[object] = []
+    vm.vm.dispatcher.table["blockdev-add"] = Handler(seen.append)
+    options = {"driver": "null-co", "node-name": "n0", "read-only": True}
+    assert vm.talk().execute("blockdev-add", options) == {"return": {}}
+    assert seen == [options]

@@ -2,13 +2,16 @@
 
 Entry point of the `vmm` layer (`qmp-emulator ...` or `python -m vmm ...`). It parses
 the command line as qemu-system-x86_64 2.11 does, daemonizes and writes the pid file
-as QEMU does, loads the schema persona and the catalogue, then runs the trio server
-until the machine exits. Messages go to stderr prefixed with the program name, and a
-refused command line exits with status 1, as QEMU's do.
+as QEMU does, loads the schema persona and the catalogue, then builds the machine in
+vl.c's order (`vmm.startup`, with the server binding the chardevs in between) and
+runs the trio server until the machine exits. Messages go to stderr prefixed with the
+program name, and a refused command line exits with status 1, as QEMU's do. The
+emulator's own diagnostics (the per-VM loggers under `vmm`) go to stderr too.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import time
@@ -19,12 +22,12 @@ import trio
 from schema.catalog import Catalog
 from schema.loader import load_schema
 from schema.model import Schema
+from vmm import startup
 from vmm.cmdline import CommandLine, CommandLineError, action_output, parse_command_line
 from vmm.config import EMU_OPTIONS, Config, ConfigError, build_config
 from vmm.daemon import Daemon, PidfileError, create_pidfile, daemonize
-from vmm.machine.core import Clock
+from vmm.machine.clock import Clock
 from vmm.server import BoundAddress, Server, ServerError, progname
-from vmm.startup import configure_block
 from vmm.vm import Vm
 
 TERMINATING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -64,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 daemon.failed()
             return 1
     schema = load_schema(config.persona)
+    _diagnostics_to_stderr(prog)
     try:
         return trio.run(_run, config, cl, schema, catalog, daemon)
     except* CommandLineError as refused:
@@ -83,10 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _run(config: Config, cl: CommandLine, schema: Schema, catalog: Catalog,
                daemon: Daemon | None) -> int:
     clock = Clock.anchored(trio.current_time, time.time())
-    vm = Vm.build(options=config.options, schema=schema, catalog=catalog, clock=clock)
-    configure_block(vm.block, vm.qdev, cl, schema, config.options.machine_type)
-    server = Server(vm, list(config.monitors))
-    vm.machine.start()
+    vm = startup.create_vm(config, schema=schema, catalog=catalog, clock=clock)
+    server = Server(vm, list(config.monitors), on_bound=lambda: startup.finish(vm, cl))
     async with trio.open_nursery() as nursery:
 
         async def serve(*, task_status: trio.TaskStatus[list[BoundAddress]] =
@@ -98,9 +100,20 @@ async def _run(config: Config, cl: CommandLine, schema: Schema, catalog: Catalog
         await nursery.start(serve)
         if daemon is not None:
             daemon.initialised()
-    vm.block.close_all()
+    vm.close()
     code = vm.machine.exit_code
     return 0 if code is None else code
+
+
+def _diagnostics_to_stderr(prog: str) -> None:
+    """The per-VM loggers (`vmm.vm.<name>`) print to stderr, prefixed like QEMU's
+    messages."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    log = logging.getLogger("vmm")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 async def _signals(vm: Vm) -> None:

@@ -2,23 +2,33 @@
 
 `vmm` layer, pure: reads the `CommandLine` value `vmm.cmdline` parsed and decides
 what QEMU's vl.c would decide from it (machine options, the monitors and the
-chardevs they sit on, read by `devices.chardev.model`), plus the emulator-only
-`--emu-*` settings. Errors are QEMU's messages, raised as `ConfigError` and printed
-by `vmm.__main__`.
+chardevs they sit on, read by `devices.chardev.model`), plus the emulator-only `--emu-*` settings. Errors are
+QEMU's messages, raised as `ConfigError` and printed by `vmm.__main__`.
+
+The guest's behaviours come from its profile (`--emu-guest=os|firmware`), then the
+overrides in command-line order: `--emu-behaviour=NAME=VALUE` for any behaviour a
+composed subsystem declares (`vmm.vm.BEHAVIOURS`), and the older
+`--emu-guest-powerdown[-delay]`, which set `powerdown` and `powerdown-delay`.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import attrs
 
 from devices.chardev.model import ChardevSpec, chardev_spec
 from schema.catalog import Catalog
+from schema.handlers import PROFILES, BehaviourError
 from schema.loader import DEFAULT_PERSONA, PERSONAS
 from vmm.cmdline import CommandLine, CommandLineError, Diagnostic, EmuOption, QemuOpts
 from vmm.machine.core import MachineOptions
-from vmm.machine.guest import POWERDOWN_REACTIONS, GuestBehaviour
+from vmm.vm import BEHAVIOURS
+
+# Older emulator options, each an override of one behaviour.
+BEHAVIOUR_OPTIONS = {"guest-powerdown": "powerdown",
+                     "guest-powerdown-delay": "powerdown-delay"}
 
 EMU_OPTIONS = (
     # Only the 2.11 personas can be served yet; the 1.x ones load as schemas only.
@@ -31,7 +41,11 @@ EMU_OPTIONS = (
               help="treat a reply or event the schema rejects as a fatal error"),
     EmuOption("glib", choices=("2.56", "2.74"), metavar="VERSION",
               help="GLib whose hash order names unexpected arguments (default 2.56)"),
-    EmuOption("guest-powerdown", choices=POWERDOWN_REACTIONS, metavar="REACTION",
+    EmuOption("guest", choices=PROFILES, metavar="PROFILE",
+              help="the simulated guest: a cooperative OS (default), or firmware only"),
+    EmuOption("behaviour", metavar="NAME=VALUE",
+              help="change one behaviour of the simulated guest (repeatable)"),
+    EmuOption("guest-powerdown", choices=("shutdown", "ignore"), metavar="REACTION",
               help="what the simulated guest does on an ACPI power button press"),
     EmuOption("guest-powerdown-delay", metavar="SECONDS",
               help="how long the simulated guest takes to power off (default 0.5)"),
@@ -102,6 +116,31 @@ def _iothread(opts: QemuOpts) -> tuple[str, int, int, int]:
             number("poll-shrink", 0))
 
 
+def behaviour_overrides(cl: CommandLine) -> tuple[tuple[str, Any], ...]:
+    """The behaviours the command line changes, converted, in command-line order."""
+    declared = {b.name: b for b in BEHAVIOURS}
+    overrides: list[tuple[str, Any]] = []
+    for option, text in cl.emu_options:
+        if option == "behaviour":
+            name, eq, value = text.partition("=")
+            if not eq:
+                raise ConfigError("--emu-behaviour: expects NAME=VALUE")
+            prefix = f"--emu-behaviour: {name}"
+        elif option in BEHAVIOUR_OPTIONS:
+            name, value, prefix = BEHAVIOUR_OPTIONS[option], text, f"--emu-{option}"
+        else:
+            continue
+        decl = declared.get(name)
+        if decl is None:
+            raise ConfigError(f"--emu-behaviour: unknown behaviour '{name}' (known: "
+                              f"{', '.join(sorted(declared))})")
+        try:
+            overrides.append((name, decl.convert(value)))
+        except BehaviourError as err:
+            raise ConfigError(f"{prefix}: {err}") from None
+    return tuple(overrides)
+
+
 def build_config(cl: CommandLine, catalog: Catalog) -> Config:
     machine_type = resolve_machine_type(cl, catalog)
     accel = cl.accelerators[0] if cl.accelerators else "tcg"
@@ -119,16 +158,6 @@ def build_config(cl: CommandLine, catalog: Catalog) -> Config:
             raise ConfigError("cannot use stdio with -daemonize")
         monitors.append(MonitorSpec(spec, mode=mon.mode, pretty=mon.pretty))
     emu = cl.emu
-    guest = GuestBehaviour()
-    if "guest-powerdown" in emu:
-        guest = attrs.evolve(guest, powerdown=emu["guest-powerdown"])
-    if "guest-powerdown-delay" in emu:
-        try:
-            delay = float(emu["guest-powerdown-delay"])
-            guest = attrs.evolve(guest, powerdown_delay=delay)
-        except ValueError:
-            raise ConfigError("--emu-guest-powerdown-delay: expects a non-negative number "
-                              "of seconds") from None
     options = MachineOptions(
         name=cl.name,
         uuid=cl.uuid or "00000000-0000-0000-0000-000000000000",
@@ -147,7 +176,8 @@ def build_config(cl: CommandLine, catalog: Catalog) -> Config:
         package=emu.get("package", " (v2.11.0)"),
         strict="strict" in emu and emu["strict"] != "off",
         new_glib=emu.get("glib") == "2.74",
-        guest=guest,
+        guest_profile=emu.get("guest", "os"),
+        behaviours=behaviour_overrides(cl),
         iothreads=tuple(_iothread(o) for o in cl.objects
                         if o.get("qom-type") == "iothread" and o.id is not None),
         pid=os.getpid(),

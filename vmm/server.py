@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from collections.abc import Callable
 
 import trio
@@ -100,7 +99,7 @@ class Connection:
                 # this connection's edge, and keep serving (unless --emu-strict).
                 if machine.options.strict:
                     raise
-                traceback.print_exc(file=sys.stderr)
+                machine.log.exception("a request failed at its connection's edge")
             if machine.exit_code is not None:
                 self.on_exit()
                 await trio.sleep_forever()
@@ -140,9 +139,11 @@ class Connection:
 class Server:
     """All monitors of one VM, its main loop, and the exit sequence."""
 
-    def __init__(self, vm: Vm, monitors: list[MonitorSpec]) -> None:
+    def __init__(self, vm: Vm, monitors: list[MonitorSpec],
+                 on_bound: Callable[[], None] = lambda: None) -> None:
         self.vm = vm
         self.specs = monitors
+        self.on_bound = on_bound  # the rest of start-up (vmm.startup.finish)
         self.listeners: list[tuple[Listener, QmpMonitor | HmpMonitor]] = []
         self.stdio: list[QmpMonitor | HmpMonitor] = []
         self.connections: list[Connection] = []
@@ -177,6 +178,7 @@ class Server:
                     trio.TASK_STATUS_IGNORED) -> int:
         """Run until the machine exits; report the bound addresses once listening."""
         addresses = await self.bind()
+        self.on_bound()
         machine = self.vm.machine
         machine.kick = self.kicked.set
         async with trio.open_nursery() as nursery:

@@ -1,13 +1,25 @@
-"""The block devices of QEMU's command line: -blockdev, -drive, default drives, -device.
+"""QEMU's command line applied to a machine, in the order of vl.c's main().
 
-Composition in the `vmm` layer: it feeds the values `vmm.cmdline` parsed to the block
-layer's entry points (`blockdev.drive`) and to qdev (`devices.board`, `devices.qdev`)
-in the order vl.c's configure_blockdev and machine init use: every -blockdev, then
-every -drive, then the machine's default drives (a CD-ROM at index 2 of the
-default interface, a floppy, an SD card), then the devices the board creates for
-its interfaces' drives, then each -device with a drive (followed by those that
-`if=virtio` drives imply). A failure is QEMU's message at the option's location;
-the program prints it and exits 1.
+Composition in the `vmm` layer, pure (the sockets are the server's). vl.c builds a
+machine in this order, and so does this module:
+
+1. the machine options (machine type, memory, CPUs, accelerator; here also the
+   emulator's own settings) and the initial `-object`s: `create_vm`;
+2. the chardevs and the monitors on them: the edge's part (`vmm.server` binds and, for
+   `server,wait`, waits for a client before anything below happens);
+3. the block devices, fed to the block layer's entry points (`blockdev.drive`) and to
+   qdev (`devices.board`, `devices.qdev`): every -blockdev, every -drive, the
+   machine's default drives (a CD-ROM at index 2 of the default interface, a floppy,
+   an SD card), the devices the board creates for its interfaces' drives, each
+   -device with a drive (then those that `if=virtio` drives imply):
+   `configure_devices`;
+4. the machine starts: a silent system reset, then a VM start unless -S, or the wait
+   for an incoming migration (`Machine.start`).
+
+`build_vm(argv, clock=...)` runs all of it but the chardevs, from a command-line list
+(tests attach their monitors to the Vm it returns). A refused option is QEMU's message
+at the option's location, raised as CommandLineError (or ConfigError); the program
+prints it and exits 1.
 """
 
 from __future__ import annotations
@@ -19,9 +31,21 @@ from blockdev.layer import BlockLayer
 from devices.blockdevs import DEVICE_KINDS
 from devices.board import create_board_devices
 from devices.qdev import Qdev, attach_device
+from schema.catalog import Catalog
 from schema.errors import QMPError
+from schema.loader import load_schema
 from schema.model import Schema
-from vmm.cmdline import CommandLine, CommandLineError, Diagnostic, Location
+from vmm.cmdline import (
+    Action,
+    CommandLine,
+    CommandLineError,
+    Diagnostic,
+    Location,
+    parse_command_line,
+)
+from vmm.config import EMU_OPTIONS, Config, build_config
+from vmm.machine.clock import Clock
+from vmm.vm import Vm
 
 # vl.c CDROM_OPTS, FD_OPTS, SD_OPTS with the interface and index drive_add adds.
 DEFAULT_DRIVES = {
@@ -33,6 +57,44 @@ DEFAULT_DRIVES = {
 
 def _fail(err: QMPError, location: Location) -> CommandLineError:
     return CommandLineError(Diagnostic(err.desc, location=location))
+
+
+def build_vm(argv: Sequence[str], *, clock: Clock, schema: Schema | None = None,
+             catalog: Catalog | None = None, start: bool = True) -> Vm:
+    """The Vm `qmp-emulator ARGV` runs, without its chardevs (a test's entry point).
+
+    `schema` and `catalog` default to the persona the command line asks for and the
+    recorded catalogue; pass them to share one loaded copy between many machines.
+    """
+    cl = parse_command_line(list(argv), extra_options=EMU_OPTIONS)
+    if cl.action is not Action.RUN:
+        raise ValueError(f"{' '.join(argv)!r} does not run a machine ({cl.action})")
+    catalog = Catalog.load() if catalog is None else catalog
+    config = build_config(cl, catalog)
+    schema = load_schema(config.persona) if schema is None else schema
+    vm = create_vm(config, schema=schema, catalog=catalog, clock=clock)
+    configure_devices(vm, cl)
+    if start:
+        vm.machine.start()
+    return vm
+
+
+def create_vm(config: Config, *, schema: Schema, catalog: Catalog, clock: Clock) -> Vm:
+    """vl.c up to the chardevs: the machine of the options, and the initial -objects
+    (iothreads are part of the options: query-iothreads lists them)."""
+    return Vm.build(options=config.options, schema=schema, catalog=catalog, clock=clock)
+
+
+def configure_devices(vm: Vm, cl: CommandLine) -> None:
+    """vl.c after the chardevs, up to machine start: the block devices (so far the
+    only devices the emulator builds)."""
+    configure_block(vm.block, vm.qdev, cl, vm.machine.schema, vm.machine.options.machine_type)
+
+
+def finish(vm: Vm, cl: CommandLine) -> None:
+    """What follows the chardevs: the devices, then the machine starts."""
+    configure_devices(vm, cl)
+    vm.machine.start()
 
 
 def configure_block(layer: BlockLayer, qdev: Qdev, cl: CommandLine, schema: Schema,

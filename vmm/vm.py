@@ -1,8 +1,11 @@
-"""The composition root: a Machine with its command handlers, dispatcher and monitors.
+"""The composition root: a Machine with its subsystems, command handlers, dispatcher and monitors.
 
 `vmm` layer. `Vm.build` wires one machine together from values (options, a schema, a
 catalogue, a clock), so a test, the server and, later, a process hosting many
 machines all build VMs the same way and share nothing but those immutable values.
+Each subsystem is a typed attribute here and is plugged into the Machine, whose hooks
+it then follows (`vmm.machine.subsystem`); its command handlers join the dispatcher's
+table, and its guest behaviours join `BEHAVIOURS`.
 """
 
 from __future__ import annotations
@@ -15,20 +18,25 @@ from blockdev.layer import BlockLayer
 from devices.display.vnc import VncDisplays
 from devices.qdev import Qdev
 from schema.catalog import Catalog
+from schema.handlers import Behaviour
 from schema.model import Schema
 from vmm.change import ChangeCommand
-from vmm.machine.commands import CoreCommands
+from vmm.machine.commands import CoreCommands, MonitorCommands
 from vmm.machine.core import Clock, Machine, MachineOptions
+from vmm.machine.guest import GUEST_BEHAVIOURS
 from vmm.machine.trace import TraceEvents
 from vmm.qmp.dispatch import Dispatcher
 from vmm.qmp.monitor import HmpMonitor, MonitorHub, QmpMonitor
+
+# Every guest behaviour of the subsystems composed here (the command line's
+# --emu-behaviour names).
+BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS,)
 
 
 @attrs.define(kw_only=True)
 class Vm:
     machine: Machine
     core: CoreCommands
-    trace: TraceEvents
     dispatcher: Dispatcher
     hub: MonitorHub
     block: BlockLayer
@@ -39,24 +47,28 @@ class Vm:
     def build(cls, *, options: MachineOptions, schema: Schema, catalog: Catalog,
               clock: Clock) -> Vm:
         machine = Machine.create(schema=schema, catalog=catalog, options=options,
-                                 clock=clock)
-        trace = TraceEvents()
-        core = CoreCommands(machine, trace)
+                                 clock=clock, behaviours=BEHAVIOURS)
         block = BlockLayer.create(machine)
-        machine.subsystems["block"] = block
+        machine.plug(block)
         qdev = Qdev(block=DeviceBackends(block))
         vnc = VncDisplays()  # -vnc is not applied yet: no display, as QEMU without -vnc
-        machine.on_cont(block.on_cont)
-        machine.on_vm_start(lambda: machine.kick() if block.trays.pending else None)
-        owners: list[object] = [core, BlockCommands(block), ChangeCommand(block, vnc)]
-        owners.extend(machine.subsystems.values())
-        dispatcher = Dispatcher(machine, *owners)
+        core = CoreCommands(machine)
+        dispatcher = Dispatcher(machine, core, BlockCommands(block), ChangeCommand(block, vnc),
+                                per_monitor=MonitorCommands)
         hub = MonitorHub(machine, dispatcher, core)
-        return cls(machine=machine, core=core, trace=trace, dispatcher=dispatcher, hub=hub,
-                   block=block, qdev=qdev, vnc=vnc)
+        return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
+                   qdev=qdev, vnc=vnc)
+
+    @property
+    def trace(self) -> TraceEvents:
+        return self.machine.trace
 
     def qmp_monitor(self, *, pretty: bool = False, name: str = "") -> QmpMonitor:
         return self.hub.qmp(pretty=pretty, name=name)
 
     def hmp_monitor(self, *, name: str = "") -> HmpMonitor:
         return self.hub.hmp(name=name)
+
+    def close(self) -> None:
+        """At exit: the subsystems close their files and release their locks."""
+        self.machine.close()

@@ -222,7 +222,8 @@ class CommandLine:
 
     action: Action = Action.RUN
     options: tuple[ParsedOption, ...] = ()
-    emu: Mapping[str, str] = attrs.field(factory=dict)
+    emu: Mapping[str, str] = attrs.field(factory=dict)  # the last value of each
+    emu_options: tuple[tuple[str, str], ...] = ()  # every --emu-* (name, value), in order
     warnings: tuple[Diagnostic, ...] = ()
     groups: Mapping[str, tuple[QemuOpts, ...]] = attrs.field(factory=dict)
 

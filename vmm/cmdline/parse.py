@@ -193,6 +193,7 @@ class Parser:
         self.warnings: list[Diagnostic] = []
         self.options: list[ParsedOption] = []
         self.emu: dict[str, str] = {}
+        self.emu_options: list[tuple[str, str]] = []
         self.device_configs: list[_DeviceConfig] = []
         self.trace: list[MutableOpts] = []
         self.blockdevs: list[Blockdev] = []
@@ -388,6 +389,7 @@ class Parser:
             choices = ", ".join(opt.choices)
             raise self.fail(f"Parameter 'emu-{opt.name}' expects one of {choices}")
         self.emu[opt.name] = arg
+        self.emu_options.append((opt.name, arg))
 
     def handle(self, name: str, arg: str | None) -> None:
         handler = _HANDLERS.get(name)
@@ -1299,6 +1301,7 @@ class Parser:
             action=action,
             options=tuple(self.options),
             emu=dict(self.emu),
+            emu_options=tuple(self.emu_options),
             warnings=tuple(self.warnings),
             groups=groups,
             name=guest,

@@ -1,29 +1,31 @@
-"""The human monitor (HMP): QEMU's command table, parser and texts, as a view of the Machine.
+"""The human monitor (HMP): QEMU's command-line parser and the interpreter that runs it.
 
 `vmm` layer, synchronous. `Hmp.run(line)` executes one command line and returns what
 QEMU would print (with `\\n` line ends; the monitor turns them into CR LF). Used by
-`human-monitor-command` and by `-monitor`/`-mon mode=readline` monitors. Command
-names, parameter hints, help texts and output formats are QEMU 2.11.0's
-(hmp-commands.hx, hmp-commands-info.hx, hmp.c, monitor.c monitor_parse_command);
-commands whose subsystem is not modelled yet are not in the table, so QEMU's
-"unknown command" text answers them.
+`human-monitor-command` and by `-monitor`/`-mon mode=readline` monitors. As hmp.c
+calls the qmp_* functions, a command's function calls QMP handlers by schema name
+through the machine's command table (`Hmp.qmp`), with this monitor's session for the
+per-monitor ones. The table itself, QEMU's command names, parameter hints and help
+texts, is `vmm.hmp.commands`; parsing follows monitor.c monitor_parse_command.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from schema.errors import QMPError
 
 if TYPE_CHECKING:
-    from vmm.machine.commands import CoreCommands
+    from vmm.qmp.dispatch import Dispatcher, MonitorSession
 
 
 @attrs.frozen
 class HmpCommand:
+    """One entry of hmp-commands.hx / hmp-commands-info.hx."""
+
     name: str  # "c|cont": aliases separated by |
     args_type: str
     params: str
@@ -35,6 +37,11 @@ class HmpCommand:
         return word in self.name.split("|")
 
 
+def command_table(commands: Iterable[HmpCommand]) -> tuple[HmpCommand, ...]:
+    """monitor.c sortcmdlist: a table (and each sub-table) in strcmp order of names."""
+    return tuple(sorted(commands, key=lambda c: c.name.encode()))
+
+
 class HmpSyntaxError(Exception):
     pass
 
@@ -44,20 +51,29 @@ def _is_space(ch: str) -> bool:
 
 
 class Hmp:
-    """One human monitor's command interpreter over a machine's core commands."""
+    """One human monitor's command interpreter over a machine's command table."""
 
-    def __init__(self, core: CoreCommands) -> None:
-        self.core = core
+    def __init__(self, dispatcher: Dispatcher, session: MonitorSession,
+                 table: tuple[HmpCommand, ...] | None = None) -> None:
+        from vmm.hmp.commands import TABLE
+
+        self.dispatcher = dispatcher
+        self.session = session
+        self.machine = dispatcher.machine
+        self.table = TABLE if table is None else table
         self.out: list[str] = []
-        self.table = _TABLE
 
     def printf(self, text: str) -> None:
         self.out.append(text)
 
+    def qmp(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
+        """The QMP command `name`'s handler (snake_case keywords, as in QMP)."""
+        return self.dispatcher.call(self.session, name, *args, **kwargs)
+
     def run(self, line: str) -> str:
         """monitor.c handle_hmp_command; returns the printed text."""
         self.out = []
-        self.core.trace.log("handle_hmp_command", f"mon {id(self):#x} cmdline: {line}")
+        self.machine.trace.log("handle_hmp_command", f"mon {id(self):#x} cmdline: {line}")
         cmd, rest = self._parse_command(line, line, self.table)
         if cmd is not None:
             try:
@@ -124,14 +140,9 @@ class Hmp:
             raise HmpSyntaxError(f"{cmd.name}: extraneous characters at the end of line\n")
         return args
 
-    # -- commands ---------------------------------------------------------------------
+    # -- help (monitor.c help_cmd), used by the `help` and `info` commands ---------------
 
-    def help(self, args: dict[str, str]) -> None:
-        """monitor.c help_cmd."""
-        words = args.get("name", "").split()
-        self._help_dump(self.table, words, 0)
-
-    def _help_dump(self, cmds: tuple[HmpCommand, ...], words: list[str], index: int) -> None:
+    def help_dump(self, cmds: tuple[HmpCommand, ...], words: list[str], index: int) -> None:
         prefix = "".join(f"{w} " for w in words[:index])
         if index >= len(words):
             for c in cmds:
@@ -140,79 +151,7 @@ class Hmp:
         for c in cmds:
             if c.matches(words[index]):
                 if c.sub_table is not None:
-                    self._help_dump(c.sub_table, words, index + 1)
+                    self.help_dump(c.sub_table, words, index + 1)
                 else:
                     self.printf(f"{prefix}{c.name} {c.params} -- {c.help}\n")
                 break
-
-    def info_help(self, args: dict[str, str]) -> None:
-        """hmp_info_help: `info` alone lists the info subcommands."""
-        self._help_dump(self.table, ["info"], 0)
-
-    def info_status(self, args: dict[str, str]) -> None:
-        """hmp.c hmp_info_status."""
-        info = self.core.query_status()
-        text = "VM status: " + ("running" if info["running"] else "paused")
-        if info["singlestep"]:
-            text += " (single step mode)"
-        if not info["running"] and info["status"] != "paused":
-            text += f" ({info['status']})"
-        self.printf(text + "\n")
-
-    def info_version(self, args: dict[str, str]) -> None:
-        v = self.core.query_version()
-        q = v["qemu"]
-        self.printf(f"{q['major']}.{q['minor']}.{q['micro']}{v['package']}\n")
-
-    def info_name(self, args: dict[str, str]) -> None:
-        name = self.core.query_name().get("name")
-        if name is not None:
-            self.printf(f"{name}\n")
-
-    def info_uuid(self, args: dict[str, str]) -> None:
-        self.printf(self.core.query_uuid()["UUID"] + "\n")
-
-    def info_kvm(self, args: dict[str, str]) -> None:
-        info = self.core.query_kvm()
-        if info["present"]:
-            self.printf("kvm support: " + ("enabled" if info["enabled"] else "disabled") + "\n")
-        else:
-            self.printf("kvm support: not compiled\n")
-
-    def stop(self, args: dict[str, str]) -> None:
-        self.core.stop()
-
-    def cont(self, args: dict[str, str]) -> None:
-        self.core.cont()
-
-    def system_reset(self, args: dict[str, str]) -> None:
-        self.core.system_reset()
-
-    def system_powerdown(self, args: dict[str, str]) -> None:
-        self.core.system_powerdown()
-
-    def quit(self, args: dict[str, str]) -> None:
-        self.core.quit()
-
-
-_INFO_TABLE = (
-    HmpCommand("version", "", "", "show the version of QEMU", Hmp.info_version),
-    HmpCommand("kvm", "", "", "show KVM information", Hmp.info_kvm),
-    HmpCommand("status", "", "", "show the current VM status (running|paused)",
-               Hmp.info_status),
-    HmpCommand("name", "", "", "show the current VM name", Hmp.info_name),
-    HmpCommand("uuid", "", "", "show the current VM UUID", Hmp.info_uuid),
-)
-
-_TABLE = (
-    HmpCommand("help|?", "name:S?", "[cmd]", "show the help", Hmp.help),
-    HmpCommand("q|quit", "", "", "quit the emulator", Hmp.quit),
-    HmpCommand("stop", "", "", "stop emulation", Hmp.stop),
-    HmpCommand("c|cont", "", "", "resume emulation", Hmp.cont),
-    HmpCommand("system_reset", "", "", "reset the system", Hmp.system_reset),
-    HmpCommand("system_powerdown", "", "", "send system power down event",
-               Hmp.system_powerdown),
-    HmpCommand("info", "item:s?", "[subcommand]",
-               "show various information about the system state", Hmp.info_help,
-               sub_table=_INFO_TABLE),
-)

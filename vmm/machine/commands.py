@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from schema.errors import GenericError
+from schema.errors import CommandNotFound, GenericError
 from schema.handlers import qmp_command
-from vmm.machine.trace import TraceEvents
 
 if TYPE_CHECKING:
     from vmm.machine.core import Machine
@@ -36,9 +35,9 @@ def insertion_for_wire_order(value: Any) -> Any:
 class CoreCommands:
     """The commands the Machine answers itself (the rest belong to subsystems)."""
 
-    def __init__(self, machine: Machine, trace: TraceEvents) -> None:
+    def __init__(self, machine: Machine) -> None:
         self.machine = machine
-        self.trace = trace
+        self.trace = machine.trace
 
     # -- run state ---------------------------------------------------------------------
 
@@ -65,11 +64,7 @@ class CoreCommands:
             raise GenericError("Resetting the Virtual Machine is required")
         if m.runstate.state == "suspended":
             return
-        m.cont_hooks()
-        if m.runstate.state == "inmigrate":
-            m.autostart = True
-        else:
-            m.vm_start()
+        m.cont()
 
     @qmp_command("system_reset")
     def system_reset(self) -> None:
@@ -94,7 +89,11 @@ class CoreCommands:
 
     @qmp_command("inject-nmi")
     def inject_nmi(self) -> None:
-        """cpus.c qmp_inject_nmi: x86 CPUs take an NMI; nothing is visible on QMP."""
+        """cpus.c qmp_inject_nmi -> hw/core/nmi.c nmi_monitor_handle: the objects that
+        implement TYPE_NMI handle it (a PC machine: every x86 CPU takes an NMI, nothing
+        visible on QMP); without one, QERR_UNSUPPORTED."""
+        if not self.machine.board.nmi:
+            raise GenericError("this feature or command is not currently supported")
 
     @qmp_command("watchdog-set-action")
     def watchdog_set_action(self, action: str) -> None:
@@ -193,22 +192,31 @@ class CoreCommands:
 
     @qmp_command("trace-event-get-state")
     def trace_event_get_state(self, name: str, vcpu: int | None = None) -> list[dict[str, Any]]:
-        return self.trace.get_state(name, vcpu, self.machine.options.smp_cpus)
+        """trace/qmp.c qmp_trace_event_get_state."""
+        return self.trace.get_state(name, vcpu)
 
     @qmp_command("trace-event-set-state")
     def trace_event_set_state(self, name: str, enable: bool,
                               ignore_unavailable: bool | None = None,
                               vcpu: int | None = None) -> None:
-        self.trace.set_state(name, enable, bool(ignore_unavailable), vcpu,
-                             self.machine.options.smp_cpus)
+        """trace/qmp.c qmp_trace_event_set_state."""
+        self.trace.set_state(name, enable, bool(ignore_unavailable), vcpu)
 
 
 class MonitorCommands:
-    """Commands that act on the monitor that runs them (fds, HMP passthrough)."""
+    """Commands that act on the monitor that runs them (negotiation, fds, HMP
+    passthrough): the dispatcher binds one instance to each monitor's session."""
 
     def __init__(self, machine: Machine, session: MonitorSession) -> None:
         self.machine = machine
         self.session = session
+
+    @qmp_command("qmp_capabilities")
+    def qmp_capabilities(self) -> None:
+        """monitor.c qmp_qmp_capabilities: leaves capabilities negotiation mode once."""
+        if self.session.negotiated:
+            raise CommandNotFound("Capabilities negotiation is already complete, command ignored")
+        self.session.negotiated = True
 
     @qmp_command("getfd")
     def getfd(self, fdname: str) -> None:

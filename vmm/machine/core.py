@@ -1,8 +1,9 @@
-"""The Machine: one simulated VM, the owner of its subsystems, events, clock and timers.
+"""The Machine: one simulated VM, the owner of its subsystems, events, clocks and timers.
 
 Composition layer of `vmm`, still synchronous and free of trio: the server drives it.
-A Machine holds the run state, the event bus, the simulated guest and (as their
-issues land) the block layer, devices and migration. It mirrors QEMU's main loop:
+A Machine holds the run state, the event bus, the guest (`guest`), the behaviours
+registry (`behaviours`), its trace events, and the subsystems plugged into it
+(`plug`, the hooks of `vmm.machine.subsystem`). It mirrors QEMU's main loop:
 commands and guest actions *request* a reset, shutdown, power-down, wake-up or
 suspend, and `process_requests` carries them out in vl.c's order
 (`../shared/reference/runstate.md` §4), which is why such events follow the reply of
@@ -10,53 +11,45 @@ the command that asked for them. Time-driven work (guest reactions, throttled
 events, later jobs and migration) is a deadline: `next_deadline()` says when to call
 `run_timers(now)`.
 
-Every clock read goes through `Machine.clock`, so tests on trio's MockClock are exact.
+Every host clock read goes through `Machine.clock`, so tests on trio's MockClock are
+exact; guest time is the virtual clock (`vm_clock_ns`), which only runs while the VM
+does. Diagnostics (tracebacks of our bugs, schema mismatches) go to the Machine's own
+logger, `vmm.vm.<name>`.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
+import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 
 from schema.catalog import Catalog
 from schema.errors import DeviceNotFound
+from schema.handlers import Behaviour
 from schema.model import Schema
+from vmm.machine.clock import (
+    Clock,
+    RunningVirtualClock,
+    SteppedVirtualClock,
+    Timer,
+    TimerQueue,
+    VirtualClock,
+)
 from vmm.machine.events import Event, EventBus
 from vmm.machine.fds import FdSets
-from vmm.machine.guest import Guest, GuestBehaviour
+from vmm.machine.guest import GUEST_BEHAVIOURS, Behaviours, Guest
 from vmm.machine.runstate import RunState
+from vmm.machine.subsystem import Subsystem
+from vmm.machine.trace import TraceEvents
+
+__all__ = ["Board", "Clock", "Machine", "MachineOptions"]
 
 # include/sysemu/sysemu.h ShutdownCause, as the wire-visible "guest" flag needs it.
 GUEST_CAUSES = frozenset({"guest-shutdown", "guest-reset", "guest-panic"})
-
-
-@attrs.define(kw_only=True)
-class Clock:
-    """Monotonic seconds (trio's clock in the server) and the wall clock derived from it.
-
-    Wall time is anchored once, so a test that fixes `wall_origin` and runs on a
-    MockClock sees the same timestamps every run.
-    """
-
-    monotonic: Callable[[], float]
-    wall_origin: float
-    mono_origin: float
-
-    @classmethod
-    def anchored(cls, monotonic: Callable[[], float], wall_now: float) -> Clock:
-        return cls(monotonic=monotonic, wall_origin=wall_now, mono_origin=monotonic())
-
-    def now(self) -> float:
-        return self.monotonic()
-
-    def wall(self) -> float:
-        return self.wall_origin + (self.monotonic() - self.mono_origin)
 
 
 @attrs.frozen
@@ -80,11 +73,36 @@ class MachineOptions:
     package: str = " (v2.11.0)"
     strict: bool = False  # a reply or event the schema rejects is an error, not a log line
     new_glib: bool = False
-    guest: GuestBehaviour = attrs.Factory(GuestBehaviour)
+    guest_profile: str = "os"  # --emu-guest
+    # Behaviours changed from the profile's values (--emu-behaviour and friends), in order.
+    behaviours: tuple[tuple[str, Any], ...] = ()
     # -object iothread: (id, poll-max-ns, poll-grow, poll-shrink)
     iothreads: tuple[tuple[str, int, int, int], ...] = ()
     pid: int = 0  # the emulator's process id (reported as every iothread's thread id)
     vmgenid_guid: str | None = None
+
+
+@attrs.frozen
+class Board:
+    """What the machine type's class gives the Machine.
+
+    The PC machines (every type below `generic-pc-machine` in the recorded QOM tree)
+    boot SeaBIOS, implement the NMI interface (hw/i386/pc.c pc_machine_info, TYPE_NMI)
+    and create the vCPUs of `-smp`; `-machine none` (hw/core/null-machine.c
+    machine_none_init) has no firmware, no NMI handler, and a vCPU only when `-cpu`
+    names a model.
+    """
+
+    firmware: bool
+    nmi: bool
+    vcpus: int
+
+    @classmethod
+    def of(cls, options: MachineOptions, catalog: Catalog) -> Board:
+        pc = "generic-pc-machine" in catalog.qom_ancestors(f"{options.machine_type}-machine")
+        if pc:
+            return cls(firmware=True, nmi=True, vcpus=options.smp_cpus)
+        return cls(firmware=False, nmi=False, vcpus=1 if options.cpu_model else 0)
 
 
 @attrs.define(kw_only=True)
@@ -111,56 +129,79 @@ class Machine:
     schema: Schema
     catalog: Catalog
     options: MachineOptions
+    board: Board
     clock: Clock
+    vm_clock: VirtualClock
     runstate: RunState
     events: EventBus
-    guest: Guest
+    behaviours: Behaviours
     fdsets: FdSets
+    trace: TraceEvents
+    log: logging.Logger
     no_shutdown: bool
     watchdog_action: str
     autostart: bool
     requests: _Requests = attrs.Factory(_Requests)
     exit_code: int | None = None
-    subsystems: dict[str, Any] = attrs.Factory(dict)
+    # The hooks run in this order; the guest is first (it resets before the devices).
+    subsystems: list[Subsystem] = attrs.Factory(list)
     kick: Callable[[], None] = lambda: None  # the server's "recompute your deadline"
+    timers: TimerQueue = attrs.Factory(TimerQueue)     # host clock, seconds
+    vm_timers: TimerQueue = attrs.Factory(TimerQueue)  # virtual clock, nanoseconds
+    guest: Guest = attrs.field(init=False)  # needs the machine: set by `create`
     rng: random.Random = attrs.Factory(random.Random)  # g_random_*: new images' UUIDs
-    # QEMU_CLOCK_VIRTUAL: ticks from vm_start to the next do_vm_stop [cpus.c
-    # cpu_enable_ticks, cpu_disable_ticks]; nanoseconds banked, and since when it runs.
-    _vclock_ns: int = 0
-    _vclock_since: float | None = None
-    _timers: list[tuple[float, int, Callable[[], None]]] = attrs.Factory(list)
-    _seq: Any = attrs.Factory(itertools.count)
-    _cont_hooks: list[Callable[[], None]] = attrs.Factory(list)
-    _start_hooks: list[Callable[[], None]] = attrs.Factory(list)
 
     @classmethod
     def create(cls, *, schema: Schema, catalog: Catalog, options: MachineOptions,
-               clock: Clock) -> Machine:
+               clock: Clock, behaviours: Sequence[Behaviour] = GUEST_BEHAVIOURS) -> Machine:
+        """A machine of `options`; `behaviours` are those of every subsystem composed
+        into it (raises BehaviourError for a bad value in `options.behaviours`)."""
+        board = Board.of(options, catalog)
+        label = options.name if options.name else f"{id(options):x}"
+        vm_clock: VirtualClock = (SteppedVirtualClock() if options.accel == "qtest"
+                                  else RunningVirtualClock())
         machine = cls(
             schema=schema,
             catalog=catalog,
             options=options,
+            board=board,
             clock=clock,
+            vm_clock=vm_clock,
             runstate=RunState(singlestep=options.singlestep),
             events=EventBus(schema=schema, strict=options.strict),
-            guest=Guest(behaviour=options.guest),
+            behaviours=Behaviours.create(behaviours, profile=options.guest_profile,
+                                         overrides=options.behaviours),
             fdsets=FdSets(),
+            trace=TraceEvents(catalog=catalog, vcpus=board.vcpus),
+            log=logging.getLogger(f"vmm.vm.{label}"),
             no_shutdown=options.no_shutdown,
             watchdog_action=options.watchdog_action,
             autostart=not options.start_paused,
         )
-        machine.guest.machine = machine
+        machine.guest = Guest(machine=machine, firmware=board.firmware)
+        machine.plug(machine.guest)
         return machine
 
+    def plug(self, subsystem: Subsystem) -> None:
+        """Add a subsystem: from now on its hooks run with the Machine's."""
+        self.subsystems.append(subsystem)
+
     def start(self) -> None:
-        """What vl.c's main() does after the machine is built, before the main loop."""
+        """The end of vl.c's main(): a silent reset, then a VM start unless -S, or the
+        wait for an incoming migration."""
+        self.system_reset("none")
         if self.options.incoming is not None:
             self.runstate.set("inmigrate")
         elif self.autostart:
             # The start-up RESUME goes out before any monitor could have negotiated.
             self.vm_start()
 
-    # -- clock and events ----------------------------------------------------------
+    def close(self) -> None:
+        """At exit: every subsystem closes (files, locks), the last plugged first."""
+        for sub in reversed(self.subsystems):
+            sub.close()
+
+    # -- clocks and events -----------------------------------------------------------
 
     def now(self) -> float:
         return self.clock.now()
@@ -172,11 +213,9 @@ class Machine:
         raise DeviceNotFound(f"Device '{qdev_id}' not found")
 
     def vm_clock_ns(self) -> int:
-        """qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL): how long the VM has run."""
-        ns = self._vclock_ns
-        if self._vclock_since is not None:
-            ns += round((self.clock.now() - self._vclock_since) * 1e9)
-        return ns
+        """QEMU_CLOCK_VIRTUAL: nanoseconds of guest time (0 until the VM first runs;
+        time spent stopped does not count)."""
+        return self.vm_clock.read(self.clock.now())
 
     def emit(self, name: str, data: dict[str, Any] | None = None) -> Event:
         return self.events.emit(name, data, now=self.clock.now(), wall=self.clock.wall())
@@ -187,72 +226,115 @@ class Machine:
 
     # -- timers ---------------------------------------------------------------------
 
-    def call_at(self, deadline: float, callback: Callable[[], None]) -> None:
-        heapq.heappush(self._timers, (deadline, next(self._seq), callback))
+    def call_at(self, deadline: float, callback: Callable[[], None]) -> Timer:
+        """Run `callback` once the host clock reaches `deadline` (seconds)."""
+        timer = self.timers.add(deadline, callback)
         self.kick()
+        return timer
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
-        self.call_at(self.clock.now() + delay, callback)
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return self.call_at(self.clock.now() + delay, callback)
+
+    def vm_call_at(self, deadline_ns: int, callback: Callable[[], None]) -> Timer:
+        """Run `callback` once the virtual clock reaches `deadline_ns`: only while the
+        VM runs (qemu-timer.c: QEMU_CLOCK_VIRTUAL is disabled while vCPUs are paused)."""
+        timer = self.vm_timers.add(deadline_ns, callback)
+        self.kick()
+        return timer
+
+    def vm_call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        """`callback` after `delay` seconds of guest time."""
+        return self.vm_call_at(self.vm_clock_ns() + round(delay * 1e9), callback)
 
     def next_deadline(self) -> float:
-        deadline = self._timers[0][0] if self._timers else math.inf
-        deadline = min(deadline, self.events.next_deadline())
-        for sub in self.subsystems.values():
-            nd = getattr(sub, "next_deadline", None)
-            if nd is not None:
-                deadline = min(deadline, nd())
+        deadline = min(self.timers.earliest(), self.events.next_deadline())
+        if self.runstate.running:
+            first = self.vm_timers.earliest()
+            if first != math.inf:
+                deadline = min(deadline,
+                               self.vm_clock.host_deadline(int(first), self.clock.now()))
+        for sub in self.subsystems:
+            deadline = min(deadline, sub.next_deadline())
         return deadline
 
     def run_timers(self, now: float) -> None:
         """Run everything due at `now`, then whatever main-loop work it requested."""
         self.events.run_due(now)
-        while self._timers and self._timers[0][0] <= now:
-            _, _, callback = heapq.heappop(self._timers)
-            callback()
-        for sub in self.subsystems.values():
-            run = getattr(sub, "run_due", None)
-            if run is not None:
-                run(now)
+        while (timer := self.timers.pop_due(now)) is not None:
+            timer.callback()
+        self._run_vm_timers(now)
+        for sub in self.subsystems:
+            sub.run_due(now)
         self.process_requests()
 
-    # -- hooks for subsystems -------------------------------------------------------
+    def _run_vm_timers(self, now: float) -> None:
+        while self.runstate.running:
+            timer = self.vm_timers.pop_due(self.vm_clock.read(now))
+            if timer is None:
+                return
+            timer.callback()
 
-    def on_cont(self, hook: Callable[[], None]) -> None:
-        """Run `hook` when `cont` resets I/O status (block layer)."""
-        self._cont_hooks.append(hook)
+    def vm_deadline_ns(self) -> int:
+        """qemu_clock_deadline_ns_all(QEMU_CLOCK_VIRTUAL): nanoseconds of guest time to
+        the first virtual timer; -1 when there is none or the VM is not running (a
+        disabled clock has no deadline)."""
+        first = self.vm_timers.earliest()
+        if first == math.inf or not self.runstate.running:
+            return -1
+        return max(0, int(first) - self.vm_clock_ns())
 
-    def on_vm_start(self, hook: Callable[[], None]) -> None:
-        self._start_hooks.append(hook)
+    def warp_vm_clock(self, target_ns: int) -> int:
+        """cpus.c qtest_clock_warp: move a stepped virtual clock to `target_ns`, running
+        the virtual timers due on the way, each at its own deadline. Returns the clock."""
+        clock = self.vm_clock
+        if not isinstance(clock, SteppedVirtualClock):
+            raise ValueError("only the qtest accelerator's virtual clock can be warped")
+        now = self.clock.now()
+        while clock.value_ns < target_ns:
+            first = self.vm_timers.earliest() if self.runstate.running else math.inf
+            clock.warp(int(min(first, target_ns)))
+            self._run_vm_timers(now)
+        self.process_requests()
+        return clock.value_ns
 
     # -- the primitives of cpus.c --------------------------------------------------------
 
     def vm_stop(self, state: str) -> None:
+        """do_vm_stop: the clock stops, the subsystems hear of it, then STOP."""
         events = self.runstate.vm_stop(state)
         if events:
-            self._disable_ticks()
-        self._emit_all(events)
+            self.vm_clock.stop(self.clock.now())
+            for sub in self.subsystems:
+                sub.vm_stop()
+            self._emit_all(events)
+            self.kick()
 
     def vm_start(self) -> None:
+        """vm_prepare_start: RESUME, the clock runs, then the subsystems hear of it."""
         events = self.runstate.vm_start()
-        if events and self._vclock_since is None:
-            self._vclock_since = self.clock.now()
-        self._emit_all(events)
         if events:
-            for hook in list(self._start_hooks):
-                hook()
-            self.guest.on_vm_start()
+            self._emit_all(events)
+            self.vm_clock.start(self.clock.now())
+            for sub in self.subsystems:
+                sub.vm_start()
+            self.kick()
 
     def vm_stop_force(self, state: str) -> None:
-        was_running = self.runstate.running
-        events = self.runstate.vm_stop_force(state)
-        if was_running:
-            self._disable_ticks()
-        self._emit_all(events)
+        """vm_stop_force_state."""
+        if self.runstate.running:
+            self.vm_stop(state)
+        else:
+            self.runstate.set(state)
 
-    def _disable_ticks(self) -> None:
-        if self._vclock_since is not None:
-            self._vclock_ns = self.vm_clock_ns()
-            self._vclock_since = None
+    def cont(self) -> None:
+        """qmp_cont after its state checks: the subsystems' preparation (it may fail
+        with the reply's error), then a VM start, or autostart while in inmigrate."""
+        for sub in self.subsystems:
+            sub.before_cont()
+        if self.runstate.state == "inmigrate":
+            self.autostart = True
+        else:
+            self.vm_start()
 
     # -- requests (vl.c qemu_system_*_request) -----------------------------------------
 
@@ -302,6 +384,7 @@ class Machine:
             if req.suspend:
                 req.suspend = False
                 self.runstate.set("suspended")
+                self.guest.on_suspend()
                 self.emit("SUSPEND")
             if req.shutdown is not None:
                 cause, req.shutdown = req.shutdown, None
@@ -318,7 +401,8 @@ class Machine:
                     self.runstate.set("prelaunch")
             if req.wakeup:
                 req.wakeup = False
-                self.guest.on_reset()  # qemu_system_wakeup resets the machine silently
+                self.system_reset("none")  # qemu_system_wakeup resets the machine silently
+                self.guest.on_wakeup()
                 self.emit("WAKEUP")
             if req.powerdown:
                 req.powerdown = False
@@ -329,13 +413,12 @@ class Machine:
                 self.vm_stop(state)
 
     def system_reset(self, cause: str) -> None:
-        """qemu_system_reset: reset the devices, then say RESET (unless cause is none)."""
-        for sub in self.subsystems.values():
-            reset = getattr(sub, "reset", None)
-            if reset is not None:
-                reset()
-        self.guest.on_reset()
+        """qemu_system_reset: every subsystem resets, then RESET (unless cause is none:
+        the silent resets of start-up, S3 wake-up and loadvm)."""
+        for sub in self.subsystems:
+            sub.reset()
         if cause != "none":
+            self.guest.on_system_reset()
             self.emit("RESET", {"guest": cause in GUEST_CAUSES})
 
     # -- guest- and device-initiated changes (runstate.md §4) ---------------------------
@@ -383,7 +466,3 @@ class Machine:
         elif action == "pause":
             self.request_vmstop("watchdog")
         # debug, none, inject-nmi change nothing a monitor can see
-
-    def cont_hooks(self) -> None:
-        for hook in list(self._cont_hooks):
-            hook()

@@ -8,19 +8,26 @@ schema name, and turns its result or its QMPError into the reply. Return values 
 through the schema's output checker, which also puts their members in schema order
 for the serializer.
 
-Commands of the schema that no subsystem handles yet answer a GenericError naming
-them as not implemented; `Dispatcher.unimplemented()` lists them.
+The command table is one mapping from schema name to handler, built from the
+`@qmp_command` marks of the objects composed into the machine (the machine's own
+commands, each subsystem's, and the protocol's: `query-commands`, `query-events`,
+`query-qmp-schema`) and of the per-monitor class (`qmp_capabilities`, the fds,
+`human-monitor-command`), whose instance each session gets. Members reach a handler
+as snake_case keywords; a `boxed` command, and a `gen: false` one (which marshals its
+own arguments), gets the argument object as one value. HMP calls the same handlers by
+schema name (`Dispatcher.call`). Commands of the schema without a handler answer a
+GenericError naming them as not implemented; `Dispatcher.unimplemented()` lists them.
 """
 
 from __future__ import annotations
 
-import sys
-import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from schema.errors import CommandNotFound, GenericError, QMPError
-from schema.handlers import collect_handlers, command_names, member_to_param
+from schema.handlers import collect_handlers, handler_functions, member_to_param, qmp_command
 from schema.jsontypes import JSONValue
 from schema.model import Command
 from schema.output import OutputMismatch, check_return
@@ -48,7 +55,8 @@ class ParseError:
 
 
 class MonitorSession:
-    """The per-monitor state the dispatcher needs: negotiation, fds, HMP passthrough."""
+    """The per-monitor state the dispatcher needs: negotiation, fds, HMP passthrough,
+    and the per-monitor command handlers' owner (bound on first use)."""
 
     def __init__(self, *, run_hmp: Callable[[str], str] | None = None,
                  connected_monitors: Callable[[], int] = lambda: 1) -> None:
@@ -56,7 +64,7 @@ class MonitorSession:
         self.fds = MonitorFds()
         self._run_hmp = run_hmp
         self.connected_monitors = connected_monitors
-        self.handlers: dict[str, Callable[..., Any]] = {}
+        self.commands: object | None = None
 
     def run_hmp(self, command_line: str) -> str:
         if self._run_hmp is None:
@@ -64,15 +72,58 @@ class MonitorSession:
         return self._run_hmp(command_line)
 
 
+@attrs.frozen
+class Handler:
+    """One entry of the command table."""
+
+    fn: Callable[..., Any]  # bound, or (per_monitor) to be called with the session's owner
+    per_monitor: bool = False
+
+
+class ProtocolCommands:
+    """The commands about the protocol itself (monitor.c, qmp-introspect.c)."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    @qmp_command("query-commands")
+    def query_commands(self) -> list[dict[str, str]]:
+        """monitor.c qmp_query_commands: reverse registration order."""
+        return [{"name": n} for n in reversed(self.dispatcher.registration_order)]
+
+    @qmp_command("query-events")
+    def query_events(self) -> list[dict[str, str]]:
+        """monitor.c qmp_query_events: every event of the schema, reverse sorted."""
+        return [{"name": n} for n in sorted(self.dispatcher.schema.events,
+                                            key=lambda n: n.encode(), reverse=True)]
+
+    @qmp_command("query-qmp-schema")
+    def query_qmp_schema(self, arguments: dict[str, Any]) -> Any:
+        """monitor.c qmp_query_qmp_schema (hand-written: its arguments are ignored)."""
+        return self.dispatcher.schema.introspection()
+
+
 class Dispatcher:
     """The command table of one machine and the logic that runs a request against it."""
 
-    def __init__(self, machine: Machine, *owners: object) -> None:
+    def __init__(self, machine: Machine, *owners: object,
+                 per_monitor: type[Any] | None = None) -> None:
+        """`owners` hold the machine-wide handlers; `per_monitor` is the class of the
+        object whose handlers act on one monitor, built as `per_monitor(machine,
+        session)` for each session on first use."""
         self.machine = machine
         self.schema = machine.schema
         self.strict = machine.options.strict
         self.visitor = InputVisitor(new_glib=machine.options.new_glib)
-        self.handlers = collect_handlers(*owners)
+        self.per_monitor = per_monitor
+        self.table: dict[str, Handler] = {
+            name: Handler(fn) for name, fn in
+            collect_handlers(ProtocolCommands(self), *owners).items()}
+        if per_monitor is not None:
+            for name, fn in handler_functions(per_monitor).items():
+                if name in self.table:
+                    raise ValueError(f"two handlers for QMP command {name!r}")
+                self.table[name] = Handler(fn, per_monitor=True)
         recorded = set(machine.catalog.command_names())
         generated = sorted((c.name for c in self.schema.commands.values()
                             if c.gen and (c.name in recorded or not recorded)),
@@ -82,25 +133,25 @@ class Dispatcher:
         self.registered = set(self.registration_order)
         self.mismatches: list[str] = []
 
-    # -- introspective commands ------------------------------------------------------
-
-    def query_commands(self) -> list[dict[str, str]]:
-        """monitor.c qmp_query_commands: reverse registration order."""
-        return [{"name": n} for n in reversed(self.registration_order)]
-
-    def query_events(self) -> list[dict[str, str]]:
-        """monitor.c qmp_query_events: every event of the schema, reverse sorted."""
-        return [{"name": n} for n in sorted(self.schema.events, key=lambda n: n.encode(),
-                                            reverse=True)]
-
     def unimplemented(self) -> list[str]:
         """Registered commands without a handler (they answer 'not implemented')."""
-        from vmm.machine.commands import MonitorCommands
+        return sorted(n for n in self.registration_order if n not in self.table)
 
-        builtin = {"qmp_capabilities", "query-commands", "query-events", "query-qmp-schema"}
-        per_monitor = set(command_names(MonitorCommands))
-        return sorted(n for n in self.registration_order
-                      if n not in self.handlers and n not in builtin and n not in per_monitor)
+    def call(self, session: MonitorSession, name: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Run the handler of `name` directly, as hmp.c calls qmp_* functions: no
+        visitor, no output checker; a QMPError propagates."""
+        handler = self.table.get(name)
+        if handler is None:
+            raise GenericError(not_implemented(name))
+        if handler.per_monitor:
+            return handler.fn(self._owner(session), *args, **kwargs)
+        return handler.fn(*args, **kwargs)
+
+    def _owner(self, session: MonitorSession) -> object:
+        if session.commands is None:
+            assert self.per_monitor is not None
+            session.commands = self.per_monitor(self.machine, session)
+        return session.commands
 
     # -- one request ------------------------------------------------------------------
 
@@ -172,44 +223,31 @@ class Dispatcher:
     def _run(self, session: MonitorSession, command: Command,
              arguments: dict[str, JSONValue]) -> Any:
         name = command.name
-        if name == "query-qmp-schema":
-            return self.schema.introspection()  # arguments ignored (hand-written handler)
-        if command.gen:
-            args = self.visitor.visit_command(command, arguments)
+        if not command.gen:
+            # A hand-written marshaller: the arguments as they came, the return value
+            # as the handler built it (monitor.c qmp_query_qmp_schema, device_add, ...).
+            return self._call(session, name, (arguments,), {})
+        args = self.visitor.visit_command(command, arguments)
+        if command.boxed:
+            value = self._call(session, name, (args,), {})
         else:
-            args = arguments  # device_add, netdev_add: QemuOpts-style, in the handler
-        if name == "qmp_capabilities":
-            if session.negotiated:
-                raise CommandNotFound(
-                    "Capabilities negotiation is already complete, command ignored")
-            session.negotiated = True
-            return {}
-        if name == "query-commands":
-            value: Any = self.query_commands()
-        elif name == "query-events":
-            value = self.query_events()
-        else:
-            handler = session.handlers.get(name) or self.handlers.get(name)
-            if handler is None:
-                raise GenericError(not_implemented(name))
-            if command.gen:
-                kwargs = {member_to_param(k): v for k, v in args.items()}
-                value = self._call(handler, name, kwargs)
-            else:
-                value = self._call(handler, name, {"arguments": args})
+            value = self._call(session, name, (),
+                               {member_to_param(k): v for k, v in args.items()})
         if not command.success_response:
             return _NO_REPLY
         return self._check_return(command, value)
 
-    def _call(self, handler: Callable[..., Any], name: str, kwargs: dict[str, Any]) -> Any:
+    def _call(self, session: MonitorSession, name: str, args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> Any:
+        """`call`, with a bug of ours turned into a GenericError (and logged)."""
         try:
-            return handler(**kwargs)
+            return self.call(session, name, *args, **kwargs)
         except QMPError:
             raise
         except Exception as exc:
             if self.strict:
                 raise
-            traceback.print_exc(file=sys.stderr)
+            self.machine.log.exception("internal error in %s", name)
             raise GenericError(f"qmp-emulator internal error in {name}: {exc}") from exc
 
     def _check_return(self, command: Command, value: Any) -> Any:
@@ -220,7 +258,7 @@ class Dispatcher:
                 raise
             message = f"reply of {command.name}: {err}"
             self.mismatches.append(message)
-            print(f"qmp-emulator: schema mismatch in {message}", file=sys.stderr)
+            self.machine.log.warning("schema mismatch in %s", message)
             return value if value is not None else {}
 
 

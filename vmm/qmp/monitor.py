@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from schema.handlers import collect_handlers
 from schema.output import check_return
 from vmm.hmp.readline import Readline
 from vmm.machine.events import Event
@@ -49,9 +48,10 @@ class MonitorHub:
         self.monitors: list[QmpMonitor | HmpMonitor] = []
 
     def new_hmp(self) -> Hmp:
+        """An HMP interpreter with its own session (the monitor it prints to)."""
         from vmm.hmp.interpreter import Hmp
 
-        return Hmp(self.core)
+        return Hmp(self.dispatcher, MonitorSession(connected_monitors=self.connected))
 
     def connected(self) -> int:
         return sum(1 for m in self.monitors if m.is_connected)
@@ -83,9 +83,6 @@ class QmpMonitor:
         self.on_output: Callable[[], None] = _nothing  # the server's "write me out"
         self.session = MonitorSession(run_hmp=self._run_hmp,
                                       connected_monitors=hub.connected)
-        from vmm.machine.commands import MonitorCommands
-
-        self.session.handlers = collect_handlers(MonitorCommands(self.machine, self.session))
         self._hmp: Hmp | None = None
 
     # -- connection lifecycle (monitor.c monitor_qmp_event) ------------------------------
@@ -96,7 +93,7 @@ class QmpMonitor:
         self.session.negotiated = False
         self.outbox.clear()
         version = check_return(self.machine.schema.commands["query-version"],
-                               self.hub.core.query_version())
+                               self.dispatcher.call(self.session, "query-version"))
         self._write({"QMP": {"version": version, "capabilities": []}})
         self.machine.events.subscribe(self.on_event)
 
