@@ -23,7 +23,6 @@ their own modules and use these primitives.
 from __future__ import annotations
 
 import copy
-import json
 import random
 from collections.abc import Callable
 from typing import Any
@@ -53,7 +52,7 @@ from blockdev.options import (
 )
 from blockdev.throttle import ThrottleGroups
 from schema.errors import DeviceNotFound, GenericError
-from schema.qjson import to_json
+from schema.qobject import from_json, to_json
 
 # bdrv_runtime_opts [block.c].
 RUNTIME_OPTS = (OptDesc("node-name"), OptDesc("driver"), OptDesc("cache.direct", "bool"),
@@ -782,7 +781,7 @@ class BlockLayer:
 
     def _append_open_options(self, bs: Node) -> tuple[Flat, bool]:
         """append_open_options: the node's own driver options."""
-        from schema.qdict import qdict_order
+        from schema.qobject import qdict_order
 
         out: Flat = {}
         found = False
@@ -1081,12 +1080,15 @@ def _backing_flags(options: Flat, flags: OpenFlags, parent_options: Flat) -> Ope
 
 
 def _parse_json_filename(filename: str) -> Flat:
-    """parse_json_filename: json:{...} as flattened options."""
-    text = filename[len("json:"):]
-    try:
-        value = json.loads(text)
-    except ValueError:
-        raise GenericError("Could not parse the JSON options: JSON parse error") from None
-    if not isinstance(value, dict):
+    """parse_json_filename: json:{...} read as qobject_from_json reads it, as flattened
+    options. A first parser error counts even if a later value parsed."""
+    parsed = from_json(filename[len("json:"):])
+    if not parsed.ok:
+        if parsed.error is None:
+            raise GenericError("Could not parse the JSON options")
+        raise GenericError("Could not parse the JSON options: " + parsed.error)
+    if parsed.error is not None:
+        raise GenericError(parsed.error)
+    if not isinstance(parsed.value, dict):
         raise GenericError("Invalid JSON object given")
-    return flatten(value)
+    return flatten(parsed.value)

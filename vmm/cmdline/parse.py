@@ -24,8 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from vmm.cmdline.chardev import CompatError, chr_parse_compat
-from vmm.cmdline.cutils import (
+from schema.opts.cutils import (
     UINT64_MAX,
     byte_truncate,
     qemu_strtou64,
@@ -35,9 +34,20 @@ from vmm.cmdline.cutils import (
     to_c_int,
     to_c_unsigned,
 )
+from schema.opts.keyval import JSONAbort, KeyvalError, parse_json_or_keyval
+from schema.opts.qemuopts import (
+    MutableOpts,
+    OptsError,
+    OptsStore,
+    QemuOpts,
+    is_help_option,
+    parse_bool,
+    parse_number,
+    parse_size,
+)
+from vmm.cmdline.chardev import CompatError, chr_parse_compat
 from vmm.cmdline.errors import CommandLineError, Diagnostic, Location
 from vmm.cmdline.groups import GROUPS
-from vmm.cmdline.keyval import JSONAbort, KeyvalError, keyval_parse, parse_json_object
 from vmm.cmdline.model import (
     Action,
     Blockdev,
@@ -54,16 +64,6 @@ from vmm.cmdline.model import (
     Rtc,
     Sandbox,
     Smp,
-)
-from vmm.cmdline.qemuopts import (
-    MutableOpts,
-    OptsError,
-    OptsStore,
-    QemuOpts,
-    is_help_option,
-    parse_bool,
-    parse_number,
-    parse_size,
 )
 from vmm.cmdline.table import OPTIONS, OVERCOMMIT, QemuOption
 
@@ -426,18 +426,15 @@ class Parser:
 
     def opt_blockdev(self, arg: str | None) -> None:
         assert arg is not None
-        # qobject_input_visitor_new_str: JSON if it starts with '{'.
+        # qobject_input_visitor_new_str: JSON if it starts with '{', else keyval.
         try:
-            if arg.startswith("{"):
-                blockdev = Blockdev(parse_json_object(arg), True, self.loc)
-            else:
-                blockdev = Blockdev(keyval_parse(arg, "driver"), False, self.loc)
+            options, keyval = parse_json_or_keyval(arg, "driver")
         except KeyvalError as exc:
             raise self.fail(exc.message) from None
         except JSONAbort as exc:
             # QEMU fails an assertion and aborts (SIGABRT).
             raise self.fail(exc.message, location=(), exit_status=134) from None
-        self.blockdevs.append(blockdev)
+        self.blockdevs.append(Blockdev(options, not keyval, self.loc))
 
     def opt_hdachs(self, arg: str | None) -> None:
         """vl.c -hdachs c,h,s[,t] (deprecated; sets the first disk image's geometry)."""
