@@ -306,3 +306,22 @@ def scan_int(text: str, pos: int) -> tuple[int | None, int]:
     if end == 0:
         return None, pos
     return to_c_int(value), pos + end
+
+
+def mktimegm(year: int, mon: int, mday: int, hour: int, minute: int, sec: int) -> int:
+    """util/cutils.c mktimegm with C's truncating division (struct tm fields)."""
+
+    def cdiv(a: int, b: int) -> int:
+        q = abs(a) // abs(b)
+        return q if (a >= 0) == (b >= 0) else -q
+
+    y = year + 1900
+    m = mon + 1
+    d = mday
+    if m < 3:
+        m += 12
+        y -= 1
+    days = d + cdiv(153 * m - 457, 5) + 365 * y + cdiv(y, 4) - cdiv(y, 100) + cdiv(y, 400) - 719469
+    t = (86400 * days) & UINT64_MAX
+    t = t - (1 << 64) if t >> 63 else t
+    return t + 3600 * hour + 60 * minute + sec
