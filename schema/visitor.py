@@ -21,16 +21,14 @@ The result is plain data with wire names: present members only, `uint64`/`size`
 negatives wrapped modulo 2**64, integers given to `number` members turned into floats,
 `any` values passed through untouched.
 
-The walk keeps its own stack (each object or array being visited is a generator that
-hands its sub-walks to `_run`), so a value nested as deep as the JSON reader allows
-(1024 levels) costs no Python recursion.
+The walk keeps its own stack (`schema.walk`: each object or array being visited is a
+generator that hands the walks of its parts to `run`), so a value nested as deep as
+the JSON reader allows (1024 levels) costs no Python recursion.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
-from types import GeneratorType
 from typing import Any
 
 from schema.errors import (
@@ -51,16 +49,13 @@ from schema.model import (
 )
 from schema.opts.cutils import Errno, qemu_strtoi64, qemu_strtosz, qemu_strtou64, strtod
 from schema.qobject.qdict import first_unexpected, qdict_order
+from schema.walk import Walk, is_walk, run
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 UINT64_MAX = 2**64 - 1
 _SIGNED_RANGE = {"int8": 8, "int16": 16, "int32": 32}
 _UNSIGNED_RANGE = {"uint8": 8, "uint16": 16, "uint32": 32}
 _SIGNED = frozenset(("int", "int64", *_SIGNED_RANGE))
-
-# A container being visited: it yields the walks of its parts and receives their values.
-_Walk = Generator[Any, Any, Any]
-
 
 def _full(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
@@ -88,12 +83,12 @@ class InputVisitor:
 
     def visit(self, typ: Type, value: Any, path: str, name: str | None) -> Any:
         """Visit one value of type `typ`; `path` is its full name, `name` its bare name."""
-        return _run(self._step(typ, value, path, name))
+        return run(self._step(typ, value, path, name))
 
     def visit_object_members(self, typ: ObjectType, obj: dict[str, Any],
                              path: str) -> dict[str, Any]:
         """Visit the members of the object `obj` (already known to be one)."""
-        result: dict[str, Any] = _run(self._object(typ, obj, path))
+        result: dict[str, Any] = run(self._object(typ, obj, path))
         return result
 
     # -- one value: its converted value, or the walk of a container ------------------
@@ -137,18 +132,18 @@ class InputVisitor:
 
     # -- containers -----------------------------------------------------------------
 
-    def _array(self, typ: ArrayType, value: list[Any], path: str) -> _Walk:
+    def _array(self, typ: ArrayType, value: list[Any], path: str) -> Walk:
         out: list[Any] = []
         element = typ.element
         index = "{}.{}" if self.keyval else "{}[{}]"
         for i, v in enumerate(value):
             item = self._step(element, v, index.format(path, i), None)
-            if type(item) is GeneratorType:
+            if is_walk(item):
                 item = yield item
             out.append(item)
         return out
 
-    def _object(self, typ: ObjectType, obj: dict[str, Any], path: str) -> _Walk:
+    def _object(self, typ: ObjectType, obj: dict[str, Any], path: str) -> Walk:
         out: dict[str, Any] = {}
         consumed: list[str] = []
         members = typ.members
@@ -162,7 +157,7 @@ class InputVisitor:
                     raise GenericError(f"Parameter '{_full(path, m.name)}' is missing")
                 consumed.append(m.name)
                 value = self._step(m.type, obj[m.name], _full(path, m.name), m.name)
-                if type(value) is GeneratorType:
+                if is_walk(value):
                     value = yield value
                 out[m.name] = value
             if variants is None:
@@ -251,28 +246,6 @@ class InputVisitor:
         if err is not Errno.OK:
             raise GenericError(QERR_INVALID_PARAMETER_VALUE % (path, "integer"))
         return _check_unsigned_range(tname, number, name)
-
-
-def _run(step: Any) -> Any:
-    """Finish a visit: a converted value as it is, a container's walk to its end.
-
-    The walks of the containers being visited are kept on a list: each yields the walk
-    of a part that is itself a container and is sent that part's value back."""
-    if type(step) is not GeneratorType:
-        return step
-    stack: list[_Walk] = [step]
-    result: Any = None
-    while True:
-        try:
-            part = stack[-1].send(result)
-        except StopIteration as done:
-            stack.pop()
-            if not stack:
-                return done.value
-            result = done.value
-            continue
-        stack.append(part)
-        result = None
 
 
 def _check_signed_range(tname: str, value: int, name: str | None) -> int:
