@@ -546,3 +546,9 @@ def test_keyval_list_element_names() -> None:
     assert keyval_reject({"l": [{"n": "1"}, {"n": "x"}]}) == "Parameter 'l.1.n' expects integer"
     assert keyval_reject({"l": [{"n": "1"}, "x"]}) == \
         "Invalid parameter type for 'l.1', expected: object"
+
+
+def test_keyval_non_string_scalar() -> None:
+    """qobject_input_get_keyval: a non-string scalar cannot come from keyval_parse;
+    QEMU still names it: `Internal error: parameter F invalid`."""
+    assert keyval_reject({"s": 1}) == "Internal error: parameter s invalid"

@@ -47,6 +47,10 @@ MAX_MESSAGE_BYTES: Final = 64 << 20
 MAX_TOKEN_COUNT: Final = 2 << 20
 MAX_NESTING: Final = 1 << 10
 
+# The bytes that end a run of blanks as a skipped token, to be lexed again from the
+# start state: ASCII that is not a blank (a byte >= 0x80 there is a lexical error).
+_ENDS_WHITESPACE: Final = frozenset(range(0x80)) - frozenset(b" \t\r\n")
+
 
 class JSONMessageParser:
     """A stream of JSON messages: bytes in, one result per complete message.
@@ -87,7 +91,13 @@ class JSONMessageParser:
         pos = 0
         n = len(buf)
         while pos < n:
-            if self._state == START:
+            state = self._state
+            if state == WHITESPACE and buf[pos] in _ENDS_WHITESPACE:
+                # The common case between requests ("...}\n" then "{..."): the pending
+                # blanks end and are skipped; the byte is lexed afresh from the start.
+                self._state = state = START
+                del self._token[:]
+            if state == START:
                 pos = self._lex_fast(buf, pos, out)
                 if pos >= n:
                     break
