@@ -70,6 +70,12 @@ _ARRAY, _KEY, _VALUE = range(3)  # what the open container is parsing
 
 _KEYWORDS: Final[dict[bytes, JSONValue]] = {b"true": True, b"false": False, b"null": None}
 
+# After a member or element: the message when no separator follows, and what comes
+# after the separator.
+_SEPARATOR_REASON: Final = {_VALUE: "expected separator in dict",
+                            _ARRAY: "expected separator in list"}
+_NEXT_PART: Final = {_VALUE: _KEY, _ARRAY: _ARRAY}
+
 _CHILD_REASON: Final = {
     _ARRAY: "expecting value",
     _KEY: "key is not a string in object",
@@ -154,25 +160,19 @@ def parse_message(tokens: list[Token]) -> Parsed:
                     break
                 if part == _VALUE:
                     frame[0][frame[2]] = value  # a repeated key keeps its first position
-                    if following == RCURLY:
-                        i += 1
-                        value = frame[0]
-                        stack.pop()
-                        continue
-                    if following != COMMA:
-                        raise _Fail("expected separator in dict", True)
-                    i += 1
-                    frame[1] = _KEY
-                    break
-                frame[0].append(value)
-                if following == RSQUARE:
+                    closer = RCURLY
+                else:
+                    frame[0].append(value)
+                    closer = RSQUARE
+                if following == closer:
                     i += 1
                     value = frame[0]
                     stack.pop()
                     continue
                 if following != COMMA:
-                    raise _Fail("expected separator in list", True)
+                    raise _Fail(_SEPARATOR_REASON[part], True)
                 i += 1
+                frame[1] = _NEXT_PART[part]
                 break
     except _Fail as failure:
         reason = failure.reason
