@@ -44,7 +44,7 @@ from blockdev.options import (
 )
 from blockdev.throttle import ThrottleConfig, drive_option_descs
 from schema.errors import GenericError
-from schema.model import AlternateType, ArrayType, BuiltinType, ObjectType, Schema, Type
+from schema.model import ObjectType, Schema
 
 IF_NAMES = ("none", "ide", "scsi", "floppy", "pflash", "mtd", "sd", "virtio", "xen")
 IF_MAX_DEVS = {"ide": 2, "scsi": 7}
@@ -367,94 +367,20 @@ def _formats() -> list[str]:
 
 def add_blockdev(layer: BlockLayer, options: Mapping[str, Any], *, keyval: bool = False,
                  schema: Schema | None = None) -> None:
-    """One -blockdev: the BlockdevOptions visitor (keyval strings converted by type
-    when `keyval`), then what blockdev-add does [vl.c -blockdev, qmp_blockdev_add]."""
-    if keyval:
-        if schema is None:
-            raise ValueError("keyval -blockdev options need the schema")
-        options = keyval_to_typed(schema, "BlockdevOptions", options)
+    """One -blockdev: the BlockdevOptions visitor (in its keyval mode, converting the
+    strings by type, when `keyval`), then what blockdev-add does [vl.c -blockdev,
+    qobject_input_visitor_new_str, qmp_blockdev_add]."""
     if schema is not None:
         from schema.visitor import InputVisitor
 
-        visited = InputVisitor().visit_object_members(
-            schema.lookup_type("BlockdevOptions"), dict(options), "")  # type: ignore[arg-type]
-        options = visited
+        typ = schema.lookup_type("BlockdevOptions")
+        assert isinstance(typ, ObjectType)
+        options = InputVisitor(keyval=keyval).visit_object_members(typ, dict(options), "")
+    elif keyval:
+        raise ValueError("keyval -blockdev options need the schema")
     commands.blockdev_add(layer, dict(options))
 
 
-def keyval_to_typed(schema: Schema, type_name: str | Type, value: Any,
-                    path: str = "") -> Any:
-    """The keyval input visitor's conversions [qapi/qobject-input-visitor.c, keyval
-    mode]: strings become the scalar the schema wants; bad ones fail with the
-    visitor's texts. Objects and lists are walked; flat unions by their tag."""
-    typ = schema.lookup_type(type_name) if isinstance(type_name, str) else type_name
-    if isinstance(typ, ObjectType) and isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        members = {m.name: m for m in (typ.members or ())}
-        if typ.variants is not None and typ.variants.tag_member is not None:
-            tag = value.get(typ.variants.tag_member.name)
-            variant = typ.variants.get(tag) if isinstance(tag, str) else None
-            if variant is not None and isinstance(variant.type, ObjectType):
-                members.update({m.name: m for m in (variant.type.members or ())})
-        for key, sub in value.items():
-            m = members.get(key)
-            full = f"{path}.{key}" if path else key
-            out[key] = keyval_to_typed(schema, m.type, sub, full) if m is not None else sub
-        return out
-    if isinstance(typ, ArrayType) and isinstance(value, list):
-        return [keyval_to_typed(schema, typ.element, v, f"{path}[{i}]")
-                for i, v in enumerate(value)]
-    if isinstance(typ, AlternateType):
-        if isinstance(value, str):
-            if any(v.type.json_type == "string" for v in typ.variants):
-                return value
-            for v in typ.variants:
-                try:
-                    return keyval_to_typed(schema, v.type, value, path)
-                except GenericError:
-                    continue
-            return value
-        if isinstance(value, Mapping):
-            for v in typ.variants:
-                if v.type.json_type == "object":
-                    return keyval_to_typed(schema, v.type, value, path)
-        return value
-    if isinstance(typ, BuiltinType) and isinstance(value, str):
-        return _keyval_scalar(typ.name, value, path)
-    return value
-
-
-def _keyval_scalar(name: str, value: str, path: str) -> Any:
-    if name == "bool":
-        if value in ("on", "yes", "true"):
-            return True
-        if value in ("off", "no", "false"):
-            return False
-        raise GenericError(f"Parameter '{path}' expects 'on' or 'off'")
-    if name in ("int", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
-                "uint64"):
-        try:
-            n = int(value, 0)
-        except ValueError:
-            raise GenericError(f"Parameter '{path}' expects an integer") from None
-        return n % 2**64 if name.startswith("u") else n
-    if name == "size":
-        from blockdev.options import strtosz
-
-        size = strtosz(value)
-        if size is None or size < 0:
-            raise GenericError(f"Parameter '{path}' expects a size value")
-        return size
-    if name == "number":
-        try:
-            return float(value)
-        except ValueError:
-            raise GenericError(f"Parameter '{path}' expects a number") from None
-    if name == "null":
-        if value == "":
-            return None
-        raise GenericError(f"Parameter '{path}' expects null")
-    return value
 
 
 def drive_del(layer: BlockLayer, ident: str) -> None:

@@ -1,7 +1,7 @@
 """Identifiers of the block layer: well-formed names and QEMU's generated node names.
 
 Pure helper of `blockdev` [util/id.c]. Device names, node names, job IDs and qdev IDs
-all follow `id_wellformed`. Nodes opened without a name get `#block<N><RR>`: N a
+all follow `id_wellformed` (QEMU's, from `schema.opts`, re-exported here). Nodes opened without a name get `#block<N><RR>`: N a
 per-process counter that also advances when the name is later rejected, RR two random
 decimal digits (`g_random_int_range(0, 100)`). The random source is injected, so tests
 and a seeded emulator reproduce a run exactly.
@@ -13,12 +13,9 @@ import random
 
 import attrs
 
+from schema.opts.qemuopts import id_wellformed
 
-def id_wellformed(name: str) -> bool:
-    """A letter first, then letters, digits, '-', '.', '_' (ASCII only, as qemu_isalpha)."""
-    if not name or not ("a" <= name[0].lower() <= "z"):
-        return False
-    return all(c.isascii() and (c.isalnum() or c in "-._") for c in name[1:])
+__all__ = ["NameGenerator", "id_wellformed"]
 
 
 @attrs.define(kw_only=True)

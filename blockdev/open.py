@@ -23,7 +23,6 @@ random source of new overlays, and what a driver's open needs).
 from __future__ import annotations
 
 import copy
-import json
 import os
 from typing import Protocol
 
@@ -44,8 +43,7 @@ from blockdev.options import (
     set_default,
 )
 from schema.errors import GenericError
-from schema.qdict import qdict_order
-from schema.qjson import to_json
+from schema.qobject import from_json, qdict_order, to_json
 
 # bdrv_runtime_opts [block.c].
 RUNTIME_OPTS = (OptDesc("node-name"), OptDesc("driver"), OptDesc("cache.direct", "bool"),
@@ -497,12 +495,15 @@ def _backing_flags(options: Flat, flags: OpenFlags, parent_options: Flat) -> Ope
 
 
 def _parse_json_filename(filename: str) -> Flat:
-    """parse_json_filename: json:{...} as flattened options."""
-    text = filename[len("json:"):]
-    try:
-        value = json.loads(text)
-    except ValueError:
-        raise GenericError("Could not parse the JSON options: JSON parse error") from None
-    if not isinstance(value, dict):
+    """parse_json_filename: json:{...} read as qobject_from_json reads it, as flattened
+    options. A first parser error counts even if a later value parsed."""
+    parsed = from_json(filename[len("json:"):])
+    if not parsed.ok:
+        if parsed.error is None:
+            raise GenericError("Could not parse the JSON options")
+        raise GenericError("Could not parse the JSON options: " + parsed.error)
+    if parsed.error is not None:
+        raise GenericError(parsed.error)
+    if not isinstance(parsed.value, dict):
         raise GenericError("Invalid JSON object given")
-    return flatten(value)
+    return flatten(parsed.value)

@@ -7,6 +7,10 @@ model, and every other piece reads that model: the argument visitor
 reply/event checker (`schema.output`), the Hypothesis strategies
 (`schema.strategies`, not imported here, so a server never loads Hypothesis). The
 schema is a value that callers load and pass around, never a module global.
+
+Two subpackages hold the QEMU utilities every layer shares, one copy each:
+`schema.qobject` (QEMU's JSON dialect: reader with its limits, writer, QDict order)
+and `schema.opts` (QEMU's option syntax: C number conversions, QemuOpts, keyval).
 """
 
 from schema.errors import (

@@ -2,7 +2,9 @@
 
 Integers are Python ints (their value says whether QEMU held them as int64 or uint64),
 doubles are floats, objects are dicts whose insertion order is the order in which the
-members were inserted (the serializer turns that into QEMU's hash order).
+members were inserted (the serializer turns that into QEMU's hash order). Strings are
+QEMU's byte strings: bytes that are not UTF-8 are carried in `str` as surrogate escapes
+(``bytes.decode("utf-8", "surrogateescape")``), and `qemu_bytes` gives them back.
 """
 
 from __future__ import annotations
@@ -32,3 +34,12 @@ def json_kind(value: object) -> str | None:
     if isinstance(value, (list, tuple)):
         return "array"
     return None
+
+
+def qemu_bytes(text: str) -> bytes:
+    """The bytes QEMU holds for `text` (a string decoded with surrogateescape; a lone
+    surrogate that did not come from there is written as its 3-byte form)."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")

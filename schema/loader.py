@@ -70,9 +70,16 @@ def default_cache_dir() -> Path:
     return Path(base) / "qmp-emulator"
 
 
+# The modules whose code decides what a cached model holds: the parser and the checks
+# (which schemas load at all), the builder and the model (what is pickled), the
+# introspection (its reply is cached along), this module (the cache's format).
+STAMPED_MODULES = ("source.py", "parser.py", "checks.py", "build.py", "model.py",
+                   "introspect.py", "loader.py")
+
+
 def _code_stamp() -> str:
     digest = hashlib.sha256()
-    for name in ("source.py", "parser.py", "model.py", "introspect.py", "loader.py"):
+    for name in STAMPED_MODULES:
         digest.update((PACKAGE / name).read_bytes())
     return digest.hexdigest()[:16]
 

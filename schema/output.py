@@ -5,7 +5,8 @@ command's return value (or an event's data) by the declared type, reports the pa
 of the first mismatch, and rebuilds every object with its members inserted in schema
 order (base members, own members, then the active branch's), absent optional members
 left out. That insertion order is what the wire serializer turns into QEMU's hash
-order (`qmp-protocol.md` §13), so handlers may build their dicts in any order.
+order (`qmp-protocol.md` §13), so handlers may build their dicts in any order. The walk
+keeps its own stack (`schema.walk`): a reply nests as deep as a backing chain is long.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from schema.model import (
     ObjectType,
     Type,
 )
+from schema.walk import Walk, is_walk, run
 
 _INT_RANGES = {
     "int": (-(2**63), 2**63 - 1), "int64": (-(2**63), 2**63 - 1),
@@ -49,6 +51,18 @@ def _json_kind(value: object) -> str:
 
 def check_value(typ: Type, value: Any, path: str) -> JSONValue:
     """Check `value` against `typ`; return it with objects in schema member order."""
+    result: JSONValue = run(_step(typ, value, path))
+    return result
+
+
+def check_object(typ: ObjectType, value: dict[str, Any], path: str) -> dict[str, JSONValue]:
+    """Check the members of the object `value` (already known to be one)."""
+    result: dict[str, JSONValue] = run(_object(typ, value, path))
+    return result
+
+
+def _step(typ: Type, value: Any, path: str) -> Any:
+    """The checked value, or the walk of a container (`schema.walk`)."""
     if isinstance(typ, BuiltinType):
         return _check_builtin(typ.name, value, path)
     if isinstance(typ, EnumType):
@@ -58,22 +72,32 @@ def check_value(typ: Type, value: Any, path: str) -> JSONValue:
     if isinstance(typ, ArrayType):
         if not isinstance(value, (list, tuple)):
             raise OutputMismatch(path, f"expected an array, got {_json_kind(value)}")
-        return [check_value(typ.element, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return _array(typ, value, path)
     if isinstance(typ, ObjectType):
         if not isinstance(value, dict):
             raise OutputMismatch(path, f"expected an object ({typ.name}), "
                                        f"got {_json_kind(value)}")
-        return check_object(typ, value, path)
+        return _object(typ, value, path)
     if isinstance(typ, AlternateType):
         kind = _json_kind(value)
         for v in typ.variants:
             if v.type.alternate_kind() == kind:
-                return check_value(v.type, value, path)
+                return _step(v.type, value, path)
         raise OutputMismatch(path, f"{kind} matches no branch of alternate {typ.name}")
     raise AssertionError(typ)  # pragma: no cover
 
 
-def check_object(typ: ObjectType, value: dict[str, Any], path: str) -> dict[str, JSONValue]:
+def _array(typ: ArrayType, value: list[Any] | tuple[Any, ...], path: str) -> Walk:
+    out: list[JSONValue] = []
+    for i, v in enumerate(value):
+        item = _step(typ.element, v, f"{path}[{i}]")
+        if is_walk(item):
+            item = yield item
+        out.append(item)
+    return out
+
+
+def _object(typ: ObjectType, value: dict[str, Any], path: str) -> Walk:
     out: dict[str, JSONValue] = {}
     assert typ.members is not None
     members: list[Member] = list(typ.members)
@@ -91,16 +115,21 @@ def check_object(typ: ObjectType, value: dict[str, Any], path: str) -> dict[str,
             if m.optional:
                 continue
             raise OutputMismatch(mpath, f"required member of {typ.name} is missing")
-        out[m.name] = check_value(m.type, value[m.name], mpath)
+        item = _step(m.type, value[m.name], mpath)
+        if is_walk(item):
+            item = yield item
+        out[m.name] = item
     for key in value:
         if key not in out and not any(m.name == key for m in members):
             raise OutputMismatch(f"{path}.{key}", f"{typ.name} has no member {key!r}")
     return out
 
 
-def _check_builtin(name: str, value: Any, path: str) -> JSONValue:
+def _check_builtin(name: str, value: Any, path: str) -> Any:
     if name == "any":
-        _check_json(value, path)
+        if isinstance(value, (list, tuple, dict)):
+            return _any(value, path)
+        _check_json_scalar(value, path)
         return value
     if name == "str":
         if not isinstance(value, str):
@@ -126,20 +155,29 @@ def _check_builtin(name: str, value: Any, path: str) -> JSONValue:
     return value
 
 
-def _check_json(value: Any, path: str) -> None:
+def _check_json_scalar(value: Any, path: str) -> None:
     if value is None or isinstance(value, (bool, int, float, str)):
         return
-    if isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            _check_json(v, f"{path}[{i}]")
-        return
+    raise OutputMismatch(path, f"{type(value).__name__} is not JSON data")
+
+
+def _any(value: list[Any] | tuple[Any, ...] | dict[Any, Any], path: str) -> Walk:
+    """An `any` container: JSON data all the way down; the value itself is the result."""
     if isinstance(value, dict):
         for k, v in value.items():
             if not isinstance(k, str):
                 raise OutputMismatch(path, f"object key {k!r} is not a string")
-            _check_json(v, f"{path}.{k}")
-        return
-    raise OutputMismatch(path, f"{type(value).__name__} is not JSON data")
+            if isinstance(v, (list, tuple, dict)):
+                yield _any(v, f"{path}.{k}")
+            else:
+                _check_json_scalar(v, f"{path}.{k}")
+    else:
+        for i, v in enumerate(value):
+            if isinstance(v, (list, tuple, dict)):
+                yield _any(v, f"{path}[{i}]")
+            else:
+                _check_json_scalar(v, f"{path}[{i}]")
+    return value
 
 
 def check_return(command: Command, value: Any) -> JSONValue:

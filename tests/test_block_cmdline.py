@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from blockdev import drive as block_drive
+from blockdev.options import flatten
 from devices import board, qdev
 from tests.test_block_support import Block, fails, make_image, needs_qemu_img
 
@@ -104,6 +105,9 @@ def test_board_creates_ide_and_floppy_devices(b: Block) -> None:
     ("if=none,iops=10,iops_rd=5", "bps/iops/max total values and read/write values "
                                   "cannot be used at the same time"),
     ("if=none,stats-intervals.0=x", "Invalid interval length: x"),
+    ("if=none,size=inf", "Value 'inf' is out of range for parameter 'size'"),
+    ("if=none,size=1.5", "Parameter 'size' expects a non-negative number below 2^64"),
+    ("if=none,latency-ns=1_000", "Parameter 'latency-ns' expects a number"),
 ])
 def test_drive_errors(b: Block, spec: str, message: str) -> None:
     """drive_new / blockdev_init / extract_common_blockdev_options messages."""
@@ -181,10 +185,36 @@ def test_json_filename_on_the_command_line(b: Block) -> None:
     assert b.block("d0")["inserted"]["image"]["virtual-size"] == 4096
 
 
-def test_json_filename_syntax_error(b: Block) -> None:
-    """parse_json_filename: `Could not parse the JSON options: ...`."""
-    with pytest.raises(Exception, match=r"^Could not parse the JSON options"):
-        block_drive.add_drive(b.layer, [("file", "json:{oops"), ("if", "none")])
+@pytest.mark.parametrize(("filename", "message"), [
+    ("json:{oops", "Could not parse the JSON options"),
+    ("json:{]", "Could not parse the JSON options: JSON parse error, key is not a string "
+                "in object"),
+    ('json:{"a":' + "[" * 1100 + "]" * 1100 + "}",
+     "Could not parse the JSON options: JSON parse error, expecting value"),
+    ('json:} {"driver": "null-co"}', "JSON parse error, expecting value"),
+    ("json:[1]", "Invalid JSON object given"),
+])
+def test_json_filename_errors(b: Block, filename: str, message: str) -> None:
+    """block.c parse_json_filename over qobject_from_json: no value and no message
+    (input ended inside a value, or past the nesting limit) is `Could not parse the
+    JSON options`; a parser message is prefixed with it; a first error sticks even when
+    a later value parses (then unprefixed, as parse_json_protocol passes it on); a
+    value that is not an object is `Invalid JSON object given`."""
+    with fails(message):
+        block_drive.add_drive(b.layer, [("file", filename), ("if", "none")])
+
+
+def test_flatten_deeply_nested_options() -> None:
+    """qdict_flatten, as parse_json_filename applies it to what it read: a value nested
+    as deep as the JSON reader allows flattens to dotted keys (without recursion)."""
+    inner: dict[str, object] = {"driver": "null-co", "size": 512, "l": [1, {"x": 2}]}
+    for _ in range(1000):
+        inner = {"driver": "raw", "file": inner}
+    flat = flatten(inner)
+    prefix = "file." * 1000
+    assert flat[prefix + "size"] == 512
+    assert (flat[prefix + "l.0"], flat[prefix + "l.1.x"]) == (1, 2)
+    assert list(flat)[:2] == ["driver", "file.driver"]
 
 
 def test_protocol_prefix(b: Block) -> None:

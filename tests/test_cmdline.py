@@ -9,6 +9,9 @@ hw/watchdog/watchdog.c, bootdevice.c of QEMU 2.11.0.
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,6 +27,7 @@ from vmm.cmdline import (
     version_text,
 )
 from vmm.cmdline.table import OPTIONS
+from vmm.startup import configure_block
 
 PROG = "qemu-system-x86_64"
 
@@ -324,6 +328,13 @@ def test_bad_size_with_hint() -> None:
 def test_negative_size() -> None:
     """util/qemu-option.c parse_option_size: ERANGE ("out of range")."""
     assert str(error("-m", "-1")) == "-m -1: Value '-1' is out of range for parameter 'size'"
+
+
+def test_infinite_size_is_out_of_range() -> None:
+    """util/cutils.c do_strtosz: strtod reads `inf`, which is not below 2**64, so the
+    error is ERANGE and parse_option_size says `out of range` (not `expects ...`)."""
+    assert str(error("-m", "inf")) == "-m inf: Value 'inf' is out of range for parameter 'size'"
+    assert str(error("-m", "16E")) == "-m 16E: Value '16E' is out of range for parameter 'size'"
 
 
 def test_fractional_size_needs_a_suffix() -> None:
@@ -1351,6 +1362,88 @@ def test_blockdev_json_errors(arg: str, message: str) -> None:
     """qobject/json-parser.c parse_error (the outermost call's words win); plain
     "JSON parse error" when the lexer failed or the input ended inside a value."""
     assert str(error("-blockdev", arg)) == f"-blockdev {arg}: {message}"
+
+
+def test_blockdev_json_nested_past_the_limit() -> None:
+    """json-streamer.c: past MAX_NESTING (1024 open braces and brackets) the streamer
+    drops what it collected without a message and reads the rest afresh; the first
+    stray `]` then fails with `expecting value`, the first error qobject_from_json
+    keeps: QEMU prints it at the option and exits 1 (no Python RecursionError)."""
+    arg = '{"driver":"null-co","node-name":"a","x":' + "[" * 1200 + "]" * 1200 + "}"
+    err = error("-blockdev", arg)
+    assert err.exit_status == 1
+    assert str(err) == f"-blockdev {arg}: JSON parse error, expecting value"
+
+
+def test_blockdev_json_nested_to_the_limit() -> None:
+    """json-streamer.c MAX_NESTING: 1024 open braces and brackets are allowed."""
+    arg = '{"driver":"null-co","x":' + "[" * 1023 + "]" * 1023 + "}"
+    (bd,) = nd("-blockdev", arg).blockdevs
+    value = bd.options["x"]
+    for _ in range(1022):
+        assert isinstance(value, list)
+        [value] = value
+    assert value == []
+
+
+def test_blockdev_keyval_key_of_many_fragments() -> None:
+    """util/keyval.c: a key may have as many fragments as the argument has room for;
+    keyval_listify walks them all (here without Python recursion)."""
+    (bd,) = nd("-blockdev", "driver=null-co," + "a." * 5000 + "0=x").blockdevs
+    value = bd.options["a"]
+    for _ in range(4999):
+        value = value["a"]
+    assert value == ["x"]
+
+
+def test_program_exits_1_on_json_nested_past_the_limit(tmp_path) -> None:
+    """The same, through the real program: QEMU's message on stderr, status 1."""
+    from tests.test_program import program
+
+    arg = '{"driver":"null-co","node-name":"a","x":' + "[" * 1200 + "]" * 1200 + "}"
+    proc = subprocess.run([*program(), "-nodefaults", "-blockdev", arg], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, QMP_EMULATOR_CACHE_DIR=str(tmp_path)))
+    assert proc.returncode == 1
+    assert proc.stderr.endswith(f": -blockdev {arg}: JSON parse error, expecting value\n")
+    assert "Traceback" not in proc.stderr
+
+
+def blockdev_error(vm_factory, arg: str) -> str:
+    """What the program prints when the block layer takes `-blockdev arg`: the visitor
+    runs on the parsed options (vl.c: visit_type_BlockdevOptions, &error_fatal)."""
+    cl = parse("-nodefaults", "-blockdev", arg)
+    vm = vm_factory(start=False)
+    with pytest.raises(CommandLineError) as info:
+        configure_block(vm.vm.block, vm.vm.qdev, cl, vm.machine.schema, "pc-i440fx-2.11")
+    return info.value.render(PROG)
+
+
+@pytest.mark.parametrize("size", ["1_000", "0o17", "inf", "1k"])
+def test_blockdev_keyval_integer_member(vm_factory, size: str) -> None:
+    """qobject_input_type_int64_keyval: null-co's `size` is an int, read by
+    qemu_strtoi64 (base 0) over the whole string, so Python literals (`1_000`, `0o17`),
+    `inf` and size suffixes fail: `Parameter 'size' expects integer`, at the option."""
+    arg = f"driver=null-co,node-name=a,size={size}"
+    assert blockdev_error(vm_factory, arg) == \
+        f"{PROG}: -blockdev {arg}: Parameter 'size' expects integer\n"
+
+
+def test_blockdev_keyval_conversions(vm_factory) -> None:
+    """qobject_input_visitor_new_keyval: strings become the member's type, C syntax
+    (`0x1000`) included; a bool is `on`/`off` only."""
+    arg = "driver=null-co,node-name=a,size=0x1000,read-only=yes"
+    assert blockdev_error(vm_factory, arg) == \
+        f"{PROG}: -blockdev {arg}: Parameter 'read-only' expects 'on' or 'off'\n"
+    arg = "driver=raw,node-name=a,file.driver=null-co,file.size=x"
+    assert blockdev_error(vm_factory, arg) == \
+        f"{PROG}: -blockdev {arg}: Parameter 'file.size' expects integer\n"
+    cl = parse("-nodefaults", "-blockdev", "driver=null-co,node-name=n,size=0x1000")
+    vm = vm_factory(start=False)
+    configure_block(vm.vm.block, vm.vm.qdev, cl, vm.machine.schema, "pc-i440fx-2.11")
+    vm.machine.start()
+    [node] = vm.talk().execute("query-named-block-nodes")["return"]
+    assert node["image"]["virtual-size"] == 4096
 
 
 def test_blockdev_json_last_object_wins() -> None:

@@ -136,6 +136,31 @@ def test_stdio_monitor_cannot_be_daemonized(catalog) -> None:
         config("-daemonize", "-qmp", "stdio", catalog=catalog)
 
 
+@pytest.mark.parametrize(("props", "message"), [
+    ("poll-max-ns=x", "Parameter 'poll-max-ns' expects an int64 value"),
+    ("poll-shrink=1_000", "Parameter 'poll-shrink' expects an int64 value"),
+    ("poll-grow=0o17", "Parameter 'poll-grow' expects an int64 value"),
+    ("poll-grow=9223372036854775808", "Parameter 'poll-grow' expects an int64 value"),
+    ("poll-grow=-1", "poll-grow value must be in range [0, 9223372036854775807]"),
+])
+def test_iothread_property_errors(catalog, props: str, message: str) -> None:
+    """-object goes through the OptsVisitor (qapi/opts-visitor.c opts_type_int64:
+    strtoll base 0 over the whole value, outside a list `an int64 value`), then
+    iothread.c iothread_set_poll_param's range check; QEMU reports either at the
+    -object option (user_creatable_add_opts_foreach)."""
+    arg = f"iothread,id=io1,{props}"
+    with pytest.raises(CommandLineError) as info:
+        config("-object", arg, catalog=catalog)
+    assert info.value.render("qemu-system-x86_64") == \
+        f"qemu-system-x86_64: -object {arg}: {message}\n"
+
+
+def test_iothread_numbers_in_c_syntax(catalog) -> None:
+    """opts_type_int64 reads numbers as strtoll with base 0: hex and octal prefixes."""
+    cfg = config("-object", "iothread,id=io1,poll-max-ns=0x10,poll-grow=010", catalog=catalog)
+    assert cfg.options.iothreads == (("io1", 16, 8, 0),)
+
+
 def test_iothreads_from_object_options(vm_factory, catalog) -> None:
     """iothread.c: -object iothread,id=X[,poll-max-ns=..] is listed by query-iothreads
     in creation order, with IOTHREAD_POLL_MAX_NS_DEFAULT (32768) when not given."""

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from schema import load_schema
-from schema.qdict import qdict_order
+from schema.qobject import qdict_order
 
 RECORDING = Path(__file__).resolve().parent.parent / "schema" / "data" / \
     "qemu-2.11.0-x86_64-probe.replies"

@@ -219,3 +219,20 @@ def test_docs_are_checked_even_when_not_kept(tmp_path: Path) -> None:
     for with_docs in (False, True):
         with pytest.raises(QAPIError, match="follows documentation for 'food'"):
             load_schema(path=bad, cache_dir=False, with_docs=with_docs)
+
+
+def test_every_module_a_cold_load_runs_is_in_the_code_stamp() -> None:
+    """The cache is keyed by the source of the modules that decide what it holds: a
+    cold load (parse, check, build, introspect) runs only modules the stamp covers
+    (besides the package's own `__init__` and the error classes), so a change to any
+    of them invalidates every cache; a module added to that path must join the stamp."""
+    import subprocess
+    import sys
+
+    code = ("import sys, schema; s = schema.load_schema(cache_dir=False); s.introspection(); "
+            "print(' '.join(m for m in sys.modules if m.startswith('schema.')))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True, cwd=Path(loader.__file__).parent.parent).stdout
+    ran = {name.split(".", 1)[1] + ".py" for name in out.split()}
+    assert ran - {"errors.py"} <= set(loader.STAMPED_MODULES)
+    assert all((loader.PACKAGE / name).is_file() for name in loader.STAMPED_MODULES)

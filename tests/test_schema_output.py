@@ -144,3 +144,35 @@ def test_number_output() -> None:
     downtime = qemu().lookup_type("number")
     result = check_value(downtime, 3, "return")
     assert result == 3.0 and isinstance(result, float)
+
+
+def test_deep_replies_are_checked_without_recursion() -> None:
+    """A reply nests as deep as the models make it: a backing chain of 1000 images is
+    a `backing-image` nested 1000 levels (QEMU's output visitor recurses in C); the
+    checker walks it with its own stack and still puts members in schema order."""
+    image: dict[str, Any] = {"virtual-size": 512, "format": "raw", "filename": "base"}
+    for i in range(1000):
+        image = {"backing-image": image, "virtual-size": 512, "format": "qcow2",
+                 "filename": f"img{i}"}
+    checked = check_value(qemu().lookup_type("ImageInfo"), image, "return")
+    depth = 0
+    while "backing-image" in checked:
+        assert list(checked) == ["filename", "format", "virtual-size", "backing-image"]
+        checked = checked["backing-image"]
+        depth += 1
+    assert depth == 1000 and checked["filename"] == "base"
+
+
+def test_deep_any_values_are_checked() -> None:
+    """`any` data is checked to be JSON all the way down, however deep; a value that is
+    not JSON is named by its path."""
+    value: Any = [1]
+    for _ in range(1000):
+        value = {"a": [value]}
+    assert ret("qom-get", value) is value
+    inner: Any = value
+    for _ in range(999):
+        inner = inner["a"][0]
+    inner["a"][0] = {1: 2}
+    assert mismatch("qom-get", value) == \
+        "return" + ".a[0]" * 1000 + ": object key 1 is not a string"

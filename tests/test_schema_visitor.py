@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from schema import GenericError, Schema, load_schema
+from schema.model import ObjectType
 from schema.model import Schema as ModelSchema
 from schema.parser import parse_text
-from schema.qdict import GHashTable, first_unexpected, g_str_hash, qdict_bucket, qdict_order
+from schema.qobject import GHashTable, first_unexpected, g_str_hash, qdict_bucket, qdict_order
 from schema.visitor import InputVisitor, visit_arguments
 
 
@@ -426,3 +427,128 @@ def test_visitor_objects_are_reusable() -> None:
     assert visitor.visit_command(schema.commands["query-status"], {}) == {}
     assert visitor.visit_command(schema.commands["human-monitor-command"],
                                  {"command-line": "x"}) == {"command-line": "x"}
+
+
+# --------------------------------------------------------------------------------------
+# Nesting: the walk costs no Python recursion
+
+
+def test_blockdev_options_nested_to_the_json_limit() -> None:
+    """A value may nest as deep as the JSON reader lets through (1024 open brackets,
+    json-streamer.c MAX_NESTING); QEMU's visitor walks it recursively in C, this one
+    with its own stack: `file` nested 700 levels deep is visited, and an error at the
+    bottom names the full path."""
+    options: dict[str, Any] = {"driver": "null-co"}
+    for _ in range(700):
+        options = {"driver": "raw", "file": options}
+    visited = accept("blockdev-add", options)
+    depth = 0
+    while "file" in visited:
+        visited = visited["file"]
+        depth += 1
+    assert depth == 700 and visited == {"driver": "null-co"}
+    inner = options
+    while "file" in inner["file"]:
+        inner = inner["file"]
+    inner["file"] = {"driver": "null-co", "size": "x"}
+    assert reject("blockdev-add", options) == \
+        "Invalid parameter type for '" + "file." * 700 + "size', expected: integer"
+
+
+# --------------------------------------------------------------------------------------
+# keyval mode [qapi/qobject-input-visitor.c qobject_input_visitor_new_keyval]
+
+
+@cache
+def kv_schema() -> ModelSchema:
+    return ModelSchema.from_parsed(parse_text(
+        "{ 'enum': 'E', 'data': [ 'one', 'two' ] }\n"
+        "{ 'struct': 'Inner', 'data': { 'n': 'int' } }\n"
+        "{ 'struct': 'S', 'data': { '*i': 'int', '*i8': 'int8', '*u': 'uint64', "
+        "'*u16': 'uint16', '*sz': 'size', '*b': 'bool', '*num': 'number', '*s': 'str', "
+        "'*e': 'E', '*nul': 'null', '*a': 'any', '*l': ['Inner'], '*o': 'Inner' } }\n"
+        "{ 'command': 'c', 'data': 'S' }\n", "kv.json"))
+
+
+def keyval(arguments: dict[str, Any]) -> Any:
+    command = kv_schema().commands["c"]
+    assert isinstance(command.arg_type, ObjectType)
+    return InputVisitor(keyval=True).visit_object_members(command.arg_type, arguments, "")
+
+
+def keyval_reject(arguments: dict[str, Any]) -> str:
+    with pytest.raises(GenericError) as info:
+        keyval(arguments)
+    return info.value.desc
+
+
+def test_keyval_converts_strings_by_type() -> None:
+    """qobject_input_type_*_keyval: integers by qemu_strtoi64/qemu_strtou64 (base 0,
+    `-1` wraps for unsigned), size by qemu_strtosz, bool from on/off, number by strtod;
+    str, enum and any stay strings; lists and objects are walked."""
+    assert keyval({"i": "-0x10", "i8": "010", "u": "-1", "u16": "65535", "sz": "1.5k",
+                   "b": "on", "num": "0x1p3", "s": "x", "e": "two", "a": "on",
+                   "l": [{"n": "1"}], "o": {"n": "2"}}) == {
+        "i": -16, "i8": 8, "u": 2**64 - 1, "u16": 65535, "sz": 1536, "b": True,
+        "num": 8.0, "s": "x", "e": "two", "a": "on", "l": [{"n": 1}], "o": {"n": 2}}
+
+
+@pytest.mark.parametrize("text", ["1_000", "0o17", "inf", "", "1x", "9223372036854775808"])
+def test_keyval_int(text: str) -> None:
+    """qobject_input_type_int64_keyval: `Parameter 'F' expects integer` for anything
+    qemu_strtoi64 does not take whole (Python's `1_000` and `0o17` included)."""
+    assert keyval_reject({"i": text}) == "Parameter 'i' expects integer"
+
+
+def test_keyval_uint() -> None:
+    """qobject_input_type_uint64_keyval: the same text for unsigned integers; the
+    uintN range check names the bare member [visit_type_uintN]."""
+    assert keyval_reject({"u": "18446744073709551616"}) == "Parameter 'u' expects integer"
+    assert keyval_reject({"u16": "65536"}) == "Parameter 'u16' expects uint16_t"
+    assert keyval_reject({"i8": "128"}) == "Parameter 'i8' expects int8_t"
+
+
+@pytest.mark.parametrize("text", ["inf", "1.5", "-1", "16E", "1_000", "x"])
+def test_keyval_size(text: str) -> None:
+    """qobject_input_type_size_keyval: `Parameter 'F' expects size` whenever
+    qemu_strtosz fails, out of range (`inf`, `16E`, negative) or not a size."""
+    assert keyval_reject({"sz": text}) == "Parameter 'sz' expects size"
+
+
+def test_keyval_bool() -> None:
+    """qobject_input_type_bool_keyval: only `on` and `off` (2.11 has no
+    qapi_bool_parse: `yes` and `true` are refused)."""
+    assert keyval({"b": "off"}) == {"b": False}
+    assert keyval_reject({"b": "yes"}) == "Parameter 'b' expects 'on' or 'off'"
+
+
+@pytest.mark.parametrize("text", ["inf", "nan", "1e999", "", "1,5"])
+def test_keyval_number(text: str) -> None:
+    """qobject_input_type_number_keyval: strtod over the whole string, finite, no
+    ERANGE, else `Invalid parameter type for 'F', expected: number`."""
+    assert keyval_reject({"num": text}) == "Invalid parameter type for 'num', expected: number"
+
+
+def test_keyval_null() -> None:
+    """qobject_input_type_null in keyval mode: a string is never null."""
+    assert keyval_reject({"nul": ""}) == "Invalid parameter type for 'nul', expected: null"
+
+
+def test_keyval_scalar_given_an_object() -> None:
+    """qobject_input_get_keyval: `Parameters 'F.*' are unexpected` where a scalar
+    member got dotted keys."""
+    assert keyval_reject({"s": {"x": "1"}}) == "Parameters 's.*' are unexpected"
+    assert keyval_reject({"e": ["one"]}) == "Parameters 'e.*' are unexpected"
+
+
+def test_keyval_list_element_names() -> None:
+    """full_name_nth in keyval mode: list elements are `F.i`, not `F[i]`."""
+    assert keyval_reject({"l": [{"n": "1"}, {"n": "x"}]}) == "Parameter 'l.1.n' expects integer"
+    assert keyval_reject({"l": [{"n": "1"}, "x"]}) == \
+        "Invalid parameter type for 'l.1', expected: object"
+
+
+def test_keyval_non_string_scalar() -> None:
+    """qobject_input_get_keyval: a non-string scalar cannot come from keyval_parse;
+    QEMU still names it: `Internal error: parameter F invalid`."""
+    assert keyval_reject({"s": 1}) == "Internal error: parameter s invalid"

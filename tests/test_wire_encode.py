@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from schema.jsontypes import JSONValue
-from vmm.qmp.wire import MessageDecoder, encode, qdict_bucket, qdict_hash, qdict_order
+from schema.qobject import qdict_bucket, qdict_hash, qdict_order
+from vmm.qmp.wire import MessageDecoder, encode
 
 
 def raw(data: bytes) -> str:

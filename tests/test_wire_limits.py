@@ -109,3 +109,39 @@ def test_oversized_number_and_whitespace_tokens() -> None:
     digits = b"1" * (MAX_TOKEN_BYTES + 1)
     assert feed(digits + b"23 ") == [EXPECTING_VALUE, 23]
     assert feed_chunked(digits + b"23 ", 5 * MiB) == [EXPECTING_VALUE, 23]
+
+
+def _deep_id_request(depth: int) -> bytes:
+    return b'{"execute":"query-status","id":' + b"[" * depth + b"]" * depth + b"}"
+
+
+def test_reply_echoes_an_id_nested_1000_deep(vm_factory) -> None:
+    """§6.2: nesting up to 1024 open braces and brackets is within the streamer's limit,
+    so a request whose `id` is an array nested 1000 (or 1023, the most the request's own
+    brace leaves) levels deep is executed and its reply carries the `id` back, written
+    by the same writer [json-streamer.c MAX_NESTING; monitor.c handle_qmp_command puts
+    the request's id into the reply]."""
+    talk = vm_factory().talk()
+    for depth in (1000, 1023):
+        reply = talk.send(_deep_id_request(depth))
+        expected_id = b"[" * depth + b"]" * depth
+        assert reply == (b'{"return": {"status": "running", "singlestep": false, '
+                         b'"running": true}, "id": ' + expected_id + b"}\r\n")
+
+
+def test_traced_deep_request_is_written_as_json(vm_factory, capsys) -> None:
+    """With the handle_qmp_command trace event enabled, QEMU traces the parsed request
+    as JSON without its id (qobject_to_json) before running it [monitor.c
+    handle_qmp_command]; a deep request is traced and answered like any other."""
+    talk = vm_factory().talk()
+    enable = talk.execute("trace-event-set-state",
+                          {"name": "handle_qmp_command", "enable": True})
+    assert enable == {"return": {}}
+    capsys.readouterr()
+    request = (b'{"execute":"query-status","arguments":{},"id":'
+               + b"[" * 1000 + b"]" * 1000 + b"}")
+    reply = talk.send(request)
+    assert reply.endswith(b"]}\r\n") and reply.startswith(b'{"return": {"status": ')
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("handle_qmp_command mon 0x")
+    assert line.endswith(' req: {"execute": "query-status", "arguments": {}}')

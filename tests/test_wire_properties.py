@@ -11,10 +11,11 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schema import qjson
 from schema.jsontypes import JSONValue
-from vmm.qmp import wire
-from vmm.qmp.wire import MessageDecoder, Parsed, encode, qdict_order
+from schema.qobject import ParseFailure, lexer, qdict_order
+from schema.qobject import writer as qjson
+from schema.qobject.parser import parse_message
+from vmm.qmp.wire import MessageDecoder, Parsed, encode
 
 INT_RANGE = st.integers(min_value=-(2**63), max_value=2**64 - 1)
 
@@ -265,8 +266,8 @@ def test_decoder_survives_anything(garbage: bytes, tail: bytes) -> None:
     `premature EOI` is unreachable."""
     decoder = MessageDecoder()
     for item in decoder.feed(garbage) + decoder.feed(tail):
-        assert item != wire.ParseFailure("JSON parse error, premature EOI")
-        assert isinstance(item, (wire.ParseFailure, dict, list, str, int, float, bool, type(None)))
+        assert item != ParseFailure("JSON parse error, premature EOI")
+        assert isinstance(item, (ParseFailure, dict, list, str, int, float, bool, type(None)))
         if isinstance(item, float):
             assert not math.isnan(item)
     decoder.reset()
@@ -292,17 +293,17 @@ def reference_parse(tokens: list[tuple[int, bytes]]) -> object:
         if not queue:
             return fail("premature EOI")
         ttype, text = queue[0]
-        if ttype == wire._LCURLY:
+        if ttype == lexer.LCURLY:
             return parse_object()
-        if ttype == wire._LSQUARE:
+        if ttype == lexer.LSQUARE:
             return parse_array()
-        if ttype == wire._PERCENT:
+        if ttype == lexer.PERCENT:
             return _NO_VALUE  # no arguments to interpolate: nothing, and no message
-        if ttype in (wire._STRING, wire._INTEGER, wire._FLOAT):
+        if ttype in (lexer.STRING, lexer.INTEGER, lexer.FLOAT):
             queue.pop(0)
             [value] = MessageDecoder().feed(text + b" ")
             return value
-        if ttype == wire._KEYWORD_T:
+        if ttype == lexer.KEYWORD:
             queue.pop(0)
             keywords: dict[bytes, object] = {b"true": True, b"false": False, b"null": None}
             if text in keywords:
@@ -321,7 +322,7 @@ def reference_parse(tokens: list[tuple[int, bytes]]) -> object:
         if not queue:
             fail("premature EOI")
             return False
-        if queue.pop(0)[0] != wire._COLON:
+        if queue.pop(0)[0] != lexer.COLON:
             fail("missing : in object pair")
             return False
         value = parse_value()
@@ -336,7 +337,7 @@ def reference_parse(tokens: list[tuple[int, bytes]]) -> object:
         d: dict[object, object] = {}
         if not queue:
             return fail("premature EOI")
-        if queue[0][0] == wire._RCURLY:
+        if queue[0][0] == lexer.RCURLY:
             queue.pop(0)
             return d
         if not parse_pair(d):
@@ -345,9 +346,9 @@ def reference_parse(tokens: list[tuple[int, bytes]]) -> object:
             if not queue:
                 return fail("premature EOI")
             ttype = queue.pop(0)[0]
-            if ttype == wire._RCURLY:
+            if ttype == lexer.RCURLY:
                 return d
-            if ttype != wire._COMMA:
+            if ttype != lexer.COMMA:
                 return fail("expected separator in dict")
             if not parse_pair(d):
                 return _NO_VALUE
@@ -357,7 +358,7 @@ def reference_parse(tokens: list[tuple[int, bytes]]) -> object:
         items: list[object] = []
         if not queue:
             return fail("premature EOI")
-        if queue[0][0] == wire._RSQUARE:
+        if queue[0][0] == lexer.RSQUARE:
             queue.pop(0)
             return items
         while True:
@@ -368,34 +369,34 @@ def reference_parse(tokens: list[tuple[int, bytes]]) -> object:
             if not queue:
                 return fail("premature EOI")
             ttype = queue.pop(0)[0]
-            if ttype == wire._RSQUARE:
+            if ttype == lexer.RSQUARE:
                 return items
-            if ttype != wire._COMMA:
+            if ttype != lexer.COMMA:
                 return fail("expected separator in list")
 
     result = parse_value()
     if result is _NO_VALUE:
         if error[0] is None:
-            return wire.ParseFailure("Invalid JSON syntax")
-        return wire.ParseFailure("JSON parse error, " + error[0])
+            return ParseFailure("Invalid JSON syntax")
+        return ParseFailure("JSON parse error, " + error[0])
     return result
 
 
 TOKEN_CHOICES = [
-    (wire._LCURLY, b"{"),
-    (wire._RCURLY, b"}"),
-    (wire._LSQUARE, b"["),
-    (wire._RSQUARE, b"]"),
-    (wire._COLON, b":"),
-    (wire._COMMA, b","),
-    (wire._STRING, b'"a"'),
-    (wire._STRING, b"'b'"),
-    (wire._INTEGER, b"1"),
-    (wire._FLOAT, b"2.5"),
-    (wire._KEYWORD_T, b"true"),
-    (wire._KEYWORD_T, b"nul"),
-    (wire._PERCENT, b"%d"),
-    (wire._OVERSIZE, b"?"),
+    (lexer.LCURLY, b"{"),
+    (lexer.RCURLY, b"}"),
+    (lexer.LSQUARE, b"["),
+    (lexer.RSQUARE, b"]"),
+    (lexer.COLON, b":"),
+    (lexer.COMMA, b","),
+    (lexer.STRING, b'"a"'),
+    (lexer.STRING, b"'b'"),
+    (lexer.INTEGER, b"1"),
+    (lexer.FLOAT, b"2.5"),
+    (lexer.KEYWORD, b"true"),
+    (lexer.KEYWORD, b"nul"),
+    (lexer.PERCENT, b"%d"),
+    (lexer.OVERSIZE, b"?"),
 ]
 
 
@@ -405,8 +406,8 @@ def streamer_messages(tokens: list[tuple[int, bytes]]) -> list[list[tuple[int, b
     current: list[tuple[int, bytes]] = []
     braces = brackets = 0
     for token in tokens:
-        braces += {wire._LCURLY: 1, wire._RCURLY: -1}.get(token[0], 0)
-        brackets += {wire._LSQUARE: 1, wire._RSQUARE: -1}.get(token[0], 0)
+        braces += {lexer.LCURLY: 1, lexer.RCURLY: -1}.get(token[0], 0)
+        brackets += {lexer.LSQUARE: 1, lexer.RSQUARE: -1}.get(token[0], 0)
         current.append(token)
         if braces < 0 or brackets < 0 or (braces == 0 and brackets == 0):
             messages.append(current)
@@ -423,5 +424,5 @@ def test_parser_matches_recursive_transcription(tokens: list[tuple[int, bytes]])
     never runs out of tokens on them)."""
     for message in streamer_messages(tokens):
         expected = reference_parse(message)
-        assert expected != wire.ParseFailure("JSON parse error, premature EOI")
-        assert wire._parse(message) == expected
+        assert expected != ParseFailure("JSON parse error, premature EOI")
+        assert parse_message(message) == expected

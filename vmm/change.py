@@ -16,8 +16,8 @@ from blockdev.layer import BlockLayer
 from devices.display.vnc import VncDisplays
 from schema.errors import QERR_MISSING_PARAMETER, GenericError
 from schema.handlers import qmp_command
+from schema.opts.qemuopts import OptsError, OptsStore
 from vmm.cmdline import GROUPS
-from vmm.cmdline.qemuopts import OptsError, OptsStore
 
 
 class ChangeCommand:

@@ -22,6 +22,9 @@ from devices.chardev.model import ChardevSpec, chardev_spec
 from schema.catalog import Catalog
 from schema.handlers import PROFILES, BehaviourError
 from schema.loader import DEFAULT_PERSONA, PERSONAS
+from schema.opts.cutils import INT64_MAX
+from schema.opts.qemuopts import OptsError, opts_visitor_int64
+from schema.qobject import qdict_order
 from vmm.cmdline import CommandLine, CommandLineError, Diagnostic, EmuOption, QemuOpts
 from vmm.machine.core import MachineOptions
 from vmm.vm import BEHAVIOURS
@@ -103,17 +106,26 @@ def check_cpu_model(cl: CommandLine, catalog: Catalog, accel: str) -> None:
 
 
 def _iothread(opts: QemuOpts) -> tuple[str, int, int, int]:
-    """iothread.c's properties (IOTHREAD_POLL_MAX_NS_DEFAULT is 32768)."""
-    def number(key: str, default: int) -> int:
-        value = opts.get(key)
+    """An iothread's poll properties, set as user_creatable_add_opts sets them: in QDict
+    order, each read by the OptsVisitor as an int64 and checked by
+    iothread_set_poll_param (IOTHREAD_POLL_MAX_NS_DEFAULT is 32768); an error is
+    reported at the -object option [qom/object_interfaces.c, qapi/opts-visitor.c,
+    iothread.c]."""
+    values = {"poll-max-ns": 32768, "poll-grow": 0, "poll-shrink": 0}
+    given = opts.as_dict()
+    for key in qdict_order(list(given)):
+        if key not in values:
+            continue
         try:
-            return int(value, 0) if value is not None else default
-        except ValueError:
-            raise ConfigError(f"Parameter '{key}' expects an int64 value or range") from None
-
+            value = opts_visitor_int64(key, given[key])
+        except OptsError as exc:
+            raise CommandLineError(Diagnostic(exc.message, location=opts.location)) from None
+        if value < 0:
+            raise CommandLineError(Diagnostic(
+                f"{key} value must be in range [0, {INT64_MAX}]", location=opts.location))
+        values[key] = value
     assert opts.id is not None
-    return (opts.id, number("poll-max-ns", 32768), number("poll-grow", 0),
-            number("poll-shrink", 0))
+    return (opts.id, values["poll-max-ns"], values["poll-grow"], values["poll-shrink"])
 
 
 def behaviour_overrides(cl: CommandLine) -> tuple[tuple[str, Any], ...]:

@@ -17,16 +17,20 @@ without the program name (`-m 12x: Parameter 'size' expects ...`); print
 for everything including earlier warnings. Deprecation warnings of a
 successful parse are in `CommandLine.warnings`.
 
-The pieces: `cmdline_table` (the option table), `cmdline_groups` and
-`cmdline_qemuopts` (QemuOpts), `cmdline_keyval` (`-blockdev`),
-`cmdline_chardev` (legacy chardev syntax), `cmdline_parse` (vl.c's loop),
-`cmdline_model` (the result), `cmdline_cutils` (C number parsing).
+The pieces: `table` (the option table), `groups` (the QemuOpts groups),
+`chardev` (legacy chardev syntax), `parse` (vl.c's loop) over `state` (what
+the loop keeps), `handlers` (each option's effect) and `checks` (what vl.c
+checks after the loop), `model` (the result), `errors` (diagnostics). QEMU's option syntax itself (QemuOpts,
+keyval, the C number conversions) is `schema.opts`, and `-blockdev` JSON is
+read by `schema.qobject`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from schema.opts.qemuopts import OptParam, OptsList, OptType, QemuOpts
+from vmm.cmdline.checks import LOG_ITEMS
 from vmm.cmdline.errors import CommandLineError, Diagnostic, Location
 from vmm.cmdline.groups import GROUP_INFO, GROUPS, GroupInfo
 from vmm.cmdline.model import (
@@ -46,8 +50,7 @@ from vmm.cmdline.model import (
     Sandbox,
     Smp,
 )
-from vmm.cmdline.parse import LOG_ITEMS, Parser
-from vmm.cmdline.qemuopts import OptParam, OptsList, OptType, QemuOpts
+from vmm.cmdline.parse import Parser
 from vmm.cmdline.table import OVERCOMMIT, TABLE, Heading, QemuOption
 
 __all__ = [

@@ -31,9 +31,9 @@ Anything else is a parse error. Host and port are read with `sscanf`
 
 from __future__ import annotations
 
-from vmm.cmdline.cutils import scan_set
+from schema.opts.cutils import scan_set
+from schema.opts.qemuopts import MutableOpts, OptsError, OptsList, OptsStore
 from vmm.cmdline.errors import Location
-from vmm.cmdline.qemuopts import MutableOpts, OptsError, OptsList, OptsStore
 
 
 class CompatError(Exception):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import attrs
 
-Location = tuple[str, ...]
+from schema.opts.qemuopts import Location
 
 
 @attrs.frozen

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import attrs
 
-from vmm.cmdline.qemuopts import OptParam, OptsList, OptType
+from schema.opts.qemuopts import OptParam, OptsList, OptType
 
 _TYPES = {"s": OptType.STRING, "b": OptType.BOOL, "n": OptType.NUMBER, "z": OptType.SIZE}
 

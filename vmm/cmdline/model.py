@@ -20,9 +20,9 @@ from collections.abc import Mapping
 import attrs
 
 from schema.jsontypes import JSONValue
+from schema.opts.keyval import KeyvalDict
+from schema.opts.qemuopts import QemuOpts
 from vmm.cmdline.errors import Diagnostic, Location
-from vmm.cmdline.keyval import KeyvalDict
-from vmm.cmdline.qemuopts import QemuOpts
 
 
 class Action(enum.Enum):

@@ -31,7 +31,7 @@ from schema.handlers import collect_handlers, handler_functions, member_to_param
 from schema.jsontypes import JSONValue
 from schema.model import Command
 from schema.output import OutputMismatch, check_return
-from schema.qdict import qdict_order
+from schema.qobject import qdict_order
 from schema.visitor import InputVisitor
 from vmm.machine.fds import MonitorFds
 

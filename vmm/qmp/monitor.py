@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from schema.output import check_return
+from schema.qobject import to_json
 from vmm.hmp.readline import Readline
 from vmm.machine.events import Event
 from vmm.qmp.dispatch import Dispatcher, MonitorSession, ParseError
@@ -120,13 +121,26 @@ class QmpMonitor:
                 break
 
     def handle(self, message: Any) -> None:
-        request = ParseError(message.desc) if isinstance(message, ParseFailure) else message
-        self.hub.core.trace.log("handle_qmp_command", f"mon {id(self):#x} req: {request!r}")
+        if isinstance(message, ParseFailure):
+            request: Any = ParseError(message.desc)
+        else:
+            request = message
+            self._trace_request(message)
         reply = self.dispatcher.execute(self.session, request)
         self.session.fds.drop_received()
         if reply is not None:
             self._write(reply)
         self.machine.process_requests()
+
+    def _trace_request(self, request: Any) -> None:
+        """trace_handle_qmp_command: the parsed request as JSON without its `id`, built
+        only when the event is enabled [monitor.c handle_qmp_command]."""
+        trace = self.hub.core.trace
+        if "handle_qmp_command" not in trace.enabled:
+            return
+        if isinstance(request, dict):
+            request = {k: v for k, v in request.items() if k != "id"}
+        trace.log("handle_qmp_command", f"mon {id(self):#x} req: {to_json(request)}")
 
     def on_event(self, event: Event) -> None:
         if not self.is_connected or not self.session.negotiated:

@@ -7,13 +7,18 @@
   an object's keys and empties as it consumes members; the first key left over is the
   one `Parameter '...' is unexpected` names. `qapi-introspection.md` §6.6.
 
-Lowest layer (`schema`): the wire codec in `vmm` and the argument visitor share these.
+Part of `schema.qobject` (QEMU's JSON dialect): the writer (`schema.qobject.writer`)
+orders members with `qdict_order`, the argument visitor (`schema.visitor`) names the
+unexpected member with `first_unexpected`, and the block layer walks option QDicts in
+`qdict_order`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import lru_cache
+
+from schema.jsontypes import qemu_bytes
 
 
 def qdict_hash(key: bytes) -> int:
@@ -24,17 +29,10 @@ def qdict_hash(key: bytes) -> int:
     return (1103515243 * value + 12345) & 0xFFFFFFFF
 
 
-def key_bytes(key: str) -> bytes:
-    try:
-        return key.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return key.encode("utf-8", "surrogatepass")
-
-
 @lru_cache(maxsize=8192)
 def qdict_bucket(key: str) -> int:
     """The QDict bucket (0..511) that `key` lands in [include/qapi/qmp/qdict.h]."""
-    return qdict_hash(key_bytes(key)) % 512
+    return qdict_hash(qemu_bytes(key)) % 512
 
 
 def qdict_order(keys: Iterable[str]) -> list[str]:
@@ -61,7 +59,7 @@ _PRIMES = (1, 2, 3, 7, 13, 31, 61, 127, 251, 509, 1021, 2039, 4093, 8191, 16381,
 def g_str_hash(key: str) -> int:
     """GLib's g_str_hash (djb2 over signed chars), modulo 2**32."""
     h = 5381
-    for b in key.encode("utf-8", "surrogateescape"):
+    for b in qemu_bytes(key):
         h = (h * 33 + (b - 256 if b >= 128 else b)) & 0xFFFFFFFF
     return h
 

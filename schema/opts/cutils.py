@@ -1,7 +1,9 @@
-"""C library conversions as QEMU 2.11's command line sees them.
+"""C library conversions as QEMU 2.11's option parsing sees them.
 
-Layer: vmm, pure (no I/O, no trio). Used by the command-line parser
-(`vmm.cmdline` and its `vmm.cmdline_*` helpers) only.
+Part of `schema.opts` (QEMU's option syntax), its lowest module: QemuOpts
+(`schema.opts.qemuopts`), keyval and the keyval mode of the argument visitor
+(`schema.visitor`) convert numbers with it, and the command line (`vmm.cmdline`)
+parses its legacy syntaxes with it.
 
 QEMU parses numbers with glibc's `strtoull`/`strtol`/`strtod` and its own
 wrappers in util/cutils.c (`qemu_strtou64`, `qemu_strtosz`); legacy syntaxes
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import enum
 import math
+
+from schema.jsontypes import qemu_bytes
 
 UINT64_MAX = (1 << 64) - 1
 INT64_MAX = (1 << 63) - 1
@@ -36,14 +40,6 @@ class Errno(enum.Enum):
     ERANGE = 34
 
 
-def to_bytes(text: str) -> bytes:
-    """The bytes QEMU sees for an argument Python decoded with surrogateescape."""
-    try:
-        return text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass")
-
-
 def byte_truncate(text: str, limit: int) -> str:
     """Keep at most `limit` bytes of `text`, as a `char buf[limit + 1]` would.
 
@@ -51,14 +47,24 @@ def byte_truncate(text: str, limit: int) -> str:
     surrogateescape, and the same error handler round-trips a cut through
     the middle of a multi-byte character.
     """
-    raw = to_bytes(text)
+    raw = qemu_bytes(text)
     if len(raw) <= limit:
         return text
     return raw[:limit].decode("utf-8", "surrogateescape")
 
 
 def byte_len(text: str) -> int:
-    return len(to_bytes(text))
+    return len(qemu_bytes(text))
+
+
+def c_isalpha(ch: str) -> bool:
+    """qemu_isalpha in the C locale: ASCII letters only."""
+    return ("a" <= ch <= "z") or ("A" <= ch <= "Z")
+
+
+def c_isalnum(ch: str) -> bool:
+    """qemu_isalnum in the C locale: ASCII letters and digits only."""
+    return c_isalpha(ch) or ("0" <= ch <= "9")
 
 
 def _digit_value(ch: str) -> int:
@@ -177,61 +183,56 @@ def strtod(text: str) -> tuple[float, int, bool]:
                 end = j + 1
         return math.nan, end, False
     if text[i : i + 2] in ("0x", "0X"):
-        j = i + 2
-        mant_digits = 0
-        while j < n and text[j] in _HEX:
-            j += 1
-            mant_digits += 1
-        if j < n and text[j] == ".":
-            k = j + 1
-            while k < n and text[k] in _HEX:
-                k += 1
-                mant_digits += 1
-            j = k
-        if mant_digits:
-            end = j
-            if j < n and text[j] in "pP":
-                k = j + 1
-                if k < n and text[k] in "+-":
-                    k += 1
-                if k < n and text[k] in _DEC:
-                    while k < n and text[k] in _DEC:
-                        k += 1
-                    end = k
-            literal = text[i:end]
-            if "p" not in literal.lower():
-                literal += "p0"
-            try:
-                value = float.fromhex(literal)
-            except OverflowError:
-                return sign * math.inf, end, True
-            return _finish_strtod(sign * value, end, literal)
-        # "0x" without hex digits reads as the number 0, stopping at 'x'.
-        return sign * 0.0, i + 1, False
-    j = i
-    digits = 0
-    while j < n and text[j] in _DEC:
-        j += 1
-        digits += 1
-    if j < n and text[j] == ".":
-        k = j + 1
-        while k < n and text[k] in _DEC:
-            k += 1
-            digits += 1
-        j = k
+        j, mant_digits = _scan_mantissa(text, i + 2, _HEX)
+        if not mant_digits:
+            # "0x" without hex digits reads as the number 0, stopping at 'x'.
+            return sign * 0.0, i + 1, False
+        end = _scan_exponent(text, j, "pP")
+        literal = text[i:end]
+        if "p" not in literal.lower():
+            literal += "p0"
+        try:
+            value = float.fromhex(literal)
+        except OverflowError:
+            return sign * math.inf, end, True
+        return _finish_strtod(sign * value, end, literal)
+    j, digits = _scan_mantissa(text, i, _DEC)
     if not digits:
         return 0.0, 0, False
-    end = j
-    if j < n and text[j] in "eE":
+    end = _scan_exponent(text, j, "eE")
+    literal = text[i:end]
+    return _finish_strtod(sign * float(literal), end, literal)
+
+
+def _scan_mantissa(text: str, j: int, digit_chars: str) -> tuple[int, int]:
+    """Digits, optionally a '.' and more digits: (end, number of digits)."""
+    n = len(text)
+    start = j
+    while j < n and text[j] in digit_chars:
+        j += 1
+    digits = j - start
+    if j < n and text[j] == ".":
+        j += 1
+        start = j
+        while j < n and text[j] in digit_chars:
+            j += 1
+        digits += j - start
+    return j, digits
+
+
+def _scan_exponent(text: str, j: int, marks: str) -> int:
+    """An exponent (a mark, an optional sign, decimal digits) at `j`, if complete: its
+    end; else `j` (strtod then stops before the mark)."""
+    n = len(text)
+    if j < n and text[j] in marks:
         k = j + 1
         if k < n and text[k] in "+-":
             k += 1
         if k < n and text[k] in _DEC:
             while k < n and text[k] in _DEC:
                 k += 1
-            end = k
-    literal = text[i:end]
-    return _finish_strtod(sign * float(literal), end, literal)
+            return k
+    return j
 
 
 def _finish_strtod(value: float, end: int, literal: str) -> tuple[float, int, bool]:
@@ -305,3 +306,22 @@ def scan_int(text: str, pos: int) -> tuple[int | None, int]:
     if end == 0:
         return None, pos
     return to_c_int(value), pos + end
+
+
+def mktimegm(year: int, mon: int, mday: int, hour: int, minute: int, sec: int) -> int:
+    """util/cutils.c mktimegm with C's truncating division (struct tm fields)."""
+
+    def cdiv(a: int, b: int) -> int:
+        q = abs(a) // abs(b)
+        return q if (a >= 0) == (b >= 0) else -q
+
+    y = year + 1900
+    m = mon + 1
+    d = mday
+    if m < 3:
+        m += 12
+        y -= 1
+    days = d + cdiv(153 * m - 457, 5) + 365 * y + cdiv(y, 4) - cdiv(y, 100) + cdiv(y, 400) - 719469
+    t = (86400 * days) & UINT64_MAX
+    t = t - (1 << 64) if t >> 63 else t
+    return t + 3600 * hour + 60 * minute + sec

@@ -1,8 +1,11 @@
 """QemuOpts: QEMU's `key=value,...` option groups, as util/qemu-option.c parses them.
 
-Layer: vmm, pure (no I/O, no trio). Used by `vmm.cmdline`; its frozen
-`QemuOpts` values are what the command line hands to the subsystems that
-build chardevs, drives, devices and netdevs later.
+Part of `schema.opts` (QEMU's option syntax), over `schema.opts.cutils`. The command
+line (`vmm.cmdline`) parses every option group with `OptsStore`; its frozen `QemuOpts`
+values are what it hands to the subsystems that build chardevs, drives, devices and
+netdevs. The block layer picks a driver's options out of a flat QDict with `absorb`
+(qemu_opts_absorb_qdict), so `-drive` strings and `blockdev-add` typed values are
+checked with the same messages.
 
 The rules reproduced here (qemu_opts_parse / opts_do_parse / opt_set /
 qemu_opts_create in QEMU 2.11):
@@ -21,17 +24,33 @@ qemu_opts_create in QEMU 2.11):
 * Groups with a declared parameter list reject other keys and check the
   declared types (bool, number, size); groups with an empty list accept
   anything (`-device`, `-drive`, `-netdev`, `-object`, ...).
+* Typed values: bool is `on`/`off` only, number is qemu_strtou64 (base 0, `-1`
+  wraps), size is qemu_strtosz (suffixes k/M/G/T/P/E, powers of 1024) [parse_option_bool,
+  parse_option_number, parse_option_size].
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import attrs
 
-from vmm.cmdline.cutils import Errno, byte_truncate, qemu_strtosz, qemu_strtou64
-from vmm.cmdline.errors import Location
+from schema.errors import QERR_INVALID_PARAMETER, QERR_INVALID_PARAMETER_VALUE, GenericError
+from schema.opts.cutils import (
+    Errno,
+    byte_truncate,
+    c_isalnum,
+    c_isalpha,
+    qemu_strtosz,
+    qemu_strtou64,
+    strtoll,
+)
+from schema.qobject import format_qnum_double, qdict_order
+
+#: The command-line words an option came from (QEMU's Location), for messages.
+Location = tuple[str, ...]
 
 
 class OptType(enum.Enum):
@@ -43,10 +62,19 @@ class OptType(enum.Enum):
     SIZE = "size"
 
 
+def _opt_type(value: OptType | str) -> OptType:
+    """An OptType, also from the short names the block layer's tables use."""
+    if isinstance(value, OptType):
+        return value
+    return OptType("boolean" if value == "bool" else value)
+
+
 @attrs.frozen
 class OptParam:
+    """A QemuOptDesc: a parameter's name and type (`OptType`, or its value, or "bool")."""
+
     name: str
-    type: OptType = OptType.STRING
+    type: OptType = attrs.field(default=OptType.STRING, converter=_opt_type)
     help: str = ""
 
 
@@ -72,8 +100,9 @@ class OptsList:
         return None
 
 
-class OptsError(Exception):
-    """An `Error *` from util/qemu-option.c: message plus optional hint."""
+class OptsError(GenericError):
+    """An `Error *` from util/qemu-option.c: `message` (and `desc`), plus the hint QEMU
+    appends on the command line (never sent over QMP)."""
 
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
@@ -88,19 +117,11 @@ SIZE_HINT = (
 )
 
 
-def _is_alpha(ch: str) -> bool:
-    return ("a" <= ch <= "z") or ("A" <= ch <= "Z")
-
-
-def _is_alnum(ch: str) -> bool:
-    return _is_alpha(ch) or ("0" <= ch <= "9")
-
-
 def id_wellformed(ident: str) -> bool:
     """util/id.c id_wellformed: a letter, then letters, digits, '-', '.', '_'."""
-    if not ident or not _is_alpha(ident[0]):
+    if not ident or not c_isalpha(ident[0]):
         return False
-    return all(_is_alnum(ch) or ch in "-._" for ch in ident[1:])
+    return all(c_isalnum(ch) or ch in "-._" for ch in ident[1:])
 
 
 def is_help_option(value: str) -> bool:
@@ -108,12 +129,12 @@ def is_help_option(value: str) -> bool:
 
 
 def parse_bool(name: str, value: str) -> bool:
-    """parse_option_bool."""
+    """parse_option_bool: `on` or `off`."""
     if value == "on":
         return True
     if value == "off":
         return False
-    raise OptsError(f"Parameter '{name}' expects 'on' or 'off'")
+    raise OptsError(QERR_INVALID_PARAMETER_VALUE % (name, "'on' or 'off'"))
 
 
 def parse_number(name: str, value: str) -> int:
@@ -122,7 +143,7 @@ def parse_number(name: str, value: str) -> int:
     if err is Errno.ERANGE:
         raise OptsError(f"Value '{value}' is too large for parameter '{name}'")
     if err is not Errno.OK:
-        raise OptsError(f"Parameter '{name}' expects a number")
+        raise OptsError(QERR_INVALID_PARAMETER_VALUE % (name, "a number"))
     return number
 
 
@@ -132,17 +153,20 @@ def parse_size(name: str, value: str) -> int:
     if err is Errno.ERANGE:
         raise OptsError(f"Value '{value}' is out of range for parameter '{name}'")
     if err is not Errno.OK:
-        raise OptsError(f"Parameter '{name}' expects a non-negative number below 2^64", SIZE_HINT)
+        raise OptsError(QERR_INVALID_PARAMETER_VALUE % (name, "a non-negative number below 2^64"),
+                        SIZE_HINT)
     return size
 
 
-def check_value(param: OptParam, value: str) -> None:
+def parse_value(param: OptParam, value: str) -> str | bool | int:
+    """qemu_opt_parse: the typed value of one option, or QEMU's error."""
     if param.type is OptType.BOOL:
-        parse_bool(param.name, value)
-    elif param.type is OptType.NUMBER:
-        parse_number(param.name, value)
-    elif param.type is OptType.SIZE:
-        parse_size(param.name, value)
+        return parse_bool(param.name, value)
+    if param.type is OptType.NUMBER:
+        return parse_number(param.name, value)
+    if param.type is OptType.SIZE:
+        return parse_size(param.name, value)
+    return value
 
 
 def get_opt_name(params: str, pos: int, delim: str) -> tuple[str, int]:
@@ -288,9 +312,9 @@ class OptsStore:
         """opt_set: reject undeclared keys, check the declared type, store."""
         param = opts.list.param(name)
         if param is None and not opts.list.accepts_any:
-            raise OptsError(f"Invalid parameter '{name}'")
+            raise OptsError(QERR_INVALID_PARAMETER % name)
         if param is not None:
-            check_value(param, value)
+            parse_value(param, value)
         if prepend:
             opts.items.insert(0, (name, value))
         else:
@@ -299,7 +323,7 @@ class OptsStore:
     def opt_set_typed(self, opts: MutableOpts, name: str, value: str) -> None:
         """qemu_opt_set_bool / qemu_opt_set_number: no type check, key check only."""
         if opts.list.param(name) is None and not opts.list.accepts_any:
-            raise OptsError(f"Invalid parameter '{name}'")
+            raise OptsError(QERR_INVALID_PARAMETER % name)
         opts.items.append((name, value))
 
     def do_parse(
@@ -364,3 +388,65 @@ class OptsStore:
 
     def frozen(self, group: str) -> tuple[QemuOpts, ...]:
         return tuple(opts.freeze() for opts in self.instances[group])
+
+
+# --- QDicts into QemuOpts [qemu_opts_absorb_qdict, qemu_opts_from_qdict_1] -------------
+
+
+def qobject_as_opt_string(value: Any) -> str | None:
+    """qemu_opts_from_qdict_1's reading of one QDict value: a QString as is, a QNum
+    printed (qnum_to_string), a QBool as on/off; None for what it does not copy (null,
+    nested objects and lists)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return format_qnum_double(value)
+    return None
+
+
+@attrs.define
+class AbsorbedOpts:
+    """The QemuOpts `absorb` filled: typed values, and the strings they were parsed from."""
+
+    values: dict[str, Any] = attrs.Factory(dict)
+    raw: dict[str, str] = attrs.Factory(dict)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.values.get(name, default)
+
+    def has(self, name: str) -> bool:
+        return name in self.values
+
+
+def absorb(params: Iterable[OptParam], options: dict[str, Any]) -> AbsorbedOpts:
+    """qemu_opts_absorb_qdict: take every option `params` declares out of the flat QDict
+    `options`, walking it in QDict order, and parse it by its type; the first bad value
+    raises (and stays in `options`, as do the ones not reached). A value of a type
+    qemu_opts_from_qdict_1 does not copy is dropped silently, and so is `id`."""
+    by_name = {p.name: p for p in params}
+    opts = AbsorbedOpts()
+    for key in qdict_order(list(options)):
+        param = by_name.get(key)
+        if param is None:
+            continue
+        text = qobject_as_opt_string(options[key]) if key != "id" else None
+        if text is not None:
+            opts.values[key] = parse_value(param, text)
+            opts.raw[key] = text
+        del options[key]
+    return opts
+
+
+# --- OptsVisitor scalars [qapi/opts-visitor.c] ------------------------------------------
+
+
+def opts_visitor_int64(name: str, value: str) -> int:
+    """opts_type_int64 outside a list: strtoll base 0 over the whole value, no overflow."""
+    number, end, overflow = strtoll(value, 0)
+    if overflow or end == 0 or end != len(value):
+        raise OptsError(QERR_INVALID_PARAMETER_VALUE % (name, "an int64 value"))
+    return number

@@ -1,8 +1,9 @@
 """QEMU's JSON writer: qobject_to_json and qobject_to_json_pretty, as text.
 
-Lowest layer (`schema`): the monitor's wire codec (`vmm.qmp.wire`) frames this text for
-the socket, and the block layer writes `json:{...}` node file names with it. Objects
-come out in QDict hash order (`schema.qdict`), strings escaped as QEMU's
+Part of `schema.qobject` (QEMU's JSON dialect): the monitor's wire codec
+(`vmm.qmp.wire`) frames this text for the socket, and the block layer writes
+`json:{...}` node file names with it. Objects come out in QDict hash order
+(`schema.qobject.qdict`), strings escaped as QEMU's
 modified-UTF-8 walk does (pure ASCII out; invalid byte sequences, carried in `str`
 as surrogate escapes, become U+FFFD), numbers as QEMU prints them
 (`../shared/reference/qmp-protocol.md` §1.1, §1.2, §13) [qobject/qjson.c to_json;
@@ -17,8 +18,8 @@ import re
 from collections.abc import Iterator
 from typing import Final
 
-from schema.jsontypes import JSONValue
-from schema.qdict import key_bytes, qdict_order_tuple
+from schema.jsontypes import JSONValue, qemu_bytes
+from schema.qobject.qdict import qdict_order_tuple
 
 
 def format_qnum_double(x: float) -> str:
@@ -123,7 +124,7 @@ _SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
 def _escape_str(s: str) -> str:
     if _SURROGATE.search(s):
         # Raw bytes smuggled in by surrogateescape: work on the bytes QEMU would hold.
-        return _escape_utf8_bytes(key_bytes(s))
+        return _escape_utf8_bytes(qemu_bytes(s))
     return _NEEDS_ESCAPE.sub(lambda m: _escape_char(m.group()), s)
 
 
