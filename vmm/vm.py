@@ -15,6 +15,8 @@ import attrs
 from blockdev.commands import BlockCommands
 from blockdev.device_backends import DeviceBackends
 from blockdev.layer import BlockLayer
+from devices.address_space import AddressSpaces
+from devices.chipset import build_address_spaces
 from devices.display.vnc import VncDisplays
 from devices.qdev import Qdev
 from schema.catalog import Catalog
@@ -42,6 +44,7 @@ class Vm:
     block: BlockLayer
     qdev: Qdev
     vnc: VncDisplays
+    memory: AddressSpaces
 
     @classmethod
     def build(cls, *, options: MachineOptions, schema: Schema, catalog: Catalog,
@@ -50,6 +53,8 @@ class Vm:
                                  clock=clock, behaviours=BEHAVIOURS)
         block = BlockLayer.create(machine)
         machine.plug(block)
+        memory = build_address_spaces(options.machine_type, options.ram_bytes, machine)
+        machine.plug(memory)
         qdev = Qdev(block=DeviceBackends(block))
         vnc = VncDisplays()  # -vnc is not applied yet: no display, as QEMU without -vnc
         core = CoreCommands(machine)
@@ -57,7 +62,7 @@ class Vm:
                                 per_monitor=MonitorCommands)
         hub = MonitorHub(machine, dispatcher, core)
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
-                   qdev=qdev, vnc=vnc)
+                   qdev=qdev, vnc=vnc, memory=memory)
 
     @property
     def trace(self) -> TraceEvents:
