@@ -10,6 +10,8 @@ table, and its guest behaviours join `BEHAVIOURS`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 
 from blockdev.commands import BlockCommands
@@ -29,6 +31,7 @@ from vmm.machine.guest import GUEST_BEHAVIOURS
 from vmm.machine.trace import TraceEvents
 from vmm.qmp.dispatch import Dispatcher
 from vmm.qmp.monitor import HmpMonitor, MonitorHub, QmpMonitor
+from vmm.qtest import Qtest, board_devices
 
 # Every guest behaviour of the subsystems composed here (the command line's
 # --emu-behaviour names).
@@ -73,6 +76,13 @@ class Vm:
 
     def hmp_monitor(self, *, name: str = "") -> HmpMonitor:
         return self.hub.hmp(name=name)
+
+    def qtest(self, *, log: Callable[[bytes], None] | None = None,
+              stderr: Callable[[str], None] = lambda text: None) -> Qtest:
+        """The qtest frontend of a -qtest chardev (`log`: the -qtest-log file)."""
+        return Qtest(machine=self.machine, memory=self.memory,
+                     devices=board_devices(self.machine.options.machine_type), log=log,
+                     stderr=stderr)
 
     def close(self) -> None:
         """At exit: the subsystems close their files and release their locks."""
