@@ -36,7 +36,7 @@ unassigned memory.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import attrs
@@ -323,9 +323,10 @@ class IoPorts:
         end, region = self._segments[i]
         return region, end
 
-    def read(self, port: int, size: int) -> int:
-        """cpu_inb/inw/inl: address_space_read of `size` bytes, little-endian."""
-        value = 0
+    def _accesses(self, port: int, size: int) -> Iterator[tuple[PortRegion | None, int, int, int]]:
+        """flatview_read/write_continue: the pieces of an access of `size` bytes, each
+        (region or None outside the space, offset in it, length, offset in the
+        access)."""
         done = 0
         while done < size:
             addr = (port + done) & ADDRESS_MASK
@@ -333,31 +334,28 @@ class IoPorts:
             n = min(size - done, end - addr)
             if region is None:
                 n = _access_size(Access(), n, addr)
-                piece = 0  # io_mem_unassigned refuses: unassigned_mem_read's 0
+                yield None, addr, n, done
             else:
                 offset = addr - region.base
                 n = _access_size(region.access, n, offset)
-                piece = _dispatch_read(region, offset, n)
-            value |= piece << (done * 8)
+                yield region, offset, n, done
             done += n
+
+    def read(self, port: int, size: int) -> int:
+        """cpu_inb/inw/inl: address_space_read of `size` bytes, little-endian. Outside
+        the space io_mem_unassigned refuses the access: unassigned_mem_read's 0."""
+        value = 0
+        for region, offset, n, done in self._accesses(port, size):
+            if region is not None:
+                value |= _dispatch_read(region, offset, n) << (done * 8)
         return value
 
     def write(self, port: int, value: int, size: int) -> None:
         """cpu_outb/outw/outl: address_space_write of `size` bytes, little-endian."""
-        value &= (1 << (size * 8)) - 1
-        done = 0
-        while done < size:
-            addr = (port + done) & ADDRESS_MASK
-            region, end = self._lookup(addr)
-            n = min(size - done, end - addr)
-            if region is None:
-                n = _access_size(Access(), n, addr)
-            else:
-                offset = addr - region.base
-                n = _access_size(region.access, n, offset)
+        for region, offset, n, done in self._accesses(port, size):
+            if region is not None:
                 piece = (value >> (done * 8)) & ((1 << (n * 8)) - 1)
                 _dispatch_write(region, offset, piece, n)
-            done += n
 
 
 def _valid(region: PortRegion, offset: int, size: int) -> bool:

@@ -35,6 +35,7 @@ from devices.chipset import (
     memory_layout,
 )
 from devices.host import RecordingDeviceHost
+from vmm.cmdline import CommandLineError
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -407,3 +408,56 @@ def test_a_system_reset_keeps_ram(vm_cmdline) -> None:
     vm.talk().execute("system_reset")
     vm.machine.process_requests()
     assert vm.vm.memory.read(0x1000, 4) == b"kept"
+
+
+def test_pvpanic_device_reports_a_panic(vm_cmdline) -> None:
+    """-device pvpanic, then a write of 1 to port 0x505 (runstate.md §0, §4.5):
+    GUEST_PANICKED pause, STOP, GUEST_PANICKED poweroff, then SHUTDOWN."""
+    vm = vm_cmdline("-machine", "pc", "-device", "pvpanic")
+    t = vm.talk()
+    assert vm.vm.memory.port_read(0x505, 1) == 1
+    vm.vm.memory.port_write(0x505, 1, 1)
+    vm.machine.process_requests()
+    assert t.pending() == [
+        '{"timestamp": T, "event": "GUEST_PANICKED", "data": {"action": "pause"}}',
+        '{"timestamp": T, "event": "STOP"}',
+        '{"timestamp": T, "event": "GUEST_PANICKED", "data": {"action": "poweroff"}}',
+        '{"timestamp": T, "event": "SHUTDOWN", "data": {"guest": true}}',
+    ]
+
+
+def test_pvpanic_ioport_property(vm_cmdline) -> None:
+    vm = vm_cmdline("-machine", "q35", "-device", "pvpanic,ioport=0x600a")
+    assert vm.vm.memory.port_read(0x505, 1) == 0xFF
+    assert vm.vm.memory.port_read(0x600A, 1) == 1
+
+
+def test_ib700_watchdog_from_the_command_line(vm_cmdline) -> None:
+    """-watchdog ib700 adds the device (hw/watchdog/watchdog.c select_watchdog); a
+    byte to 0x443 arms it on the virtual clock; at expiry the action runs
+    (runstate.md §4.6: pause gives WATCHDOG, then STOP)."""
+    vm = vm_cmdline("-machine", "pc", "-watchdog", "ib700", "-watchdog-action", "pause")
+    t = vm.talk()
+    vm.vm.memory.port_write(0x443, 0xE, 1)  # 2 s
+    vm.tick(1.9)
+    assert t.pending() == []
+    vm.tick(0.1)
+    assert t.pending() == ['{"timestamp": T, "event": "WATCHDOG", "data": {"action": "pause"}}',
+                           '{"timestamp": T, "event": "STOP"}']
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("-machine", "none", "-device", "pvpanic"),
+     "-device pvpanic: No 'ISA' bus found for device 'pvpanic'"),
+    (("-machine", "none", "-watchdog", "ib700"), "No 'ISA' bus found for device 'ib700'"),
+    (("-device", "pvpanic,ioport=0x10000"),
+     "-device pvpanic,ioport=0x10000: Parameter 'ioport' expects uint16_t"),
+    (("-device", "pvpanic,ioport=five"),
+     "-device pvpanic,ioport=five: Parameter 'ioport' expects an int64 value or range"),
+])
+def test_port_device_errors(vm_cmdline, argv: tuple[str, ...], message: str) -> None:
+    """qdev-monitor.c qdev_device_add (no ISA bus on -machine none); the uint16
+    property through the string input visitor."""
+    with pytest.raises(CommandLineError) as err:
+        vm_cmdline(*argv)
+    assert str(err.value) == message
