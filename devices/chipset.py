@@ -11,7 +11,7 @@ Which board has which (`board_kind` of the machine type):
 | board | RAM | devices |
 |---|---|---|
 | `none` | flat at 0 | none |
-| `isapc` | PC layout | i8042 (0x60, 0x64), port 92 |
+| `isapc` | PC layout | i8042 (0x60, 0x64), port 92, the PIT's channel 0 timer |
 | `i440fx` (pc-*) | PC layout, 3.5 GiB below 4G (3 GiB if gigabyte-aligned) | i8042, port 92, PIIX3 RCR (0xcf9), PIIX4 ACPI PM (0x600) |
 | `q35` | PC layout, 2 GiB below 4G (2.75 GiB if it fits) | i8042, port 92, ICH9 RST_CNT (0xcf9), ICH9 ACPI PM (0x600) |
 
@@ -27,11 +27,20 @@ programmed its PCI configuration (PIIX4 registers 0x40/0x80, ICH9 PMBASE/ACPI_CT
 `-device pvpanic` (port 0x505) and `-device ib700` / `-watchdog ib700` (ports
 0x441-0x444) are added by `add_pvpanic` and `add_ib700`.
 
+The i8254 PIT is there for its channel 0 timer only, the one QEMU_CLOCK_VIRTUAL
+timer of a PC after a reset (mode 3, count 0x10000: a transition every 32768 PIT
+ticks, each also 1 ns later when the tick conversion rounds down: hw/timer/
+i8254_common.c pit_get_next_transition_time, hw/timer/i8254.c pit_irq_timer). Its
+interrupt is not modelled, so its deadlines matter only to a qtest `clock_step`
+without argument; the board arms the timer only for the qtest accelerator (`pit`),
+where it costs nothing between steps, rather than wake a running VM's main loop
+73 times a second for nothing.
+
 Not modelled: the PS/2 keyboard's and mouse's own command sets (bytes written to
 port 0x60 for them are dropped), interrupts (no IRQ lines), the PM timer's overflow
 interrupt and its S3 wake-up, the ACPI power button's status bit, the PCI
-configuration ports 0xcf8/0xcfc, the PIT, the RTC and the other legacy devices
-(their ports read as unassigned).
+configuration ports 0xcf8/0xcfc, the PIT's ports, the RTC and the other legacy
+devices (their ports read as unassigned).
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ _UNALIGNED_PREFIXES = ("pc-0.", "pc-1.", "pc-i440fx-1.", "isapc")
 
 NANOSECONDS_PER_SECOND = 1_000_000_000
 PM_TIMER_FREQUENCY = 3_579_545
+PIT_FREQ = 1_193_182
 ACPI_PM_BASE = 0x600  # SeaBIOS's PM base on both chipsets
 
 
@@ -483,14 +493,51 @@ class Ib700:
         self._stop()
 
 
+@attrs.define(kw_only=True, eq=False)
+class PitTimer:
+    """Channel 0 of the i8254 in its reset state (mode 3, count 0x10000), as a
+    QEMU_CLOCK_VIRTUAL timer from one output transition to the next."""
+
+    host: DeviceHost
+    count: int = 0x10000
+    count_load_time: int = 0
+    next_transition: int = 0
+    timer: TimerHandle | None = None
+
+    def transition_after(self, now: int) -> int:
+        """pit_get_next_transition_time in mode 3."""
+        d = _muldiv64(now - self.count_load_time, PIT_FREQ, NANOSECONDS_PER_SECOND)
+        base = d - d % self.count
+        half = (self.count + 1) >> 1
+        ticks = base + half if d - base < half else base + self.count
+        when = self.count_load_time + _muldiv64(ticks, NANOSECONDS_PER_SECOND, PIT_FREQ)
+        return when if when > now else now + 1
+
+    def reset(self) -> None:
+        """pit_reset_common + pit_reset: the count reloads now, the timer re-arms."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self.count_load_time = self.host.vm_clock_ns()
+        self._arm(self.transition_after(self.count_load_time))
+
+    def _arm(self, when: int) -> None:
+        self.next_transition = when
+        self.timer = self.host.vm_call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        """pit_irq_timer: the next transition counts from this one's deadline."""
+        self._arm(self.transition_after(self.next_transition))
+
+
 # -- the boards -------------------------------------------------------------------------
 
 _BYTE = Access(impl_min=1, impl_max=1)
 
 
-def build_address_spaces(machine_type: str, ram_size: int,
-                         host: DeviceHost) -> AddressSpaces:
-    """The memory and port spaces of a machine type, with its board devices."""
+def build_address_spaces(machine_type: str, ram_size: int, host: DeviceHost, *,
+                         pit: bool = False) -> AddressSpaces:
+    """The memory and port spaces of a machine type, with its board devices (and,
+    with `pit`, the PIT's channel 0 timer)."""
     kind = board_kind(machine_type)
     spaces = AddressSpaces(memory=SystemMemory.create(memory_layout(machine_type, ram_size)),
                            io=IoPorts())
@@ -502,6 +549,8 @@ def build_address_spaces(machine_type: str, ram_size: int,
     spaces.io.map(PortRegion("i8042-cmd", 0x64, 1, _I8042Command(kbd=kbd), _BYTE))
     spaces.io.map(PortRegion("port92", 0x92, 1, port92, _BYTE))
     spaces.devices += [kbd, port92]
+    if pit:
+        spaces.devices.append(PitTimer(host=host))
     if kind == "isapc":
         return spaces
     rcr = ResetControl(host=host, keep=0xA if kind == "q35" else 0x2)

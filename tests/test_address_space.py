@@ -184,11 +184,6 @@ def test_overlaps_go_to_the_higher_priority_then_the_later_region() -> None:
 # -- the boards ---------------------------------------------------------------------------
 
 
-def board(machine: str) -> tuple[RecordingDeviceHost, object]:
-    host = RecordingDeviceHost()
-    return host, build_address_spaces(machine, 128 * MIB, host)
-
-
 def test_board_kinds() -> None:
     assert [board_kind(m) for m in ("none", "isapc", "pc", "pc-1.0", "pc-i440fx-2.11",
                                     "pc-q35-2.11")] == \

@@ -292,9 +292,10 @@ def test_the_clock_moves_only_when_the_client_moves_it(qtest) -> None:
 
 def test_a_bare_clock_step_goes_to_the_next_deadline(qtest) -> None:
     """Without an argument: qemu_clock_deadline_ns_all(QEMU_CLOCK_VIRTUAL), -1 (no
-    move) without timers. The simulated guest powers off 0.5 s of guest time after
-    the power button; the SHUTDOWN follows the step's reply."""
-    c = qtest("-machine", "pc,accel=qtest", "-no-shutdown")
+    move) without timers (-machine none has no device). The simulated guest powers
+    off 0.5 s of guest time after the power button; the SHUTDOWN follows the step's
+    reply."""
+    c = qtest("-machine", "none,accel=qtest", "-no-shutdown")
     talk = c.harness.talk()
     assert c.ask("clock_step") == "OK 0\n"
     talk.send('{"execute":"system_powerdown"}')
@@ -307,10 +308,27 @@ def test_a_bare_clock_step_goes_to_the_next_deadline(qtest) -> None:
     assert c.ask("clock_step") == f"OK {SECOND // 2}\n"  # stopped: no deadline
 
 
+@pytest.mark.parametrize("machine", ["pc", "q35", "isapc"])
+def test_a_pc_steps_to_the_pit(qtest, machine: str) -> None:
+    """A PC's only virtual timer after a reset is the PIT's channel 0 (mode 3, count
+    0x10000, reloaded at the reset: i8254_common.c pit_reset_common and
+    pit_get_next_transition_time): every 32768 ticks of 1.193182 MHz, and 1 ns
+    later again where the conversion to ns rounded down (pit_irq_timer passes the
+    deadline as the current time)."""
+    c = qtest("-machine", f"{machine},accel=qtest", "--emu-behaviour=firmware-reboot=off")
+    steps = [c.ask("clock_step") for _ in range(5)]
+    assert steps == ["OK 27462700\n", "OK 27462701\n", "OK 54925401\n", "OK 54925402\n",
+                     "OK 82388101\n"]
+    assert c.ask("clock_step 1000000000") == "OK 1082388101\n"
+    assert c.ask("clock_step") == "OK 1098508023\n"
+    c.harness.talk().execute("system_reset")  # the count reloads: 27462700 ns on
+    assert c.ask("clock_step") == f"OK {1098508023 + 27462700}\n"
+
+
 def test_timers_run_at_their_deadlines_and_not_while_stopped(qtest) -> None:
     """qtest_clock_warp: each timer due runs at its own deadline; a stopped VM's
     clock still moves, but its timers wait (the clock is disabled)."""
-    c = qtest()
+    c = qtest("-machine", "none,accel=qtest")
     machine = c.harness.machine
     seen: list[int] = []
     for t in (300, 100, 200):

@@ -56,7 +56,9 @@ class Vm:
                                  clock=clock, behaviours=BEHAVIOURS)
         block = BlockLayer.create(machine)
         machine.plug(block)
-        memory = build_address_spaces(options.machine_type, options.ram_bytes, machine)
+        # The PIT's timer shows only in a qtest clock_step (devices.chipset).
+        memory = build_address_spaces(options.machine_type, options.ram_bytes, machine,
+                                      pit=options.accel == "qtest")
         machine.plug(memory)
         qdev = Qdev(block=DeviceBackends(block))
         vnc = VncDisplays()  # -vnc is not applied yet: no display, as QEMU without -vnc
