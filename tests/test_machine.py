@@ -77,18 +77,33 @@ def test_qtest_accelerator_owns_the_virtual_clock(vm_cmdline) -> None:
     t = vm.talk()
     vm.tick(5)
     assert vm.machine.vm_clock_ns() == 0
-    t.send('{"execute":"system_powerdown"}')
-    vm.tick(5)
-    assert t.pending() == []
     seen: list[int] = []
     vm.machine.vm_call_at(SECOND // 4, lambda: seen.append(vm.machine.vm_clock_ns()))
     assert vm.machine.vm_deadline_ns() == SECOND // 4  # what a bare clock_step steps
     assert vm.machine.warp_vm_clock(SECOND) == SECOND
     assert seen == [SECOND // 4]
+    vm.machine.guest_poweroff()
     assert t.pending() == []  # the power-off request waits for the main loop
     vm.machine.process_requests()
     assert t.pending()[0] == '{"timestamp": T, "event": "SHUTDOWN", "data": {"guest": true}}'
     assert vm.machine.vm_deadline_ns() == -1  # stopped (-no-shutdown): no deadline
+
+
+@pytest.mark.parametrize("machine", ["none", "pc"])
+def test_no_guest_code_runs_under_qtest(vm_cmdline, machine: str) -> None:
+    """-machine accel=qtest: the vCPUs are dummies (cpus.c qemu_dummy_start_vcpu), so
+    the power button is only POWERDOWN and a reset only QEMU's RESET: no OS powers
+    off, no SeaBIOS resets again (runstate.md's SeaBIOS RESET needs a running vCPU)."""
+    vm = vm_cmdline("-machine", f"{machine},accel=qtest")
+    t = vm.talk()
+    assert t.lines('{"execute":"system_powerdown"}') == [
+        '{"return": {}}', '{"timestamp": T, "event": "POWERDOWN"}']
+    assert t.lines('{"execute":"system_reset"}') == [
+        '{"return": {}}', '{"timestamp": T, "event": "RESET", "data": {"guest": false}}']
+    vm.machine.warp_vm_clock(10 * SECOND)
+    vm.machine.process_requests()
+    assert t.pending() == []
+    assert vm.machine.exit_code is None
 
 
 def test_warping_a_running_clock_is_refused(vm_cmdline) -> None:

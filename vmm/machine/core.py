@@ -178,7 +178,10 @@ class Machine:
             watchdog_action=options.watchdog_action,
             autostart=not options.start_paused,
         )
-        machine.guest = Guest(machine=machine, firmware=board.firmware)
+        # Under the qtest accelerator the vCPUs never execute (cpus.c
+        # qemu_dummy_start_vcpu): neither SeaBIOS nor an OS reacts to anything.
+        runs = options.accel != "qtest"
+        machine.guest = Guest(machine=machine, firmware=board.firmware and runs, os=runs)
         machine.plug(machine.guest)
         return machine
 

@@ -20,7 +20,10 @@ right after the reset is answered before it, as on a real QEMU. The first start 
 has run POST already (SeaBIOS src/resume.c, `HaveRunPost`), and runstate.md's
 verified start-up and `-S`/`cont` transcripts (§2.2, §3.7) carry no RESET.
 
-A guest only acts while its VM runs: its timers run on the virtual clock.
+A guest only acts while its VM runs: its timers run on the virtual clock. Under
+`-machine accel=qtest` no guest code runs at all (the vCPUs are dummies), so neither
+the OS nor SeaBIOS reacts, whatever the behaviours say: what QEMU's own qtest-based
+tests see.
 """
 
 from __future__ import annotations
@@ -107,7 +110,8 @@ class Guest:
     """The guest OS and the firmware of one machine (a Subsystem of the Machine)."""
 
     machine: Machine
-    firmware: bool  # the board boots SeaBIOS
+    firmware: bool  # the board boots SeaBIOS (and its vCPUs run)
+    os: bool = True  # an OS runs behind the firmware (not under the qtest accelerator)
     _poweroff: Timer | None = None
     _reboot: Timer | None = None
     # SeaBIOS: POST has run since its image was last restored; a reset found it so
@@ -122,7 +126,8 @@ class Guest:
     def on_power_button(self) -> None:
         """The ACPI power button was pressed (the POWERDOWN event just went out)."""
         behaviours = self.machine.behaviours
-        if behaviours.get("powerdown") == "ignore" or self._poweroff is not None:
+        if not self.os or behaviours.get("powerdown") == "ignore" or \
+                self._poweroff is not None:
             return
         self._poweroff = self.machine.vm_call_later(behaviours.get("powerdown-delay"),
                                                     self._power_off)
