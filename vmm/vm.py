@@ -21,6 +21,7 @@ from schema.catalog import Catalog
 from schema.handlers import Behaviour
 from schema.model import Schema
 from vmm.change import ChangeCommand
+from vmm.hmp.interpreter import HmpState
 from vmm.machine.commands import CoreCommands, MonitorCommands
 from vmm.machine.core import Clock, Machine, MachineOptions
 from vmm.machine.guest import GUEST_BEHAVIOURS
@@ -55,7 +56,7 @@ class Vm:
         core = CoreCommands(machine)
         dispatcher = Dispatcher(machine, core, BlockCommands(block), ChangeCommand(block, vnc),
                                 per_monitor=MonitorCommands)
-        hub = MonitorHub(machine, dispatcher, core)
+        hub = MonitorHub(machine, dispatcher, core, HmpState(block=block, vnc=vnc))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
                    qdev=qdev, vnc=vnc)
 
