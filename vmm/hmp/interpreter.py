@@ -118,11 +118,13 @@ class Hmp:
         if cmd is not None:
             try:
                 args = parse_arguments(cmd.name, cmd.args_type, rest, self._context())
+                assert cmd.handler is not None
             except ArgumentError as err:
                 self.printf(err.text)
                 self.printf(f'Try "help {cmd.name}" for more information\n')
+            except QMPError as err:  # a `$register` the emulator cannot read
+                self.report(err)
             else:
-                assert cmd.handler is not None
                 try:
                     cmd.handler(self, args)
                 except QMPError as err:
