@@ -51,6 +51,12 @@ def human_readable_size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
+def _pad(text: str, width: int) -> str:
+    """printf's `%-Ns` (negative width) or `%Ns`: widths count bytes."""
+    fill = " " * max(0, abs(width) - len(text.encode("utf-8", "surrogateescape")))
+    return text + fill if width < 0 else fill + text
+
+
 def snapshot_line(sn: dict[str, Any] | None) -> str:
     """block/qapi.c bdrv_snapshot_dump: the header (None) or one SnapshotInfo, without
     a line end. Dates are local time, as QEMU's localtime_r gives them."""
@@ -61,8 +67,9 @@ def snapshot_line(sn: dict[str, Any] | None) -> str:
     secs = nsec // 1_000_000_000
     clock = (f"{secs // 3600:02d}:{(secs // 60) % 60:02d}:{secs % 60:02d}."
              f"{(nsec // 1_000_000) % 1000:03d}")
-    return (f"{sn['id']:<10}{sn['name']:<20}{human_readable_size(sn['vm-state-size']):>7}"
-            f"{date:>20}{clock:>15}")
+    return (_pad(sn["id"], -10) + _pad(sn["name"], -20)
+            + _pad(human_readable_size(sn["vm-state-size"]), 7) + _pad(date, 20)
+            + _pad(clock, 15))
 
 
 def qnum_text(value: int | float) -> str:
