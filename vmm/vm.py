@@ -14,6 +14,7 @@ import attrs
 
 from blockdev.commands import BlockCommands
 from blockdev.device_backends import DeviceBackends
+from blockdev.host import TRAY_BEHAVIOURS
 from blockdev.layer import BlockLayer
 from devices.display.vnc import VncDisplays
 from devices.qdev import Qdev
@@ -31,7 +32,7 @@ from vmm.qmp.monitor import HmpMonitor, MonitorHub, QmpMonitor
 
 # Every guest behaviour of the subsystems composed here (the command line's
 # --emu-behaviour names).
-BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS,)
+BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS)
 
 
 @attrs.define(kw_only=True)
