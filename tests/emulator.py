@@ -31,7 +31,7 @@ from schema import Schema, load_schema
 from schema.catalog import Catalog
 from vmm import startup
 from vmm.cmdline import parse_command_line
-from vmm.config import EMU_OPTIONS, MonitorSpec, build_config
+from vmm.config import EMU_OPTIONS, MonitorSpec, QtestSpec, build_config
 from vmm.machine.core import Clock, MachineOptions
 from vmm.qmp.dispatch import Dispatcher, MonitorSession
 from vmm.server import BoundAddress, Server
@@ -92,6 +92,7 @@ class Built:
 
     vm: Vm
     monitors: list[MonitorSpec]
+    qtest: QtestSpec | None = None
 
     def start(self) -> None:
         """vl.c's last step before the main loop (the start-up RESUME without -S)."""
@@ -109,7 +110,7 @@ def build_from_argv(argv: Sequence[str], clock: Clock) -> Built:
     schema = _schema(config.persona)
     vm = startup.create_vm(config, schema=schema, catalog=catalog, clock=clock)
     startup.configure_devices(vm, cl)
-    return Built(vm=vm, monitors=list(config.monitors))
+    return Built(vm=vm, monitors=list(config.monitors), qtest=config.qtest)
 
 
 def build_vm(schema: Schema, catalog: Catalog, clock: Clock, **options: Any) -> Vm:
@@ -133,13 +134,15 @@ def tcp_monitor(ident: str = "tcp0", host: str = "127.0.0.1") -> MonitorSpec:
 
 
 async def serve(nursery: trio.Nursery, vm: Vm, monitors: Sequence[MonitorSpec],
-                exited: Callable[[int], None] | None = None) -> tuple[Server, list[BoundAddress]]:
-    """Start the trio server in `nursery`; return it once every chardev listens.
+                exited: Callable[[int], None] | None = None,
+                qtest: QtestSpec | None = None) -> tuple[Server, list[BoundAddress]]:
+    """Start the trio server in `nursery`; return it once every chardev listens
+    (the monitors', then the `-qtest` one's).
 
     `exited` is called with the exit status when the machine has exited and the
     server has flushed every client.
     """
-    server = Server(vm, list(monitors))
+    server = Server(vm, list(monitors), qtest=qtest)
 
     async def run(*, task_status: trio.TaskStatus[list[BoundAddress]] =
                   trio.TASK_STATUS_IGNORED) -> None:

@@ -441,7 +441,7 @@ async def replay_in_process(t: Transcript, clock: trio.testing.MockClock,
     failure: Mismatch | GoldenError | None = None
     async with trio.open_nursery() as nursery:
         _, addresses = await emulator.serve(nursery, built.vm, built.monitors,
-                                            exited=exit_status.append)
+                                            exited=exit_status.append, qtest=built.qtest)
         built.start()
         where = {a.chardev: a for a in addresses}
         try:

@@ -85,6 +85,8 @@ def test_qtest_accelerator_owns_the_virtual_clock(vm_cmdline) -> None:
     assert vm.machine.vm_deadline_ns() == SECOND // 4  # what a bare clock_step steps
     assert vm.machine.warp_vm_clock(SECOND) == SECOND
     assert seen == [SECOND // 4]
+    assert t.pending() == []  # the power-off request waits for the main loop
+    vm.machine.process_requests()
     assert t.pending()[0] == '{"timestamp": T, "event": "SHUTDOWN", "data": {"guest": true}}'
     assert vm.machine.vm_deadline_ns() == -1  # stopped (-no-shutdown): no deadline
 

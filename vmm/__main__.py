@@ -12,6 +12,7 @@ emulator's own diagnostics (the per-VM loggers under `vmm`) go to stderr too.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import time
@@ -69,7 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     schema = load_schema(config.persona)
     _diagnostics_to_stderr(prog)
     try:
-        return trio.run(_run, config, cl, schema, catalog, daemon)
+        code = trio.run(_run, config, cl, schema, catalog, daemon)
+        if code < 0:
+            _die_by(-code)  # a qtest assertion: QEMU aborts
+        return code
     except* CommandLineError as refused:
         for failure in refused.exceptions:
             assert isinstance(failure, CommandLineError)
@@ -88,7 +92,8 @@ async def _run(config: Config, cl: CommandLine, schema: Schema, catalog: Catalog
                daemon: Daemon | None) -> int:
     clock = Clock.anchored(trio.current_time, time.time())
     vm = startup.create_vm(config, schema=schema, catalog=catalog, clock=clock)
-    server = Server(vm, list(config.monitors), on_bound=lambda: startup.finish(vm, cl))
+    server = Server(vm, list(config.monitors), on_bound=lambda: startup.finish(vm, cl),
+                    qtest=config.qtest)
     async with trio.open_nursery() as nursery:
 
         async def serve(*, task_status: trio.TaskStatus[list[BoundAddress]] =
@@ -96,7 +101,7 @@ async def _run(config: Config, cl: CommandLine, schema: Schema, catalog: Catalog
             await server.serve(task_status=task_status)
             nursery.cancel_scope.cancel()  # the machine exited: stop listening for signals
 
-        nursery.start_soon(_signals, vm)
+        nursery.start_soon(_signals, vm, config.qtest is not None)
         await nursery.start(serve)
         if daemon is not None:
             daemon.initialised()
@@ -116,13 +121,23 @@ def _diagnostics_to_stderr(prog: str) -> None:
     log.propagate = False
 
 
-async def _signals(vm: Vm) -> None:
-    """vl.c termsig_handler: SHUTDOWN {"guest": false} and exit, -no-shutdown or not."""
+async def _signals(vm: Vm, qtest: bool) -> None:
+    """vl.c termsig_handler: SHUTDOWN {"guest": false} and exit, -no-shutdown or not;
+    the message is not printed under a qtest driver (qemu_kill_report)."""
     with trio.open_signal_receiver(*TERMINATING_SIGNALS) as signals:
         async for signum in signals:
-            print(f"{progname()}: terminating on signal {signum}", file=sys.stderr, flush=True)
+            if not qtest:
+                print(f"{progname()}: terminating on signal {signum}", file=sys.stderr,
+                      flush=True)
             vm.machine.no_shutdown = False
             vm.machine.request_shutdown("host-signal")
+
+
+def _die_by(signum: int) -> None:
+    """End the process by `signum` with its default action, as abort() does."""
+    sys.stderr.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ from devices.chardev.model import ChardevSpec, chardev_spec
 from schema.catalog import Catalog
 from schema.handlers import PROFILES, BehaviourError
 from schema.loader import DEFAULT_PERSONA, PERSONAS
-from vmm.cmdline import CommandLine, CommandLineError, Diagnostic, EmuOption, QemuOpts
+from vmm.cmdline import GROUPS, CommandLine, CommandLineError, Diagnostic, EmuOption, QemuOpts
+from vmm.cmdline.chardev import CompatError, chr_parse_compat
+from vmm.cmdline.qemuopts import OptsStore
 from vmm.machine.core import MachineOptions
 from vmm.vm import BEHAVIOURS
 
@@ -66,12 +68,22 @@ class MonitorSpec:
 
 
 @attrs.frozen
+class QtestSpec:
+    """`-qtest CHARDEV` and `-qtest-log FILE`."""
+
+    arg: str                        # the -qtest argument, for QEMU's messages
+    chardev: ChardevSpec | None     # None: a backend without I/O here (null, vc, ...)
+    log: str | None = None          # None: stderr; "none": no log
+
+
+@attrs.frozen
 class Config:
     options: MachineOptions
     monitors: tuple[MonitorSpec, ...]
     persona: str
     daemonize: bool
     pidfile: str | None
+    qtest: QtestSpec | None = None
 
 
 def resolve_machine_type(cl: CommandLine, catalog: Catalog) -> str:
@@ -114,6 +126,32 @@ def _iothread(opts: QemuOpts) -> tuple[str, int, int, int]:
     assert opts.id is not None
     return (opts.id, number("poll-max-ns", 32768), number("poll-grow", 0),
             number("poll-shrink", 0))
+
+
+def qtest_config(cl: CommandLine) -> QtestSpec | None:
+    """qtest.c qtest_init's chardev: qemu_chr_new("qtest", ARG), the legacy chardev
+    syntax (or `chardev:ID`); when it cannot be created QEMU reports why, then
+    `Failed to initialize device for qtest: "ARG"`, and exits 1."""
+    arg = cl.qtest
+    if arg is None:
+        return None
+    failed = Diagnostic(f'Failed to initialize device for qtest: "{arg}"')
+    if arg.startswith("chardev:"):
+        found = next((c for c in cl.chardevs if c.id == arg[8:]), None)
+        if found is None:
+            raise CommandLineError(failed)
+        return QtestSpec(arg=arg, chardev=chardev_spec(found), log=cl.qtest_log)
+    if any(c.id == "qtest" for c in cl.chardevs):
+        raise CommandLineError(failed, 1, (Diagnostic("Duplicate ID 'qtest' for chardev"),))
+    try:
+        opts = chr_parse_compat(OptsStore(GROUPS), GROUPS["chardev"], "qtest", arg, ())
+    except CompatError as exc:
+        earlier = (Diagnostic(exc.reported.message),) if exc.reported else ()
+        raise CommandLineError(failed, 1, earlier) from None
+    spec = chardev_spec(opts.freeze())
+    if spec is not None and spec.backend == "stdio" and cl.daemonize:
+        raise CommandLineError(failed, 1, (Diagnostic("cannot use stdio with -daemonize"),))
+    return QtestSpec(arg=arg, chardev=spec, log=cl.qtest_log)
 
 
 def behaviour_overrides(cl: CommandLine) -> tuple[tuple[str, Any], ...]:
@@ -184,4 +222,4 @@ def build_config(cl: CommandLine, catalog: Catalog) -> Config:
     )
     return Config(options=options, monitors=tuple(monitors),
                   persona=emu.get("persona", DEFAULT_PERSONA), daemonize=cl.daemonize,
-                  pidfile=cl.pidfile)
+                  pidfile=cl.pidfile, qtest=qtest_config(cl))

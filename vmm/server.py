@@ -1,6 +1,7 @@
-"""The trio server: a connection for every monitor, the machine's main loop, orderly exit.
+"""The trio server: a connection for every monitor and for qtest, the machine's main loop, orderly exit.
 
-I/O edge of the `vmm` layer. Each monitor is a frontend of a chardev: the chardev
+I/O edge of the `vmm` layer. Each monitor, and the qtest protocol of `-qtest`
+(`vmm.qtest`, with its `-qtest-log` file), is a frontend of a chardev: the chardev
 edge (`devices.chardev.edge`) opens the socket or stdio the monitor's `ChardevSpec`
 names, and hands over one client at a time as QEMU's socket chardev does (a second
 client waits in the backlog and is greeted when the first leaves). A `Connection`
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from typing import IO, Protocol
 
 import trio
 
@@ -27,16 +29,35 @@ from devices.chardev.edge import (
     StdioStream,
     open_listener,
 )
-from vmm.config import MonitorSpec
-from vmm.qmp.monitor import HIGH_WATER, HmpMonitor, QmpMonitor
+from vmm.config import MonitorSpec, QtestSpec
+from vmm.machine.core import Machine
+from vmm.qmp.monitor import HIGH_WATER
 from vmm.vm import Vm
 
 FLUSH_TIMEOUT = 5.0  # seconds a client gets to take the last replies before exit
 
-__all__ = ["BoundAddress", "Connection", "MonitorSpec", "Server", "ServerError", "progname"]
+__all__ = ["BoundAddress", "Connection", "Frontend", "MonitorSpec", "Server", "ServerError",
+           "progname"]
 
 # The name `vmm.__main__` catches: a chardev that could not be opened.
 ServerError = ChardevError
+
+
+class Frontend(Protocol):
+    """What sits on a chardev: a QMP or HMP monitor, or qtest."""
+
+    machine: Machine
+    outbox: bytearray
+    dropped: bool
+    on_output: Callable[[], None]
+
+    def connect(self) -> None: ...
+
+    def disconnect(self) -> None: ...
+
+    def feed(self, data: bytes, fds: list[int] | None = None) -> None: ...
+
+    def take_output(self) -> bytes: ...
 
 
 class _Signal:
@@ -56,7 +77,7 @@ class _Signal:
 class Connection:
     """One client of one monitor: reads requests, writes what the monitor produced."""
 
-    def __init__(self, stream: ChardevStream, monitor: QmpMonitor | HmpMonitor,
+    def __init__(self, stream: ChardevStream, monitor: Frontend,
                  on_exit: Callable[[], None]) -> None:
         self.stream = stream
         self.monitor = monitor
@@ -140,17 +161,20 @@ class Server:
     """All monitors of one VM, its main loop, and the exit sequence."""
 
     def __init__(self, vm: Vm, monitors: list[MonitorSpec],
-                 on_bound: Callable[[], None] = lambda: None) -> None:
+                 on_bound: Callable[[], None] = lambda: None,
+                 qtest: QtestSpec | None = None) -> None:
         self.vm = vm
         self.specs = monitors
+        self.qtest_spec = qtest
+        self.qtest_log: IO[bytes] | None = None
         self.on_bound = on_bound  # the rest of start-up (vmm.startup.finish)
-        self.listeners: list[tuple[Listener, QmpMonitor | HmpMonitor]] = []
-        self.stdio: list[QmpMonitor | HmpMonitor] = []
+        self.listeners: list[tuple[Listener, Frontend]] = []
+        self.stdio: list[Frontend] = []
         self.connections: list[Connection] = []
         self.exiting = trio.Event()
         self.kicked = _Signal()
 
-    def _new_monitor(self, spec: MonitorSpec) -> QmpMonitor | HmpMonitor:
+    def _new_monitor(self, spec: MonitorSpec) -> Frontend:
         if spec.mode == "control":
             return self.vm.qmp_monitor(pretty=spec.pretty, name=spec.chardev.id)
         return self.vm.hmp_monitor(name=spec.chardev.id)
@@ -164,12 +188,47 @@ class Server:
                 continue
             listener = await open_listener(spec.chardev)
             self.listeners.append((listener, monitor))
+        if self.qtest_spec is not None:
+            await self._bind_qtest(self.qtest_spec)
         for listener, _ in self.listeners:
             if listener.spec.wait and listener.spec.server:
                 print(f"{progname()}: info: QEMU waiting for connection on: "
                       f"{listener.spec.filename()}", file=sys.stderr, flush=True)
                 await listener.wait_connected()
         return [listener.address() for listener, _ in self.listeners]
+
+    async def _bind_qtest(self, spec: QtestSpec) -> None:
+        """qtest.c qtest_init, after the monitors' chardevs (vl.c): its chardev, and
+        its log (stderr without -qtest-log, nothing for `none`, else the file
+        opened "w+", or nothing if it cannot be)."""
+        log: Callable[[bytes], None] | None = None
+        if spec.log is None:
+            def log(data: bytes) -> None:
+                sys.stderr.buffer.write(data)
+                sys.stderr.flush()
+        elif spec.log != "none":
+            try:
+                self.qtest_log = open(spec.log, "w+b")  # closed when serve ends
+            except OSError:
+                self.qtest_log = None
+            if self.qtest_log is not None:
+                out = self.qtest_log
+
+                def log(data: bytes) -> None:
+                    out.write(data)
+                    out.flush()
+        frontend = self.vm.qtest(log=log, stderr=_to_stderr)
+        if spec.chardev is None:
+            return
+        if spec.chardev.backend == "stdio":
+            self.stdio.append(frontend)
+            return
+        try:
+            listener = await open_listener(spec.chardev)
+        except ChardevError as err:
+            raise ChardevError(f"{err}\n{progname()}: Failed to initialize device for "
+                               f'qtest: "{spec.arg}"') from None
+        self.listeners.append((listener, frontend))
 
     def request_exit(self) -> None:
         self.exiting.set()
@@ -193,10 +252,12 @@ class Server:
             nursery.cancel_scope.cancel()
         for listener, _ in self.listeners:
             listener.close()
+        if self.qtest_log is not None:
+            self.qtest_log.close()
         machine.fdsets.close_all()
         return machine.exit_code if machine.exit_code is not None else 0
 
-    async def _accept_loop(self, listener: Listener, monitor: QmpMonitor | HmpMonitor) -> None:
+    async def _accept_loop(self, listener: Listener, monitor: Frontend) -> None:
         while True:
             stream = await listener.accept()
             conn = Connection(stream, monitor, self.request_exit)
@@ -206,7 +267,7 @@ class Server:
             finally:
                 self.connections.remove(conn)
 
-    async def _serve_stdio(self, monitor: QmpMonitor | HmpMonitor) -> None:
+    async def _serve_stdio(self, monitor: Frontend) -> None:
         conn = Connection(StdioStream(), monitor, self.request_exit)
         self.connections.append(conn)
         try:
@@ -226,6 +287,11 @@ class Server:
     async def _flush_all(self) -> None:
         for conn in list(self.connections):
             await conn.flush()
+
+
+def _to_stderr(text: str) -> None:
+    sys.stderr.write(text)
+    sys.stderr.flush()
 
 
 def progname() -> str:

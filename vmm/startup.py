@@ -11,8 +11,9 @@ machine in this order, and so does this module:
    qdev (`devices.board`, `devices.qdev`): every -blockdev, every -drive, the
    machine's default drives (a CD-ROM at index 2 of the default interface, a floppy,
    an SD card), the devices the board creates for its interfaces' drives, each
-   -device with a drive (then those that `if=virtio` drives imply):
-   `configure_devices`;
+   -device with a drive (then those that `if=virtio` drives imply), and the
+   port devices the address spaces model (`-device pvpanic`, `-device ib700`,
+   `-watchdog ib700`): `configure_devices`;
 4. the machine starts: a silent system reset, then a VM start unless -S, or the wait
    for an incoming migration (`Machine.start`).
 
@@ -30,6 +31,7 @@ from blockdev.drive import add_blockdev, add_drive, drive_get, if_max_devs
 from blockdev.layer import BlockLayer
 from devices.blockdevs import DEVICE_KINDS
 from devices.board import create_board_devices
+from devices.chipset import add_ib700, add_pvpanic, board_kind
 from devices.qdev import Qdev, attach_device
 from schema.catalog import Catalog
 from schema.errors import QMPError
@@ -41,8 +43,10 @@ from vmm.cmdline import (
     CommandLineError,
     Diagnostic,
     Location,
+    QemuOpts,
     parse_command_line,
 )
+from vmm.cmdline.cutils import Errno, qemu_strtoi64
 from vmm.config import EMU_OPTIONS, Config, build_config
 from vmm.machine.clock import Clock
 from vmm.vm import Vm
@@ -89,6 +93,7 @@ def configure_devices(vm: Vm, cl: CommandLine) -> None:
     """vl.c after the chardevs, up to machine start: the block devices (so far the
     only devices the emulator builds)."""
     configure_block(vm.block, vm.qdev, cl, vm.machine.schema, vm.machine.options.machine_type)
+    configure_port_devices(vm, cl)
 
 
 def finish(vm: Vm, cl: CommandLine) -> None:
@@ -144,6 +149,40 @@ def configure_block(layer: BlockLayer, qdev: Qdev, cl: CommandLine, schema: Sche
             attach_device(qdev, driver, props)
         except QMPError as err:
             raise _fail(err, location) from None
+
+
+def configure_port_devices(vm: Vm, cl: CommandLine) -> None:
+    """The -device models that are ports of the address spaces (hw/misc/pvpanic.c,
+    hw/watchdog/wdt_ib700.c); ISA devices, so `-machine none` has no bus for them
+    (qdev-monitor.c qdev_device_add). Other properties are not read yet: the
+    devices issue gives these devices their QOM presence."""
+    for opts in cl.devices:
+        driver = opts.get("driver")
+        if driver not in ("pvpanic", "ib700"):
+            continue
+        if board_kind(vm.machine.options.machine_type) == "none":
+            raise CommandLineError(Diagnostic(f"No 'ISA' bus found for device '{driver}'",
+                                              location=opts.location))
+        if driver == "pvpanic":
+            add_pvpanic(vm.memory, vm.machine, _uint16_property(opts, "ioport", 0x505))
+        else:
+            add_ib700(vm.memory, vm.machine)
+
+
+def _uint16_property(opts: QemuOpts, name: str, default: int) -> int:
+    """A uint16 qdev property from its string (qapi/string-input-visitor.c
+    parse_type_int64, then qapi-visit-core.c visit_type_uintN's range check)."""
+    text = opts.get(name)
+    if text is None:
+        return default
+    err, value, _ = qemu_strtoi64(text)
+    if err is not Errno.OK or not text:
+        raise CommandLineError(Diagnostic(
+            f"Parameter '{name}' expects an int64 value or range", location=opts.location))
+    if not 0 <= value <= 0xFFFF:
+        raise CommandLineError(Diagnostic(f"Parameter '{name}' expects uint16_t",
+                                          location=opts.location))
+    return value
 
 
 def _with_id(ident: str | None, items: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -10,12 +10,16 @@ table, and its guest behaviours join `BEHAVIOURS`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 
 from blockdev.commands import BlockCommands
 from blockdev.device_backends import DeviceBackends
 from blockdev.host import TRAY_BEHAVIOURS
 from blockdev.layer import BlockLayer
+from devices.address_space import AddressSpaces
+from devices.chipset import build_address_spaces
 from devices.display.vnc import VncDisplays
 from devices.qdev import Qdev
 from schema.catalog import Catalog
@@ -29,6 +33,7 @@ from vmm.machine.guest import GUEST_BEHAVIOURS
 from vmm.machine.trace import TraceEvents
 from vmm.qmp.dispatch import Dispatcher
 from vmm.qmp.monitor import HmpMonitor, MonitorHub, QmpMonitor
+from vmm.qtest import Qtest, board_devices
 
 # Every guest behaviour of the subsystems composed here (the command line's
 # --emu-behaviour names).
@@ -44,6 +49,7 @@ class Vm:
     block: BlockLayer
     qdev: Qdev
     vnc: VncDisplays
+    memory: AddressSpaces
 
     @classmethod
     def build(cls, *, options: MachineOptions, schema: Schema, catalog: Catalog,
@@ -52,6 +58,10 @@ class Vm:
                                  clock=clock, behaviours=BEHAVIOURS)
         block = BlockLayer.create(machine)
         machine.plug(block)
+        # The PIT's timer shows only in a qtest clock_step (devices.chipset).
+        memory = build_address_spaces(options.machine_type, options.ram_bytes, machine,
+                                      pit=options.accel == "qtest")
+        machine.plug(memory)
         qdev = Qdev(block=DeviceBackends(block))
         vnc = VncDisplays()  # -vnc is not applied yet: no display, as QEMU without -vnc
         core = CoreCommands(machine)
@@ -59,7 +69,7 @@ class Vm:
                                 per_monitor=MonitorCommands)
         hub = MonitorHub(machine, dispatcher, core, HmpState(block=block, vnc=vnc))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
-                   qdev=qdev, vnc=vnc)
+                   qdev=qdev, vnc=vnc, memory=memory)
 
     @property
     def trace(self) -> TraceEvents:
@@ -70,6 +80,13 @@ class Vm:
 
     def hmp_monitor(self, *, name: str = "") -> HmpMonitor:
         return self.hub.hmp(name=name)
+
+    def qtest(self, *, log: Callable[[bytes], None] | None = None,
+              stderr: Callable[[str], None] = lambda text: None) -> Qtest:
+        """The qtest frontend of a -qtest chardev (`log`: the -qtest-log file)."""
+        return Qtest(machine=self.machine, memory=self.memory,
+                     devices=board_devices(self.machine.options.machine_type), log=log,
+                     stderr=stderr)
 
     def close(self) -> None:
         """At exit: the subsystems close their files and release their locks."""

@@ -264,6 +264,8 @@ class CommandLine:
     watchdog: str | None = None
     watchdog_action: str = "reset"
     mem_path: str | None = None
+    qtest: str | None = None       # -qtest CHARDEV (legacy chardev syntax)
+    qtest_log: str | None = None   # -qtest-log FILE
     mem_prealloc: bool = False
     data_dirs: tuple[str, ...] = ()
     no_hpet: bool = False

@@ -1368,6 +1368,8 @@ class Parser:
             watchdog=self.watchdog,
             watchdog_action=self.watchdog_action,
             mem_path=self.strings.get("mem_path"),
+            qtest=self.strings.get("qtest"),
+            qtest_log=self.strings.get("qtest_log"),
             mem_prealloc=self.flags.get("mem_prealloc", False),
             data_dirs=tuple(self.data_dirs),
             no_hpet=self.flags.get("no_hpet", False),

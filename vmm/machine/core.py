@@ -285,7 +285,9 @@ class Machine:
 
     def warp_vm_clock(self, target_ns: int) -> int:
         """cpus.c qtest_clock_warp: move a stepped virtual clock to `target_ns`, running
-        the virtual timers due on the way, each at its own deadline. Returns the clock."""
+        the virtual timers due on the way, each at its own deadline. Returns the clock.
+        What the timers request (a reset, a power-off) waits for the main loop
+        (`process_requests`), as in QEMU, where the qtest reply goes out first."""
         clock = self.vm_clock
         if not isinstance(clock, SteppedVirtualClock):
             raise ValueError("only the qtest accelerator's virtual clock can be warped")
@@ -294,7 +296,6 @@ class Machine:
             first = self.vm_timers.earliest() if self.runstate.running else math.inf
             clock.warp(int(min(first, target_ns)))
             self._run_vm_timers(now)
-        self.process_requests()
         return clock.value_ns
 
     # -- the primitives of cpus.c --------------------------------------------------------
