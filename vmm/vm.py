@@ -31,6 +31,7 @@ from vmm.machine.commands import CoreCommands, MonitorCommands
 from vmm.machine.core import Clock, Machine, MachineOptions
 from vmm.machine.guest import GUEST_BEHAVIOURS
 from vmm.machine.trace import TraceEvents
+from vmm.memdump import MemoryDumpCommands
 from vmm.qmp.dispatch import Dispatcher
 from vmm.qmp.monitor import HmpMonitor, MonitorHub, QmpMonitor
 from vmm.qtest import Qtest, board_devices
@@ -66,8 +67,9 @@ class Vm:
         vnc = VncDisplays()  # -vnc is not applied yet: no display, as QEMU without -vnc
         core = CoreCommands(machine)
         dispatcher = Dispatcher(machine, core, BlockCommands(block), ChangeCommand(block, vnc),
-                                per_monitor=MonitorCommands)
-        hub = MonitorHub(machine, dispatcher, core, HmpState(block=block, vnc=vnc))
+                                MemoryDumpCommands(memory), per_monitor=MonitorCommands)
+        hub = MonitorHub(machine, dispatcher, core,
+                         HmpState(block=block, vnc=vnc, memory=memory))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
                    qdev=qdev, vnc=vnc, memory=memory)
 

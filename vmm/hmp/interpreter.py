@@ -30,6 +30,7 @@ from vmm.qmp.dispatch import not_implemented
 
 if TYPE_CHECKING:
     from blockdev.layer import BlockLayer
+    from devices.address_space import AddressSpaces
     from devices.display.vnc import VncDisplays
     from vmm.hmp.readline import Readline
     from vmm.qmp.dispatch import Dispatcher, MonitorSession
@@ -74,6 +75,9 @@ class HmpState:
 
     block: BlockLayer | None = None
     vnc: VncDisplays | None = None
+    memory: AddressSpaces | None = None
+    # savevm's RAM, by the vmstate image's snapshot it belongs to (kept alive here).
+    vm_states: dict[int, tuple[object, dict[int, bytes]]] = attrs.Factory(dict)
     formats: DumpFormat = attrs.Factory(DumpFormat)
     log_items: tuple[str, ...] = ()
 

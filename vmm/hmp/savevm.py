@@ -8,14 +8,15 @@ hmp_delvm, hmp_info_snapshots) composes block/snapshot.c's bdrv_all_* functions
 internal snapshot of the same name on every writable image that can take one; the
 first of them (the "vmstate" image) also records the size of the VM state.
 
-The VM state itself is what the emulator models of a machine: its virtual clock
-(QEMU_CLOCK_VIRTUAL, which loadvm puts back, as cpus.c's vmstate_timers does). Its
-recorded size is that of the RAM part of the migration stream QEMU writes for a
-machine whose RAM is all zero pages (migration/ram.c save_zero_page: an 8-byte
-page header and one byte per page), plus the stream's header and end mark: a
-guest that runs nothing leaves its RAM zero, and the emulator's guest runs nothing.
-Like the block layer's other internal snapshots, they live in the emulator's model
-of each image: image files are not rewritten.
+The VM state itself is what the emulator models of a machine: its RAM
+(`devices.address_space`) and its virtual clock (QEMU_CLOCK_VIRTUAL, which loadvm
+puts back, as cpus.c's vmstate_timers does); it is kept with the vmstate image's
+snapshot (`HmpState.vm_states`). Its recorded size is that of the RAM part of the
+migration stream QEMU would write (migration/ram.c: a zero page is an 8-byte page
+header and one byte, any other page its header and its 4096 bytes) plus the
+stream's header and end mark; the device sections are not modelled. Like the block
+layer's other internal snapshots, they live in the emulator's model of each image:
+image files are not rewritten.
 """
 
 from __future__ import annotations
@@ -38,11 +39,15 @@ QCOW_MAX_SNAPSHOTS = 65536
 TARGET_PAGE_SIZE = 4096
 _STREAM_HEADER = 8  # QEMU_VM_FILE_MAGIC, QEMU_VM_FILE_VERSION
 _ZERO_PAGE = 9      # save_page_header (8 bytes) + the zero byte
+_NORMAL_PAGE = 8 + TARGET_PAGE_SIZE
 
 
-def vm_state_size(ram_bytes: int) -> int:
-    """The size of the VM state savevm records for a machine with zeroed RAM."""
-    return _STREAM_HEADER + (ram_bytes // TARGET_PAGE_SIZE) * _ZERO_PAGE + 1
+def vm_state_size(ram_bytes: int, nonzero_pages: int = 0) -> int:
+    """The size of the VM state savevm records for `ram_bytes` of RAM of which
+    `nonzero_pages` pages hold something."""
+    pages = ram_bytes // TARGET_PAGE_SIZE
+    return (_STREAM_HEADER + (pages - nonzero_pages) * _ZERO_PAGE
+            + nonzero_pages * _NORMAL_PAGE + 1)
 
 
 # -- block/snapshot.c's bdrv_all_* -----------------------------------------------------------
@@ -104,22 +109,27 @@ def _new_id(bs: Node) -> str:
 
 
 def all_create_snapshot(layer: BlockLayer, vmstate_bs: Node, name: str, date_sec: int,
-                        date_nsec: int, vm_clock_ns: int, state_size: int) -> Node | None:
+                        date_nsec: int, vm_clock_ns: int, state_size: int,
+                        ) -> tuple[Node | None, SnapshotInfo | None]:
     """bdrv_all_create_snapshot (qcow2_snapshot_create on each image): the first image
-    that failed (a full snapshot table), or None."""
+    that failed (a full snapshot table) or None, and the vmstate image's snapshot."""
+    created = None
     for bs in layer.bdrv_next_roots():
         if bs is not vmstate_bs and not can_snapshot(bs):
             continue
         snaps = snapshot_list(bs)
         if len(snaps) >= QCOW_MAX_SNAPSHOTS:
-            return bs
-        snaps.append(SnapshotInfo(
+            return bs, created
+        sn = SnapshotInfo(
             id=_new_id(bs), name=name,
             vm_state_size=state_size if bs is vmstate_bs else 0,
             date_sec=date_sec, date_nsec=date_nsec,
             vm_clock_sec=vm_clock_ns // 1_000_000_000,
-            vm_clock_nsec=vm_clock_ns % 1_000_000_000))
-    return None
+            vm_clock_nsec=vm_clock_ns % 1_000_000_000)
+        snaps.append(sn)
+        if bs is vmstate_bs:
+            created = sn
+    return None, created
 
 
 def all_goto_snapshot(layer: BlockLayer, name: str) -> None:
@@ -157,6 +167,8 @@ def save_snapshot(hmp: Hmp, name: str | None) -> None:
         raise GenericError("No block device can accept snapshots")
     was_running = machine.runstate.running
     machine.vm_stop("save-vm")
+    spaces = hmp.state.memory
+    ram = spaces.memory.ram.pages() if spaces is not None else {}
     wall = machine.clock.wall()
     date_sec = int(wall)
     date_nsec = int((wall - date_sec) * 1_000_000) * 1000  # gettimeofday's microseconds
@@ -166,9 +178,11 @@ def save_snapshot(hmp: Hmp, name: str | None) -> None:
     else:
         sn_name = time.strftime("vm-%Y%m%d%H%M%S", time.localtime(date_sec))
     try:
-        failed = all_create_snapshot(
+        failed, created = all_create_snapshot(
             layer, bs, byte_truncate(sn_name, 255), date_sec, date_nsec,
-            machine.vm_clock_ns(), vm_state_size(machine.options.ram_bytes))
+            machine.vm_clock_ns(), vm_state_size(machine.options.ram_bytes, len(ram)))
+        if created is not None:
+            hmp.state.vm_states[id(created)] = (created, ram)
         if failed is not None:
             raise GenericError(f"Error while creating snapshot on '{device_name(failed)}'")
     finally:
@@ -199,6 +213,9 @@ def load_snapshot(hmp: Hmp, name: str) -> None:
                            "qemu-img")
     all_goto_snapshot(layer, name)
     machine.system_reset("none")
+    saved = hmp.state.vm_states.get(id(sn))
+    if saved is not None and saved[0] is sn and hmp.state.memory is not None:
+        hmp.state.memory.memory.ram.restore(saved[1])
     clock = machine.vm_clock
     if isinstance(clock, RunningVirtualClock) and clock.started_at is None:
         clock.offset_ns = sn.vm_clock_sec * 1_000_000_000 + sn.vm_clock_nsec

@@ -6,14 +6,15 @@ without SPICE or the simple trace backend), in the files' order, with its name
 (aliases separated by `|`), argument types (`vmm.hmp.args`), parameter hint and help
 text exactly as QEMU has them: `help` prints them, and tests/test_hmp_help.py checks
 the output byte for byte against the real binary's (schema/data/README.md). Each
-entry's function is in `vmm.hmp.commands`, `vmm.hmp.block` or `vmm.hmp.savevm`;
+entry's function is in `vmm.hmp.commands`, `vmm.hmp.block`, `vmm.hmp.savevm` or
+`vmm.hmp.memory`;
 `via_qmp`/`info_via_qmp` make the commands that only call a QMP command, and
 `not_modelled` those whose subsystem the emulator does not have yet.
 """
 
 from __future__ import annotations
 
-from vmm.hmp import block, commands, savevm
+from vmm.hmp import block, commands, memory, savevm
 from vmm.hmp.commands import info_via_qmp, not_modelled, via_qmp
 from vmm.hmp.interpreter import HmpCommand, command_table
 
@@ -184,9 +185,9 @@ TABLE = command_table((
     HmpCommand('gdbserver', 'device:s?', '[device]', "start gdbserver on given device (default 'tcp::1234'), stop with 'none'",
                commands.hmp_gdbserver),
     HmpCommand('x', 'fmt:/,addr:l', '/fmt addr', "virtual memory dump starting at 'addr'",
-               not_modelled("x")),
+               memory.hmp_memory_dump),
     HmpCommand('xp', 'fmt:/,addr:l', '/fmt addr', "physical memory dump starting at 'addr'",
-               not_modelled("xp")),
+               memory.hmp_physical_memory_dump),
     HmpCommand('gpa2hva', 'addr:l', 'addr', 'print the host virtual address corresponding to a guest physical address',
                not_modelled("gpa2hva")),
     HmpCommand('gpa2hpa', 'addr:l', 'addr', 'print the host physical address corresponding to a guest physical address',
@@ -194,9 +195,9 @@ TABLE = command_table((
     HmpCommand('p|print', 'fmt:/,val:l', '/fmt expr', 'print expression value (use $reg for CPU register access)',
                commands.hmp_print),
     HmpCommand('i', 'fmt:/,addr:i,index:i.', '/fmt addr', 'I/O port read',
-               not_modelled("i")),
+               memory.hmp_ioport_read),
     HmpCommand('o', 'fmt:/,addr:i,val:i', '/fmt addr value', 'I/O port write',
-               not_modelled("o")),
+               memory.hmp_ioport_write),
     HmpCommand('sendkey', 'keys:s,hold-time:i?', 'keys [hold_ms]', "send keys to the VM (e.g. 'sendkey ctrl-alt-f1', default hold time=100 ms)",
                commands.hmp_sendkey),
     HmpCommand('system_reset', '', '', 'reset the system',
@@ -204,7 +205,7 @@ TABLE = command_table((
     HmpCommand('system_powerdown', '', '', 'send system power down event',
                commands.hmp_system_powerdown),
     HmpCommand('sum', 'start:i,size:i', 'addr size', 'compute the checksum of a memory region',
-               not_modelled("sum")),
+               memory.hmp_sum),
     HmpCommand('usb_add', 'devname:s', 'device', "add USB device (e.g. 'host:bus.addr' or 'host:vendor_id:product_id')",
                not_modelled("usb_add")),
     HmpCommand('usb_del', 'devname:s', 'device', "remove USB device 'bus.addr'",
@@ -226,9 +227,9 @@ TABLE = command_table((
     HmpCommand('stopcapture', 'n:i', 'capture index', 'stop capture',
                commands.hmp_stopcapture),
     HmpCommand('memsave', 'val:l,size:i,filename:s', 'addr size file', "save to disk virtual memory dump starting at 'addr' of size 'size'",
-               not_modelled("memsave")),
+               memory.hmp_memsave),
     HmpCommand('pmemsave', 'val:l,size:i,filename:s', 'addr size file', "save to disk physical memory dump starting at 'addr' of size 'size'",
-               not_modelled("pmemsave")),
+               memory.hmp_pmemsave),
     HmpCommand('boot_set', 'bootdevice:s', 'bootdevice', 'define new values for the boot device list',
                commands.hmp_boot_set),
     HmpCommand('nmi', '', '', 'inject an NMI',
