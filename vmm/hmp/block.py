@@ -82,7 +82,8 @@ def qnum_text(value: int | float) -> str:
 
 
 def dump_qobject(value: Any, indent: int) -> str:
-    """block/qapi.c dump_qobject."""
+    """block/qapi.c dump_qobject (dump_qdict: QDict order, dashes of keys as spaces;
+    dump_qlist: `[i]`)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -90,20 +91,13 @@ def dump_qobject(value: Any, indent: int) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, dict):
-        out = []
-        for key in qdict_order(value):
-            item = value[key]
-            composite = isinstance(item, (dict, list))
-            out.append(f"{'':{indent * 4}}{key.replace('-', ' ')}:{chr(10) if composite else ' '}")
-            out.append(dump_qobject(item, indent + 1))
-            if not composite:
-                out.append("\n")
-        return "".join(out)
-    assert isinstance(value, list)
+        entries = [(key.replace("-", " "), value[key]) for key in qdict_order(value)]
+    else:
+        entries = [(f"[{i}]", item) for i, item in enumerate(value)]
     out = []
-    for i, item in enumerate(value):
+    for label, item in entries:
         composite = isinstance(item, (dict, list))
-        out.append(f"{'':{indent * 4}}[{i}]:{chr(10) if composite else ' '}")
+        out.append(f"{'':{indent * 4}}{label}:{chr(10) if composite else ' '}")
         out.append(dump_qobject(item, indent + 1))
         if not composite:
             out.append("\n")

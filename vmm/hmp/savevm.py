@@ -152,14 +152,19 @@ def all_goto_snapshot(layer: BlockLayer, name: str) -> None:
 # -- migration/savevm.c ----------------------------------------------------------------------
 
 
-def save_snapshot(hmp: Hmp, name: str | None) -> None:
-    """savevm.c save_snapshot."""
-    layer = block_layer(hmp)
-    machine = hmp.machine
+def _check_can_snapshot(layer: BlockLayer) -> None:
+    """save_snapshot's and load_snapshot's first check (bdrv_all_can_snapshot)."""
     bad = all_can_snapshot(layer)
     if bad is not None:
         raise GenericError(f"Device '{device_name(bad)}' is writable but does not support "
                            "snapshots")
+
+
+def save_snapshot(hmp: Hmp, name: str | None) -> None:
+    """savevm.c save_snapshot."""
+    layer = block_layer(hmp)
+    machine = hmp.machine
+    _check_can_snapshot(layer)
     if name is not None:
         all_delete_snapshot(layer, name)
     bs = find_vmstate_bs(layer)
@@ -192,13 +197,10 @@ def save_snapshot(hmp: Hmp, name: str | None) -> None:
 
 def load_snapshot(hmp: Hmp, name: str) -> None:
     """savevm.c load_snapshot: the images go back to the snapshot, the machine resets
-    silently, then the VM state (the virtual clock) is loaded."""
+    silently, then the VM state (RAM, the virtual clock) is loaded."""
     layer = block_layer(hmp)
     machine = hmp.machine
-    bad = all_can_snapshot(layer)
-    if bad is not None:
-        raise GenericError(f"Device '{device_name(bad)}' is writable but does not support "
-                           "snapshots")
+    _check_can_snapshot(layer)
     missing = all_find_snapshot(layer, name)
     if missing is not None:
         raise GenericError(f"Device '{device_name(missing)}' does not have the requested "
