@@ -7,10 +7,14 @@ through hmp_handle_error (or, without a QMP command, the same text naming itself
 
 from __future__ import annotations
 
+import array
 import os
+import socket
 
 import pytest
+import trio
 
+from tests import emulator
 from tests.test_hmp_help import hmp
 from vmm.qmp.dispatch import not_implemented
 
@@ -275,3 +279,40 @@ def test_change_vnc_password_prompts_on_a_terminal(vm_factory) -> None:
     assert _typed(mon, "ab") == "*\x1b[K\x1b[D**\x1b[K"
     assert _typed(mon, "\r") == "\r\n(qemu) "
     assert "ab" not in _typed(mon, "info history\r")
+
+
+async def test_getfd_over_a_monitor_socket(schema, catalog, tmp_path, nursery,
+                                           mock_clock) -> None:
+    """The same through the server: a -monitor on a unix socket receives the
+    descriptor sent (SCM_RIGHTS) with `getfd`'s line; the number it holds is this
+    process's, and closefd closes it."""
+    vm = emulator.build_vm(schema, catalog, emulator.mock_clock())
+    vm.machine.start()
+    path = tmp_path / "hmp.sock"
+    await emulator.serve(nursery, vm, [emulator.unix_monitor(path, mode="readline")])
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await sock.connect(str(path))
+
+    async def until_prompt() -> bytes:
+        out = b""
+        while not out.endswith(b"(qemu) "):
+            out += await sock.recv(65536)
+        return out
+
+    await until_prompt()
+    r, w = os.pipe()
+    try:
+        await sock.sendmsg([b"getfd passed\r"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                  array.array("i", [r]))])
+        assert b"No file descriptor" not in await until_prompt()
+        (held,) = [m.hmp.session.fds.named["passed"] for m in vm.hub.monitors]
+        os.write(w, b"x")
+        assert os.read(held, 1) == b"x"  # the emulator holds a copy of our read end
+        await sock.send(b"closefd passed\r")
+        assert b"not found" not in await until_prompt()
+        with pytest.raises(OSError):
+            os.fstat(held)
+    finally:
+        os.close(r)
+        os.close(w)
+        sock.close()
