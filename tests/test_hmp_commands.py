@@ -88,6 +88,14 @@ def test_log(vm_factory) -> None:
     assert hmp(vm, "log trace:nosuch") == "WARNING: trace event 'nosuch' does not exist\r\n"
 
 
+def test_logfile_format(vm_factory) -> None:
+    """util/log.c qemu_set_log_filename: `%d` once, nothing else after a `%`."""
+    vm = vm_factory()
+    assert hmp(vm, "logfile qemu-%s.log") == "Bad logfile format: qemu-%s.log\r\n"
+    assert hmp(vm, "logfile q-%d-%d") == "Bad logfile format: q-%d-%d\r\n"
+    assert hmp(vm, "logfile q-%d") == not_implemented("logfile") + "\r\n"
+
+
 def test_watchdog_action(vm_factory) -> None:
     """monitor.c hmp_watchdog_action -> select_watchdog_action (case-insensitive)."""
     vm = vm_factory()

@@ -7,7 +7,8 @@ named in each docstring). A QMP command without a handler yet raises the dispatc
 "not implemented" GenericError, which the interpreter prints as hmp_handle_error
 does; an HMP command with no QMP counterpart whose subsystem is not modelled raises
 `HmpNotImplemented` naming itself. The block layer's commands are `vmm.hmp.block`,
-the VM snapshots `vmm.hmp.savevm`.
+the VM snapshots `vmm.hmp.savevm`, the guest memory and port commands
+`vmm.hmp.memory`.
 """
 
 from __future__ import annotations
@@ -467,6 +468,17 @@ def hmp_log(hmp: Hmp, args: Args) -> None:
             hmp.help("log")
             return
     hmp.state.log_items = tuple(dict.fromkeys(chosen))
+
+
+def hmp_logfile(hmp: Hmp, args: Args) -> None:
+    """monitor.c hmp_logfile -> util/log.c qemu_set_log_filename: one `%d` (the pid)
+    at most, else its error. Opening the log (the log trace backend always has one)
+    is not modelled."""
+    filename = args["filename"]
+    at = filename.find("%")
+    if at >= 0 and (filename[at + 1:at + 2] != "d" or "%" in filename[at + 2:]):
+        raise GenericError(f"Bad logfile format: {filename}")
+    raise HmpNotImplemented("logfile")
 
 
 def _enable_trace_events(hmp: Hmp, line: str) -> None:

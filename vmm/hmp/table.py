@@ -163,7 +163,7 @@ TABLE = command_table((
     HmpCommand('screendump', 'filename:F', 'filename', "save screen into PPM image 'filename'",
                via_qmp("screendump", filename="filename")),
     HmpCommand('logfile', 'filename:F', 'filename', "output logs to 'filename'",
-               not_modelled("logfile")),
+               commands.hmp_logfile),
     HmpCommand('trace-event', 'name:s,option:b,vcpu:i?', 'name on|off [vcpu]', 'changes status of a specific trace event (vcpu: vCPU to set, default is all)',
                commands.hmp_trace_event),
     HmpCommand('log', 'items:s', 'item1[,...]', 'activate logging of the specified items',
