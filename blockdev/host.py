@@ -5,9 +5,12 @@ its host through this Protocol, which `vmm.machine.core.Machine` satisfies struc
 publish an event, request a VM stop (BLOCK_IO_ERROR's `stop` action, vl.c
 qemu_system_vmstop_request), read the run state, read the clocks (the host's, and the
 guest's virtual clock QEMU_CLOCK_VIRTUAL, which advances only while the VM runs),
-draw from the machine's random source (the identifiers of new images), and find a
-device by its qdev id (a device the block layer did not attach has no BlockBackend). Tests use `RecordingHost`, a
-plain in-memory host.
+draw from the machine's random source (the identifiers of new images), find a
+device by its qdev id (a device the block layer did not attach has no BlockBackend),
+and read the current value of a guest behaviour the block layer declares
+(`TRAY_BEHAVIOURS`, declared here: how the guest answers an eject request; the
+Machine's registry holds their values, `blockdev.media` reads them). Tests
+use `RecordingHost`, a plain in-memory host.
 """
 
 from __future__ import annotations
@@ -16,6 +19,18 @@ import random
 from typing import Any, Protocol
 
 from schema.errors import DeviceNotFound, GenericError
+from schema.handlers import Behaviour, choice, seconds
+
+# The guest's answer to an eject request (a locked tray: blk_dev_eject_request).
+EJECT_REQUEST = Behaviour(
+    "cdrom-eject-request",
+    "what the guest does when the monitor asks it to eject a locked CD-ROM tray",
+    choice("open", "ignore"), os="open", firmware="ignore")
+EJECT_DELAY = Behaviour(
+    "cdrom-eject-delay", "seconds from an eject request to the guest opening the tray",
+    seconds, os=0.1, firmware=0.1)
+
+TRAY_BEHAVIOURS = (EJECT_REQUEST, EJECT_DELAY)
 
 
 class RunStateLike(Protocol):
@@ -32,6 +47,11 @@ class ClockLike(Protocol):
     def wall(self) -> float: ...
 
 
+class BehavioursLike(Protocol):
+    def get(self, name: str) -> Any:
+        """The current value of the guest behaviour `name`."""
+
+
 class BlockHost(Protocol):
     """The Machine as the block layer sees it."""
 
@@ -40,6 +60,10 @@ class BlockHost(Protocol):
 
     @property
     def clock(self) -> ClockLike: ...
+
+    @property
+    def behaviours(self) -> BehavioursLike:
+        """The simulated guest's behaviours (those of TRAY_BEHAVIOURS among them)."""
 
     @property
     def rng(self) -> random.Random:
@@ -83,12 +107,23 @@ class _Clock:
         return self.wall_origin + self.t
 
 
+class _Behaviours:
+    """The block layer's guest behaviours at a profile's values; a test sets others."""
+
+    def __init__(self, profile: str) -> None:
+        self.values: dict[str, Any] = {b.name: b.default(profile) for b in TRAY_BEHAVIOURS}
+
+    def get(self, name: str) -> Any:
+        return self.values[name]
+
+
 class RecordingHost:
     """A stand-alone host: records events and stop requests (for tests and tools)."""
 
-    def __init__(self, state: str = "running") -> None:
+    def __init__(self, state: str = "running", profile: str = "os") -> None:
         self.runstate = _State(state)
         self.clock = _Clock()
+        self.behaviours = _Behaviours(profile)
         self.rng = random.Random(0)
         self.vm_clock = 0  # QEMU_CLOCK_VIRTUAL in ns: a test sets it
         # The QOM objects outside the block layer: canonical path -> is it a device.

@@ -8,11 +8,15 @@ tray; block.md §6].
 
 The monitor's tray request is a table (`OPEN_TRAY`): what happens to a closed tray
 depends on the guest's lock and on `force`. A locked tray is not opened by the
-monitor; the guest is sent an eject request instead, and a cooperative guest
-(`TrayGuest`) unlocks and opens the tray a moment later, while the VM runs, which
-sends DEVICE_TRAY_MOVED as a guest-initiated move does [ide_cd_eject_request_cb,
-cmd_start_stop_unit]. The guest can also lock, unlock, open and close the tray on
-its own (`guest_*`), the hooks the control plane exposes.
+monitor; the guest is sent an eject request instead (a media event it reads with
+GET EVENT STATUS NOTIFICATION). What the guest does then is a guest behaviour the
+block layer declares (`blockdev.host.TRAY_BEHAVIOURS`, read through its host): an OS
+(Linux's cdrom driver and udev) unlocks and opens the tray `cdrom-eject-delay`
+seconds later, while the VM runs, which sends DEVICE_TRAY_MOVED as a
+guest-initiated move does [ide_cd_eject_request_cb, cmd_start_stop_unit]; SeaBIOS
+never locks a tray and reads no media events, so under the firmware profile a tray
+some guest locked stays shut. The guest can also lock, unlock, open and close the
+tray on its own (`guest_*`), the hooks the control plane exposes.
 
 It sits below `blockdev.layer`: its functions take a `MediaContext`, the part of the
 block layer media changes use (BlockBackend lookups and media edits, `bdrv_open` for
@@ -28,7 +32,7 @@ import attrs
 
 from blockdev.device_ops import BlockDevOps
 from blockdev.graph import Backend, Node, OpenFlags
-from blockdev.host import BlockHost
+from blockdev.host import EJECT_DELAY, EJECT_REQUEST, BlockHost
 from blockdev.options import Flat
 from schema.errors import GenericError
 
@@ -43,21 +47,10 @@ OPEN_TRAY: dict[tuple[bool, bool], tuple[bool, bool, str]] = {
 }
 
 
-@attrs.frozen
-class TrayGuest:
-    """How the simulated guest treats CD-ROM trays (emulator option). The default
-    guest never locks a tray by itself and honours eject requests after
-    `eject_delay` seconds of run time, as Linux's udev/cdrom stack does."""
-
-    honour_eject_requests: bool = True
-    eject_delay: float = 0.1
-
-
 @attrs.define(kw_only=True)
 class TrayScheduler:
     """Guest tray reactions that are due later (pure: `now` comes from the caller)."""
 
-    behaviour: TrayGuest = attrs.Factory(TrayGuest)
     pending: list[tuple[float, BlockDevOps]] = attrs.Factory(list)
 
     def next_deadline(self, running: bool) -> float:
@@ -230,16 +223,17 @@ def change_medium(layer: MediaContext, device: str | None, qdev_id: str | None,
 
 def eject_request(layer: MediaContext, blk: Backend, force: bool) -> None:
     """blk_dev_eject_request -> ide_cd_eject_request_cb / scsi_cd_eject_request_cb:
-    the guest is told; `force` drops its lock. A cooperative guest then opens the
-    tray itself (scheduled)."""
+    the guest is told; `force` drops its lock. A guest that answers eject requests
+    (`cdrom-eject-request`) then opens the tray itself (scheduled)."""
     dev = blk.dev
     if dev is None or not dev.has_tray:
         return
     dev.eject_request_cb(force)
     if force:
         return
-    if layer.trays.behaviour.honour_eject_requests:
-        due = layer.host.clock.now() + layer.trays.behaviour.eject_delay
+    behaviours = layer.host.behaviours
+    if behaviours.get(EJECT_REQUEST.name) == "open":
+        due = layer.host.clock.now() + behaviours.get(EJECT_DELAY.name)
         layer.trays.pending.append((due, dev))
         layer.host.kick()
 

@@ -159,6 +159,14 @@ class Ram:
     def pages_allocated(self) -> int:
         return len(self._pages)
 
+    def pages(self) -> dict[int, bytes]:
+        """A copy of the non-zero pages, by page number (what savevm keeps)."""
+        return {page: bytes(data) for page, data in self._pages.items() if any(data)}
+
+    def restore(self, pages: dict[int, bytes]) -> None:
+        """All of RAM becomes `pages` (zeros elsewhere), as loadvm loads it."""
+        self._pages = {page: bytearray(data) for page, data in pages.items()}
+
 
 @attrs.define(kw_only=True, eq=False)
 class SystemMemory:

@@ -108,6 +108,7 @@ def test_guest_profile_and_behaviours(catalog) -> None:
 @pytest.mark.parametrize(("arg", "message"), [
     ("--emu-behaviour=powerdown", "--emu-behaviour: expects NAME=VALUE"),
     ("--emu-behaviour=nosuch=1", "--emu-behaviour: unknown behaviour 'nosuch' (known: "
+                                 "cdrom-eject-delay, cdrom-eject-request, "
                                  "firmware-reboot, firmware-reboot-delay, powerdown, "
                                  "powerdown-delay)"),
     ("--emu-behaviour=powerdown=later", "--emu-behaviour: powerdown: expects one of "

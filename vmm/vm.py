@@ -16,6 +16,7 @@ import attrs
 
 from blockdev.commands import BlockCommands
 from blockdev.device_backends import DeviceBackends
+from blockdev.host import TRAY_BEHAVIOURS
 from blockdev.layer import BlockLayer
 from devices.address_space import AddressSpaces
 from devices.chipset import build_address_spaces
@@ -25,17 +26,19 @@ from schema.catalog import Catalog
 from schema.handlers import Behaviour
 from schema.model import Schema
 from vmm.change import ChangeCommand
+from vmm.hmp.interpreter import HmpState
 from vmm.machine.commands import CoreCommands, MonitorCommands
 from vmm.machine.core import Clock, Machine, MachineOptions
 from vmm.machine.guest import GUEST_BEHAVIOURS
 from vmm.machine.trace import TraceEvents
+from vmm.memdump import MemoryDumpCommands
 from vmm.qmp.dispatch import Dispatcher
 from vmm.qmp.monitor import HmpMonitor, MonitorHub, QmpMonitor
 from vmm.qtest import Qtest, board_devices
 
 # Every guest behaviour of the subsystems composed here (the command line's
 # --emu-behaviour names).
-BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS,)
+BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS)
 
 
 @attrs.define(kw_only=True)
@@ -64,8 +67,9 @@ class Vm:
         vnc = VncDisplays()  # -vnc is not applied yet: no display, as QEMU without -vnc
         core = CoreCommands(machine)
         dispatcher = Dispatcher(machine, core, BlockCommands(block), ChangeCommand(block, vnc),
-                                per_monitor=MonitorCommands)
-        hub = MonitorHub(machine, dispatcher, core)
+                                MemoryDumpCommands(memory), per_monitor=MonitorCommands)
+        hub = MonitorHub(machine, dispatcher, core,
+                         HmpState(block=block, vnc=vnc, memory=memory))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
                    qdev=qdev, vnc=vnc, memory=memory)
 

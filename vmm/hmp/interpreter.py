@@ -5,8 +5,16 @@ QEMU would print (with `\\n` line ends; the monitor turns them into CR LF). Used
 `human-monitor-command` and by `-monitor`/`-mon mode=readline` monitors. As hmp.c
 calls the qmp_* functions, a command's function calls QMP handlers by schema name
 through the machine's command table (`Hmp.qmp`), with this monitor's session for the
-per-monitor ones. The table itself, QEMU's command names, parameter hints and help
-texts, is `vmm.hmp.commands`; parsing follows monitor.c monitor_parse_command.
+per-monitor ones; what HMP reaches beyond that table (the block layer's internal
+snapshots for savevm, the dump format monitor.c keeps in statics) is the machine's
+`HmpState`. A QMP error a command meets is printed as hmp.c's hmp_handle_error
+prints it (its description and a newline); a command whose subsystem is not modelled
+answers that way too, with the dispatcher's "not implemented" text.
+
+Parsing follows monitor.c handle_hmp_command: the command name (and an `info`
+subcommand) by monitor_parse_command, the arguments by monitor_parse_arguments
+(`vmm.hmp.args`); `help` is help_cmd. The table itself, QEMU's command names,
+argument types, parameter hints and help texts, is `vmm.hmp.table`.
 """
 
 from __future__ import annotations
@@ -16,10 +24,18 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from schema.errors import QMPError
+from schema.errors import GenericError, QMPError
+from vmm.hmp.args import ArgumentError, DumpFormat, ParseContext, parse_arguments, parse_cmdline
+from vmm.qmp.dispatch import not_implemented
 
 if TYPE_CHECKING:
+    from blockdev.layer import BlockLayer
+    from devices.address_space import AddressSpaces
+    from devices.display.vnc import VncDisplays
+    from vmm.hmp.readline import Readline
     from vmm.qmp.dispatch import Dispatcher, MonitorSession
+
+Handler = Callable[["Hmp", dict[str, Any]], None]
 
 
 @attrs.frozen
@@ -30,10 +46,11 @@ class HmpCommand:
     args_type: str
     params: str
     help: str
-    handler: Callable[[Hmp, dict[str, str]], None] | None = None
+    handler: Handler | None = None
     sub_table: tuple[HmpCommand, ...] | None = None
 
     def matches(self, word: str) -> bool:
+        """monitor.c compare_cmd."""
         return word in self.name.split("|")
 
 
@@ -42,26 +59,50 @@ def command_table(commands: Iterable[HmpCommand]) -> tuple[HmpCommand, ...]:
     return tuple(sorted(commands, key=lambda c: c.name.encode()))
 
 
-class HmpSyntaxError(Exception):
-    pass
+class HmpNotImplemented(GenericError):
+    """An HMP command (or `info` subcommand) whose subsystem is not modelled yet and
+    that has no QMP command of its own: the dispatcher's text, naming it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(not_implemented(name))
 
 
-def _is_space(ch: str) -> bool:
-    return ch in " \t\n\r\v\f"
+@attrs.define(kw_only=True)
+class HmpState:
+    """What every human monitor of one machine shares: what monitor.c keeps in
+    statics (the last memory dump format, the log mask) and the subsystems HMP
+    reaches beyond the QMP command table (as hmp.c calls block-layer functions)."""
+
+    block: BlockLayer | None = None
+    vnc: VncDisplays | None = None
+    memory: AddressSpaces | None = None
+    # savevm's RAM, by the vmstate image's snapshot it belongs to (kept alive here).
+    vm_states: dict[int, tuple[object, dict[int, bytes]]] = attrs.Factory(dict)
+    formats: DumpFormat = attrs.Factory(DumpFormat)
+    log_items: tuple[str, ...] = ()
+
+
+_SPACE = " \t\n\r\v\f"
 
 
 class Hmp:
     """One human monitor's command interpreter over a machine's command table."""
 
     def __init__(self, dispatcher: Dispatcher, session: MonitorSession,
-                 table: tuple[HmpCommand, ...] | None = None) -> None:
-        from vmm.hmp.commands import TABLE
+                 table: tuple[HmpCommand, ...] | None = None,
+                 state: HmpState | None = None) -> None:
+        from vmm.hmp.table import TABLE
 
         self.dispatcher = dispatcher
         self.session = session
         self.machine = dispatcher.machine
         self.table = TABLE if table is None else table
+        self.state = HmpState() if state is None else state
         self.out: list[str] = []
+        # The monitor's line editor (its history); None for human-monitor-command's
+        # throw-away monitors, which also forget the CPU `cpu` selected.
+        self.readline: Readline | None = None
+        self.cpu_index: int | None = None  # monitor.c mon_cpu_path
 
     def printf(self, text: str) -> None:
         self.out.append(text)
@@ -73,74 +114,96 @@ class Hmp:
     def run(self, line: str) -> str:
         """monitor.c handle_hmp_command; returns the printed text."""
         self.out = []
+        if self.readline is None:
+            self.cpu_index = None  # monitor_data_init: a new monitor per command
+        line = line.split("\0", 1)[0]  # a C string
         self.machine.trace.log("handle_hmp_command", f"mon {id(self):#x} cmdline: {line}")
         cmd, rest = self._parse_command(line, line, self.table)
         if cmd is not None:
             try:
-                args = self._parse_arguments(cmd, rest)
-            except HmpSyntaxError as err:
-                if str(err):
-                    self.printf(str(err))
-                self.printf(f'Try "help {cmd.name}" for more information\n')
-            else:
+                args = parse_arguments(cmd.name, cmd.args_type, rest, self._context())
                 assert cmd.handler is not None
+            except ArgumentError as err:
+                self.printf(err.text)
+                self.printf(f'Try "help {cmd.name}" for more information\n')
+            except QMPError as err:  # a `$register` the emulator cannot read
+                self.report(err)
+            else:
                 try:
                     cmd.handler(self, args)
                 except QMPError as err:
-                    # hmp_handle_error -> error_report to the current monitor
-                    self.printf(err.desc + "\n")
+                    self.report(err)
         text = "".join(self.out)
         self.out = []
         return text
 
+    def read_password(self, callback: Callable[[str], None]) -> None:
+        """monitor.c monitor_read_password on a terminal: the next line, echoed as
+        stars after a `Password: ` prompt, goes to `callback`; then the monitor reads
+        commands again (monitor_read_command)."""
+        readline = self.readline
+        assert readline is not None
+        command_cb, prompt = readline.submit, readline.prompt
+
+        def got(line: str) -> None:
+            callback(line)
+            readline.start(prompt, False, command_cb)
+            readline.show_prompt()
+
+        readline.start("Password: ", True, got)
+
+    def report(self, err: QMPError) -> None:
+        """hmp_handle_error / error_report_err: the message to the current monitor."""
+        self.printf(err.desc + "\n")
+
+    def _context(self) -> ParseContext:
+        from vmm.hmp.commands import monitor_register, parse_group_opts
+
+        return ParseContext(formats=self.state.formats,
+                            register=lambda name: monitor_register(self, name),
+                            opts=parse_group_opts)
+
     def _parse_command(self, start: str, line: str,
                        table: tuple[HmpCommand, ...]) -> tuple[HmpCommand | None, str]:
+        """monitor.c monitor_parse_command (with get_command_name)."""
         p = 0
-        while p < len(line) and _is_space(line[p]):
+        while p < len(line) and line[p] in _SPACE:
             p += 1
         if p == len(line):
             return None, ""
         q = p
-        while q < len(line) and line[q] != "/" and not _is_space(line[q]):
+        while q < len(line) and line[q] != "/" and line[q] not in _SPACE:
             q += 1
-        name = line[p:q]
+        name = line[p:q].encode("utf-8", "surrogateescape")[:255].decode(
+            "utf-8", "surrogateescape")
         cmd = next((c for c in table if c.matches(name)), None)
         consumed = len(start) - len(line) + q
         if cmd is None:
             self.printf(f"unknown command: '{start[:consumed]}'\n")
             return None, ""
-        while q < len(line) and _is_space(line[q]):
+        while q < len(line) and line[q] in _SPACE:
             q += 1
         rest = line[q:]
         if cmd.sub_table is not None and rest:
             return self._parse_command(start, rest, cmd.sub_table)
         return cmd, rest
 
-    def _parse_arguments(self, cmd: HmpCommand, rest: str) -> dict[str, str]:
-        """monitor_parse_arguments for the argument types the table uses (s, S, optional)."""
-        args: dict[str, str] = {}
-        p = rest
-        for spec in filter(None, cmd.args_type.split(",")):
-            key, _, typ = spec.partition(":")
-            optional = typ.endswith("?")
-            typ = typ.rstrip("?")
-            p = p.lstrip(" \t\n\r\v\f")
-            if not p:
-                if optional:
-                    continue
-                raise HmpSyntaxError("")  # no command in this table has a required argument
-            if typ == "S":  # the rest of the line
-                args[key] = p.rstrip()
-                p = ""
-            else:  # one word
-                word = p.split(None, 1)
-                args[key] = word[0]
-                p = word[1] if len(word) > 1 else ""
-        if p.strip():
-            raise HmpSyntaxError(f"{cmd.name}: extraneous characters at the end of line\n")
-        return args
-
     # -- help (monitor.c help_cmd), used by the `help` and `info` commands ---------------
+
+    def help(self, name: str | None) -> None:
+        """monitor.c help_cmd: every command, or those `name`'s words select."""
+        words: list[str] = []
+        if name is not None:
+            if name == "log":
+                from vmm.hmp.commands import print_log_items
+
+                print_log_items(self)
+                return
+            parsed = parse_cmdline(name)
+            if parsed is None:
+                return
+            words = parsed
+        self.help_dump(self.table, words, 0)
 
     def help_dump(self, cmds: tuple[HmpCommand, ...], words: list[str], index: int) -> None:
         prefix = "".join(f"{w} " for w in words[:index])

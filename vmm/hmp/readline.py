@@ -6,7 +6,9 @@ over what it drew before, draw the buffer, erase to end of line, move the cursor
 a client sees its typing echoed that way. Enter (CR or LF, each on its own) submits
 the line. Supported as in QEMU: printable insertion at the cursor, backspace and
 delete, ^A/^E and Home/End, ^W, left/right arrows, history up/down. Tab completion
-and ^L are accepted and do nothing visible here.
+and ^L are accepted and do nothing visible here. `start` gives the next line to
+another reader with its own prompt, as readline_start does; a password reader's line
+is echoed as stars and stays out of the history (monitor_read_password).
 """
 
 from __future__ import annotations
@@ -31,10 +33,21 @@ class Readline:
         self.param = 0
         self.history: list[str] = []
         self.hist_pos = -1
+        self.prompt = ""
+        self.read_password = False
 
-    def show_prompt(self, prompt: str) -> None:
-        """readline_show_prompt."""
-        self.write(prompt)
+    def start(self, prompt: str, read_password: bool, submit: Callable[[str], None]) -> None:
+        """readline_start: the next line goes to `submit`, after `prompt`."""
+        self.prompt = prompt
+        self.read_password = read_password
+        self.submit = submit
+        self.buf, self.index, self.last, self.last_index = [], 0, [], 0
+
+    def show_prompt(self, prompt: str | None = None) -> None:
+        """readline_show_prompt (of the current reader, unless `prompt` replaces it)."""
+        if prompt is not None:
+            self.prompt = prompt
+        self.write(self.prompt)
         self.last = []
         self.last_index = 0
         self.state = _NORM
@@ -50,7 +63,8 @@ class Readline:
                 self.index = len(self.buf)
             elif ch in (10, 13):
                 line = _text(self.buf)
-                self._hist_add(line)
+                if not self.read_password:
+                    self._hist_add(line)
                 self.write("\n")
                 self.buf, self.index, self.last, self.last_index = [], 0, [], 0
                 self.submit(line)
@@ -151,7 +165,8 @@ class Readline:
         """readline_update: redraw what changed, then place the cursor."""
         if self.buf != self.last:
             self.write("\x1b[D" * self.last_index)
-            self.write(_text(self.buf) + "\x1b[K")
+            shown = "*" * len(self.buf) if self.read_password else _text(self.buf)
+            self.write(shown + "\x1b[K")
             self.last = list(self.buf)
             self.last_index = len(self.buf)
         if self.index != self.last_index:

@@ -27,7 +27,7 @@ from vmm.qmp.dispatch import Dispatcher, MonitorSession, ParseError
 from vmm.qmp.wire import MessageDecoder, ParseFailure, encode
 
 if TYPE_CHECKING:
-    from vmm.hmp.interpreter import Hmp
+    from vmm.hmp.interpreter import Hmp, HmpState
     from vmm.machine.commands import CoreCommands
     from vmm.machine.core import Machine
 
@@ -42,17 +42,22 @@ def _nothing() -> None:
 class MonitorHub:
     """The monitors of one machine; counts connected clients (monitor.c mon_refcount)."""
 
-    def __init__(self, machine: Machine, dispatcher: Dispatcher, core: CoreCommands) -> None:
+    def __init__(self, machine: Machine, dispatcher: Dispatcher, core: CoreCommands,
+                 hmp_state: HmpState | None = None) -> None:
+        from vmm.hmp.interpreter import HmpState
+
         self.machine = machine
         self.dispatcher = dispatcher
         self.core = core
+        self.hmp_state = HmpState() if hmp_state is None else hmp_state
         self.monitors: list[QmpMonitor | HmpMonitor] = []
 
     def new_hmp(self) -> Hmp:
         """An HMP interpreter with its own session (the monitor it prints to)."""
         from vmm.hmp.interpreter import Hmp
 
-        return Hmp(self.dispatcher, MonitorSession(connected_monitors=self.connected))
+        return Hmp(self.dispatcher, MonitorSession(connected_monitors=self.connected),
+                   state=self.hmp_state)
 
     def connected(self) -> int:
         return sum(1 for m in self.monitors if m.is_connected)
@@ -180,26 +185,35 @@ class HmpMonitor:
         self.on_output: Callable[[], None] = _nothing
         self.hmp: Hmp = hub.new_hmp()
         self.readline = Readline(self._print, self._command)
+        self.hmp.readline = self.readline  # its history (info history), password prompts
 
     def connect(self) -> None:
-        """monitor_event CHR_EVENT_OPENED: banner, then the prompt."""
+        """monitor_event CHR_EVENT_OPENED: banner, then the prompt (readline_restart:
+        the history stays)."""
         self.is_connected = True
         self.outbox.clear()
         version = self.machine.catalog.version()["qemu"]
         qemu_version = f"{version['major']}.{version['minor']}.{version['micro']}"
         self._print(f"QEMU {qemu_version} monitor - type 'help' for more information\n")
-        self.readline = Readline(self._print, self._command)
-        self.readline.show_prompt(self.PROMPT)
+        self.readline.start(self.PROMPT, False, self._command)
+        self.readline.show_prompt()
 
     def disconnect(self) -> None:
         if not self.is_connected:
             return
         self.is_connected = False
         self.outbox.clear()
+        self.hmp.session.fds.drop_received()
         self.machine.fdsets.cleanup_all(running=self.machine.runstate.running,
                                         monitors_connected=self.hub.connected())
 
     def feed(self, data: bytes, fds: list[int] | None = None) -> None:
+        """Bytes typed into the monitor. Descriptors that came with them replace those
+        of an earlier read (chardev/char-socket.c tcp_chr_recv) until a command
+        (getfd) takes them."""
+        if fds:
+            self.hmp.session.fds.drop_received()
+            self.hmp.session.fds.received.extend(fds)
         for byte in data:
             if self.machine.exit_code is not None:
                 return
@@ -210,7 +224,7 @@ class HmpMonitor:
         self._print(self.hmp.run(line))
         self.machine.process_requests()
         if self.machine.exit_code is None:
-            self.readline.show_prompt(self.PROMPT)
+            self.readline.show_prompt()  # "(qemu) ", or a password prompt the command started
 
     def _print(self, text: str) -> None:
         self.outbox += text.replace("\n", "\r\n").encode("utf-8", "surrogateescape")
