@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 
-from vmm.cmdline.cutils import byte_truncate, strtod, strtoull
+from schema.opts.cutils import byte_truncate, strtod, strtoull
 
 _SPACE = " \t\n\r\v\f"  # qemu_isspace in the C locale
 _SIZE_SUFFIXES = {"B": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6}

@@ -18,10 +18,10 @@ from blockdev.commands import bds_tree_init
 from blockdev.drive import IF_NAMES, add_drive, drive_del
 from blockdev.layer import BlockLayer
 from schema.errors import GenericError
+from schema.opts.qemuopts import OptsError, OptsStore
 from schema.output import check_return
-from schema.qdict import qdict_order
+from schema.qobject import qdict_order
 from vmm.cmdline.groups import GROUPS
-from vmm.cmdline.qemuopts import OptsError, OptsStore
 from vmm.hmp.commands import Args, qapi_enum_parse
 from vmm.hmp.interpreter import Hmp, HmpNotImplemented
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from schema.errors import GenericError, QMPError
 from schema.model import EnumType
-from vmm.cmdline.cutils import strtoull
+from schema.opts.cutils import strtoull
+from schema.opts.qemuopts import OptsError, OptsStore
 from vmm.cmdline.groups import GROUPS
-from vmm.cmdline.qemuopts import OptsError, OptsStore
 from vmm.hmp.args import ArgumentError
 from vmm.hmp.interpreter import Hmp, HmpNotImplemented
 

@@ -29,7 +29,7 @@ from blockdev.image.formats.facts import SnapshotInfo
 from blockdev.layer import BlockLayer
 from blockdev.snapshot import can_snapshot, snapshot_list
 from schema.errors import GenericError
-from vmm.cmdline.cutils import byte_truncate, strtoull
+from schema.opts.cutils import byte_truncate, strtoull
 from vmm.hmp.block import block_layer, snapshot_line
 from vmm.hmp.commands import Args
 from vmm.hmp.interpreter import Hmp
