@@ -249,31 +249,35 @@ def _finish_strtod(value: float, end: int, literal: str) -> tuple[float, int, bo
 _SUFFIXES = {"B": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6}
 
 
-def qemu_strtosz(text: str) -> tuple[Errno, int]:
-    """util/cutils.c qemu_strtosz (default suffix B, unit 1024), whole string.
+def do_strtosz(text: str, default_suffix: str = "B") -> tuple[Errno, int, int]:
+    """util/cutils.c do_strtosz (unit 1024) with its end pointer: (errno, bytes, end).
 
     The value goes through a double: fractions are allowed with a suffix,
     and the overflow test compares against 2**64 (the C constant
-    0xfffffffffffffc00 rounds up when converted to double).
+    0xfffffffffffffc00 rounds up when converted to double). A number without a
+    suffix is in `default_suffix` units (B for qemu_strtosz, M for
+    qemu_strtosz_MiB).
     """
     val, end, erange = strtod(text)
     if math.isnan(val) or end == 0 or erange:
-        return Errno.EINVAL, 0
+        return Errno.EINVAL, 0, end
     mul_required = math.modf(val)[0] != 0
     suffix = text[end].upper() if end < len(text) else ""
     if suffix in _SUFFIXES:
         mul = float(1024 ** _SUFFIXES[suffix])
         end += 1
     else:
-        mul = 1.0
-    result = Errno.OK
-    value = 0
+        mul = float(1024 ** _SUFFIXES[default_suffix])
     if mul == 1.0 and mul_required:
-        result = Errno.EINVAL
-    elif val * mul >= 2.0**64 or val < 0:
-        result = Errno.ERANGE
-    else:
-        value = int(val * mul)
+        return Errno.EINVAL, 0, end
+    if val * mul >= 2.0**64 or val < 0:
+        return Errno.ERANGE, 0, end
+    return Errno.OK, int(val * mul), end
+
+
+def qemu_strtosz(text: str) -> tuple[Errno, int]:
+    """util/cutils.c qemu_strtosz (default suffix B), the whole string."""
+    result, value, end = do_strtosz(text)
     if end < len(text):
         return Errno.EINVAL, 0
     return result, value

@@ -25,10 +25,9 @@ from typing import Any
 
 import attrs
 
-from schema.opts.cutils import byte_truncate, strtod, strtoull
+from schema.opts.cutils import Errno, byte_truncate, do_strtosz, strtod, strtoull
 
 _SPACE = " \t\n\r\v\f"  # qemu_isspace in the C locale
-_SIZE_SUFFIXES = {"B": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6}
 INT64_MAX = (1 << 63) - 1
 
 
@@ -262,26 +261,6 @@ def get_expr(text: str, p: int, register: Callable[[str], int | None] = lambda _
 # -- numbers with units ---------------------------------------------------------------
 
 
-def strtosz_mib(text: str) -> tuple[int | None, int]:
-    """util/cutils.c qemu_strtosz_MiB with an end pointer: (bytes, end); None on
-    failure (QEMU's -EINVAL/-ERANGE; the caller only says "invalid size")."""
-    val, end, erange = strtod(text)
-    if math.isnan(val) or end == 0 or erange:
-        return None, end
-    mul_required = math.modf(val)[0] != 0
-    suffix = text[end].upper() if end < len(text) else ""
-    if suffix in _SIZE_SUFFIXES:
-        mul = float(1024 ** _SIZE_SUFFIXES[suffix])
-        end += 1
-    else:
-        mul = float(1024 ** 2)
-    if mul == 1.0 and mul_required:
-        return None, end
-    if val * mul >= 2.0**64 or val < 0:
-        return None, end
-    return int(val * mul), end
-
-
 # -- monitor_parse_arguments ------------------------------------------------------------
 
 
@@ -344,8 +323,9 @@ def parse_arguments(name: str, args_type: str, text: str, ctx: ParseContext) -> 
             p = _skip_space(text, p)
             if rest.startswith("?") and p >= len(text):
                 continue
-            size, end = strtosz_mib(text[p:])
-            if size is None or size > INT64_MAX:
+            # qemu_strtosz_MiB with its end pointer
+            err, size, end = do_strtosz(text[p:], default_suffix="M")
+            if err is not Errno.OK or size > INT64_MAX:
                 raise ArgumentError("invalid size\n")
             args[key] = size
             p += end
