@@ -29,12 +29,12 @@ import attrs
 
 from blockdev.drivers.registry import DRIVERS, find_protocol
 from blockdev.graph import Node
-from blockdev.image.formats.facts import SnapshotInfo
 from blockdev.image.io import FormatImage
 from blockdev.options import Flat
 from schema.errors import QERR_DEVICE_HAS_NO_MEDIUM, QERR_FEATURE_DISABLED, GenericError
 
 if TYPE_CHECKING:
+    from blockdev.image.formats.facts import SnapshotInfo
     from blockdev.layer import BlockLayer
 
 
@@ -270,6 +270,9 @@ class InternalSnapshot(Action):
         sec = int(wall)
         usec = int((wall - sec) * 1_000_000)
         vm_ns = layer.host.vm_clock_ns()  # QEMU_CLOCK_VIRTUAL
+        # the format readers (and their facts) load with the first image opened
+        from blockdev.image.formats.facts import SnapshotInfo
+
         sn = SnapshotInfo(id=new_id, name=self.name, vm_state_size=0, date_sec=sec,
                           date_nsec=usec * 1000, vm_clock_sec=vm_ns // 1_000_000_000,
                           vm_clock_nsec=vm_ns % 1_000_000_000)

@@ -1,10 +1,12 @@
-"""The devices a PC board creates for the -drives of its interfaces.
+"""The boards: which kind a machine type is, and the devices a PC board creates for
+the -drives of its interfaces.
 
 Pure model of the `devices` layer [hw/i386/pc_piix.c pc_init1, hw/i386/pc.c
 pc_basic_device_init, hw/ide/piix.c pci_piix3_ide_init, hw/scsi/lsi53c895a.c with
 scsi_bus_legacy_handle_cmdline; q35 likewise through its AHCI]. `board_drives`
 lists them from the block layer's -drive table (through `devices.backends`);
-`create_board_devices` attaches them with `devices.qdev`.
+`create_board_devices` attaches them with `devices.qdev`. `board_kind` names the
+board of a machine type (its chipset's ports are `devices.chipset`'s).
 """
 
 from __future__ import annotations
@@ -59,3 +61,14 @@ def create_board_devices(qdev: Qdev, *, first_unattached: int = 17) -> list[Bloc
                                   qom_path=f"/machine/unattached/device[{n}]"))
         n += 1
     return devs
+
+
+def board_kind(machine_type: str) -> str:
+    """`none`, `isapc`, `q35` or `i440fx` for a machine type name."""
+    if machine_type == "none":
+        return "none"
+    if machine_type == "isapc":
+        return "isapc"
+    if "q35" in machine_type:
+        return "q35"
+    return "i440fx"

@@ -6,7 +6,7 @@ Pure model of the `devices` layer. Each device is a `PortDevice` of
 through `devices.host.DeviceHost`; the request is carried out by the Machine's main
 loop afterwards, as in QEMU (so a qtest reply or an HMP prompt comes first).
 
-Which board has which (`board_kind` of the machine type):
+Which board has which (`devices.board.board_kind` of the machine type):
 
 | board | RAM | devices |
 |---|---|---|
@@ -55,6 +55,7 @@ from devices.address_space import (
     PortRegion,
     SystemMemory,
 )
+from devices.board import board_kind
 from devices.host import DeviceHost, TimerHandle
 
 # PC machine types older than 2.1 do not align the RAM split to a gigabyte
@@ -65,17 +66,6 @@ NANOSECONDS_PER_SECOND = 1_000_000_000
 PM_TIMER_FREQUENCY = 3_579_545
 PIT_FREQ = 1_193_182
 ACPI_PM_BASE = 0x600  # SeaBIOS's PM base on both chipsets
-
-
-def board_kind(machine_type: str) -> str:
-    """`none`, `isapc`, `q35` or `i440fx` for a machine type name."""
-    if machine_type == "none":
-        return "none"
-    if machine_type == "isapc":
-        return "isapc"
-    if "q35" in machine_type:
-        return "q35"
-    return "i440fx"
 
 
 def memory_layout(machine_type: str, ram_size: int) -> MemoryLayout:

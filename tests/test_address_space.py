@@ -26,11 +26,11 @@ from devices.address_space import (
     RamRange,
     SystemMemory,
 )
+from devices.board import board_kind
 from devices.chipset import (
     PM_TIMER_FREQUENCY,
     add_ib700,
     add_pvpanic,
-    board_kind,
     build_address_spaces,
     memory_layout,
 )

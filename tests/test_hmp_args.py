@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from tests.test_hmp_help import hmp
-from vmm.hmp.args import ArgumentError, DumpFormat, ParseContext, get_expr, parse_arguments
+from vmm.hmp.args import ArgumentError, ParseContext, get_expr, parse_arguments
+from vmm.hmp.state import DumpFormat
 
 
 def ctx() -> ParseContext:

@@ -92,3 +92,20 @@ def test_importing_the_configuration_does_not_load_trio() -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             cwd=ROOT, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_start_up_loads_what_a_plain_machine_needs() -> None:
+    """The program's start-up (ready in under 200 ms) imports no part that only some
+    machines use: the human monitor's interpreter and the qtest protocol load with
+    the first human monitor or -qtest, the guest's address spaces with the first
+    access to guest memory or ports, the image format readers (and their facts) with
+    the first image, the schema parser and the Hypothesis strategies never."""
+    lazy = ["vmm.hmp.interpreter", "vmm.hmp.table", "vmm.qtest", "devices.chipset",
+            "devices.address_space",
+            "blockdev.image.formats.facts", "blockdev.image.formats.registry",
+            "schema.parser", "schema.strategies", "hypothesis"]
+    probe = ("import sys, vmm.__main__; "
+             f"print([m for m in {lazy!r} if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[]"

@@ -10,10 +10,14 @@ handler: it answers "not implemented".)
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from devices.address_space import AddressSpaces
 from schema.errors import GenericError
 from schema.handlers import qmp_command
+
+if TYPE_CHECKING:
+    from devices.address_space import AddressSpaces
 
 QERR_IO_ERROR = "An IO error has occurred"
 _CHUNK = 1 << 20
@@ -22,8 +26,8 @@ _CHUNK = 1 << 20
 class MemoryDumpCommands:
     """The guest memory dump command of one machine."""
 
-    def __init__(self, memory: AddressSpaces) -> None:
-        self.memory = memory
+    def __init__(self, memory: Callable[[], AddressSpaces]) -> None:
+        self.memory = memory  # built on first use (vmm.vm.GuestMemory)
 
     @qmp_command("pmemsave")
     def pmemsave(self, val: int, size: int, filename: str) -> None:
@@ -39,7 +43,7 @@ class MemoryDumpCommands:
             while size > 0:
                 n = min(_CHUNK, size)
                 try:
-                    out.write(self.memory.read(addr, n))
+                    out.write(self.memory().read(addr, n))
                 except OSError:
                     raise GenericError(QERR_IO_ERROR) from None
                 addr += n

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from devices.address_space import AddressSpaces
-from devices.chipset import board_kind
+from devices.board import board_kind
 from schema.opts.cutils import Errno, qemu_strtoi64, qemu_strtou64
 from vmm.machine.fds import close_quietly
 

@@ -30,8 +30,7 @@ from collections.abc import Sequence
 from blockdev.drive import add_blockdev, add_drive, drive_get, if_max_devs
 from blockdev.layer import BlockLayer
 from devices.blockdevs import DEVICE_KINDS
-from devices.board import create_board_devices
-from devices.chipset import add_ib700, add_pvpanic, board_kind
+from devices.board import board_kind, create_board_devices
 from devices.qdev import Qdev, attach_device
 from schema.catalog import Catalog
 from schema.errors import QMPError
@@ -163,6 +162,8 @@ def configure_port_devices(vm: Vm, cl: CommandLine) -> None:
         if board_kind(vm.machine.options.machine_type) == "none":
             raise CommandLineError(Diagnostic(f"No 'ISA' bus found for device '{driver}'",
                                               location=opts.location))
+        from devices.chipset import add_ib700, add_pvpanic
+
         if driver == "pvpanic":
             add_pvpanic(vm.memory, vm.machine, _uint16_property(opts, "ioport", 0x505))
         else:

@@ -11,6 +11,7 @@ table, and its guest behaviours join `BEHAVIOURS`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -18,15 +19,13 @@ from blockdev.commands import BlockCommands
 from blockdev.device_backends import DeviceBackends
 from blockdev.host import TRAY_BEHAVIOURS
 from blockdev.layer import BlockLayer
-from devices.address_space import AddressSpaces
-from devices.chipset import build_address_spaces
 from devices.display.vnc import VncDisplays
 from devices.qdev import Qdev
 from schema.catalog import Catalog
 from schema.handlers import Behaviour
 from schema.model import Schema
 from vmm.change import ChangeCommand
-from vmm.hmp.interpreter import HmpState
+from vmm.hmp.state import HmpState
 from vmm.machine.commands import CoreCommands, MonitorCommands
 from vmm.machine.core import Clock, Machine, MachineOptions
 from vmm.machine.guest import GUEST_BEHAVIOURS
@@ -34,11 +33,40 @@ from vmm.machine.trace import TraceEvents
 from vmm.memdump import MemoryDumpCommands
 from vmm.qmp.dispatch import Dispatcher
 from vmm.qmp.monitor import HmpMonitor, MonitorHub, QmpMonitor
-from vmm.qtest import Qtest, board_devices
+
+if TYPE_CHECKING:
+    from devices.address_space import AddressSpaces
+    from vmm.qtest import Qtest
 
 # Every guest behaviour of the subsystems composed here (the command line's
 # --emu-behaviour names).
 BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS)
+
+
+class GuestMemory:
+    """The guest's address spaces (RAM, the I/O ports and the board's port devices),
+    built the first time something reads or writes them: a qtest client, an HMP
+    memory or port command, pmemsave, a port device of the command line. Until then
+    RAM is all zeros and the devices are in their reset state, so nothing differs
+    but the cost of loading them, which a plain start-up does not pay. Under the qtest
+    accelerator they are built with the machine: the PIT's timer is part of what a
+    qtest clock_step sees from the first step."""
+
+    def __init__(self, machine: Machine) -> None:
+        self._machine = machine
+        self._spaces: AddressSpaces | None = None
+
+    def __call__(self) -> AddressSpaces:
+        if self._spaces is None:
+            from devices.chipset import build_address_spaces
+
+            options = self._machine.options
+            # The PIT's timer shows only in a qtest clock_step (devices.chipset).
+            self._spaces = build_address_spaces(options.machine_type, options.ram_bytes,
+                                                self._machine, pit=options.accel == "qtest")
+            self._machine.plug(self._spaces)
+            self._spaces.reset()  # the state the machine's last reset left them in
+        return self._spaces
 
 
 @attrs.define(kw_only=True)
@@ -50,7 +78,7 @@ class Vm:
     block: BlockLayer
     qdev: Qdev
     vnc: VncDisplays
-    memory: AddressSpaces
+    guest_memory: GuestMemory
 
     @classmethod
     def build(cls, *, options: MachineOptions, schema: Schema, catalog: Catalog,
@@ -59,10 +87,9 @@ class Vm:
                                  clock=clock, behaviours=BEHAVIOURS)
         block = BlockLayer.create(machine)
         machine.plug(block)
-        # The PIT's timer shows only in a qtest clock_step (devices.chipset).
-        memory = build_address_spaces(options.machine_type, options.ram_bytes, machine,
-                                      pit=options.accel == "qtest")
-        machine.plug(memory)
+        memory = GuestMemory(machine)
+        if options.accel == "qtest":
+            memory()
         qdev = Qdev(block=DeviceBackends(block))
         vnc = VncDisplays()  # -vnc is not applied yet: no display, as QEMU without -vnc
         core = CoreCommands(machine)
@@ -71,7 +98,11 @@ class Vm:
         hub = MonitorHub(machine, dispatcher, core,
                          HmpState(block=block, vnc=vnc, memory=memory))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
-                   qdev=qdev, vnc=vnc, memory=memory)
+                   qdev=qdev, vnc=vnc, guest_memory=memory)
+
+    @property
+    def memory(self) -> AddressSpaces:
+        return self.guest_memory()
 
     @property
     def trace(self) -> TraceEvents:
@@ -85,7 +116,10 @@ class Vm:
 
     def qtest(self, *, log: Callable[[bytes], None] | None = None,
               stderr: Callable[[str], None] = lambda text: None) -> Qtest:
-        """The qtest frontend of a -qtest chardev (`log`: the -qtest-log file)."""
+        """The qtest frontend of a -qtest chardev (`log`: the -qtest-log file); the
+        protocol is loaded only when a command line asks for it."""
+        from vmm.qtest import Qtest, board_devices
+
         return Qtest(machine=self.machine, memory=self.memory,
                      devices=board_devices(self.machine.options.machine_type), log=log,
                      stderr=stderr)

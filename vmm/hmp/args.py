@@ -26,6 +26,7 @@ from typing import Any
 import attrs
 
 from schema.opts.cutils import Errno, byte_truncate, do_strtosz, strtod, strtoull
+from vmm.hmp.state import DumpFormat
 
 _SPACE = " \t\n\r\v\f"  # qemu_isspace in the C locale
 INT64_MAX = (1 << 63) - 1
@@ -42,16 +43,6 @@ class ArgumentError(Exception):
 
 class ExpressionError(ArgumentError):
     """get_expr's failure (expr_error prints the message and a newline)."""
-
-
-@attrs.define(kw_only=True)
-class DumpFormat:
-    """monitor.c's default_fmt_format and default_fmt_size: the last format given to
-    a `/` argument, which a later one without a format reuses (per machine: QEMU
-    keeps them in statics)."""
-
-    format: str = "x"
-    size: int = 4
 
 
 @attrs.frozen

@@ -25,13 +25,11 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from schema.errors import GenericError, QMPError
-from vmm.hmp.args import ArgumentError, DumpFormat, ParseContext, parse_arguments, parse_cmdline
+from vmm.hmp.args import ArgumentError, ParseContext, parse_arguments, parse_cmdline
+from vmm.hmp.state import HmpState
 from vmm.qmp.dispatch import not_implemented
 
 if TYPE_CHECKING:
-    from blockdev.layer import BlockLayer
-    from devices.address_space import AddressSpaces
-    from devices.display.vnc import VncDisplays
     from vmm.hmp.readline import Readline
     from vmm.qmp.dispatch import Dispatcher, MonitorSession
 
@@ -65,21 +63,6 @@ class HmpNotImplemented(GenericError):
 
     def __init__(self, name: str) -> None:
         super().__init__(not_implemented(name))
-
-
-@attrs.define(kw_only=True)
-class HmpState:
-    """What every human monitor of one machine shares: what monitor.c keeps in
-    statics (the last memory dump format, the log mask) and the subsystems HMP
-    reaches beyond the QMP command table (as hmp.c calls block-layer functions)."""
-
-    block: BlockLayer | None = None
-    vnc: VncDisplays | None = None
-    memory: AddressSpaces | None = None
-    # savevm's RAM, by the vmstate image's snapshot it belongs to (kept alive here).
-    vm_states: dict[int, tuple[object, dict[int, bytes]]] = attrs.Factory(dict)
-    formats: DumpFormat = attrs.Factory(DumpFormat)
-    log_items: tuple[str, ...] = ()
 
 
 _SPACE = " \t\n\r\v\f"

@@ -21,7 +21,7 @@ _CHUNK = 1 << 16
 def address_spaces(hmp: Hmp) -> AddressSpaces:
     spaces = hmp.state.memory
     assert spaces is not None, "a machine's human monitors reach its address spaces"
-    return spaces
+    return spaces()
 
 
 def _value(data: bytes, size: int) -> int:

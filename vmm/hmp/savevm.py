@@ -173,7 +173,7 @@ def save_snapshot(hmp: Hmp, name: str | None) -> None:
     was_running = machine.runstate.running
     machine.vm_stop("save-vm")
     spaces = hmp.state.memory
-    ram = spaces.memory.ram.pages() if spaces is not None else {}
+    ram = spaces().memory.ram.pages() if spaces is not None else {}
     wall = machine.clock.wall()
     date_sec = int(wall)
     date_nsec = int((wall - date_sec) * 1_000_000) * 1000  # gettimeofday's microseconds
@@ -217,7 +217,7 @@ def load_snapshot(hmp: Hmp, name: str) -> None:
     machine.system_reset("none")
     saved = hmp.state.vm_states.get(id(sn))
     if saved is not None and saved[0] is sn and hmp.state.memory is not None:
-        hmp.state.memory.memory.ram.restore(saved[1])
+        hmp.state.memory().memory.ram.restore(saved[1])
     clock = machine.vm_clock
     if isinstance(clock, RunningVirtualClock) and clock.started_at is None:
         clock.offset_ns = sn.vm_clock_sec * 1_000_000_000 + sn.vm_clock_nsec

@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING, Any
 from schema.output import check_return
 from schema.qobject import to_json
 from vmm.hmp.readline import Readline
+from vmm.hmp.state import HmpState
 from vmm.machine.events import Event
 from vmm.qmp.dispatch import Dispatcher, MonitorSession, ParseError
 from vmm.qmp.wire import MessageDecoder, ParseFailure, encode
 
 if TYPE_CHECKING:
-    from vmm.hmp.interpreter import Hmp, HmpState
+    from vmm.hmp.interpreter import Hmp
     from vmm.machine.commands import CoreCommands
     from vmm.machine.core import Machine
 
@@ -44,7 +45,6 @@ class MonitorHub:
 
     def __init__(self, machine: Machine, dispatcher: Dispatcher, core: CoreCommands,
                  hmp_state: HmpState | None = None) -> None:
-        from vmm.hmp.interpreter import HmpState
 
         self.machine = machine
         self.dispatcher = dispatcher
