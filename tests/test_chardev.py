@@ -55,7 +55,7 @@ def test_disconnected_filenames() -> None:
     ",server" for a listening chardev; qemu_chardev_new: stdio shows "stdio"."""
     assert ChardevSpec(id="a", backend="socket", path="/p").filename() == \
         "disconnected:unix:/p,server"
-    assert ChardevSpec(id="a", backend="socket", fd=3).filename() == \
+    assert ChardevSpec(id="a", backend="socket", fd="3").filename() == \
         "disconnected:fd:3,server"
     assert ChardevSpec(id="a", backend="socket", host="", port="4444",
                        server=False).filename() == "disconnected:tcp::4444"
@@ -83,7 +83,22 @@ async def test_fd_that_is_not_a_socket(tmp_path: Path) -> None:
     with open(tmp_path / "f", "w") as f:
         with pytest.raises(ChardevError, match=f"^File descriptor '{f.fileno()}' is not "
                            "a socket$"):
-            await open_listener(ChardevSpec(id="m", backend="socket", fd=f.fileno()))
+            await open_listener(ChardevSpec(id="m", backend="socket", fd=str(f.fileno())))
+
+
+@pytest.mark.parametrize(("fd", "message"), [
+    ("abc", "Unable to parse FD number abc"),
+    ("3x", "Unable to parse FD number 3x"),
+    ("", "Unable to parse FD number "),
+    ("2147483648", "Unable to parse FD number 2147483648: Numerical result out of range"),
+])
+async def test_fd_that_is_not_a_number(fd: str, message: str) -> None:
+    """QEMU 2.12 util/qemu-sockets.c socket_get_fd without a current monitor: the
+    whole option by qemu_strtoi (base 10, a C int); errno's text only when strtol set
+    one (ERANGE), since a string without digits leaves errno 0."""
+    with pytest.raises(ChardevError) as refused:
+        await open_listener(ChardevSpec(id="m", backend="socket", fd=fd))
+    assert str(refused.value) == message
 
 
 async def test_unix_bind_failure(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import attrs
 import trio
 
 from devices.chardev.model import ChardevSpec
+from schema.opts.cutils import Errno, qemu_strtoi64
 
 MAX_FDS_PER_MESSAGE = 16  # char-socket.c TCP_MAX_FDS
 RECV_SIZE = 65536
@@ -160,16 +161,29 @@ async def open_client(spec: ChardevSpec) -> Listener:
     return listener
 
 
+def socket_get_fd(text: str) -> int:
+    """QEMU 2.12 util/qemu-sockets.c socket_get_fd without a current monitor: the
+    number by qemu_strtoi (base 10, the whole string, a C int), and on failure
+    "Unable to parse FD number" with strerror(errno) when strtol set one (ERANGE)."""
+    err, value, end = qemu_strtoi64(text, 10, need_full=False)
+    erange = err is Errno.ERANGE or not -(1 << 31) <= value < 1 << 31
+    if end == 0 or end < len(text) or erange:
+        suffix = f": {os.strerror(errno.ERANGE)}" if erange else ""
+        raise ChardevError(f"Unable to parse FD number {text}{suffix}")
+    return value
+
+
 async def open_listener(spec: ChardevSpec) -> Listener:
     """Bind and listen as QEMU's socket chardev does (util/qemu-sockets.c); a client
     chardev connects instead."""
     if not spec.server and spec.fd is None:
         return await open_client(spec)
     if spec.fd is not None:
-        if not _is_socket(spec.fd):
+        fd = socket_get_fd(spec.fd)
+        if not _is_socket(fd):
             # QEMU 2.12 util/qemu-sockets.c socket_get_fd (fd= is 2.12's option)
             raise ChardevError(f"File descriptor '{spec.fd}' is not a socket")
-        raw = socket.socket(fileno=spec.fd)
+        raw = socket.socket(fileno=fd)
         raw.setblocking(False)
         return Listener(spec, trio.socket.from_stdlib_socket(raw))
     if spec.path is not None:

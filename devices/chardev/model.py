@@ -42,7 +42,7 @@ class ChardevSpec:
     path: str | None = None
     host: str | None = None
     port: str | None = None
-    fd: int | None = None
+    fd: str | None = None  # as written: socket_get_fd parses it when the chardev opens
     server: bool = True
     wait: bool = True
     telnet: bool = False
@@ -94,14 +94,13 @@ def chardev_spec(opts: ChardevOpts) -> ChardevSpec | None:
     if backend != "socket":
         return None
     server = opts.get_bool("server", False)
-    fd = opts.get("fd")
     return ChardevSpec(
         id=ident,
         backend="socket",
         path=opts.get("path"),
         host=opts.get("host"),
         port=opts.get("port"),
-        fd=int(fd) if fd is not None else None,
+        fd=opts.get("fd"),
         server=server,
         wait=server and opts.get_bool("wait", True),
         telnet=opts.get_bool("telnet", False),
