@@ -56,6 +56,10 @@ def test_dump_qobject() -> None:
         "    compat: 1.1\n    lazy refcounts: false\n    refcount bits: 16\n"
         "    corrupt: false\n")
     assert dump_qobject({"list": [1, {"a": 2}]}, 0) == "list:\n    [0]: 1\n    [1]:\n        a: 2\n"
+    # a double as qobject/qnum.c qnum_to_string writes it: "%f", trailing zeros and
+    # a trailing point removed
+    assert dump_qobject({"ratio": 100.0}, 0) == "ratio: 100\n"
+    assert dump_qobject([0.125], 0) == "[0]: 0.125\n"
 
 
 def test_info_block(vm_cmdline, tmp_path: Path) -> None:

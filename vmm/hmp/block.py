@@ -20,7 +20,7 @@ from blockdev.layer import BlockLayer
 from schema.errors import GenericError
 from schema.opts.qemuopts import OptsError, OptsStore
 from schema.output import check_return
-from schema.qobject import qdict_order
+from schema.qobject import format_qnum_double, qdict_order
 from vmm.cmdline.groups import GROUPS
 from vmm.hmp.commands import Args, qapi_enum_parse
 from vmm.hmp.interpreter import Hmp, HmpNotImplemented
@@ -72,22 +72,15 @@ def snapshot_line(sn: dict[str, Any] | None) -> str:
             + _pad(clock, 15))
 
 
-def qnum_text(value: int | float) -> str:
-    """qobject/qnum.c qnum_to_string (a double loses its trailing zeros, as 2.11's
-    does, even those before the point)."""
-    if isinstance(value, float):
-        text = f"{value:.17g}".rstrip("0")
-        return text[:-1] if text.endswith(".") else text
-    return str(value)
-
-
 def dump_qobject(value: Any, indent: int) -> str:
     """block/qapi.c dump_qobject (dump_qdict: QDict order, dashes of keys as spaces;
     dump_qlist: `[i]`)."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return qnum_text(value)
+    if isinstance(value, float):
+        return format_qnum_double(value)  # qnum_to_string
+    if isinstance(value, int):
+        return str(value)
     if isinstance(value, str):
         return value
     if isinstance(value, dict):
