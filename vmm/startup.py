@@ -76,9 +76,10 @@ def build_vm(argv: Sequence[str], *, clock: Clock, schema: Schema | None = None,
     config = build_config(cl, catalog)
     schema = load_schema(config.persona) if schema is None else schema
     vm = create_vm(config, schema=schema, catalog=catalog, clock=clock)
-    configure_devices(vm, cl)
     if start:
-        vm.machine.start()
+        finish(vm, cl)
+    else:
+        configure_devices(vm, cl)
     return vm
 
 
