@@ -11,8 +11,11 @@ would have written, timestamps masked to `T` where asked.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -173,3 +176,29 @@ def vm_cmdline(schema: Schema, catalog: Catalog,
         return tvm
 
     return make
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator:
+    """Start the program with the given arguments (stdout/stderr piped, its schema
+    cache in tmp_path); every process started is killed at the end of the test."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, QMP_EMULATOR_CACHE_DIR=str(tmp_path / "cache"))
+        from tests.test_program import program
+
+        proc = subprocess.Popen([*program(), *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, pass_fds=pass_fds, env=env,
+                                cwd=tmp_path)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()

@@ -25,7 +25,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -93,28 +92,6 @@ def listening_monitor(path: Path) -> tuple[socket.socket, socket.socket, list[st
     client.connect(str(path))
     return listener, client, ["-chardev", f"socket,id=mon,fd={listener.fileno()},server,nowait",
                               "-mon", "chardev=mon,mode=control"]
-
-
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
-        env = dict(os.environ, QMP_EMULATOR_CACHE_DIR=str(tmp_path / "cache"))
-        proc = subprocess.Popen([*program(), *args], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, pass_fds=pass_fds, env=env,
-                                cwd=tmp_path)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
 
 
 async def conversation(address: str | tuple[str, int]) -> tuple[object, list[object], list[str]]:

@@ -50,6 +50,7 @@ from devices.address_space import AddressSpaces
 from devices.board import board_kind
 from schema.opts.cutils import Errno, qemu_strtoi64, qemu_strtou64
 from vmm.machine.fds import close_quietly
+from vmm.qmp.monitor import take_from
 
 if TYPE_CHECKING:
     from vmm.machine.core import Machine
@@ -181,10 +182,8 @@ class Qtest:
         if self.log is not None:
             self.log(f"[I +{self._elapsed()}] CLOSED\n".encode())
 
-    def take_output(self) -> bytes:
-        data = bytes(self.outbox)
-        self.outbox.clear()
-        return data
+    def take_output(self, limit: int | None = None) -> bytes:
+        return take_from(self.outbox, limit)
 
     # -- input (qtest_read, qtest_process_inbuf) ---------------------------------
 

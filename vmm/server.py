@@ -31,10 +31,10 @@ from devices.chardev.edge import (
 )
 from vmm.config import MonitorSpec, QtestSpec
 from vmm.machine.core import Machine
-from vmm.qmp.monitor import HIGH_WATER
+from vmm.qmp.monitor import HIGH_WATER, SEND_CHUNK
 from vmm.vm import Vm
 
-FLUSH_TIMEOUT = 5.0  # seconds a client gets to take the last replies before exit
+FLUSH_TIMEOUT = 0.02  # what a client may take at exit: QEMU writes what the socket takes and exits
 
 __all__ = ["BoundAddress", "Connection", "Frontend", "MonitorSpec", "Server", "ServerError",
            "progname"]
@@ -57,7 +57,7 @@ class Frontend(Protocol):
 
     def feed(self, data: bytes, fds: list[int] | None = None) -> None: ...
 
-    def take_output(self) -> bytes: ...
+    def take_output(self, limit: int | None = None) -> bytes: ...
 
 
 class _Signal:
@@ -89,10 +89,10 @@ class Connection:
 
     async def run(self) -> None:
         monitor = self.monitor
-        monitor.on_output = self.output.set
         monitor.connect()
         try:
             async with trio.open_nursery() as nursery:
+                monitor.on_output = lambda: self._wake(nursery.cancel_scope)
                 nursery.start_soon(self._writer, nursery.cancel_scope)
                 await self._reader()
                 await self.flush()
@@ -101,6 +101,13 @@ class Connection:
             monitor.disconnect()
             self.closed = True
             self.stream.close()
+
+    def _wake(self, scope: trio.CancelScope) -> None:
+        """The monitor has output, or gave up on this client (the slow-client policy):
+        then the connection ends at once, even if a send to it is blocked."""
+        if self.monitor.dropped:
+            scope.cancel()
+        self.output.set()
 
     async def _reader(self) -> None:
         machine = self.monitor.machine
@@ -131,7 +138,7 @@ class Connection:
             if monitor.dropped:
                 scope.cancel()  # too far behind on events: the slow-client policy
                 return
-            data = monitor.take_output()
+            data = monitor.take_output(SEND_CHUNK)
             if data:
                 view = memoryview(data)
                 self.sending = True
@@ -236,25 +243,29 @@ class Server:
     async def serve(self, *, task_status: trio.TaskStatus[list[BoundAddress]] =
                     trio.TASK_STATUS_IGNORED) -> int:
         """Run until the machine exits; report the bound addresses once listening."""
-        addresses = await self.bind()
-        self.on_bound()
         machine = self.vm.machine
-        machine.kick = self.kicked.set
-        async with trio.open_nursery() as nursery:
-            for listener, monitor in self.listeners:
-                nursery.start_soon(self._accept_loop, listener, monitor)
-            for monitor in self.stdio:
-                nursery.start_soon(self._serve_stdio, monitor)
-            nursery.start_soon(self._main_loop)
-            task_status.started(addresses)
-            await self.exiting.wait()
-            await self._flush_all()
-            nursery.cancel_scope.cancel()
-        for listener, _ in self.listeners:
-            listener.close()
-        if self.qtest_log is not None:
-            self.qtest_log.close()
-        machine.fdsets.close_all()
+        try:
+            addresses = await self.bind()
+            self.on_bound()
+            machine.kick = self.kicked.set
+            async with trio.open_nursery() as nursery:
+                for listener, monitor in self.listeners:
+                    nursery.start_soon(self._accept_loop, listener, monitor)
+                for monitor in self.stdio:
+                    nursery.start_soon(self._serve_stdio, monitor)
+                nursery.start_soon(self._main_loop)
+                task_status.started(addresses)
+                await self.exiting.wait()
+                await self._flush_all()
+                nursery.cancel_scope.cancel()
+        finally:
+            # However the server ends (an exit, a refused start-up, a strict-mode
+            # failure), its chardevs close and their socket files go.
+            for listener, _ in self.listeners:
+                listener.close()
+            if self.qtest_log is not None:
+                self.qtest_log.close()
+            machine.fdsets.close_all()
         return machine.exit_code if machine.exit_code is not None else 0
 
     async def _accept_loop(self, listener: Listener, monitor: Frontend) -> None:

@@ -14,6 +14,7 @@ with QEMU's message.
 from __future__ import annotations
 
 import array
+import contextlib
 import errno
 import os
 import socket
@@ -103,9 +104,11 @@ class StdioStream:
 class Listener:
     """The socket of one socket chardev: listening, or (client mode) connected."""
 
-    def __init__(self, spec: ChardevSpec, sock: trio.socket.SocketType) -> None:
+    def __init__(self, spec: ChardevSpec, sock: trio.socket.SocketType, *,
+                 listening: bool = False) -> None:
         self.spec = spec
         self.sock = sock
+        self.listening = listening  # we called listen(): the socket file is ours
         self.pending: trio.socket.SocketType | None = None  # accepted early (server,wait)
 
     async def wait_connected(self) -> None:
@@ -129,7 +132,20 @@ class Listener:
         return BoundAddress(self.spec.id, family, self.sock.getsockname())
 
     def close(self) -> None:
+        """Close the socket; a unix socket this chardev listened on loses its file, as
+        QEMU's listening channel does when it is finalized at exit
+        [io/channel-socket.c qio_channel_socket_finalize, util/qemu-sockets.c
+        socket_listen_cleanup: the path comes from getsockname; ENOENT is fine]."""
+        if self.sock.fileno() < 0:
+            return
+        path = None
+        if self.listening and self.sock.family == socket.AF_UNIX:
+            with contextlib.suppress(OSError):
+                path = self.sock.getsockname()
         self.sock.close()
+        if isinstance(path, str) and path and not path.startswith("\0"):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def _is_socket(fd: int) -> bool:
@@ -201,7 +217,7 @@ async def open_listener(spec: ChardevSpec) -> Listener:
             sock.close()
             raise ChardevError(f"Failed to bind socket to {spec.path}: {e.strerror}") from None
         sock.listen(1)
-        return Listener(spec, sock)
+        return Listener(spec, sock, listening=True)
     host = spec.host or ("::" if spec.ipv6 else "0.0.0.0")
     family = socket.AF_INET6 if spec.ipv6 or ":" in host else socket.AF_INET
     sock = trio.socket.socket(family, socket.SOCK_STREAM)
@@ -214,4 +230,4 @@ async def open_listener(spec: ChardevSpec) -> Listener:
             raise ChardevError("Failed to bind socket: Address already in use") from None
         raise ChardevError(f"Failed to bind socket: {e.strerror}") from None
     sock.listen(1)
-    return Listener(spec, sock)
+    return Listener(spec, sock, listening=True)

@@ -33,11 +33,24 @@ if TYPE_CHECKING:
     from vmm.machine.core import Machine
 
 HIGH_WATER = 1 << 20      # stop reading a client's requests above this backlog
+SEND_CHUNK = 1 << 18      # the most the server takes out of an outbox per send
 EVENT_LIMIT = 64 << 20    # a client this far behind on events is disconnected
 
 
 def _nothing() -> None:
     pass
+
+
+def take_from(outbox: bytearray, limit: int | None) -> bytes:
+    """The first `limit` bytes of `outbox` (all of it without a limit), removed from it;
+    what stays is still counted against the outbox limits while a send is blocked."""
+    if limit is None or len(outbox) <= limit:
+        data = bytes(outbox)
+        outbox.clear()
+        return data
+    data = bytes(outbox[:limit])
+    del outbox[:limit]  # cheap: bytearray deletes from its front in place
+    return data
 
 
 class MonitorHub:
@@ -148,20 +161,22 @@ class QmpMonitor:
         trace.log("handle_qmp_command", f"mon {id(self):#x} req: {to_json(request)}")
 
     def on_event(self, event: Event) -> None:
-        if not self.is_connected or not self.session.negotiated:
+        if not self.is_connected or not self.session.negotiated or self.dropped:
             return
         self._write(event.message())
         if len(self.outbox) > EVENT_LIMIT:
+            # The slow-client policy: nothing more is queued for it, and the server
+            # (woken by on_output) disconnects it even while a send to it is blocked.
             self.dropped = True
+            self.outbox.clear()
+            self.on_output()
 
     def _write(self, value: Any) -> None:
         self.outbox += encode(value, pretty=self.pretty)
         self.on_output()
 
-    def take_output(self) -> bytes:
-        data = bytes(self.outbox)
-        self.outbox.clear()
-        return data
+    def take_output(self, limit: int | None = None) -> bytes:
+        return take_from(self.outbox, limit)
 
     def _run_hmp(self, command_line: str) -> str:
         if self._hmp is None:
@@ -230,7 +245,5 @@ class HmpMonitor:
         self.outbox += text.replace("\n", "\r\n").encode("utf-8", "surrogateescape")
         self.on_output()
 
-    def take_output(self) -> bytes:
-        data = bytes(self.outbox)
-        self.outbox.clear()
-        return data
+    def take_output(self, limit: int | None = None) -> bytes:
+        return take_from(self.outbox, limit)

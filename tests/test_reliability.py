@@ -1,0 +1,152 @@
+"""What a fuzzing campaign found (issue 13), each defect kept fixed by its reproducer.
+
+The server tests here run on trio's MockClock like tests/test_server.py; the program
+tests start the installed program as tests/test_program.py does. Each test names the
+defect it reproduces and the behaviour it expects (QEMU's, where QEMU has one).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+import vmm.qmp.monitor
+from tests import emulator
+from tests.test_program import HANG_GUARD, wait_for_socket
+from tests.test_server import Client, make_vm
+
+
+async def test_silent_client_is_dropped_at_the_event_limit_while_its_send_blocks(
+        schema, catalog, tmp_path: Path, nursery: trio.Nursery,
+        mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 5: a client that negotiates and never reads, while events flood. The
+    outbox policy (vmm/qmp/monitor.py, EVENT_LIMIT) must hold while the send to it is
+    blocked: its outbox never grows past the limit, it is disconnected, and the other
+    client goes on being served. (The limit is lowered here to keep the test small.)"""
+    limit = 1 << 20
+    monkeypatch.setattr(vmm.qmp.monitor, "EVENT_LIMIT", limit)
+    vm = make_vm(schema, catalog)
+    await emulator.serve(nursery, vm, [emulator.unix_monitor(tmp_path / "a.sock"),
+                                       emulator.unix_monitor(tmp_path / "b.sock")])
+    silent = await Client.unix(str(tmp_path / "a.sock"))
+    await silent.negotiate()
+    other = await Client.unix(str(tmp_path / "b.sock"))
+    await other.negotiate()
+    monitors = [m for m in vm.hub.monitors if isinstance(m, vmm.qmp.monitor.QmpMonitor)]
+    events_seen = 0
+
+    async def reader() -> None:  # the other client reads everything
+        nonlocal events_seen
+        while True:
+            if "event" in await other.line():
+                events_seen += 1
+
+    async with trio.open_nursery() as readers:
+        readers.start_soon(reader)
+        peak = 0
+        big = "x" * 4000
+        flood = 3000  # ~12 MB of events, far past the limit and the socket buffers
+        for _ in range(flood):
+            vm.machine.emit("BLOCK_IMAGE_CORRUPTED",
+                            {"device": big, "msg": "m", "fatal": False})
+            peak = max(peak, *(len(m.outbox) for m in monitors))
+            await emulator.settle()
+        readers.cancel_scope.cancel()
+    assert peak <= limit + 8192
+    assert events_seen == flood
+    # the silent client was disconnected: after what the kernel had buffered, EOF
+    with pytest.raises(EOFError):
+        while True:
+            await silent.line()
+    assert (await other.cmd("query-status"))["return"]["status"] == "running"
+
+
+def _negotiated(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(str(path))
+    sock.sendall(b'{"execute":"qmp_capabilities"}')
+    seen = b""
+    while b'"return"' not in seen:
+        seen += sock.recv(65536)
+    return sock
+
+
+@pytest.mark.parametrize("how", ["quit", "sigterm", "sigint", "powerdown"])
+def test_unix_socket_file_is_removed_at_exit(spawn, tmp_path: Path, how: str) -> None:
+    """Defect 6: QEMU 2.11 removes the file of a unix socket it listened on when the
+    chardev goes at exit (vl.c main -> qemu_chr_cleanup; io/channel-socket.c
+    qio_channel_socket_finalize -> util/qemu-sockets.c socket_listen_cleanup), however
+    the machine ended: quit, a signal, the guest's power-off."""
+    path = tmp_path / "qmp.sock"
+    proc = spawn("-nodefaults", "-display", "none", "-qmp", f"unix:{path},server,nowait")
+    wait_for_socket(path, proc)
+    sock = _negotiated(path)
+    if how == "quit":
+        sock.sendall(b'{"execute":"quit"}')
+    elif how == "powerdown":
+        sock.sendall(b'{"execute":"system_powerdown"}')
+    else:
+        proc.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGINT)
+    while sock.recv(65536):
+        pass
+    assert proc.wait(timeout=HANG_GUARD) == 0
+    assert not path.exists()
+
+
+def test_unix_socket_file_is_removed_at_exit_of_a_daemon(spawn, tmp_path: Path) -> None:
+    """Defect 6, with -daemonize: the daemon removes its socket file when it exits."""
+    path = tmp_path / "d.sock"
+    pidfile = tmp_path / "emu.pid"
+    parent = spawn("-nodefaults", "-daemonize", "-pidfile", str(pidfile),
+                   "-qmp", f"unix:{path},server,nowait")
+    assert parent.wait(timeout=HANG_GUARD) == 0
+    pid = int(pidfile.read_text().strip())
+    exited = os.pidfd_open(pid)
+    try:
+        sock = _negotiated(path)
+        sock.sendall(b'{"execute":"quit"}')
+        while sock.recv(65536):
+            pass
+        assert select.select([exited], [], [], HANG_GUARD)[0]
+    finally:
+        os.close(exited)
+    assert not path.exists()
+
+
+async def test_exit_does_not_wait_for_a_client_that_does_not_read(
+        schema, catalog, tmp_path: Path, nursery: trio.Nursery,
+        mock_clock: trio.testing.MockClock) -> None:
+    """Defect 9: QEMU exits at once when asked to, handing each client only what its
+    socket takes then (monitor.c monitor_flush writes what the chardev accepts and
+    keeps the rest; vl.c main does not wait for it). The server's last flush is as
+    short: a client with megabytes of unread replies does not hold the exit up for
+    more than FLUSH_TIMEOUT (virtual) seconds."""
+    from vmm.server import FLUSH_TIMEOUT
+
+    vm = make_vm(schema, catalog)
+    codes: list[int] = []
+    await emulator.serve(nursery, vm, [emulator.unix_monitor(tmp_path / "a.sock"),
+                                       emulator.unix_monitor(tmp_path / "b.sock")],
+                         exited=codes.append)
+    reader = await Client.unix(str(tmp_path / "a.sock"))
+    await reader.negotiate()
+    quitter = await Client.unix(str(tmp_path / "b.sock"))
+    await quitter.negotiate()
+    burst = b"".join(b'{"execute":"query-qmp-schema","id":%d}' % i for i in range(20))
+    await reader.sock.send(burst)
+    await emulator.settle()  # the server is blocked on the reader's full socket
+    start = trio.current_time()
+    await quitter.send({"execute": "quit"})
+    while not codes:
+        await emulator.settle()
+        mock_clock.jump(0.001)
+    assert codes == [0]
+    assert trio.current_time() - start <= FLUSH_TIMEOUT + 0.002  # one jump past it
+    assert FLUSH_TIMEOUT <= 0.1
