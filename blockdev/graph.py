@@ -220,6 +220,9 @@ class Node:
     # Permission check bookkeeping (what bdrv_check_perm prepared).
     pending_perm: tuple[int, int] | None = None
     cur_perm: tuple[int, int] = (0, PERM_ALL)
+    # append_open_options' result for the options and children it was computed from
+    # (bdrv_refresh_filename runs over the whole subtree at every open).
+    own_options_memo: tuple[Any, ...] | None = None
 
     # -- names -----------------------------------------------------------------------
 
@@ -539,7 +542,19 @@ def check_perm(bs: Node, perm: int, shared: int, ignore: list[Child]) -> None:
         return
     for c in list(bs.children):
         cperm, cshared = child_perm(bs, c.bs, c, c.role, perm, shared)
+        if (cperm, cshared) == (c.perm, c.shared) and _settled(c):
+            # The edge keeps its permissions, so the child's cumulative ones do not
+            # change: QEMU re-checks the unchanged subtree and finds it as it was.
+            # Skipping it keeps an open of a chain N deep at O(N), not O(N^2).
+            continue
         child_check_perm(c, cperm, cshared, ignore)
+
+
+def _settled(c: Child) -> bool:
+    """The child node has applied its permissions and has nothing prepared."""
+    child = c.bs
+    return child is not None and child.pending_perm is None and \
+        child.cur_perm == cumulative_perm(child)
 
 
 def abort_perm_update(bs: Node) -> None:
@@ -568,6 +583,8 @@ def set_perm(bs: Node, perm: int, shared: int) -> None:
         return
     for c in list(bs.children):
         cperm, cshared = child_perm(bs, c.bs, c, c.role, perm, shared)
+        if (cperm, cshared) == (c.perm, c.shared) and _settled(c):
+            continue  # nothing below changes (see check_perm)
         child_set_perm(c, cperm, cshared)
 
 

@@ -22,7 +22,6 @@ random source of new overlays, and what a driver's open needs).
 
 from __future__ import annotations
 
-import copy
 import os
 from typing import Protocol
 
@@ -416,7 +415,10 @@ def refresh_filename(bs: Node) -> None:
             bs.exact_filename = file_bs.exact_filename
         if file_bs.full_open_options is not None:
             opts["driver"] = drv.format_name
-            opts["file"] = copy.deepcopy(file_bs.full_open_options)
+            # shared, as QEMU shares the QDict (qobject_ref): nothing changes a
+            # node's full_open_options once built, and a copy per level per open
+            # made a deep `file` chain cubic
+            opts["file"] = file_bs.full_open_options
             bs.full_open_options = opts
     elif bs.full_open_options is None and bs.options:
         opts, _ = _append_open_options(bs)
@@ -431,17 +433,38 @@ def refresh_filename(bs: Node) -> None:
 
 
 def _append_open_options(bs: Node) -> tuple[Flat, bool]:
-    """append_open_options: the node's own driver options."""
+    """append_open_options: the node's own driver options (a fresh dict each time).
+
+    A node's options hold its children's flattened keys too (block.c keeps the
+    options as given), so a chain N deep has O(N) keys per node, and every open
+    refreshes the whole subtree: the result is remembered for the options and
+    children it came from, which keeps a deep `file` chain quadratic, not cubic."""
+    names = tuple(c.name for c in bs.children)
+    key = (id(bs.options), len(bs.options), names)
+    memo = bs.own_options_memo
+    if memo is not None and memo[0] == key:
+        return dict(memo[1]), memo[2]
     out: Flat = {}
     found = False
-    for key in qdict_order(list(bs.options)):
-        if any(key == c.name or key.startswith(c.name + ".") for c in bs.children):
+    for opt in qdict_order(list(bs.options)):
+        if _names_a_child(opt, names) or opt in RUNTIME_NAMES:
             continue
-        if key in RUNTIME_NAMES:
-            continue
-        out[key] = bs.options[key]
+        out[opt] = bs.options[opt]
         found = True
+    bs.own_options_memo = (key, dict(out), found)
     return out, found
+
+
+def _names_a_child(key: str, names: tuple[str, ...]) -> bool:
+    """`key` is a child's name or below one (`file`, `file.driver`, `children.0.x`)."""
+    if key in names:
+        return True
+    dot = key.find(".")
+    while dot >= 0:
+        if key[:dot] in names:
+            return True
+        dot = key.find(".", dot + 1)
+    return False
 
 
 def parent_cb_change_media(ctx: Opener, bs: Node, load: bool) -> None:

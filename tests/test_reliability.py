@@ -7,11 +7,14 @@ defect it reproduces and the behaviour it expects (QEMU's, where QEMU has one).
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
 import socket
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -150,3 +153,40 @@ async def test_exit_does_not_wait_for_a_client_that_does_not_read(
     assert codes == [0]
     assert trio.current_time() - start <= FLUSH_TIMEOUT + 0.002  # one jump past it
     assert FLUSH_TIMEOUT <= 0.1
+
+
+def _file_chain(depth: int, name: str) -> dict[str, Any]:
+    inner: dict[str, Any] = {"driver": "null-co"}
+    for _ in range(depth):
+        inner = {"driver": "raw", "file": inner}
+    inner["node-name"] = name
+    return inner
+
+
+def test_deep_file_chain_is_added(schema, catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 2: `blockdev-add` with a `file` chain 197 deep (and deeper) is added, as
+    a real QEMU adds one 300 deep (block.c bdrv_open_inherit recurses per level). The
+    JSON reader bounds the nesting at 1024 levels (qobject/json-streamer.c), so the
+    emulator's recursion is bounded too: building a machine raises the interpreter's
+    limit to what that bound needs (vmm.vm.RECURSION_FLOOR), whatever it was."""
+    import vmm.vm
+
+    monkeypatch.setattr(sys, "getrecursionlimit", lambda: 300)  # a low starting limit
+    raised: list[int] = []
+    monkeypatch.setattr(sys, "setrecursionlimit", raised.append)
+    emulator.build_vm(schema, catalog, emulator.mock_clock(lambda: 0.0))
+    assert raised == [vmm.vm.RECURSION_FLOOR] and vmm.vm.RECURSION_FLOOR >= 3 * 1024
+    monkeypatch.undo()
+    vm = emulator.build_vm(schema, catalog, emulator.mock_clock(lambda: 0.0))
+    vm.machine.start()
+    talk = vm.qmp_monitor()
+    talk.connect()
+    talk.feed(b'{"execute":"qmp_capabilities"}')
+    talk.take_output()
+    talk.feed(json.dumps({"execute": "blockdev-add", "arguments": _file_chain(197, "d")}).encode())
+    assert json.loads(talk.take_output()) == {"return": {}}
+    talk.feed(b'{"execute":"query-named-block-nodes"}')
+    nodes = json.loads(talk.take_output())["return"]
+    assert len(nodes) == 198 and nodes[0]["node-name"] == "d"
+    talk.feed(b'{"execute":"blockdev-del","arguments":{"node-name":"d"}}')
+    assert json.loads(talk.take_output()) == {"return": {}}

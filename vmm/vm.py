@@ -10,6 +10,7 @@ table, and its guest behaviours join `BEHAVIOURS`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,12 @@ from vmm.qmp.monitor import HmpMonitor, MonitorHub, QmpMonitor
 if TYPE_CHECKING:
     from devices.address_space import AddressSpaces
     from vmm.qtest import Qtest
+
+# A request nests at most 1024 levels (the JSON reader's limit, schema.qobject), and
+# what follows the nesting of a request recurses a few frames per level, as QEMU's C
+# does (bdrv_open and bdrv_refresh_filename down a `file` chain, permission updates):
+# the interpreter must allow that much, whatever limit the process started with.
+RECURSION_FLOOR = 8 * 1024 + 1000
 
 # Every guest behaviour of the subsystems composed here (the command line's
 # --emu-behaviour names).
@@ -83,6 +90,8 @@ class Vm:
     @classmethod
     def build(cls, *, options: MachineOptions, schema: Schema, catalog: Catalog,
               clock: Clock) -> Vm:
+        if sys.getrecursionlimit() < RECURSION_FLOOR:
+            sys.setrecursionlimit(RECURSION_FLOOR)
         machine = Machine.create(schema=schema, catalog=catalog, options=options,
                                  clock=clock, behaviours=BEHAVIOURS)
         block = BlockLayer.create(machine)
