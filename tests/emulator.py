@@ -6,7 +6,7 @@ composition root changes (`vmm.vm`, `vmm.startup`, where the chardev transports
 live) only this module follows. Three ways in:
 
 - `build_from_argv(argv, clock)`: QEMU's command line applied as the program
-  applies it (`vmm.__main__`), returning the Vm and its monitors' chardevs;
+  applies it (`vmm.program`), returning the Vm and its monitors' chardevs;
 - `build_vm(schema, catalog, clock, **options)`: a Vm from MachineOptions values;
 - `serve(nursery, built)`: the trio server on those chardevs, started in a nursery.
 
@@ -100,7 +100,7 @@ class Built:
 
 
 def build_from_argv(argv: Sequence[str], clock: Clock) -> Built:
-    """QEMU's command line (plus `--emu-*` options) applied as `vmm.__main__` does.
+    """QEMU's command line (plus `--emu-*` options) applied as `vmm.program` does.
 
     Raises the CommandLineError/ConfigError the program would print and exit 1 on.
     """

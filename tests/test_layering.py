@@ -104,7 +104,7 @@ def test_start_up_loads_what_a_plain_machine_needs() -> None:
             "devices.address_space",
             "blockdev.image.formats.facts", "blockdev.image.formats.registry",
             "schema.parser", "schema.strategies", "hypothesis"]
-    probe = ("import sys, vmm.__main__; "
+    probe = ("import sys, vmm.program; "
              f"print([m for m in {lazy!r} if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             cwd=ROOT, check=True)

@@ -12,6 +12,7 @@ import os
 import select
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -190,3 +191,28 @@ def test_deep_file_chain_is_added(schema, catalog, monkeypatch: pytest.MonkeyPat
     assert len(nodes) == 198 and nodes[0]["node-name"] == "d"
     talk.feed(b'{"execute":"blockdev-del","arguments":{"node-name":"d"}}')
     assert json.loads(talk.take_output()) == {"return": {}}
+
+
+def test_signal_during_start_up_exits_cleanly(tmp_path: Path) -> None:
+    """Defect 8: SIGINT in the first moments of start-up printed a KeyboardInterrupt
+    traceback. QEMU puts its termination handler in place at the start of main
+    (os-posix.c os_setup_signal_handling) and acts on the signal once the main loop
+    runs (vl.c main_loop_should_exit: "terminating on signal 2", SHUTDOWN, exit 0).
+    The console script's entry (vmm.launch) does the same before it loads anything
+    of the emulator: here the signal arrives right after that, while trio, the
+    schema and the catalogue are still to be loaded."""
+    path = tmp_path / "qmp.sock"
+    code = ("import os, signal, sys\n"
+            "from vmm.launch import EarlySignals\n"
+            "early = EarlySignals.install()\n"
+            "os.kill(os.getpid(), signal.SIGINT)\n"
+            "from vmm.program import main\n"
+            f"sys.exit(main(['-nodefaults', '-display', 'none', '-qmp', "
+            f"'unix:{path},server,nowait'], early_signals=early))\n")
+    env = dict(os.environ, QMP_EMULATOR_CACHE_DIR=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=HANG_GUARD)
+    assert done.returncode == 0
+    assert done.stderr.decode().endswith(": terminating on signal 2\n")
+    assert b"Traceback" not in done.stderr
+    assert not path.exists()

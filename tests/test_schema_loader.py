@@ -7,6 +7,7 @@ cache file that cannot be read or makes no sense must be ignored, never fatal.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import shutil
@@ -236,3 +237,100 @@ def test_every_module_a_cold_load_runs_is_in_the_code_stamp() -> None:
     ran = {name.split(".", 1)[1] + ".py" for name in out.split()}
     assert ran - {"errors.py"} <= set(loader.STAMPED_MODULES)
     assert all((loader.PACKAGE / name).is_file() for name in loader.STAMPED_MODULES)
+
+
+class _Planted:
+    """What a planted cache holds: unpickling it would run a shell command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (f"touch {self.marker}",)
+
+
+def _plant(cache_file: Path, marker: Path) -> None:
+    """A cache file whose header is current and whose body runs a command."""
+    header = cache_file.read_bytes().split(b"\n", 1)[0]
+    cache_file.write_bytes(header + b"\n" + pickle.dumps(_Planted(marker)))
+
+
+def test_planted_cache_cannot_run_code(tmp_path: Path, parses: list[str]) -> None:
+    """Issue 13 defect 7: a cache file someone planted (current header, a body that
+    calls os.system when unpickled) runs nothing: the unpickler builds only the
+    schema package's classes; the load parses afresh."""
+    cache = tmp_path / "cache"
+    load_schema(cache_dir=cache)
+    (cache_file,) = cache_files(cache)
+    marker = tmp_path / "ran"
+    _plant(cache_file, marker)
+    assert load_schema(cache_dir=cache).counts()["commands"] == 155
+    assert not marker.exists()
+    assert len(parses) == 2
+
+
+def test_cache_in_a_directory_others_can_write_is_not_read(tmp_path: Path,
+                                                           parses: list[str]) -> None:
+    """Defect 7: a cache directory another user can write is never read from (nor
+    written to): whatever is in it may be planted."""
+    cache = tmp_path / "cache"
+    load_schema(cache_dir=cache)
+    cache.chmod(0o777)
+    load_schema(cache_dir=cache)
+    assert len(parses) == 2
+    cache.chmod(0o700)
+    load_schema(cache_dir=cache)
+    assert len(parses) == 2  # the good cache is read again
+
+
+def test_symlinked_cache_file_is_not_followed(tmp_path: Path, parses: list[str]) -> None:
+    """Defect 7: the cache file is opened without following a symbolic link."""
+    cache = tmp_path / "cache"
+    load_schema(cache_dir=cache)
+    (cache_file,) = cache_files(cache)
+    real = tmp_path / "elsewhere.pickle"
+    cache_file.rename(real)
+    cache_file.symlink_to(real)
+    load_schema(cache_dir=cache)
+    assert len(parses) == 2
+
+
+def test_temporary_file_is_exclusive_and_private(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 7: the cache is written through a temporary file created exclusively
+    and without following links (a link planted at its name is not written through),
+    with mode 0600, in a directory created 0700."""
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    ident = f"{loader._CACHE_FORMAT}:0:{os.path.abspath(loader.persona_path('2.11.50'))}"
+    key = hashlib.sha256(ident.encode()).hexdigest()[:16]
+    (cache / f"schema-{key}.pickle.{os.getpid()}.tmp").symlink_to(victim)
+    load_schema(cache_dir=cache)
+    assert victim.read_bytes() == b"precious"
+    assert cache_files(cache) == []  # not written this time
+    (cache / f"schema-{key}.pickle.{os.getpid()}.tmp").unlink()
+    fresh = tmp_path / "fresh" / "sub"
+    load_schema(cache_dir=fresh)
+    (written,) = cache_files(fresh)
+    assert written.stat().st_mode & 0o777 == 0o600
+    assert fresh.stat().st_mode & 0o777 == 0o700
+
+
+def test_cache_can_be_turned_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                 parses: list[str]) -> None:
+    """Defect 7: QMP_EMULATOR_NO_CACHE=1, or an empty QMP_EMULATOR_CACHE_DIR, turns
+    the cache off: nothing is read or written."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("QMP_EMULATOR_NO_CACHE", "1")
+    assert loader.default_cache_dir() is None
+    load_schema()
+    load_schema()
+    assert len(parses) == 2
+    monkeypatch.delenv("QMP_EMULATOR_NO_CACHE")
+    monkeypatch.setenv("QMP_EMULATOR_CACHE_DIR", "")
+    assert loader.default_cache_dir() is None
+    load_schema()
+    assert len(parses) == 3
+    assert not (tmp_path / "xdg").exists()

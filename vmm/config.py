@@ -3,7 +3,7 @@
 `vmm` layer, pure: reads the `CommandLine` value `vmm.cmdline` parsed and decides
 what QEMU's vl.c would decide from it (machine options, the monitors and the
 chardevs they sit on, read by `devices.chardev.model`), plus the emulator-only `--emu-*` settings. Errors are
-QEMU's messages, raised as `ConfigError` and printed by `vmm.__main__`.
+QEMU's messages, raised as `ConfigError` and printed by `vmm.program`.
 
 The guest's behaviours come from its profile (`--emu-guest=os|firmware`), then the
 overrides in command-line order: `--emu-behaviour=NAME=VALUE` for any behaviour a

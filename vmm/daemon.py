@@ -1,6 +1,6 @@
 """-daemonize and -pidfile, as QEMU 2.11's os-posix.c and util/oslib-posix.c do them.
 
-Process-level I/O of the `vmm` layer, used by `vmm.__main__` before and right after
+Process-level I/O of the `vmm` layer, used by `vmm.program` before and right after
 the server starts. `-daemonize`: fork; the parent waits on a pipe and exits 0 only
 when the child reports that initialisation (every monitor listening) succeeded,
 else 1; the child starts a new session, forks once more, and once initialised moves

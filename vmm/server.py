@@ -39,7 +39,7 @@ FLUSH_TIMEOUT = 0.02  # what a client may take at exit: QEMU writes what the soc
 __all__ = ["BoundAddress", "Connection", "Frontend", "MonitorSpec", "Server", "ServerError",
            "progname"]
 
-# The name `vmm.__main__` catches: a chardev that could not be opened.
+# The name `vmm.program` catches: a chardev that could not be opened.
 ServerError = ChardevError
 
 
