@@ -42,6 +42,7 @@ from blockdev.options import (
     set_default,
 )
 from schema.errors import GenericError
+from schema.opts.cutils import to_c_int
 from schema.qobject import from_json, qdict_order, to_json
 
 # bdrv_runtime_opts [block.c].
@@ -297,7 +298,22 @@ def _open_common(ctx: Opener, bs: Node, file_bs: Node | None, options: Flat,
         _open_failed(ctx, bs)
         raise
     if drv.getlength is not None:
-        bs.total_sectors = (drv.getlength(bs) + SECTOR - 1) // SECTOR
+        _refresh_total_sectors(ctx, bs, drv.getlength(bs))
+
+
+def _refresh_total_sectors(ctx: Opener, bs: Node, length: int) -> None:
+    """bdrv_open_driver -> refresh_total_sectors, in C's integer arithmetic: a
+    negative length is returned as an `int`, so only its low 32 bits say whether the
+    open failed (an int64 length of -2^63, a size that wrapped, reads as 0: the open
+    succeeds and the node keeps its 0 sectors) [block.c]."""
+    if length < 0:
+        ret = to_c_int(length)
+        if ret < 0:
+            _open_failed(ctx, bs)
+            err = -ret if ret > -2**31 else ret  # -INT_MIN stays INT_MIN
+            raise GenericError(f"Could not refresh total sector count: {os.strerror(err)}")
+        return
+    bs.total_sectors = (length + SECTOR - 1) // SECTOR
 
 
 def _open_failed(ctx: Opener, bs: Node) -> None:

@@ -216,3 +216,39 @@ def test_signal_during_start_up_exits_cleanly(tmp_path: Path) -> None:
     assert done.stderr.decode().endswith(": terminating on signal 2\n")
     assert b"Traceback" not in done.stderr
     assert not path.exists()
+
+
+def test_null_size_of_2_63_follows_qemus_int64_arithmetic(vm_factory) -> None:
+    """Defect 3: a null-co size just under 2^63 went out of the schema's int range in
+    query-block. QEMU reads the size through qemu_opt_get_size, whose strtod rounds
+    9223372036854775296 up to 2^63 (util/cutils.c do_strtosz); null_file_open stores
+    it in an int64_t, where it wraps to -2^63; refresh_total_sectors returns that as an
+    `int`, i.e. 0, so the open succeeds and the node keeps its 0 sectors (block/null.c,
+    block.c). The replies conform to the schema (the VM runs strict)."""
+    talk = vm_factory().talk()
+    assert talk.execute("blockdev-add", {"driver": "null-co", "node-name": "n",
+                                         "size": 9223372036854775296}) == {"return": {}}
+    [node] = talk.execute("query-named-block-nodes")["return"]
+    assert node["image"]["virtual-size"] == 0
+    assert talk.execute("query-block") == {"return": []}
+
+
+def test_qcow2_grow_beyond_the_l1_limit_fails_as_qemu(vm_factory, tmp_path: Path) -> None:
+    """Defect 3: block_resize of a qcow2 to 2^55 or 2^63-512 fails in QEMU 2.11 with
+    "Failed to grow the L1 table: File too large": qcow2_grow_l1_table refuses an L1
+    of more than QCOW_MAX_L1_SIZE bytes with -EFBIG (block/qcow2.c qcow2_truncate,
+    block/qcow2-cluster.c qcow2_grow_l1_table)."""
+    image = tmp_path / "a.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "1M"], check=True)
+    before = image.read_bytes()
+    talk = vm_factory().talk()
+    assert talk.execute("blockdev-add", {"driver": "qcow2", "node-name": "q", "file": {
+        "driver": "file", "filename": str(image)}}) == {"return": {}}
+    for size in (2**55, 2**63 - 512):
+        assert talk.execute("block_resize", {"node-name": "q", "size": size}) == {
+            "error": {"class": "GenericError",
+                      "desc": "Failed to grow the L1 table: File too large"}}
+    [node] = [n for n in talk.execute("query-named-block-nodes")["return"]
+              if n["node-name"] == "q"]
+    assert node["image"]["virtual-size"] == 1 << 20
+    assert image.read_bytes() == before

@@ -168,10 +168,25 @@ def _format_truncate(bs: Node, size: int) -> None:
     image.raw_options["size"] = size
 
 
+# QCOW_MAX_L1_SIZE [block/qcow2.h]: the L1 table's byte limit.
+QCOW_MAX_L1_SIZE = 0x2000000
+INT_MAX = 2**31 - 1
+
+
 def _qcow2_truncate(bs: Node, size: int) -> None:
-    """qcow2_truncate: whole sectors only, its first check on the size [block/qcow2.c]."""
+    """qcow2_truncate: whole sectors only, its first check on the size; growing needs
+    an L1 table that covers the new size, and qcow2_grow_l1_table refuses one of more
+    than QCOW_MAX_L1_SIZE bytes (or INT_MAX / 8 entries) with EFBIG [block/qcow2.c,
+    block/qcow2-cluster.c, size_to_l1 in block/qcow2.h]."""
     if size & (SECTOR - 1):
         raise GenericError(f"The new size must be a multiple of {SECTOR}")
+    cluster_size = bs.state.cluster_size or 65536
+    shift = 2 * cluster_size.bit_length() - 5  # cluster_bits + l2_bits (cluster_bits - 3)
+    new_l1_size = (size + (1 << shift) - 1) >> shift
+    old_l1_size = (bs.total_sectors * SECTOR + (1 << shift) - 1) >> shift
+    if size >= bs.total_sectors * SECTOR and new_l1_size > old_l1_size and (
+            new_l1_size > INT_MAX // 8 or new_l1_size > QCOW_MAX_L1_SIZE // 8):
+        raise GenericError("Failed to grow the L1 table: File too large")
     _format_truncate(bs, size)
 
 

@@ -23,6 +23,7 @@ from blockdev.drivers.base import (
 from blockdev.graph import DriverContext, DriverSpec, Node, OpenFn
 from blockdev.options import Flat, OptDesc, absorb
 from schema.errors import GenericError
+from schema.opts.cutils import to_int64
 
 # --- file-posix ---------------------------------------------------------------------------
 
@@ -107,7 +108,9 @@ def _null_open(ctx: DriverContext, bs: Node, options: Flat) -> None:
     """null_file_open."""
     opts = absorb(NULL_OPTS, options)
     latency = opts.get("latency-ns", 0)
-    size = opts.get("size", 1 << 30)
+    # s->length is an int64_t: a size of 2^63 or more (qemu_opt_get_size's uint64)
+    # wraps negative, as C converts it [block/null.c null_file_open]
+    size = to_int64(opts.get("size", 1 << 30))
     bs.state = SimState(size=size, extra={"latency-ns": latency})
     if latency >= 2**63:
         raise GenericError("latency-ns is invalid")
@@ -130,10 +133,11 @@ def _null_refresh_filename(bs: Node, opts: Flat) -> None:
 
 
 def _null_driver(name: str) -> DriverSpec:
+    """bdrv_null_co / bdrv_null_aio: a fixed length (no has_variable_length), set at
+    open by refresh_total_sectors [block/null.c]."""
     return DriverSpec(format_name=name, protocol_name=name, protocol=True, open=_null_open,
                       parse_filename=_null_parse_filename(name),
-                      refresh_filename=_null_refresh_filename, getlength=sim_getlength,
-                      has_variable_length=True)
+                      refresh_filename=_null_refresh_filename, getlength=sim_getlength)
 
 
 # --- vvfat --------------------------------------------------------------------------------

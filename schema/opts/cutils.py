@@ -132,6 +132,13 @@ def to_c_int(value: int) -> int:
     return value - (1 << 32) if value & 0x80000000 else value
 
 
+def to_int64(value: int) -> int:
+    """Convert to an `int64_t` the way an assignment does on x86_64 (a uint64_t of
+    2^63 or more wraps negative)."""
+    value &= 0xFFFFFFFFFFFFFFFF
+    return value - (1 << 64) if value & (1 << 63) else value
+
+
 def to_c_unsigned(value: int) -> int:
     return value & 0xFFFFFFFF
 
