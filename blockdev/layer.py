@@ -240,6 +240,7 @@ class BlockLayer:
         if self.find_node(node_name) is not None:
             raise GenericError("Duplicate node name")
         bs.node_name = node_name
+        bs.host = self.host
         self.nodes.append(bs)
 
     # == opening (blockdev.open) ==========================================================

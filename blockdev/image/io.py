@@ -148,6 +148,7 @@ class FormatImage:
     snapshots: list[SnapshotInfo] = attrs.Factory(list)
     raw_options: dict[str, Any] = attrs.Factory(dict)
     reader: Any = None
+    engine: Any = None  # the format's data engine, made on the first request (blockdev.io)
 
     @property
     def cluster_size(self) -> int | None:
