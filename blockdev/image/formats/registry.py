@@ -13,7 +13,19 @@ from typing import Literal
 
 import attrs
 
-from blockdev.image.formats import luks, others, qcow, qcow2, qed, raw, vdi, vhdx, vmdk, vpc
+from blockdev.image.formats import (
+    luks,
+    others,
+    qcow,
+    qcow2,
+    qcow2_data,
+    qed,
+    raw,
+    vdi,
+    vhdx,
+    vmdk,
+    vpc,
+)
 from blockdev.image.formats.base import DataContext, FormatData, OpenContext
 from blockdev.image.formats.facts import ImageFacts
 
@@ -82,6 +94,7 @@ DRIVERS: tuple[Driver, ...] = (
         name="qcow2",
         probe=qcow2.probe,
         open=qcow2.open_image,
+        open_data=qcow2_data.open_data,
         create_options=_opts(
             "compat",
             "backing_file",
