@@ -225,9 +225,10 @@ def bdrv_flush(bs: Node) -> None:
     if bs.driver is None or not bs.is_inserted():
         return
     _fault(bs, "flush")
-    _ops(bs).flush(_IO, bs)
+    ops = _ops(bs)
+    ops.flush(_IO, bs)
     child = bs.file_bs
-    if child is not None:
+    if child is not None and not getattr(ops, "flushes_file", False):
         bdrv_flush(child)
 
 
@@ -254,6 +255,20 @@ def bdrv_truncate(bs: Node, size: int) -> None:
         bdrv_truncate(child, size + shift)
         return
     raise BlockIOError(errno_mod.ENOTSUP)
+
+
+def bdrv_close(bs: Node) -> None:
+    """bdrv_close's data part: a format engine writes back what it caches and
+    marks its image clean (qcow2_close); errors are not reported, as in QEMU."""
+    image = bs.state
+    engine = getattr(image, "data", None)
+    if engine is None:
+        return
+    try:
+        engine.close()
+    except (BlockIOError, OSError):
+        pass
+    image.data = None
 
 
 def bdrv_block_status(bs: Node, offset: int, length: int) -> BlockStatus:

@@ -1,7 +1,8 @@
 """The vocabulary of the block data path: its error, the block status answer, and
 the two interfaces between the generic path and the drivers.
 
-Leaf of the `blockdev` layer's data path: `blockdev.io` (the generic request path)
+Leaf of the `blockdev` layer's data path (`BlockIOError` is the format engines'
+class, `blockdev.image.formats.base`, re-exported): `blockdev.io` (the generic request path)
 and the drivers' I/O callbacks (`blockdev.drivers.dataio` and its neighbours) both
 import it, and neither imports the other's module at load time: the generic path
 hands itself to each callback as a `GenericIO`, so a driver reaches its children
@@ -11,29 +12,17 @@ children the same way [block/io.c]).
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
+# One error for the whole data path: the format engines raise it too.
+from blockdev.image.formats.base import BlockIOError
+
+__all__ = ["BlockIOError", "BlockStatus", "DataOps", "GenericIO"]
+
 if TYPE_CHECKING:
     from blockdev.graph import Node
-
-
-class BlockIOError(Exception):
-    """A failed request: `errno` is positive (QEMU returns it negated)."""
-
-    def __init__(self, err: int, detail: str | None = None) -> None:
-        super().__init__(err, detail or os.strerror(err))
-        self.errno = err
-        self.detail = detail
-
-    @property
-    def strerror(self) -> str:
-        return os.strerror(self.errno)
-
-    def __str__(self) -> str:
-        return self.detail or self.strerror
 
 
 @attrs.frozen

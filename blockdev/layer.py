@@ -451,6 +451,11 @@ class BlockLayer:
         drv = bs.driver
         if drv is None:
             return
+        if getattr(bs.state, "data", None) is not None:
+            # a data engine exists only once the data path has run (blockdev.io)
+            from blockdev.io import bdrv_close
+
+            bdrv_close(bs)
         if drv.close is not None:
             drv.close(bs)
         if drv.format_name == "throttle" and bs.state is not None:

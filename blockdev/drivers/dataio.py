@@ -14,9 +14,9 @@ file of file-posix nodes) and the format data engines of
   write zeros or punch holes in the file;
 * null-co / null-aio [block/null.c]: reads give zeros (read-zeroes is what a guest
   sees of a null device either way), writes vanish;
-* raw [block/raw-format.c]: the `file` child, shifted by `offset`, bounded by `size`;
-* the other formats: their `FormatData` engine, with backing fall-through for what
-  the image does not allocate and copy-on-write of partly written clusters;
+* raw and the other formats: their `FormatData` engine (raw applies `offset` and
+  `size` [block/raw-format.c]), with backing fall-through for what the image does
+  not allocate (`blockdev.drivers.format_io`);
 * filters: throttle (the throttling happens before submission, in
   `blockdev.throttle`), blkdebug (rules inject errors [block/blkdebug.c]), quorum
   (reads vote, writes go to every child, QUORUM_* events [block/quorum.c]),
@@ -29,7 +29,7 @@ from __future__ import annotations
 import errno as errno_mod
 import os
 
-from blockdev.drivers.blkdebug_io import BlkdebugOps, blkdbg_event
+from blockdev.drivers.blkdebug_io import BlkdebugOps
 from blockdev.drivers.passthrough import PassOps
 from blockdev.graph import Node
 from blockdev.iotypes import BlockIOError, BlockStatus, DataOps, GenericIO
@@ -200,60 +200,6 @@ class ZeroOps:
         return BlockStatus(pnum=length, data=True, allocated=True, offset=offset, file=bs)
 
 
-# --- raw format ------------------------------------------------------------------------------
-
-
-class RawOps:
-    """raw-format: raw_co_preadv/pwritev with the `offset` and `size` options."""
-
-    @staticmethod
-    def _shift(bs: Node) -> int:
-        return int(bs.state.raw_options.get("offset", 0)) if bs.state is not None else 0
-
-    @staticmethod
-    def _file(bs: Node) -> Node:
-        child = bs.file_bs
-        if child is None:
-            raise BlockIOError(errno_mod.ENOMEDIUM)
-        return child
-
-    def pread(self, io: GenericIO, bs: Node, offset: int, length: int) -> bytes:
-        blkdbg_event(bs.file_bs, "read_aio")
-        return io.bdrv_pread(self._file(bs), offset + self._shift(bs), length)
-
-    def _check_bounds(self, bs: Node, offset: int, length: int) -> None:
-        """raw_adjust_offset: a write past `size` is EINVAL when size is given."""
-        if bs.state is not None and "size" in bs.state.raw_options:
-            if offset > bs.state.virtual_size - length:
-                raise BlockIOError(errno_mod.ENOSPC)
-
-    def pwrite(self, io: GenericIO, bs: Node, offset: int, data: bytes) -> None:
-        self._check_bounds(bs, offset, len(data))
-        blkdbg_event(bs.file_bs, "write_aio")
-        io.bdrv_pwrite(self._file(bs), offset + self._shift(bs), data)
-
-    def pwrite_zeroes(self, io: GenericIO, bs: Node, offset: int, length: int, unmap: bool) -> None:
-        self._check_bounds(bs, offset, length)
-        io.bdrv_pwrite_zeroes(self._file(bs), offset + self._shift(bs), length,
-                              may_unmap=unmap)
-
-    def pdiscard(self, io: GenericIO, bs: Node, offset: int, length: int) -> None:
-        self._check_bounds(bs, offset, length)
-        io.bdrv_pdiscard(self._file(bs), offset + self._shift(bs), length)
-
-    def flush(self, io: GenericIO, bs: Node) -> None:
-        pass  # the generic path flushes the file child
-
-    def block_status(self, io: GenericIO, bs: Node, offset: int, length: int) -> BlockStatus:
-        """raw_co_get_block_status: BDRV_BLOCK_RAW | OFFSET_VALID: the file decides."""
-        shift = self._shift(bs)
-        st = io.bdrv_block_status(self._file(bs), offset + shift, length)
-        if st.pnum == 0:
-            return BlockStatus(pnum=length, zero=True, allocated=True)
-        return BlockStatus(pnum=st.pnum, data=st.data, zero=st.zero, allocated=True,
-                           offset=st.offset, file=st.file)
-
-
 # --- filters ---------------------------------------------------------------------------------
 
 
@@ -306,14 +252,12 @@ def format_ops() -> DataOps:
 
 _FILE = FileOps()
 _ZERO = ZeroOps()
-_RAW = RawOps()
 _PASS = PassOps()
 _BLKDEBUG = BlkdebugOps()
 _QUORUM = QuorumOps()
 _BY_NAME: dict[str, DataOps] = {
     "file": _FILE, "host_device": _FILE, "host_cdrom": _FILE,
     "null-co": _ZERO, "null-aio": _ZERO, "vvfat": _ZERO,
-    "raw": _RAW,
     "throttle": _PASS, "replication": _PASS, "blkverify": _PASS,
     "blkdebug": _BLKDEBUG,
     "quorum": _QUORUM,
