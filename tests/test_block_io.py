@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -320,3 +321,44 @@ def test_hmp_qemu_io_texts(vm_cmdline: Callable[..., VmHarness], tmp_path: Path)
     assert reply == "Block node is read-only\r\n" and out == ""
     reply, out = hmp_out(vm, 'qemu-io d0 "discard 0 64k"')
     assert out.startswith("discard 65536/65536 bytes at offset 0\n")
+
+
+def test_guest_workload_writes_on_the_machine_clock(
+        vm_cmdline: Callable[..., VmHarness], tmp_path: Path) -> None:
+    """The `guest-workload` behaviour (off by default): while the VM runs, one
+    64 KiB write of the pattern every request/rate seconds, sequentially, through
+    the data path: blockstats count them, a dirty bitmap fills, the write threshold
+    fires, and the file holds the pattern; x-debug-block-dirty-bitmap-sha256 (the
+    2.11.0 persona) hashes the real bitmap. Nothing is written while paused."""
+    img = tmp_path / "d.img"
+    run("qemu-img", "create", "-f", "raw", str(img), "1M")
+    vm = vm_cmdline("--emu-persona=2.11.0", "-machine", "pc", "-nodefaults", "-S",
+                    "-drive", f"file={img},format=raw,if=none,id=d0,node-name=n0",
+                    "-device", "virtio-blk-pci,drive=d0")
+    talk = vm.talk()
+    talk.execute("block-dirty-bitmap-add", {"node": "n0", "name": "b", "granularity": 65536})
+    talk.execute("block-set-write-threshold", {"node-name": "n0", "write-threshold": 150000})
+    vm.machine.behaviours.set("guest-workload", "sequential")
+    vm.machine.behaviours.set("guest-workload-rate", "655360")  # 10 writes a second
+    vm.tick(1.0)
+    assert vm.vm.block.blk_by_name("d0").stats.nr_ops["write"] == 0  # type: ignore[union-attr]
+    talk.execute("cont")
+    talk.pending()
+    vm.tick(0.35)
+    events = [json.loads(line.replace('"timestamp": T', '"timestamp": 0'))
+              for line in talk.pending()]
+    stats = talk.execute("query-blockstats")["return"][0]["stats"]
+    assert (stats["wr_operations"], stats["wr_bytes"]) == (3, 3 * 65536)
+    info = talk.execute("query-block")["return"][0]
+    assert info["dirty-bitmaps"][0]["count"] == 3 * 65536
+    assert [e["event"] for e in events] == ["BLOCK_WRITE_THRESHOLD"]
+    assert events[0]["data"] == {"node-name": "n0", "amount-exceeded": 46608,
+                                 "write-threshold": 150000}
+    sha = talk.execute("x-debug-block-dirty-bitmap-sha256", {"node": "n0", "name": "b"})
+    assert sha["return"]["sha256"] == hashlib.sha256((0b111).to_bytes(8, "little")).hexdigest()
+    talk.execute("stop")
+    vm.tick(5)
+    assert talk.execute("query-blockstats")["return"][0]["stats"]["wr_operations"] == 3
+    vm.vm.block.close_all()
+    assert img.read_bytes()[:3 * 65536] == b"\xa5" * (3 * 65536)
+    assert img.read_bytes()[3 * 65536:] == bytes((1 << 20) - 3 * 65536)
