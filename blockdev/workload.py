@@ -5,7 +5,9 @@ its disks is a named guest behaviour (`guest-workload`, off by default): while t
 VM runs, every `request / rate` seconds of the Machine's clock each disk a device
 uses (a BlockBackend with a device, writable, with a medium, not a CD-ROM) gets
 one write of `guest-workload-request` bytes of the pattern byte, sequential (wrapping
-at the end of the disk) or at random request-aligned offsets. The writes go
+at the end of the disk) or at random request-aligned offsets. A disk whose I/O
+limits (block_set_io_throttle, a throttle node) do not let the write go yet skips
+that round, so its throughput is the throttled one. The writes go
 through `blockdev.guest_io.submit`, so they are accounted, dirty bitmaps, fire
 write thresholds and meet the device's rerror/werror policy like any guest
 request (a `stop` action stops the VM, and with it the workload).
@@ -99,7 +101,7 @@ class GuestWorkload:
             return
         rounds = 0
         while self.next_at <= now and rounds < MAX_CATCH_UP:
-            self._round(host, backends, mode, submit)
+            self._round(host, backends, mode, submit, self.next_at)
             self.next_at += interval
             rounds += 1
             if not host.runstate.running:
@@ -108,7 +110,8 @@ class GuestWorkload:
         if self.next_at <= now:
             self.next_at = now + interval
 
-    def _round(self, host: BlockHost, backends: list[Backend], mode: str, submit: Any) -> None:
+    def _round(self, host: BlockHost, backends: list[Backend], mode: str, submit: Any,
+               now: float) -> None:
         size = int(host.behaviours.get(WORKLOAD_REQUEST.name))
         pattern = int(host.behaviours.get(WORKLOAD_PATTERN.name))
         for blk in list(backends):
@@ -120,6 +123,11 @@ class GuestWorkload:
             length = bs.length()
             if length < size:
                 continue
+            if blk.throttle_tg is not None or _has_throttle_node(blk):
+                from blockdev.io import blk_throttle_deadline
+
+                if blk_throttle_deadline(blk, "write", size, now) > now:
+                    continue  # the guest's request waits in the throttle queue
             slots = length // size
             if mode == "random":
                 offset = host.rng.randrange(slots) * size
@@ -131,3 +139,12 @@ class GuestWorkload:
             submit(blk, offset, size, pattern)
             if not host.runstate.running:
                 return
+
+
+def _has_throttle_node(blk: Backend) -> bool:
+    bs = blk.bs
+    while bs is not None and bs.driver is not None:
+        if bs.driver.format_name == "throttle":
+            return True
+        bs = bs.file_bs
+    return False

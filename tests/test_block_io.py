@@ -362,3 +362,42 @@ def test_guest_workload_writes_on_the_machine_clock(
     vm.vm.block.close_all()
     assert img.read_bytes()[:3 * 65536] == b"\xa5" * (3 * 65536)
     assert img.read_bytes()[3 * 65536:] == bytes((1 << 20) - 3 * 65536)
+
+
+def test_copy_on_read_fills_the_top_image(tmp_path: Path) -> None:
+    """copy-on-read=on: a read of what the backing file holds copies the whole
+    clusters into the top image (block/io.c bdrv_co_do_copy_on_readv), which
+    qemu-img map then shows allocated in the top layer."""
+    top = chain(tmp_path)
+    expected = as_raw(top, tmp_path)
+    layer = layer_with(f"file={top},if=none,id=d0,node-name=n0,copy-on-read=on")
+    blk = layer.blk_by_name("d0")
+    assert blk is not None
+    assert io.blk_pread(blk, 600 << 10, 4096) == expected[600 << 10:(600 << 10) + 4096]
+    layer.close_all()
+    out = run("qemu-img", "map", "--output=json", str(top))
+    top_extents = [e for e in json.loads(out) if e["depth"] == 0 and e["data"]]
+    assert any(e["start"] <= 600 << 10 < e["start"] + e["length"] for e in top_extents)
+    assert as_raw(top, tmp_path) == expected
+    assert "No errors were found" in run("qemu-img", "check", str(top))
+
+
+def test_io_throttle_limits_the_guest_workload(
+        vm_cmdline: Callable[..., VmHarness], tmp_path: Path) -> None:
+    """block_set_io_throttle's bps_wr limits what the guest writes on the Machine's
+    clock (util/throttle.c): at 64 KiB/s the guest's ten 64 KiB writes a second
+    shrink to about one a second."""
+    img = tmp_path / "d.img"
+    run("qemu-img", "create", "-f", "raw", str(img), "4M")
+    vm = vm_cmdline("-machine", "pc", "-nodefaults",
+                    "-drive", f"file={img},format=raw,if=none,id=d0",
+                    "-device", "virtio-blk-pci,drive=d0,id=vd0")
+    talk = vm.talk()
+    limits = {"device": "d0", "bps": 0, "bps_rd": 0, "bps_wr": 65536, "iops": 0,
+              "iops_rd": 0, "iops_wr": 0}
+    assert talk.execute("block_set_io_throttle", limits) == {"return": {}}
+    vm.machine.behaviours.set("guest-workload", "sequential")
+    vm.machine.behaviours.set("guest-workload-rate", str(10 * 65536))
+    vm.tick(10.0)
+    ops = talk.execute("query-blockstats")["return"][0]["stats"]["wr_operations"]
+    assert ops == 10  # at 0.1 s, then every 0.9-1.0 s as the bucket leaks
