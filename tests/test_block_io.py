@@ -401,3 +401,47 @@ def test_io_throttle_limits_the_guest_workload(
     vm.tick(10.0)
     ops = talk.execute("query-blockstats")["return"][0]["stats"]["wr_operations"]
     assert ops == 10  # at 0.1 s, then every 0.9-1.0 s as the bucket leaks
+
+
+def test_hmp_qemu_io_on_a_node_and_aio_write_accounting(
+        vm_cmdline: Callable[..., VmHarness], tmp_path: Path) -> None:
+    """hmp_qemu_io on a node name uses a temporary BlockBackend; on a device,
+    aio_write is accounted (qemu-io-cmds.c aio_write_f: block_acct_start/done) and
+    `aio_write -i` counts an invalid write; plain write is not accounted."""
+    img = tmp_path / "d.qcow2"
+    run("qemu-img", "create", "-f", "qcow2", str(img), "1M")
+    vm = vm_cmdline("-machine", "none", "-nodefaults",
+                    "-drive", f"file={img},if=none,id=d0,node-name=n0")
+    reply, out = hmp_out(vm, 'qemu-io n0 "write -P 0x61 512 512"')
+    assert (reply, out.splitlines()[0]) == ("", "wrote 512/512 bytes at offset 512")
+    hmp_out(vm, 'qemu-io d0 "aio_write -P 0x62 4k 4k 4k"')
+    reply, out = hmp_out(vm, 'qemu-io d0 "aio_write -i 0 512"')
+    assert out == "injecting invalid write request\n"
+    stats = vm.talk().execute("query-blockstats")["return"][0]["stats"]
+    assert (stats["wr_operations"], stats["wr_bytes"], stats["invalid_wr_operations"]) == \
+        (1, 8192, 1)
+    reply, out = hmp_out(vm, 'qemu-io d0 "read -P 0x62 4k 8k"')
+    assert "Pattern verification failed" not in out
+    reply, out = hmp_out(vm, 'qemu-io d0 "read -v 512 16"')
+    assert out.splitlines()[0] == \
+        "00000200:  61 61 61 61 61 61 61 61 61 61 61 61 61 61 61 61  aaaaaaaaaaaaaaaa"
+
+
+def test_blkdebug_config_file_rules(tmp_path: Path) -> None:
+    """blkdebug:<config>:<image>: the config file's [inject-error] groups are rules
+    (block/blkdebug.c read_config); a read through raw fails with the errno, and
+    rerror=report reports it (BLOCK_IO_ERROR, action report)."""
+    img = tmp_path / "r.img"
+    run("qemu-img", "create", "-f", "raw", str(img), "1M")
+    conf = tmp_path / "blkdebug.conf"
+    conf.write_text('[inject-error]\nevent = "read_aio"\nerrno = "5"\nsector = "8"\n')
+    layer = layer_with(f"file=blkdebug:{conf}:{img},format=raw,if=none,id=d0,node-name=n0")
+    blk = layer.blk_by_name("d0")
+    assert blk is not None
+    # sector 8 is byte 4096: only a request that covers it fails (rule_check)
+    assert guest_io.submit(layer, blk, guest_io.Request("read", 0, 4096)) == "ok"
+    assert guest_io.submit(layer, blk, guest_io.Request("read", 0, 8192)) == "error"
+    events = blk.bs.host.events  # type: ignore[union-attr]
+    assert events == [("BLOCK_IO_ERROR", {"device": "d0", "node-name": "n0",
+                                          "operation": "read", "action": "report",
+                                          "reason": "Input/output error"})]
