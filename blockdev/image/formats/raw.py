@@ -168,7 +168,7 @@ class RawData:
         return max(0, self.file.length - self.offset)
 
     def block_status(self, offset: int, length: int) -> BlockStatus:
-        return BlockStatus(pnum=length, offset=self.offset + offset, raw=True)
+        return BlockStatus(pnum=length, data=True, offset=self.offset + offset, raw=True)
 
     def read(self, offset: int, length: int) -> bytes:
         try:
