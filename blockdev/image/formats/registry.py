@@ -151,7 +151,7 @@ DRIVERS: tuple[Driver, ...] = (
         name="raw",
         probe=raw.probe,
         open=raw.open_image,
-        open_data=raw.open_data,
+        open_data=lambda ctx: raw.open_data(ctx, _probed_name),
         child_perms="filter",
         create_options=_opts("preallocation", "nocow"),
     ),
@@ -171,3 +171,9 @@ def probe(buf: bytes, filename: str) -> Driver | None:
         if score > best_score:
             best, best_score = driver, score
     return best
+
+
+def _probed_name(buf: bytes) -> str | None:
+    """The driver bdrv_probe_all picks for a first sector (raw's write check)."""
+    found = probe(buf, "")
+    return None if found is None else found.name
