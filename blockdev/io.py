@@ -160,7 +160,11 @@ def _copy_on_read(bs: Node, offset: int, length: int) -> None:
 
 
 def _before_write(bs: Node, offset: int, length: int) -> None:
-    """bdrv_aligned_pwritev's before-write notifiers: the write threshold."""
+    """bdrv_aligned_pwritev: a node with a read-only bitmap refuses (EPERM,
+    bdrv_has_readonly_bitmaps), then the before-write notifiers: the write
+    threshold."""
+    if any(bm.readonly for bm in bs.bitmaps):
+        raise BlockIOError(errno_mod.EPERM)
     threshold = bs.write_threshold
     if threshold <= 0:
         return
@@ -226,15 +230,18 @@ def bdrv_pwrite_zeroes(bs: Node, offset: int, length: int, *, may_unmap: bool = 
 
 
 def bdrv_pdiscard(bs: Node, offset: int, length: int) -> None:
-    """bdrv_co_pdiscard: read-only nodes refuse (EPERM); a driver that cannot
-    discard ignores it; the range is dirtied in the bitmaps [bdrv_co_pdiscard's
-    bdrv_set_dirty]."""
+    """bdrv_co_pdiscard: a read-only bitmap or node refuses (EPERM); nothing
+    happens unless the node was opened with discard=unmap (BDRV_O_UNMAP) and
+    its driver can discard; then the before-write notifiers, the driver, and the
+    range is dirtied in the bitmaps."""
     if bs.driver is None:
         raise BlockIOError(errno_mod.ENOMEDIUM)
+    if any(bm.readonly for bm in bs.bitmaps):
+        raise BlockIOError(errno_mod.EPERM)
     _check_request(bs, offset, length)
     if bs.read_only:
         raise BlockIOError(errno_mod.EPERM)
-    if length == 0:
+    if not bs.open_flags.unmap or length == 0:
         return
     _before_write(bs, offset, length)
     _ops(bs).pdiscard(_IO, bs, offset, length)
