@@ -485,3 +485,47 @@ def test_discard_needs_discard_unmap(tmp_path: Path, discard: str, expected: byt
     assert io.blk_pread(blk, 65536, 512) == b"\x61" * 512
     layer.close_all()
     assert "No errors were found" in run("qemu-img", "check", str(img))
+
+
+def test_quorum_failure_when_no_version_reaches_the_threshold(tmp_path: Path) -> None:
+    """quorum_vote: two children that disagree with vote-threshold=2 fail the read
+    with EIO and QUORUM_FAILURE naming the device (no version wins, so none is
+    reported bad)."""
+    paths = []
+    for i in range(2):
+        p = tmp_path / f"q{i}.img"
+        run("qemu-img", "create", "-f", "raw", str(p), "1M")
+        qemu_io(p, f"write -P {0x10 + i} 0 4k", fmt="raw")
+        paths.append(p)
+    spec = ("driver=quorum,vote-threshold=2,if=none,id=d0,"
+            + ",".join(f"children.{i}.driver=raw,children.{i}.file.filename={p}"
+                       for i, p in enumerate(paths)))
+    layer = layer_with(spec)
+    blk = layer.blk_by_name("d0")
+    assert blk is not None
+    with pytest.raises(io.BlockIOError) as e:
+        io.blk_pread(blk, 512, 4096)
+    assert e.value.errno == errno.EIO
+    assert blk.bs.host.events == [  # type: ignore[union-attr]
+        ("QUORUM_FAILURE", {"reference": "d0", "sector-num": 1, "sectors-count": 8})]
+    assert io.blk_pread(blk, 8192, 512) == bytes(512)  # they agree there
+
+
+def test_blkdebug_set_state_gates_rules(tmp_path: Path) -> None:
+    """blkdebug rules of state 2 fire only after a set-state rule moved the node
+    from its first state (1) to 2 (blkdebug_debug_event / process_rule)."""
+    img = tmp_path / "r.img"
+    run("qemu-img", "create", "-f", "raw", str(img), "1M")
+    layer = layer_with(
+        f"driver=raw,file.driver=blkdebug,file.image.filename={img},"
+        "file.set-state.0.event=write_aio,file.set-state.0.state=1,"
+        "file.set-state.0.new_state=2,"
+        "file.inject-error.0.event=read_aio,file.inject-error.0.state=2,"
+        "if=none,id=d0")
+    blk = layer.blk_by_name("d0")
+    assert blk is not None
+    assert io.blk_pread(blk, 0, 512) == bytes(512)
+    io.blk_pwrite(blk, 0, b"\x01" * 512)
+    with pytest.raises(io.BlockIOError) as e:
+        io.blk_pread(blk, 0, 512)
+    assert e.value.errno == errno.EIO
