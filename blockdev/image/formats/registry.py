@@ -15,6 +15,7 @@ import attrs
 
 from blockdev.image.formats import (
     luks,
+    luks_data,
     others,
     qcow,
     qcow2,
@@ -62,6 +63,7 @@ DRIVERS: tuple[Driver, ...] = (
         name="luks",
         probe=luks.probe,
         open=luks.open_image,
+        open_data=luks_data.open_data,
         create_options=_opts(
             "key-secret",
             "cipher-alg",
