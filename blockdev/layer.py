@@ -11,7 +11,7 @@ QMP can observe them:
 * edges with permissions (`attach_child`, `replace_node`, `append`), reference
   counting and deletion (closing files releases their locks);
 * BlockBackends (`blk_*`), and the three name resolvers of block.md §1.3;
-* the machine's hooks (reset, deadlines, `cont`).
+* the machine's hooks (reset, deadlines: trays and the guest workload, `cont`).
 
 Below it: the graph's objects (`blockdev.graph`), the drivers (`blockdev.drivers`),
 `bdrv_open` (`blockdev.open`, reached through `open`/`open_child`), and the media
@@ -41,6 +41,7 @@ from blockdev.media import TrayScheduler
 from blockdev.names import NameGenerator, id_wellformed
 from blockdev.options import Flat
 from blockdev.throttle import ThrottleGroups
+from blockdev.workload import GuestWorkload
 from schema.errors import DeviceNotFound, GenericError
 
 
@@ -61,6 +62,7 @@ class BlockLayer:
     tls_creds: Callable[[str], bool] = lambda _id: False
     secrets: Callable[[str], bool] = lambda _id: False
     trays: TrayScheduler = attrs.Factory(TrayScheduler)
+    workload: GuestWorkload = attrs.Factory(GuestWorkload)
     medium_listeners: list[Callable[[Backend], None]] = attrs.Factory(list)
 
     @classmethod
@@ -113,10 +115,16 @@ class BlockLayer:
             g.set_perm(bs, *g.cumulative_perm(bs))
 
     def next_deadline(self) -> float:
-        return self.trays.next_deadline(self.host.runstate.running)
+        return min(self.trays.next_deadline(self.host.runstate.running),
+                   self.workload.next_deadline(self.host))
 
     def run_due(self, now: float) -> None:
         media.run_due(self, now)
+        self.workload.run_due(self.host, self.backends, now, self._guest_write)
+
+    def _guest_write(self, blk: Backend, offset: int, length: int, pattern: int) -> None:
+        """One write of the guest workload (blockdev.workload)."""
+        guest_io.submit(self, blk, guest_io.Request("write", offset, length, pattern=pattern))
 
     def before_cont(self) -> None:
         """qmp_cont's part: io-status reset and request retry."""
@@ -240,6 +248,7 @@ class BlockLayer:
         if self.find_node(node_name) is not None:
             raise GenericError("Duplicate node name")
         bs.node_name = node_name
+        bs.host = self.host
         self.nodes.append(bs)
 
     # == opening (blockdev.open) ==========================================================
@@ -450,6 +459,11 @@ class BlockLayer:
         drv = bs.driver
         if drv is None:
             return
+        if getattr(bs.state, "data", None) is not None:
+            # a data engine exists only once the data path has run (blockdev.io)
+            from blockdev.io import bdrv_close
+
+            bdrv_close(bs)
         if drv.close is not None:
             drv.close(bs)
         if drv.format_name == "throttle" and bs.state is not None:
@@ -497,6 +511,16 @@ class BlockLayer:
                 node.open_flags.rdwr, node.read_only = rdwr, ro
             raise
         g.set_perm(bs, perm, shared)
+        for node in queue:
+            # bdrv_reopen_commit: the drivers switch their open mode; a data engine
+            # made for the old mode is closed (qcow2_reopen_prepare flushes and marks
+            # the image clean) and made again on the next request.
+            if getattr(node.state, "data", None) is not None:
+                from blockdev.io import bdrv_close
+
+                bdrv_close(node)
+            if isinstance(node.state, FileHandle):
+                self.io.reopen_file(node.state, writable=not read_only)
 
     # == BlockBackends ======================================================================
 

@@ -18,7 +18,7 @@ import attrs
 
 from blockdev.commands import BlockCommands
 from blockdev.device_backends import DeviceBackends
-from blockdev.host import TRAY_BEHAVIOURS
+from blockdev.host import TRAY_BEHAVIOURS, WORKLOAD_BEHAVIOURS
 from blockdev.layer import BlockLayer
 from devices.display.vnc import VncDisplays
 from devices.qdev import Qdev
@@ -47,7 +47,8 @@ RECURSION_FLOOR = 8 * 1024 + 1000
 
 # Every guest behaviour of the subsystems composed here (the command line's
 # --emu-behaviour names).
-BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS)
+BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS,
+                                     *WORKLOAD_BEHAVIOURS)
 
 
 class GuestMemory:
