@@ -30,6 +30,7 @@ FIRST_PARTY = {"schema", "blockdev", "devices", "migration", "vmm"}
 # The modules of those packages that may import trio: their I/O edges.
 TRIO_EDGES = {
     "devices/chardev/edge.py",
+    "blockdev/nbd/edge.py",
 }
 
 
@@ -103,7 +104,8 @@ def test_start_up_loads_what_a_plain_machine_needs() -> None:
     lazy = ["vmm.hmp.interpreter", "vmm.hmp.table", "vmm.qtest", "devices.chipset",
             "devices.address_space",
             "blockdev.image.formats.facts", "blockdev.image.formats.registry",
-            "schema.parser", "schema.strategies", "hypothesis"]
+            "schema.parser", "schema.strategies", "hypothesis",
+            "blockdev.nbd.codec", "blockdev.nbd.server", "blockdev.nbd.edge"]
     probe = ("import sys, vmm.__main__; "
              f"print([m for m in {lazy!r} if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

@@ -241,6 +241,7 @@ class Server:
         machine = self.vm.machine
         machine.kick = self.kicked.set
         async with trio.open_nursery() as nursery:
+            machine.tasks.attach(nursery.start_soon)
             for listener, monitor in self.listeners:
                 nursery.start_soon(self._accept_loop, listener, monitor)
             for monitor in self.stdio:
@@ -249,6 +250,7 @@ class Server:
             task_status.started(addresses)
             await self.exiting.wait()
             await self._flush_all()
+            machine.tasks.detach()
             nursery.cancel_scope.cancel()
         for listener, _ in self.listeners:
             listener.close()
