@@ -217,6 +217,9 @@ class Node:
     temp_file: str | None = None  # -drive snapshot=on: the overlay's file, deleted on close
     job: Any = None
     deleted: bool = False
+    # The machine the node belongs to (its events: BLOCK_WRITE_THRESHOLD, QUORUM_*),
+    # set when the node gets its name; the data path reads it (blockdev.io).
+    host: Any = None
     # Permission check bookkeeping (what bdrv_check_perm prepared).
     pending_perm: tuple[int, int] | None = None
     cur_perm: tuple[int, int] = (0, PERM_ALL)
@@ -396,6 +399,7 @@ class Backend:
     iostatus: str = "ok"
     stats: AcctStats = attrs.Factory(AcctStats)
     throttle_group: str | None = None
+    throttle_tg: Any = None  # the ThrottleGroup of throttle_group (its buckets' levels)
     root_state: RootState = attrs.Factory(RootState)
     legacy_dinfo: DriveInfo | None = None
     disable_perm: bool = False

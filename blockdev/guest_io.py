@@ -32,15 +32,14 @@ from blockdev.graph import Backend, Node
 from blockdev.host import BlockHost
 from schema.errors import GenericError
 
-# A simulated request takes this long (only visible in *_total_time_ns).
-LATENCY_NS = 100_000
-
 
 @attrs.frozen
 class Request:
-    op: str  # "read" | "write" | "flush"
+    op: str  # "read" | "write" | "zero" | "flush"
     offset: int = 0
     length: int = 0
+    data: bytes | None = None  # a write's bytes (else `pattern` repeated)
+    pattern: int = 0
 
 
 class GuestIOContext(Protocol):
@@ -87,90 +86,44 @@ def _faults(bs: Node) -> dict[str, int]:
     return bs.faults
 
 
-def _fault_for(bs: Node | None, op: str) -> int | None:
-    """The first injected fault on the path the request takes (node, file children)."""
-    while bs is not None:
-        if op in bs.faults:
-            return bs.faults[op]
-        bs = bs.file_bs
-    return None
-
-
 def submit(layer: GuestIOContext, blk: Backend, req: Request) -> str:
-    """One guest request through `blk`. Returns "ok", "error" (reported to the
-    guest), "ignored" (error hidden from the guest) or "queued" (VM stopping)."""
-    now_ns = int(layer.host.clock.now() * 1e9)
-    stats = blk.stats
+    """One guest request through `blk`, through the data path (`blockdev.io`).
+    Returns "ok", "error" (reported to the guest), "ignored" (error hidden from the
+    guest) or "queued" (VM stopping)."""
+    from blockdev import io
+
     bs = blk.bs
     if bs is None or not blk.is_available() or bs.driver is None:
         return "error"
-    size = bs.length()
-    if req.op != "flush" and (req.offset < 0 or req.length < 0 or
-                              req.offset + req.length > size):
-        stats.invalid_ops[req.op] += 1
-        if stats.account_invalid:
-            stats.last_access_time_ns = now_ns
-            stats.accessed = True
-        return "error"
-    if req.op == "write" and blk.is_read_only():
-        stats.invalid_ops["write"] += 1
-        return "error"
-    error = _fault_for(bs, req.op)
-    if error is not None:
-        stats.failed_ops[req.op] += 1
-        if stats.account_failed:
-            stats.total_time_ns[req.op] += LATENCY_NS
-            stats.last_access_time_ns = now_ns
-            stats.accessed = True
-        return _handle_error(layer, blk, req, error)
-    stats.nr_bytes[req.op] += req.length
-    stats.nr_ops[req.op] += 1
-    stats.total_time_ns[req.op] += LATENCY_NS
-    stats.last_access_time_ns = now_ns
-    stats.accessed = True
-    if req.op == "write":
-        write_to_node(layer, bs, req.offset, req.length)
+    try:
+        if req.op == "read":
+            io.blk_pread(blk, req.offset, req.length, account=True)
+        elif req.op == "write":
+            data = req.data if req.data is not None else bytes([req.pattern]) * req.length
+            io.blk_pwrite(blk, req.offset, data, account=True)
+        elif req.op == "zero":
+            io.blk_pwrite_zeroes(blk, req.offset, req.length, account=True)
+        else:
+            io.blk_flush(blk, account=True)
+    except io.BlockIOError as e:
+        if e.errno in _INVALID and _is_invalid(blk, req):
+            return "error"
+        return _handle_error(layer, blk, req, e.errno)
     return "ok"
 
 
-def write_to_node(layer: GuestIOContext, bs: Node, offset: int, length: int) -> None:
-    """What a write does to the nodes it passes (block/io.c bdrv_aligned_pwritev):
-    before-write notifiers (the write threshold), dirty bitmaps, the highest offset.
-    Filters and raw pass the request on to their file child."""
-    node: Node | None = bs
-    while node is not None:
-        check_write_threshold(layer, node, offset, length)
-        for bm in node.bitmaps:
-            bm.mark(offset, length)
-            if bm.successor is not None:
-                bm.successor.mark(offset, length)
-        end = offset + length
-        if end > node.wr_highest_offset:
-            node.wr_highest_offset = end
-        drv = node.driver
-        if drv is not None and (drv.is_filter or drv.format_name == "raw"):
-            if drv.format_name == "raw" and node.state is not None:
-                offset += node.state.raw_options.get("offset", 0)
-            node = node.file_bs
-        else:
-            node = None
+_INVALID = (errno_mod.EIO, errno_mod.EPERM, errno_mod.ENOMEDIUM)
 
 
-def check_write_threshold(layer: GuestIOContext, bs: Node, offset: int, length: int) -> None:
-    """before_write_notify / bdrv_write_threshold_exceeded."""
-    threshold = bs.write_threshold
-    if threshold <= 0:
-        return
-    if offset > threshold:
-        amount = offset - threshold + length
-    elif offset + length > threshold:
-        amount = offset + length - threshold
-    else:
-        return
-    layer.host.emit("BLOCK_WRITE_THRESHOLD", {"node-name": bs.node_name,
-                                              "amount-exceeded": amount,
-                                              "write-threshold": threshold})
-    bs.write_threshold = 0
+def _is_invalid(blk: Backend, req: Request) -> bool:
+    """Was the request refused before it went (counted invalid, not failed)?"""
+    bs = blk.bs
+    if bs is None or req.op == "flush":
+        return False
+    size = bs.length()
+    if req.offset < 0 or req.length < 0 or req.offset + req.length > size:
+        return True
+    return req.op != "read" and blk.is_read_only()
 
 
 def _handle_error(layer: GuestIOContext, blk: Backend, req: Request, error: int) -> str:

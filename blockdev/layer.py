@@ -240,6 +240,7 @@ class BlockLayer:
         if self.find_node(node_name) is not None:
             raise GenericError("Duplicate node name")
         bs.node_name = node_name
+        bs.host = self.host
         self.nodes.append(bs)
 
     # == opening (blockdev.open) ==========================================================
@@ -450,6 +451,11 @@ class BlockLayer:
         drv = bs.driver
         if drv is None:
             return
+        if getattr(bs.state, "data", None) is not None:
+            # a data engine exists only once the data path has run (blockdev.io)
+            from blockdev.io import bdrv_close
+
+            bdrv_close(bs)
         if drv.close is not None:
             drv.close(bs)
         if drv.format_name == "throttle" and bs.state is not None:

@@ -9,8 +9,12 @@ size. Limits are not set per BlockBackend but per *group*: every BlockBackend th
 throttles is a member of exactly one named group (by default named after the drive),
 members share the group's configuration, and setting limits through one member sets
 them for all [throttle_group_config]. A group exists while it has members or while a
-`throttle-group` object holds it. Only the configuration is modelled; requests are
-not delayed (no guest I/O is timed). A BlockBackend joins and leaves its group
+`throttle-group` object holds it. Each group keeps its buckets' levels
+(`ThrottleState`): a request is charged when it goes (throttle_account), the buckets
+leak at their rates on the Machine's clock (throttle_do_leak), and
+`ThrottleState.wait` says how long the next request must wait
+(throttle_compute_wait); `path_deadline`/`charge_path` do this for a BlockBackend's
+group and every throttle filter node below it (`blockdev.io` is their caller). A BlockBackend joins and leaves its group
 through `io_limits_enable`/`io_limits_disable` [block/block-backend.c
 blk_io_limits_*]; a throttle filter node joins with `join`.
 """
@@ -144,12 +148,121 @@ class Throttled(Protocol):
     throttle_group: str | None
 
 
+# throttle_compute_wait_for / throttle_account: the buckets a read or a write uses.
+_CHECK = {False: ("bps", "iops", "bps_rd", "iops_rd"), True: ("bps", "iops", "bps_wr", "iops_wr")}
+
+
+@attrs.define(kw_only=True)
+class ThrottleState:
+    """ThrottleState: the level of each bucket (in bytes or operations) and when
+    they last leaked (Machine clock seconds)."""
+
+    config: ThrottleConfig | None = None  # the configuration the levels belong to
+    level: list[float] = attrs.Factory(lambda: [0.0] * 6)
+    burst_level: list[float] = attrs.Factory(lambda: [0.0] * 6)
+    previous_leak: float = 0.0
+
+    def _sync(self, config: ThrottleConfig, now: float) -> None:
+        """throttle_config zeroes the levels of a new configuration; then
+        throttle_do_leak up to `now`."""
+        if self.config is not config:
+            self.config = config
+            self.level = [0.0] * 6
+            self.burst_level = [0.0] * 6
+            self.previous_leak = now
+        delta = now - self.previous_leak
+        self.previous_leak = now
+        if delta <= 0:
+            return
+        for i, bkt in enumerate(config.buckets):
+            self.level[i] = max(self.level[i] - bkt.avg * delta, 0.0)
+            if bkt.burst_length > 1:
+                self.burst_level[i] = max(self.burst_level[i] - bkt.max * delta, 0.0)
+
+    def wait(self, config: ThrottleConfig, is_write: bool, now: float) -> float:
+        """throttle_compute_timer: seconds the next request of this kind waits."""
+        self._sync(config, now)
+        longest = 0.0
+        for stem in _CHECK[is_write]:
+            i = BUCKETS.index(stem)
+            bkt = config.buckets[i]
+            if not bkt.avg:
+                continue
+            if not bkt.max:
+                size, burst_size = bkt.avg / 10, 0.0
+            else:
+                size, burst_size = float(bkt.max * bkt.burst_length), bkt.max / 10
+            extra = self.level[i] - size
+            if extra > 0:
+                longest = max(longest, extra / bkt.avg)
+            elif bkt.burst_length > 1:
+                extra = self.burst_level[i] - burst_size
+                if extra > 0:
+                    longest = max(longest, extra / bkt.max)
+        return longest
+
+    def account(self, config: ThrottleConfig, is_write: bool, size: int, now: float) -> None:
+        """throttle_account."""
+        self._sync(config, now)
+        units = size / config.op_size if config.op_size and size > config.op_size else 1.0
+        rw = "bps_wr" if is_write else "bps_rd"
+        for stem, amount in (("bps", float(size)), (rw, float(size)), ("iops", units),
+                             ("iops" + rw[3:], units)):
+            i = BUCKETS.index(stem)
+            self.level[i] += amount
+            if config.buckets[i].burst_length > 1:
+                self.burst_level[i] += amount
+
+
 @attrs.define(kw_only=True, eq=False)
 class ThrottleGroup:
     name: str
     config: ThrottleConfig = attrs.Factory(ThrottleConfig)
     members: list[object] = attrs.Factory(list)
     object_ref: bool = False  # held by a throttle-group object
+    state: ThrottleState = attrs.Factory(ThrottleState)
+
+    def wait(self, is_write: bool, now: float) -> float:
+        if not self.config.enabled():
+            return 0.0
+        return self.state.wait(self.config, is_write, now)
+
+    def account(self, is_write: bool, size: int, now: float) -> None:
+        if self.config.enabled():
+            self.state.account(self.config, is_write, size, now)
+
+
+def _path_groups(blk: Any) -> list[ThrottleGroup]:
+    """The throttle groups a request through `blk` passes: the BlockBackend's own,
+    then each throttle filter node's down the `file` chain."""
+    out: list[ThrottleGroup] = []
+    tg = getattr(blk, "throttle_tg", None)
+    if tg is not None and getattr(blk, "throttle_group", None) is not None:
+        out.append(tg)
+    bs = blk.bs
+    while bs is not None and bs.driver is not None:
+        if bs.driver.format_name == "throttle" and bs.state is not None:
+            group = bs.state.extra.get("tg")
+            if group is not None:
+                out.append(group)
+        bs = bs.file_bs
+    return out
+
+
+def path_deadline(blk: Any, op: str, nbytes: int, now: float) -> float:
+    """When a request may go (throttle_group_co_io_limits_intercept's wait)."""
+    is_write = op != "read"
+    wait = 0.0
+    for group in _path_groups(blk):
+        wait = max(wait, group.wait(is_write, now))
+    return now + wait
+
+
+def charge_path(blk: Any, op: str, nbytes: int, now: float) -> None:
+    """throttle_account in every group on the request's path."""
+    is_write = op != "read"
+    for group in _path_groups(blk):
+        group.account(is_write, nbytes, now)
 
 
 @attrs.define(kw_only=True)
@@ -180,6 +293,7 @@ class ThrottleGroups:
         """blk_io_limits_enable: the BlockBackend joins group `name`."""
         group = self.join(blk, name)
         blk.throttle_group = name
+        blk.throttle_tg = group  # type: ignore[attr-defined]
         return group
 
     def io_limits_disable(self, blk: Throttled) -> None:
@@ -187,6 +301,7 @@ class ThrottleGroups:
         assert blk.throttle_group is not None
         self.leave(blk, blk.throttle_group)
         blk.throttle_group = None
+        blk.throttle_tg = None  # type: ignore[attr-defined]
 
     def io_limits_update_group(self, blk: Throttled, name: str) -> None:
         """blk_io_limits_update_group: move to group `name` (if not there already)."""

@@ -29,6 +29,7 @@ FIRST_PARTY = {"schema", "blockdev", "devices", "migration", "vmm"}
 
 # The modules of those packages that may import trio: their I/O edges.
 TRIO_EDGES = {
+    "blockdev/io_edge.py",
     "devices/chardev/edge.py",
     "blockdev/nbd/edge.py",
 }
@@ -100,10 +101,12 @@ def test_start_up_loads_what_a_plain_machine_needs() -> None:
     machines use: the human monitor's interpreter and the qtest protocol load with
     the first human monitor or -qtest, the guest's address spaces with the first
     access to guest memory or ports, the image format readers (and their facts) with
-    the first image, the schema parser and the Hypothesis strategies never."""
+    the first image, the block data path with the first request, the schema parser
+    and the Hypothesis strategies never."""
     lazy = ["vmm.hmp.interpreter", "vmm.hmp.table", "vmm.qtest", "devices.chipset",
             "devices.address_space",
             "blockdev.image.formats.facts", "blockdev.image.formats.registry",
+            "blockdev.io", "blockdev.drivers.dataio", "blockdev.io_edge",
             "schema.parser", "schema.strategies", "hypothesis",
             "blockdev.nbd.codec", "blockdev.nbd.server", "blockdev.nbd.edge"]
     probe = ("import sys, vmm.__main__; "

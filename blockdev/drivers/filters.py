@@ -27,13 +27,13 @@ def _throttle_open(ctx: DriverContext, bs: Node, options: Flat) -> None:
         raise GenericError("Please specify a throttle group")
     if ctx.throttle_groups.get(group) is None:
         raise GenericError(f"Throttle group '{group}' does not exist")
-    ctx.throttle_groups.join(bs, group)
-    bs.state = FilterState(extra={"throttle-group": group})
+    tg = ctx.throttle_groups.join(bs, group)
+    bs.state = FilterState(extra={"throttle-group": group, "tg": tg})
 
 
 def _blkdebug_open(ctx: DriverContext, bs: Node, options: Flat) -> None:
     """blkdebug_open: rules, then the image child, then the limits."""
-    consume_prefix(options, "inject-error", "set-state")
+    rules = consume_prefix(options, "inject-error", "set-state")
     opts = absorb((OptDesc("config"), OptDesc("x-image"), OptDesc("align", "size"),
                    OptDesc("max-transfer", "size"), OptDesc("opt-write-zero", "size"),
                    OptDesc("max-write-zero", "size"), OptDesc("opt-discard", "size"),
@@ -48,7 +48,9 @@ def _blkdebug_open(ctx: DriverContext, bs: Node, options: Flat) -> None:
     align = opts.get("align", 0)
     if align and (align & (align - 1) or align >= 2**31):
         raise GenericError(f"Cannot meet constraints with align {align}")
-    bs.state = FilterState(extra=dict(opts.values))
+    # The rules are kept as given; blockdev.drivers.dataio reads them on the first
+    # request (blkdebug's add_rule), so opening loads no data path.
+    bs.state = FilterState(extra={**opts.values, "rule-options": rules, "state": 1})
 
 
 def _blkverify_open(ctx: DriverContext, bs: Node, options: Flat) -> None:
@@ -94,7 +96,8 @@ def _quorum_open(ctx: DriverContext, bs: Node, options: Flat) -> None:
         assert child is not None
         children.append(child)
     bs.state = FilterState(extra={"threshold": threshold, "next_child_index": len(indices),
-                                  "children": children})
+                                  "children": children, "read-pattern": pattern,
+                                  "rewrite-corrupted": bool(opts.get("rewrite-corrupted"))})
 
 
 def _quorum_getlength(bs: Node) -> int:

@@ -13,7 +13,9 @@ of it are separate nodes with separate permissions:
 * `FormatImage` is what a format node holds: the facts read from the header at open,
   and the emulator's *model* of the image, which commands change where QEMU would
   rewrite metadata (resize, internal snapshots, backing file string, bitmaps).
-  Existing image files are never written: format readers get a read-only view.
+  Existing image files are never written by the header readers: they get a
+  read-only view. `ImageIO.open_data` hands out the node's data engine
+  (`formats.base.FormatData`) over the file view the request path gives it.
 * `create` writes new images (snapshot overlays, job targets) and
   `create_temp_overlay` the overlay of `-drive snapshot=on`, the only writes we make;
   the caller passes the time and the random source new images are stamped with.
@@ -31,7 +33,15 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from blockdev.image.formats.base import FileNode, ImageError, OpenContext
+from blockdev.image.formats.base import (
+    BackingRead,
+    DataContext,
+    FileNode,
+    FileView,
+    FormatData,
+    ImageError,
+    OpenContext,
+)
 from blockdev.image.lock import FileLock
 from schema.errors import GenericError
 
@@ -148,6 +158,7 @@ class FormatImage:
     snapshots: list[SnapshotInfo] = attrs.Factory(list)
     raw_options: dict[str, Any] = attrs.Factory(dict)
     reader: Any = None
+    data: FormatData | None = None  # the data engine, once ImageIO.open_data gave it
 
     @property
     def cluster_size(self) -> int | None:
@@ -238,6 +249,32 @@ class ImageIO:
         return FormatImage(facts=facts, virtual_size=facts.virtual_size,
                            snapshots=list(facts.snapshots), raw_options=dict(extra),
                            reader=view)
+
+    def open_data(self, image: FormatImage, file: FileView, *, writable: bool,
+                  probed: bool = False, passphrase: bytes | None = None,
+                  open_extent: Callable[[str], FileView] | None = None,
+                  backing: BackingRead | None = None) -> FormatData:
+        """The data engine of a format node whose header `open_format` accepted,
+        over `file` (the node's file child, read-write when `writable`); kept in
+        `image.data`. Errors an engine's open still has (a qcow2 that needs repair,
+        a wrong LUKS passphrase, raw's offset/size options) are GenericErrors in
+        QEMU's words."""
+        from blockdev.image.formats import registry as formats
+
+        fmt = image.facts.format
+        driver = formats.BY_NAME.get(fmt)
+        if driver is None or driver.open_data is None:
+            raise GenericError(f"Driver '{fmt}' is not whitelisted")
+        ctx = DataContext(file=file, facts=image.facts, writable=writable,
+                          options=image.raw_options, probed=probed,
+                          passphrase=passphrase, open_extent=open_extent,
+                          backing=backing)
+        try:
+            engine = driver.open_data(ctx)
+        except ImageError as e:
+            raise GenericError(e.desc) from None
+        image.data = engine
+        return engine
 
     def probe_device(self, filename: str) -> str | None:
         """find_hdev_driver: /dev/cdrom* is a host_cdrom, block or character devices

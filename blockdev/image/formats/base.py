@@ -1,6 +1,9 @@
 """Shared pieces of the image-format readers and writers behind
 `blockdev.image.file` (the block layer's real-file edge): the one exception they
-raise, the file node they read through, and QEMU's path rules.
+raise, the file node they read through, and QEMU's path rules; and the contract of
+the data engines (`FormatData`, `BlockStatus`, `BlockIOError`, `DataContext`) that
+each format module's `open_data` returns and the request path (blockdev/io.py)
+drives.
 
 `FileNode` stands for a file-posix node (block/file-posix.c) as the 2.11 format
 drivers see it through `bs->file`: it is opened with the same flags, reports the
@@ -13,13 +16,17 @@ would see and the drivers wrap them in QEMU's wording.
 
 from __future__ import annotations
 
+import errno as errno_mod
 import os
 import random
 import uuid
-from collections.abc import Callable
-from typing import NoReturn
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import attrs
+
+if TYPE_CHECKING:
+    from blockdev.image.formats.facts import ImageFacts
 
 SECTOR_SIZE = 512
 
@@ -134,6 +141,10 @@ class FileNode:
     def truncate(self, size: int) -> None:
         os.ftruncate(self._fd(), size)
 
+    def flush(self) -> None:
+        """raw_co_flush_to_disk: fdatasync."""
+        os.fdatasync(self._fd())
+
     def allocated_size(self) -> int:
         """raw_get_allocated_file_size: st_blocks * 512."""
         return os.fstat(self._fd()).st_blocks * 512
@@ -243,3 +254,165 @@ def read_or_fail(file: FileNode, offset: int, size: int, prefix: str) -> bytes:
 def open_fail(ctx: OpenContext, err: int) -> NoReturn:
     """bdrv_open_driver for a driver that failed with -err and no message."""
     fail_errno(f"Could not open '{ctx.filename}'", err)
+
+
+# --- The data engines: guest-visible bytes of one open format node -------------------
+
+
+class BlockIOError(Exception):
+    """A data request failed as a driver's coroutine returns `-errno` in QEMU.
+
+    `errno` is positive (EIO, ENOSPC, ENOTSUP, EPERM, ...); the request path turns it
+    into whatever its caller shows (qemu-io's "write failed: <strerror>", an NBD
+    error reply, a guest I/O error under rerror/werror). `desc` is an optional text a
+    driver reports on the side with error_report (QEMU's wording), not part of the
+    errno."""
+
+    def __init__(self, errno: int, desc: str | None = None) -> None:
+        super().__init__(errno, desc or strerror(errno))
+        self.errno = errno
+        self.desc = desc
+
+    def __repr__(self) -> str:
+        return f"BlockIOError({self.errno}, {self.desc!r})"
+
+    def __str__(self) -> str:
+        return self.desc or strerror(self.errno)
+
+
+class FileView(Protocol):
+    """What a data engine reads and writes through: the file child of its node
+    (`bs->file`), as the request path hands it over (a `FileNode`, or an adapter
+    that goes through the protocol driver, its throttling and statistics).
+
+    `pread` past the end reads zeros; `pwrite` past the end grows the file;
+    `length` is the current length in bytes. An OSError from any of them becomes
+    BlockIOError(e.errno) in the engine. A view may also have `discard(offset,
+    length)`, which raw passes through (file-posix punches a hole)."""
+
+    @property
+    def length(self) -> int: ...
+
+    def pread(self, offset: int, size: int) -> bytes: ...
+
+    def pwrite(self, offset: int, data: bytes) -> None: ...
+
+    def truncate(self, size: int) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+@attrs.frozen
+class BlockStatus:
+    """bdrv_co_get_block_status of one extent, as a driver answers it [block/io.c].
+
+    - `pnum`: bytes from the queried offset with this same status (> 0, at most
+      the queried length);
+    - `data` (BDRV_BLOCK_DATA): the bytes are read from this node's file;
+    - `zero` (BDRV_BLOCK_ZERO): the bytes read as zeros;
+    - `offset` (BDRV_BLOCK_OFFSET_VALID): where the extent starts in the file, or
+      None (compressed clusters, zero clusters without a host cluster, ...);
+    - `raw` (BDRV_BLOCK_RAW, raw-format only): ask the file node, at `offset`, for
+      the real status (raw_co_get_block_status).
+
+    Neither `data` nor `zero` means unallocated in this node: the caller reads those
+    bytes from the backing node (or zeros if there is none). `allocated` is
+    BDRV_BLOCK_ALLOCATED, which block/io.c derives from DATA|ZERO."""
+
+    pnum: int
+    data: bool = False
+    zero: bool = False
+    offset: int | None = None
+    raw: bool = False
+
+    @property
+    def allocated(self) -> bool:
+        return self.data or self.zero
+
+
+BackingRead = Callable[[int, int], bytes]
+"""`read(offset, length)`: the guest-visible bytes of a node's backing child, exactly
+`length` bytes (zeros past the backing node's end). A format engine calls it for the
+copy-on-write of a partial cluster write (qcow2 do_perform_cow_read reads the old
+data through the node's own read path, which falls through to bs->backing)."""
+
+
+class FormatData(Protocol):
+    """The data engine of one open format node over its file view.
+
+    Offsets and lengths are bytes of the node's guest-visible disk; the request path
+    above has already checked them against `length` (block/io.c
+    bdrv_check_byte_request) and aligned nothing: engines accept any byte range and
+    do their own read-modify-write. Every method raises BlockIOError on failure.
+
+    - `block_status(offset, length)`: the extent that starts at `offset`.
+    - `read`: exactly `length` bytes; unallocated ranges read as zeros (the caller
+      reads them from the backing node, using block_status, when there is one).
+    - `write`: allocates as the driver does; partial-cluster copy-on-write reads the
+      old bytes through the engine's own allocation and, where unallocated, the
+      reader given to `set_backing` (zeros without one).
+    - `write_zeroes(offset, length, unmap=...)`: bdrv_co_pwrite_zeroes with or
+      without BDRV_REQ_MAY_UNMAP, including block/io.c's fallback to writing a
+      zeroed buffer where the driver answers -ENOTSUP.
+    - `discard`: bdrv_co_pdiscard; a driver's -ENOTSUP is swallowed here, as
+      block/io.c does.
+    - `flush`: write back cached metadata, then flush the file.
+    - `truncate(size)`: the driver's bdrv_truncate (block_resize).
+    - `close`: what the driver's close does (qcow2: write back caches, clear the
+      dirty bit). The engine does not close the file view.
+    - `set_backing(read)`: the backing child changed (or went away: None).
+    """
+
+    @property
+    def length(self) -> int: ...
+
+    def block_status(self, offset: int, length: int) -> BlockStatus: ...
+
+    def read(self, offset: int, length: int) -> bytes: ...
+
+    def write(self, offset: int, data: bytes) -> None: ...
+
+    def write_zeroes(self, offset: int, length: int, *, unmap: bool) -> None: ...
+
+    def discard(self, offset: int, length: int) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def truncate(self, size: int) -> None: ...
+
+    def close(self) -> None: ...
+
+    def set_backing(self, read: BackingRead | None) -> None: ...
+
+
+@attrs.frozen
+class DataContext:
+    """The inputs of `open_data` for one format node, given after the header checks
+    of `open_image` passed.
+
+    `file` is the node's file child; `writable` whether the node was opened
+    read-write (qcow2 then sets its dirty bit / repairs as QEMU does at open);
+    `options` the node's runtime options (raw's `offset`/`size`); `probed` whether
+    the format was probed (raw refuses writes that would change it); `passphrase`
+    the resolved key secret's bytes (luks, qcow2 with LUKS); `open_extent` as in
+    OpenContext; `backing` the backing child's reader, if it has one."""
+
+    file: FileView
+    facts: ImageFacts
+    writable: bool
+    options: Mapping[str, Any] = attrs.Factory(dict)
+    probed: bool = False
+    passphrase: bytes | None = None
+    open_extent: Callable[[str], FileView] | None = None
+    backing: BackingRead | None = None
+
+
+def io_errno(e: OSError) -> BlockIOError:
+    """An OSError of the file view as the driver passes it up: -errno."""
+    return BlockIOError(e.errno or errno_mod.EIO)
+
+
+def read_only_engine_error() -> BlockIOError:
+    """What a node opened read-only answers to a write: block/io.c
+    bdrv_co_pwritev checks BDRV_O_RDONLY first and returns -EPERM."""
+    return BlockIOError(errno_mod.EPERM)

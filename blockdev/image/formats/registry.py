@@ -13,8 +13,20 @@ from typing import Literal
 
 import attrs
 
-from blockdev.image.formats import luks, others, qcow, qcow2, qed, raw, vdi, vhdx, vmdk, vpc
-from blockdev.image.formats.base import OpenContext
+from blockdev.image.formats import (
+    luks,
+    others,
+    qcow,
+    qcow2,
+    qcow2_data,
+    qed,
+    raw,
+    vdi,
+    vhdx,
+    vmdk,
+    vpc,
+)
+from blockdev.image.formats.base import DataContext, FormatData, OpenContext
 from blockdev.image.formats.facts import ImageFacts
 
 ChildPerms = Literal["format", "filter"]
@@ -23,15 +35,18 @@ ChildPerms = Literal["format", "filter"]
 @attrs.frozen
 class Driver:
     """One format driver: its probe, its reader (None: recognised but refused),
-    how it derives its file child's permissions, and the creation options
+    how it derives its file child's permissions, the creation options
     (`bdrv_img_create` refuses a backing file or format the driver has no option
-    for)."""
+    for), and `open_data`, which gives the data engine of a node `open` accepted
+    (raises ImageError with QEMU's text where the driver's open would still fail,
+    e.g. a wrong LUKS passphrase)."""
 
     name: str
     probe: Callable[[bytes, str], int] | None
     open: Callable[[OpenContext], ImageFacts] | None
     child_perms: ChildPerms = "format"
     create_options: frozenset[str] | None = None
+    open_data: Callable[[DataContext], FormatData] | None = None
 
     @property
     def can_create(self) -> bool:
@@ -79,6 +94,7 @@ DRIVERS: tuple[Driver, ...] = (
         name="qcow2",
         probe=qcow2.probe,
         open=qcow2.open_image,
+        open_data=qcow2_data.open_data,
         create_options=_opts(
             "compat",
             "backing_file",
@@ -129,6 +145,7 @@ DRIVERS: tuple[Driver, ...] = (
         name="raw",
         probe=raw.probe,
         open=raw.open_image,
+        open_data=raw.open_data,
         child_perms="filter",
         create_options=_opts("preallocation", "nocow"),
     ),
