@@ -28,13 +28,6 @@ EXPORT_SHARED = int(Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED | Perm.WRITE
                     | Perm.GRAPH_MOD)
 
 
-def _io() -> Any:
-    """blockdev.io, the data path (loaded with the first request)."""
-    import importlib
-
-    return importlib.import_module("blockdev.io")
-
-
 def _export_error(errno: int) -> Exception:
     from blockdev.nbd.codec import ExportIOError
 
@@ -49,21 +42,24 @@ class BackendDevice:
         self.blk = blk
 
     def pread(self, offset: int, length: int) -> bytes:
-        io = _io()
+        from blockdev import io
+
         try:
             return io.blk_pread(self.blk, offset, length)
         except io.BlockIOError as err:
             raise _export_error(err.errno) from None
 
     def pwrite(self, offset: int, data: bytes | memoryview, *, fua: bool) -> None:
-        io = _io()
+        from blockdev import io
+
         try:
             io.blk_pwrite(self.blk, offset, bytes(data), fua=fua)
         except io.BlockIOError as err:
             raise _export_error(err.errno) from None
 
     def pwrite_zeroes(self, offset: int, length: int, *, may_unmap: bool, fua: bool) -> None:
-        io = _io()
+        from blockdev import io
+
         try:
             io.blk_pwrite_zeroes(self.blk, offset, length, may_unmap=may_unmap)
             if fua:
@@ -72,14 +68,16 @@ class BackendDevice:
             raise _export_error(err.errno) from None
 
     def pdiscard(self, offset: int, length: int) -> None:
-        io = _io()
+        from blockdev import io
+
         try:
             io.blk_pdiscard(self.blk, offset, length)
         except io.BlockIOError as err:
             raise _export_error(err.errno) from None
 
     def flush(self) -> None:
-        io = _io()
+        from blockdev import io
+
         try:
             io.blk_flush(self.blk)
         except io.BlockIOError as err:
