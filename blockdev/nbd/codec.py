@@ -277,7 +277,7 @@ class ServerSession:
         out, self._out = self._out, []
         return out
 
-    def receive(self, data: bytes) -> None:
+    def receive(self, data: bytes | memoryview) -> None:
         """Bytes from the client; everything complete in the buffer is handled."""
         if self.closed:
             return
@@ -505,11 +505,12 @@ class ServerSession:
         magic, flags, kind, handle, offset, length = struct.unpack_from(">IHHQQI", buf)
         if magic != NBD_REQUEST_MAGIC:
             raise _Fatal(f"Disconnect client, due to: invalid magic (got 0x{magic:x})")
-        payload: memoryview | None = None
+        payload: bytes | None = None
         if kind == NBD_CMD_WRITE and length <= NBD_MAX_BUFFER_SIZE:
             if len(buf) < NBD_REQUEST_SIZE + length:
                 return False
-            payload = memoryview(bytes(buf[NBD_REQUEST_SIZE:NBD_REQUEST_SIZE + length]))
+            with memoryview(buf) as whole:
+                payload = whole[NBD_REQUEST_SIZE:NBD_REQUEST_SIZE + length].tobytes()
             del buf[:NBD_REQUEST_SIZE + length]
         else:
             del buf[:NBD_REQUEST_SIZE]
@@ -571,7 +572,7 @@ class ServerSession:
 
     @staticmethod
     def _execute(device: ExportDevice, kind: int, flags: int, offset: int, length: int,
-                 payload: memoryview | None) -> bytes | None:
+                 payload: bytes | None) -> bytes | None:
         """nbd_trip's switch: the request on the export's BlockBackend."""
         fua = bool(flags & NBD_CMD_FLAG_FUA)
         if kind == NBD_CMD_READ:

@@ -53,7 +53,8 @@ class BackendDevice:
         from blockdev import io
 
         try:
-            io.blk_pwrite(self.blk, offset, bytes(data), fua=fua)
+            io.blk_pwrite(self.blk, offset, data if isinstance(data, bytes) else bytes(data),
+                          fua=fua)
         except io.BlockIOError as err:
             raise _export_error(err.errno) from None
 

@@ -23,7 +23,8 @@ from blockdev.host import BlockHost
 from blockdev.nbd.codec import ServerSession
 from blockdev.nbd.server import NbdServer
 
-RECV_SIZE = 1 << 20
+RECV_SIZE = 256 * 1024
+SEND_BUFFER = 1 << 20
 _log = logging.getLogger("blockdev.nbd")
 
 
@@ -74,7 +75,8 @@ async def serve_client(server: NbdServer, conn: trio.socket.SocketType) -> None:
     """nbd_client_new and nbd_co_client_start/nbd_trip for one connection."""
     if conn.family != socket.AF_UNIX:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    stream = trio.SocketStream(conn)
+    # room for a few large replies: fewer waits for the client to drain the socket
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
     scope = trio.CancelScope()
     busy = False
 
@@ -85,25 +87,27 @@ async def serve_client(server: NbdServer, conn: trio.socket.SocketType) -> None:
             scope.cancel()
 
     session: ServerSession = server.new_session(on_close=closed_by_model)
+    buf = bytearray(RECV_SIZE)
+    view = memoryview(buf)
     try:
         with scope:
-            await _send(stream, session)
+            await _send(conn, session)
             while not session.closed:
                 try:
-                    data = await stream.receive_some(RECV_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    data = b""
-                if not data:
+                    n = await conn.recv_into(buf)
+                except OSError:
+                    n = 0
+                if not n:
                     session.eof()
                     break
                 busy = True
                 try:
-                    session.receive(data)
+                    session.receive(view[:n])
                 finally:
                     busy = False
                 server.flush_reports(session)
-                await _send(stream, session)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await _send(conn, session)
+    except OSError:
         pass
     except Exception:
         # A bug of ours ends this client only, never the machine: logged at the edge.
@@ -113,6 +117,16 @@ async def serve_client(server: NbdServer, conn: trio.socket.SocketType) -> None:
         conn.close()
 
 
-async def _send(stream: trio.SocketStream, session: ServerSession) -> None:
-    for chunk in session.take_output():
-        await stream.send_all(chunk)
+async def _send(conn: trio.socket.SocketType, session: ServerSession) -> None:
+    """Everything the session produced, gathered into as few system calls as the
+    kernel takes (a read's reply header and its data go together)."""
+    chunks = [memoryview(c).cast("B") for c in session.take_output()]
+    while chunks:
+        sent = await conn.sendmsg(chunks[:64])
+        while sent:
+            if sent >= len(chunks[0]):
+                sent -= len(chunks[0])
+                chunks.pop(0)
+            else:
+                chunks[0] = chunks[0][sent:]
+                sent = 0
