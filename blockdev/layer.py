@@ -62,6 +62,8 @@ class BlockLayer:
     secrets: Callable[[str], bool] = lambda _id: False
     trays: TrayScheduler = attrs.Factory(TrayScheduler)
     medium_listeners: list[Callable[[Backend], None]] = attrs.Factory(list)
+    # The NBD server's in-process connections (blockdev.nbd.commands.Nbd sets it).
+    nbd_local: Callable[[dict[str, Any]], Any] = lambda server: None
 
     @classmethod
     def create(cls, host: BlockHost, *, seed: int | None = None) -> BlockLayer:
@@ -69,6 +71,9 @@ class BlockLayer:
 
     def has_tls_creds(self, ident: str) -> bool:
         return self.tls_creds(ident)
+
+    def nbd_loopback(self, server: dict[str, Any]) -> Any:
+        return self.nbd_local(server)
 
     # == the machine's hooks (vmm.machine.subsystem.Subsystem, structurally) ====================
 

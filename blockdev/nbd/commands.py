@@ -92,6 +92,7 @@ class Nbd:
         self.layer = layer
         self._server: NbdServer | None = None  # the protocol loads with the first use
         layer.medium_listeners.append(self._medium_removed)
+        layer.nbd_local = self._loopback
 
     @property
     def server(self) -> NbdServer:
@@ -100,6 +101,19 @@ class Nbd:
 
             self._server = NbdServer(report=self.layer.host.error_report)
         return self._server
+
+    def _loopback(self, address: dict[str, Any]) -> Any:
+        """An `nbd` node of this machine whose server is this machine's: a session of
+        our server, talked to directly (the client and the server share one loop)."""
+        server = self._server
+        if server is None or server.listener is None:
+            return None
+        from blockdev.nbd.client import LoopbackTransport
+        from blockdev.nbd.sockaddr import same_address
+
+        if not same_address(address, server.listener.address()):
+            return None
+        return LoopbackTransport(server.new_session(), server.session_ended)
 
     def _medium_removed(self, blk: Backend) -> None:
         if self._server is not None:

@@ -28,6 +28,9 @@ from blockdev.nbd.codec import (
 class Listener(Protocol):
     """The listening socket of a running server (made by the edge)."""
 
+    def address(self) -> Any:
+        """getsockname(): a unix path, or (host, port, ...)."""
+
     def close(self) -> None: ...
 
 

@@ -155,3 +155,27 @@ def _inet_listen(addr: dict[str, Any]) -> socket.socket:
                     raise GenericError(f"Failed to bind socket: {e.strerror}") from None
     what = "Failed to find an available port" if created else "Failed to create a socket"
     raise GenericError(f"{what}: {os.strerror(last)}")
+
+
+def same_address(addr: dict[str, Any], bound: Any) -> bool:
+    """Does connecting to `addr` (a flat SocketAddress) reach the socket bound at
+    `bound` (its getsockname())?"""
+    if addr.get("type") == "unix":
+        if not isinstance(bound, str):
+            return False
+        path = str(addr.get("path", ""))
+        return path == bound or os.path.realpath(path) == os.path.realpath(bound)
+    if addr.get("type") != "inet" or not isinstance(bound, tuple):
+        return False
+    try:
+        infos = socket.getaddrinfo(addr.get("host"), addr.get("port"), socket.AF_UNSPEC,
+                                   socket.SOCK_STREAM)
+    except (OSError, UnicodeError, ValueError):
+        return False
+    host, port = bound[0], bound[1]
+    for _fam, _kind, _proto, _canon, target in infos:
+        if target[1] != port:
+            continue
+        if target[0] == host or host in ("0.0.0.0", "::"):
+            return True
+    return False
