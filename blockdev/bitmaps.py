@@ -53,6 +53,20 @@ class DirtyBitmap:
         limit = max(0, (self.size + self.granularity - 1) // self.granularity)
         self.dirty.update(range(first, min(last + 1, limit)))
 
+    def sha256(self) -> str:
+        """hbitmap_sha256 [util/hbitmap.c]: SHA-256 of the bottom level of the
+        HBitmap, which holds one bit per granule (size rounded up) in whole
+        64-bit words, little-endian on the hosts QEMU 2.11 is measured on, at
+        least one word."""
+        import hashlib
+
+        granules = (self.size + self.granularity - 1) // self.granularity
+        words = max(1, (granules + 63) // 64)
+        value = 0
+        for g in self.dirty:
+            value |= 1 << g
+        return hashlib.sha256(value.to_bytes(words * 8, "little")).hexdigest()
+
     def clear(self) -> set[int]:
         """bdrv_clear_dirty_bitmap; returns the old content (for a transaction's undo)."""
         old, self.dirty = self.dirty, set()

@@ -315,6 +315,13 @@ class BlockCommands:
             raise GenericError(f"Bitmap '{name}' is currently frozen and cannot be removed")
         bs.bitmaps.remove(bm)
 
+    @qmp_command("x-debug-block-dirty-bitmap-sha256")
+    def x_debug_block_dirty_bitmap_sha256(self, node: str, name: str) -> dict[str, str]:
+        """blockdev.c qmp_x_debug_block_dirty_bitmap_sha256 (the 2.11.0 persona):
+        the hash of the bitmap's bits, as hbitmap_sha256."""
+        _bs, bm = bitmap_lookup(self.layer, node, name)
+        return {"sha256": bm.sha256()}
+
     @qmp_command("block-dirty-bitmap-clear")
     def block_dirty_bitmap_clear(self, node: str, name: str) -> None:
         """blockdev.c qmp_block_dirty_bitmap_clear."""

@@ -120,7 +120,10 @@ class _Behaviours:
     """The block layer's guest behaviours at a profile's values; a test sets others."""
 
     def __init__(self, profile: str) -> None:
-        self.values: dict[str, Any] = {b.name: b.default(profile) for b in TRAY_BEHAVIOURS}
+        from blockdev.workload import WORKLOAD_BEHAVIOURS
+
+        self.values: dict[str, Any] = {b.name: b.default(profile)
+                                       for b in (*TRAY_BEHAVIOURS, *WORKLOAD_BEHAVIOURS)}
 
     def get(self, name: str) -> Any:
         return self.values[name]

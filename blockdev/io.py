@@ -131,7 +131,32 @@ def bdrv_pread(bs: Node, offset: int, length: int) -> bytes:
     _fault(bs, "read")
     if length == 0:
         return b""
+    if bs.open_flags.copy_on_read and bs.backing_bs is not None and not bs.read_only:
+        _copy_on_read(bs, offset, length)
     return _ops(bs).pread(_IO, bs, offset, length)
+
+
+def _copy_on_read(bs: Node, offset: int, length: int) -> None:
+    """bdrv_co_do_copy_on_readv: the whole clusters the read touches that the node
+    does not allocate are read (through the backing chain) and written into the
+    node by its driver, zeros as zero writes; no dirty bitmap or write threshold
+    sees these writes (they bypass bdrv_aligned_pwritev)."""
+    image = bs.state
+    cluster = getattr(getattr(image, "facts", None), "cluster_size", None) or 512
+    size = bs.length()
+    pos = offset - offset % cluster
+    end = min(size, -(-(offset + length) // cluster) * cluster)
+    ops = _ops(bs)
+    while pos < end:
+        st = bdrv_block_status(bs, pos, end - pos)
+        n = st.pnum or end - pos
+        if not st.allocated:
+            data = ops.pread(_IO, bs, pos, n)
+            if any(data):
+                ops.pwrite(_IO, bs, pos, data)
+            else:
+                ops.pwrite_zeroes(_IO, bs, pos, n, False)
+        pos += n
 
 
 def _before_write(bs: Node, offset: int, length: int) -> None:

@@ -41,6 +41,7 @@ from blockdev.media import TrayScheduler
 from blockdev.names import NameGenerator, id_wellformed
 from blockdev.options import Flat
 from blockdev.throttle import ThrottleGroups
+from blockdev.workload import GuestWorkload
 from schema.errors import DeviceNotFound, GenericError
 
 
@@ -61,6 +62,7 @@ class BlockLayer:
     tls_creds: Callable[[str], bool] = lambda _id: False
     secrets: Callable[[str], bool] = lambda _id: False
     trays: TrayScheduler = attrs.Factory(TrayScheduler)
+    workload: GuestWorkload = attrs.Factory(GuestWorkload)
     medium_listeners: list[Callable[[Backend], None]] = attrs.Factory(list)
     # The NBD server's in-process connections (blockdev.nbd.commands.Nbd sets it).
     nbd_local: Callable[[dict[str, Any]], Any] = lambda server: None
@@ -118,10 +120,16 @@ class BlockLayer:
             g.set_perm(bs, *g.cumulative_perm(bs))
 
     def next_deadline(self) -> float:
-        return self.trays.next_deadline(self.host.runstate.running)
+        return min(self.trays.next_deadline(self.host.runstate.running),
+                   self.workload.next_deadline(self.host))
 
     def run_due(self, now: float) -> None:
         media.run_due(self, now)
+        self.workload.run_due(self.host, self.backends, now, self._guest_write)
+
+    def _guest_write(self, blk: Backend, offset: int, length: int, pattern: int) -> None:
+        """One write of the guest workload (blockdev.workload)."""
+        guest_io.submit(self, blk, guest_io.Request("write", offset, length, pattern=pattern))
 
     def before_cont(self) -> None:
         """qmp_cont's part: io-status reset and request retry."""
@@ -508,6 +516,16 @@ class BlockLayer:
                 node.open_flags.rdwr, node.read_only = rdwr, ro
             raise
         g.set_perm(bs, perm, shared)
+        for node in queue:
+            # bdrv_reopen_commit: the drivers switch their open mode; a data engine
+            # made for the old mode is closed (qcow2_reopen_prepare flushes and marks
+            # the image clean) and made again on the next request.
+            if getattr(node.state, "data", None) is not None:
+                from blockdev.io import bdrv_close
+
+                bdrv_close(node)
+            if isinstance(node.state, FileHandle):
+                self.io.reopen_file(node.state, writable=not read_only)
 
     # == BlockBackends ======================================================================
 

@@ -20,6 +20,7 @@ from blockdev.device_backends import DeviceBackends
 from blockdev.host import TRAY_BEHAVIOURS
 from blockdev.layer import BlockLayer
 from blockdev.nbd.commands import Nbd
+from blockdev.workload import WORKLOAD_BEHAVIOURS
 from devices.display.vnc import VncDisplays
 from devices.qdev import Qdev
 from schema.catalog import Catalog
@@ -41,7 +42,8 @@ if TYPE_CHECKING:
 
 # Every guest behaviour of the subsystems composed here (the command line's
 # --emu-behaviour names).
-BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS)
+BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS,
+                                     *WORKLOAD_BEHAVIOURS)
 
 
 class GuestMemory:

@@ -113,7 +113,10 @@ class FileOps:
             _punch_hole(fd, offset, min(length, size - offset))
 
     def flush(self, io: GenericIO, bs: Node) -> None:
-        """raw_co_flush_to_disk: fdatasync."""
+        """raw_co_flush_to_disk: fdatasync (not with cache.no-flush: bdrv_co_flush
+        skips the flush to disk under BDRV_O_NO_FLUSH)."""
+        if bs.open_flags.no_flush:
+            return
         try:
             os.fdatasync(self._fd(bs))
         except OSError as e:

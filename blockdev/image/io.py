@@ -217,6 +217,19 @@ class ImageIO:
             raise GenericError(e.desc) from None
         return FileHandle(path=path, kind=kind, file=file, lock=lock, writable=writable)
 
+    def reopen_file(self, handle: FileHandle, *, writable: bool) -> None:
+        """raw_reopen_prepare/commit: a new data descriptor in the new mode (the
+        lock descriptor stays); a failure keeps the old one."""
+        if handle.file.writable == writable or handle.file.fd is None:
+            return
+        try:
+            file = FileNode.open(handle.path, writable=writable)
+        except ImageError as e:
+            raise GenericError(e.desc) from None
+        handle.file.close()
+        handle.file = file
+        handle.writable = writable
+
     def probe(self, view: Any) -> str:
         """find_image_format on a node's byte view."""
         try:

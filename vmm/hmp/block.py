@@ -16,6 +16,7 @@ from typing import Any
 
 from blockdev.commands import bds_tree_init
 from blockdev.drive import IF_NAMES, add_drive, drive_del
+from blockdev.graph import PERM_ALL
 from blockdev.layer import BlockLayer
 from schema.errors import GenericError
 from schema.opts.qemuopts import OptsError, OptsStore
@@ -465,13 +466,24 @@ def hmp_drive_backup(hmp: Hmp, args: Args) -> None:
 
 
 def hmp_qemu_io(hmp: Hmp, args: Args) -> None:
-    """hmp.c hmp_qemu_io: the device or node is looked up; qemu-io's commands are not
-    modelled."""
+    """hmp.c hmp_qemu_io: the named BlockBackend, else a temporary one (all
+    permissions shared) on the node of that name; then qemu-io's command
+    (`vmm.hmp.qemu_io`, whose output goes to the process's stdout)."""
+    from vmm.hmp.qemu_io import qemuio_command
+
     layer = block_layer(hmp)
     device = args["device"]
-    if layer.blk_by_name(device) is None:
-        layer.lookup_bs(None, device)
-    raise HmpNotImplemented("qemu-io")
+    blk = layer.blk_by_name(device)
+    local = None
+    if blk is None:
+        bs = layer.lookup_bs(None, device)
+        blk = local = layer.blk_new(0, PERM_ALL)
+        layer.blk_insert_bs(blk, bs)
+    try:
+        qemuio_command(hmp, blk, args["command"])
+    finally:
+        if local is not None:
+            layer.blk_unref(local)
 
 
 def hmp_nbd_server_start(hmp: Hmp, args: Args) -> None:

@@ -22,8 +22,9 @@ from __future__ import annotations
 import logging
 import math
 import random
+import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import attrs
 
@@ -123,6 +124,11 @@ class _Requests:
                     self.suspend or self.debug or self.vmstop)
 
 
+def _write(stream: TextIO, text: str) -> None:
+    stream.write(text)
+    stream.flush()
+
+
 @attrs.define(kw_only=True)
 class Machine:
     """One VM. Build it with `Machine.create`."""
@@ -152,6 +158,10 @@ class Machine:
     guest: Guest = attrs.field(init=False)  # needs the machine: set by `create`
     rng: random.Random = attrs.Factory(random.Random)  # g_random_*: new images' UUIDs
     tasks: Tasks = attrs.Factory(Tasks)  # background tasks of subsystem edges (NBD)
+    # The process's stdout and stderr, where QEMU prints outside the monitor (HMP
+    # qemu-io's printf); a test replaces them to read what was printed.
+    stdout: Callable[[str], None] = attrs.field(default=lambda text: _write(sys.stdout, text))
+    stderr: Callable[[str], None] = attrs.field(default=lambda text: _write(sys.stderr, text))
 
     @classmethod
     def create(cls, *, schema: Schema, catalog: Catalog, options: MachineOptions,
