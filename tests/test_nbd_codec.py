@@ -318,3 +318,26 @@ def test_closing_an_export_ends_its_clients() -> None:
     server.stop()
     assert closed == ["s1"] and s1.closed and not s2.closed
     assert server.exports == [] and server.sessions == [s2]
+
+
+def test_deferred_requests_wait_for_the_edge() -> None:
+    """A deferred session (the edge's, for throttling) reads requests into its queue
+    and runs them in order when told; nothing after a DISC is read."""
+    server, dev = make_server()
+    s = server.new_session(deferred=True)
+    out(s)
+    name = b"disk"
+    s.receive(struct.pack(">I", 1) + opt(c.NBD_OPT_GO, go_payload(name)))
+    out(s)
+    s.receive(c.encode_request(c.NBD_CMD_WRITE, 1, 0, 2) + b"ab"
+              + c.encode_request(c.NBD_CMD_READ, 2, 0, 2)
+              + c.encode_request(c.NBD_CMD_DISC, 3, 0, 0)
+              + c.encode_request(c.NBD_CMD_READ, 4, 0, 2))
+    assert [r.handle for r in s.queue] == [1, 2, 3] and out(s) == b""
+    assert [r.throttled_op for r in s.queue] == ["write", "read", None]
+    s.run_next()
+    assert dev.data[:2] == b"ab" and simple(out(s)) == (0, 1)
+    s.run_next()
+    assert out(s)[16:] == b"ab"
+    s.run_next()
+    assert s.closed

@@ -76,6 +76,7 @@ def unix_start(qmp: Emu, sock: Path) -> None:
     assert reply == {"return": {}}, reply
 
 
+N_CLIENTS = 20
 NULL_DRIVES = ["-drive", "driver=null-co,size=4M,if=none,id=drive0",
                "-drive", "driver=null-co,size=1M,if=none,id=ro0,read-only=on"]
 
@@ -320,3 +321,31 @@ async def test_write_through_a_writable_export(tmp_path: Path, fmt: str) -> None
     if fmt == "qcow2":
         text = await run(str(QEMU_IMG), "check", str(image))
         assert "No errors were found on the image." in text
+
+
+async def test_many_clients_at_once(tmp_path: Path) -> None:
+    """Several clients at once over TCP: each negotiates, reads and disconnects while
+    the others are connected (nbd_accept makes a client per connection)."""
+    async with emulator(NULL_DRIVES) as qmp:
+        qmp("nbd-server-start", addr={"type": "inet",
+                                      "data": {"host": "127.0.0.1", "port": "0"}})
+        qmp("nbd-server-add", device="drive0")
+        port = qmp.server.listener.address()[1]
+        streams: list[trio.SocketStream] = []
+
+        async def client(i: int) -> None:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            streams.append(stream)
+            await _negotiate(stream, b"drive0")
+            await stream.send_all(c.encode_request(c.NBD_CMD_READ, i, i * 4096, 4096))
+            reply = await _read_exactly(stream, 16 + 4096)
+            assert reply[:16] == struct.pack(">IIQ", c.NBD_SIMPLE_REPLY_MAGIC, 0, i)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(N_CLIENTS):
+                nursery.start_soon(client, i)
+        assert len(qmp.server.exports[0].clients) == N_CLIENTS
+        for stream in streams:
+            await stream.send_all(c.encode_request(c.NBD_CMD_DISC, 0, 0, 0))
+            assert await _read_exactly(stream, 1) == b""
+        assert qmp.server.exports[0].clients == []

@@ -19,6 +19,8 @@ it produced (`take_output`); it calls the export it negotiated through the
 
 What QEMU prints with error_report goes to `reports` (without the program name); the
 edge hands it on. `closed` says the server ends the connection (QEMU's client_close).
+A session made `deferred` queues the requests it read (`queue`) until the edge runs
+them one by one (`run_next`), after waiting for the export's throttling.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ from __future__ import annotations
 import errno as errno_mod
 import os
 import struct
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
+
+import attrs
 
 T = TypeVar("T")
 
@@ -244,6 +249,25 @@ def encode_request(kind: int, handle: int, offset: int, length: int, flags: int 
     return struct.pack(">IHHQQI", NBD_REQUEST_MAGIC, flags, kind, handle, offset, length)
 
 
+@attrs.frozen
+class Request:
+    """NBDRequest, with a write's payload; `fatal` for a stream QEMU stops reading."""
+
+    kind: int
+    flags: int
+    handle: int
+    offset: int
+    length: int
+    payload: bytes | None
+    fatal: str | None = None
+
+    @property
+    def throttled_op(self) -> str | None:
+        """The kind of I/O a throttle bucket counts for this request (blk_co_wait's op)."""
+        return {NBD_CMD_READ: "read", NBD_CMD_WRITE: "write",
+                NBD_CMD_WRITE_ZEROES: "zero"}.get(self.kind)
+
+
 class _Fatal(Exception):
     """The conversation ends (QEMU's -errno from negotiation or a dropped client)."""
 
@@ -255,8 +279,12 @@ class ServerSession:
     """One client of the NBD server, from the greeting to the end (nbd/server.c)."""
 
     def __init__(self, exports: Exports, *, tls: bool = False,
-                 on_close: Callable[[], None] = lambda: None) -> None:
+                 on_close: Callable[[], None] = lambda: None, deferred: bool = False) -> None:
         self.exports = exports
+        # deferred: requests wait in `queue` until the edge calls run_next (throttling)
+        self.deferred = deferred
+        self.queue: deque[Request] = deque()
+        self._stalled = False
         self.tls = tls  # the server has tls-creds: only STARTTLS is accepted first
         self.on_close = on_close
         self.export: Export | None = None
@@ -498,13 +526,17 @@ class ServerSession:
     # --- transmission -----------------------------------------------------------------------
 
     def _request(self) -> bool:
-        """nbd_co_receive_request + nbd_trip for one request."""
+        """nbd_co_receive_request: one request (and a write's payload) off the stream."""
         buf = self._buf
-        if len(buf) < NBD_REQUEST_SIZE:
+        if self._stalled or len(buf) < NBD_REQUEST_SIZE:
             return False
         magic, flags, kind, handle, offset, length = struct.unpack_from(">IHHQQI", buf)
         if magic != NBD_REQUEST_MAGIC:
-            raise _Fatal(f"Disconnect client, due to: invalid magic (got 0x{magic:x})")
+            self.queue.append(Request(kind=-1, flags=0, handle=0, offset=0, length=0,
+                                      payload=None, fatal=f"Disconnect client, due to: "
+                                      f"invalid magic (got 0x{magic:x})"))
+            self._stalled = True
+            return self._run_now()
         payload: bytes | None = None
         if kind == NBD_CMD_WRITE and length <= NBD_MAX_BUFFER_SIZE:
             if len(buf) < NBD_REQUEST_SIZE + length:
@@ -514,6 +546,34 @@ class ServerSession:
             del buf[:NBD_REQUEST_SIZE + length]
         else:
             del buf[:NBD_REQUEST_SIZE]
+        request = Request(kind=kind, flags=flags, handle=handle, offset=offset,
+                          length=length, payload=payload)
+        self.queue.append(request)
+        if kind == NBD_CMD_DISC or (kind == NBD_CMD_WRITE and payload is None):
+            self._stalled = True  # nothing after this is read
+        return self._run_now()
+
+    def _run_now(self) -> bool:
+        if not self.deferred:
+            while self.queue and not self.closed:
+                self.run_next()
+        return not self._stalled
+
+    def run_next(self) -> None:
+        """nbd_trip for the oldest request read (the edge calls it when a deferred
+        request may go: after its throttling wait)."""
+        try:
+            self._run(self.queue.popleft())
+        except _Fatal as err:
+            if str(err):
+                self.reports.append(str(err))
+            self.close()
+
+    def _run(self, request: Request) -> None:
+        kind, flags, handle = request.kind, request.flags, request.handle
+        offset, length, payload = request.offset, request.length, request.payload
+        if request.fatal is not None:
+            raise _Fatal(request.fatal)
         if kind == NBD_CMD_DISC:
             raise _Fatal("")  # no reply, whatever the other fields say
         export = self.export
@@ -531,7 +591,7 @@ class ServerSession:
                 # the payload was never read: the stream cannot be followed any more
                 raise _Fatal("Disconnect client, due to: Request handling failed in "
                              "intermediate state") from None
-            return True
+            return
         if self.structured_reply and kind == NBD_CMD_READ:
             if data:
                 self._out.append(chunk_header(NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA,
@@ -545,7 +605,6 @@ class ServerSession:
             self._out.append(simple_reply(handle, 0))
             if data:
                 self._out.append(data)
-        return True
 
     def _check(self, export: Export, kind: int, flags: int, offset: int,
                length: int) -> None:

@@ -6,7 +6,9 @@ with QEMU's errors at once; `TrioListener` then accepts on the machine's nursery
 (`BlockHost.spawn`) and starts a task per client, which pumps bytes between the
 socket and the client's `codec.ServerSession`. The requests run synchronously inside
 the session, on the machine's loop, between two awaits: the monitor is never blocked
-for longer than one request. A session that the model closes (nbd-server-stop, the
+for longer than one request. A request that the throttling on the export's path
+(a throttle filter node, `blockdev.io_edge.blk_co_wait`) holds back waits on the
+Machine's clock before it runs, its predecessors' replies sent. A session that the model closes (nbd-server-stop, the
 export deleted) cancels its task, which closes the socket as client_close's
 shutdown does; clients still negotiating outlive the listener, as in QEMU.
 """
@@ -16,10 +18,13 @@ from __future__ import annotations
 import functools
 import logging
 import socket
+from collections.abc import Callable
 
 import trio
 
 from blockdev.host import BlockHost
+from blockdev.io import blk_throttle_deadline
+from blockdev.io_edge import blk_co_wait
 from blockdev.nbd.codec import ServerSession
 from blockdev.nbd.server import NbdServer
 
@@ -59,7 +64,7 @@ class TrioListener:
             with self.scope:
                 while True:
                     conn, _ = await lsock.accept()
-                    host.spawn(functools.partial(serve_client, server, conn))
+                    host.spawn(functools.partial(serve_client, server, conn, host.clock.now))
         finally:
             lsock.close()
 
@@ -71,8 +76,10 @@ def start(host: BlockHost, server: NbdServer, sock: socket.socket) -> TrioListen
     return listener
 
 
-async def serve_client(server: NbdServer, conn: trio.socket.SocketType) -> None:
-    """nbd_client_new and nbd_co_client_start/nbd_trip for one connection."""
+async def serve_client(server: NbdServer, conn: trio.socket.SocketType,
+                       now: Callable[[], float]) -> None:
+    """nbd_client_new and nbd_co_client_start/nbd_trip for one connection; `now` reads
+    the Machine's clock (a throttled request waits on it)."""
     if conn.family != socket.AF_UNIX:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     # room for a few large replies: fewer waits for the client to drain the socket
@@ -86,7 +93,7 @@ async def serve_client(server: NbdServer, conn: trio.socket.SocketType) -> None:
         if not busy:
             scope.cancel()
 
-    session: ServerSession = server.new_session(on_close=closed_by_model)
+    session: ServerSession = server.new_session(on_close=closed_by_model, deferred=True)
     buf = bytearray(RECV_SIZE)
     view = memoryview(buf)
     try:
@@ -105,6 +112,21 @@ async def serve_client(server: NbdServer, conn: trio.socket.SocketType) -> None:
                     session.receive(view[:n])
                 finally:
                     busy = False
+                while session.queue and not session.closed:
+                    request = session.queue[0]
+                    blk = getattr(session.export, "blk", None)
+                    op = request.throttled_op
+                    if blk is not None and op is not None and \
+                            blk_throttle_deadline(blk, op, request.length, now()) > now():
+                        # the replies so far go out before this request waits its turn
+                        server.flush_reports(session)
+                        await _send(conn, session)
+                        await blk_co_wait(blk, op, request.length, now)
+                    busy = True
+                    try:
+                        session.run_next()
+                    finally:
+                        busy = False
                 server.flush_reports(session)
                 await _send(conn, session)
     except OSError:

@@ -85,9 +85,11 @@ class NbdServer:
 
     # -- clients -----------------------------------------------------------------------------
 
-    def new_session(self, on_close: Callable[[], None] = lambda: None) -> ServerSession:
+    def new_session(self, on_close: Callable[[], None] = lambda: None, *,
+                    deferred: bool = False) -> ServerSession:
         """nbd_accept -> nbd_client_new: a client starts negotiating (no export yet)."""
-        session = ServerSession(self, tls=self.tls_creds is not None, on_close=on_close)
+        session = ServerSession(self, tls=self.tls_creds is not None, on_close=on_close,
+                                deferred=deferred)
         self.sessions.append(session)
         return session
 

@@ -16,6 +16,11 @@ from typing import Any
 
 from schema.errors import GenericError
 
+# QEMU 2.11 listens with a backlog of 1; a burst of clients connecting at once (the
+# NBD server's many clients) then waits for TCP's SYN retransmissions, seconds each.
+# Nothing a client can observe depends on it but that wait, so the queue is longer.
+BACKLOG = 128
+
 
 def flatten_legacy(addr: dict[str, Any]) -> dict[str, Any]:
     """socket_address_flatten: {"type": T, "data": {...}} -> {"type": T, ...}."""
@@ -102,7 +107,7 @@ def _unix_listen(path: str) -> socket.socket:
             sock.bind(path)
         except OSError as e:
             raise GenericError(f"Failed to bind socket to {path}: {e.strerror}") from None
-        sock.listen(1)
+        sock.listen(BACKLOG)
     except BaseException:
         sock.close()
         raise
@@ -146,7 +151,7 @@ def _inet_listen(addr: dict[str, Any]) -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((str(sockaddr[0]), p, *sockaddr[2:]))
-                sock.listen(1)
+                sock.listen(BACKLOG)
                 return sock
             except OSError as e:
                 sock.close()
