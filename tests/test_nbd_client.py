@@ -138,3 +138,57 @@ def test_own_server(vm: SyncVm, tmp_path: Path) -> None:
     assert len(vm.vm.nbd.server.exports[0].clients) == 1
     assert qmp(vm, "blockdev-del", **{"node-name": "cli"}) == {"return": {}}
     assert vm.vm.nbd.server.exports[0].clients == []
+
+
+def test_two_emulators_share_a_disk(vm: SyncVm, tmp_path: Path) -> None:
+    """Two emulators share a disk as QEMU's non-shared-storage migration does: one (a
+    separate process, `python -m vmm`) exports its drive writable over NBD, the other
+    opens an `nbd` node on that export and writes through it; the bytes land in the
+    first one's image."""
+    import json
+
+    from tests.emulator import program_command, program_env
+    from tests.test_program import listening_monitor
+
+    disk = tmp_path / "shared.raw"
+    disk.write_bytes(bytes(1 << 20))
+    listener, client, mon = listening_monitor(tmp_path / "qmp.sock")
+    proc = subprocess.Popen(
+        [*program_command(), "-machine", "none", "-nodefaults", *mon,
+         "-drive", f"file={disk},format=raw,if=none,id=drive0"],
+        pass_fds=(listener.fileno(),), env=program_env(tmp_path / "cache"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    listener.close()
+    stream = client.makefile("rwb")
+
+    def remote(command: str, **args: Any) -> Any:
+        stream.write(json.dumps({"execute": command, "arguments": args}).encode() + b"\n")
+        stream.flush()
+        while True:
+            reply = json.loads(stream.readline())
+            if "event" not in reply:
+                return reply
+
+    try:
+        assert "QMP" in json.loads(stream.readline())  # the greeting: it is ready
+        remote("qmp_capabilities")
+        sock = tmp_path / "nbd.sock"
+        assert remote("nbd-server-start", addr={"type": "unix",
+                                                "data": {"path": str(sock)}}) == {"return": {}}
+        assert remote("nbd-server-add", device="drive0", writable=True) == {"return": {}}
+        reply = qmp(vm, "blockdev-add", driver="nbd", **{"node-name": "peer"},
+                    server={"type": "unix", "path": str(sock)}, export="drive0")
+        assert reply == {"return": {}}, reply
+        peer = vm.block.find_node("peer")
+        io.bdrv_pwrite(peer, 65536, b"shared" * 100)
+        io.bdrv_flush(peer)
+        assert io.bdrv_pread(peer, 65536, 12) == b"sharedshared"
+        assert qmp(vm, "blockdev-del", **{"node-name": "peer"}) == {"return": {}}
+        remote("quit")
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        client.close()
+    assert disk.read_bytes()[65536:65536 + 600] == b"shared" * 100
