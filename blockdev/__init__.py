@@ -15,7 +15,13 @@ narrow Protocol of it, never the whole `BlockLayer`:
   creation, OFD locks);
 * `drivers/` (every BlockdevDriver: protocol, formats, network, filters, registry),
   then `open` (bdrv_open with its option processing), `media` (trays) and `guest_io`
-  (guest I/O, errors, write thresholds);
+  (guest requests and the device error policy), `workload` (the guest's writes);
+* the data path, loaded with the first request (never at start-up): `iotypes`
+  (BlockIOError, BlockStatus, the driver interfaces), `io` (block/io.c and the I/O
+  of block-backend.c: bdrv_*/blk_*), `accounting`, the drivers' callbacks
+  (`drivers.dataio`, `drivers.format_io`, `drivers.blkdebug_io`,
+  `drivers.passthrough`, `drivers.quorum_io`), and the one trio edge `io_edge`
+  (a throttled request waits on the Machine's clock);
 * `layer` (BlockLayer: registries, graph edits, BlockBackends, the machine's hooks);
 * above it: `snapshot`, `query`, `commands` (the QMP handlers) and `drive` (-drive,
   -blockdev, DriveInfo).

@@ -1,15 +1,17 @@
-"""Simulated guest I/O: accounting, dirty bitmaps, write thresholds, and the error
-policy of block devices (rerror/werror, BLOCK_IO_ERROR, the io-error stop).
+"""Guest requests and the error policy of block devices (rerror/werror,
+BLOCK_IO_ERROR, the io-error stop).
 
 Pure model of the `blockdev` layer. No guest code runs, so requests come from a
-model hook (`submit`), which the control plane (and tests) call on behalf of the
-guest; node-level fault injection (`set_fault`) makes a node fail reads or writes
-with an errno. What follows a request is QEMU 2.11's:
+model hook (`submit`), which the guest workload (`blockdev.workload`), the control
+plane and tests call on behalf of the guest; node-level fault injection
+(`set_fault`) makes a node fail reads or writes with an errno. A request goes
+through the real data path (`blockdev.io`, with `account=True`, as a device model
+does), and what follows is QEMU 2.11's:
 
-* a successful request counts in the BlockBackend's statistics, moves the node's
-  `wr_highest_offset`, dirties the node's enabled bitmaps and fires its write
-  threshold (BLOCK_WRITE_THRESHOLD, then the threshold disarms)
-  [block/accounting.c, block/io.c, block/write-threshold.c];
+* a successful request counts in the BlockBackend's statistics; on its way down,
+  every node it passes moves its `wr_highest_offset`, dirties its enabled bitmaps
+  and fires its write threshold (BLOCK_WRITE_THRESHOLD, then the threshold
+  disarms) [block/accounting.c, block/io.c, block/write-threshold.c];
 * a failed request is counted as failed, then the device's error policy picks an
   action [block/block-backend.c blk_get_error_action, blk_error_action]:
   `report`/`ignore` send BLOCK_IO_ERROR only; `stop` sets the io-status, sends

@@ -9,8 +9,9 @@ draw from the machine's random source (the identifiers of new images), find a
 device by its qdev id (a device the block layer did not attach has no BlockBackend),
 run an edge's task on the machine's nursery (the NBD server), report an error as
 QEMU's error_report does, and read the current value of a guest behaviour the block
-layer declares (`TRAY_BEHAVIOURS`, declared here: how the guest answers an eject request; the
-Machine's registry holds their values, `blockdev.media` reads them). Tests
+layer declares (`TRAY_BEHAVIOURS`, declared here: how the guest answers an eject
+request; the Machine's registry holds their values, `blockdev.media` reads them), and
+the guest's disk workload (`WORKLOAD_BEHAVIOURS`, read by `blockdev.workload`). Tests
 use `RecordingHost`, a plain in-memory host.
 """
 
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from schema.errors import DeviceNotFound, GenericError
-from schema.handlers import Behaviour, choice, seconds
+from schema.handlers import Behaviour, BehaviourError, choice, seconds
 
 # The guest's answer to an eject request (a locked tray: blk_dev_eject_request).
 EJECT_REQUEST = Behaviour(
@@ -33,6 +34,35 @@ EJECT_DELAY = Behaviour(
     seconds, os=0.1, firmware=0.1)
 
 TRAY_BEHAVIOURS = (EJECT_REQUEST, EJECT_DELAY)
+
+
+def _positive_int(what: str, low: int, high: int) -> Any:
+    def convert(value: Any) -> int:
+        try:
+            number = int(value, 0) if isinstance(value, str) else int(value)
+        except (TypeError, ValueError):
+            raise BehaviourError(f"expects {what}") from None
+        if isinstance(value, bool) or not low <= number <= high:
+            raise BehaviourError(f"expects {what}")
+        return number
+    return convert
+
+
+WORKLOAD = Behaviour(
+    "guest-workload", "how the guest writes to its disks: off, sequential or random",
+    choice("off", "sequential", "random"), os="off", firmware="off")
+WORKLOAD_RATE = Behaviour(
+    "guest-workload-rate", "bytes per second the guest writes to each disk",
+    _positive_int("a number of bytes per second from 1", 1, 2**40), os=1 << 20,
+    firmware=1 << 20)
+WORKLOAD_REQUEST = Behaviour(
+    "guest-workload-request", "bytes of each guest write (a multiple of 512)",
+    _positive_int("a number of bytes from 512 to 2097152", 512, 2 << 20), os=65536,
+    firmware=65536)
+WORKLOAD_PATTERN = Behaviour(
+    "guest-workload-pattern", "the byte the guest writes",
+    _positive_int("a byte value", 0, 255), os=0xA5, firmware=0xA5)
+WORKLOAD_BEHAVIOURS = (WORKLOAD, WORKLOAD_RATE, WORKLOAD_REQUEST, WORKLOAD_PATTERN)
 
 
 class RunStateLike(Protocol):
@@ -120,8 +150,6 @@ class _Behaviours:
     """The block layer's guest behaviours at a profile's values; a test sets others."""
 
     def __init__(self, profile: str) -> None:
-        from blockdev.workload import WORKLOAD_BEHAVIOURS
-
         self.values: dict[str, Any] = {b.name: b.default(profile)
                                        for b in (*TRAY_BEHAVIOURS, *WORKLOAD_BEHAVIOURS)}
 

@@ -3,19 +3,24 @@ half of block/block-backend.c.
 
 Pure part of the `blockdev` layer (no trio: `blockdev.io_edge` is the one place that
 waits on the Machine's clock). Its neighbours: `blockdev.graph` (the nodes and
-backends it walks), `blockdev.drivers.dataio` (each driver's I/O callbacks, loaded
-with this module on the first request, never at start-up) and `blockdev.throttle`
-(the leaky buckets that say how long a request must wait).
+backends it walks), `blockdev.iotypes` (its error and the driver interfaces),
+`blockdev.drivers.dataio` (each driver's I/O callbacks; this module hands itself to
+them as a `GenericIO`), `blockdev.accounting` and `blockdev.throttle` (the leaky
+buckets that say how long a request must wait). All of it loads with the first
+request, never at start-up.
 
 Node level (bdrv_*): a request on a node is checked (bdrv_check_byte_request: the
-medium, a negative offset, the size limit; a write on a read-only node is EPERM as in
-bdrv_co_pwritev), passes the node's before-write notifiers (the write threshold,
-BLOCK_WRITE_THRESHOLD [block/write-threshold.c before_write_notify]), goes to the
-driver's callback, and on success dirties the node's enabled bitmaps and moves its
-`wr_highest_offset` [bdrv_aligned_pwritev]. A format driver's callbacks reach their
-`file` child through these same functions, so every node on the way sees the
-request; format nodes fall through to their backing node for what they do not
-allocate [bdrv_co_block_status / the read path of the format drivers].
+medium, a negative offset, the size limit; a write on a read-only node, or one with
+a read-only bitmap, is EPERM as in bdrv_co_pwritev), passes the node's before-write
+notifiers (the write threshold, BLOCK_WRITE_THRESHOLD [block/write-threshold.c
+before_write_notify]), goes to the driver's callback, and on success dirties the
+node's enabled bitmaps and moves its `wr_highest_offset` [bdrv_aligned_pwritev]. A
+format driver's callbacks reach their `file` child through these same functions, so
+every node on the way sees the request; format nodes fall through to their backing
+node for what they do not allocate [bdrv_co_block_status / the read path of the
+format drivers]; a node opened with copy-on-read=on copies what it reads from its
+backing chain into itself [bdrv_co_do_copy_on_readv]; a discard does nothing without
+discard=unmap [bdrv_co_pdiscard].
 
     bdrv_pread(bs, offset, length) -> bytes
     bdrv_pwrite(bs, offset, data, *, fua=False) -> None
@@ -27,14 +32,16 @@ allocate [bdrv_co_block_status / the read path of the format drivers].
     bdrv_is_allocated(bs, offset, length) -> tuple[bool, int]
     bdrv_is_allocated_above(top, base, offset, length) -> tuple[bool, int]
     bdrv_getlength(bs) -> int
+    bdrv_truncate(bs, size) -> None           (a format engine resizing its file)
+    bdrv_close(bs) -> None                    (the data engine's close; the layer calls it)
 
 Every failure raises `BlockIOError` with a positive `errno` (its `strerror` is the
 text QEMU prints).
 
 BlockBackend level (blk_*): what frontends use (guest devices, an NBD export, HMP
 qemu-io, the guest workload). They add blk_check_byte_request (the medium, the end of
-the device), the BlockBackend's own permission (a write needs BLK_PERM_WRITE on a
-writable medium), write-cache FUA, throttling and, when `account=True`, the
+the device), EPERM for a write on a read-only medium, write-cache FUA
+(cache.writeback=off), the charge of the request to its throttle buckets and, when `account=True`, the
 BlockAcctStats of `query-blockstats` [block/accounting.c]:
 
     blk_pread(blk, offset, length, *, account=False) -> bytes
@@ -49,7 +56,8 @@ Machine-clock time at which the request may be submitted (`now` if at once), cou
 the BlockBackend's throttle group and every throttle filter node on its path
 [util/throttle.c throttle_schedule_timer]. A synchronous caller that cannot wait
 submits at once (the request is charged either way, as QEMU charges it when it goes);
-an async edge awaits `blockdev.io_edge.blk_co_wait(blk, op, nbytes, clock)` first.
+an async edge awaits `blockdev.io_edge.blk_co_wait(blk, op, nbytes, now)` (`now`
+reads the Machine's clock) and then calls `blk_*` with no await in between.
 """
 
 from __future__ import annotations
@@ -160,7 +168,11 @@ def _copy_on_read(bs: Node, offset: int, length: int) -> None:
 
 
 def _before_write(bs: Node, offset: int, length: int) -> None:
-    """bdrv_aligned_pwritev's before-write notifiers: the write threshold."""
+    """bdrv_aligned_pwritev: a node with a read-only bitmap refuses (EPERM,
+    bdrv_has_readonly_bitmaps), then the before-write notifiers: the write
+    threshold."""
+    if any(bm.readonly for bm in bs.bitmaps):
+        raise BlockIOError(errno_mod.EPERM)
     threshold = bs.write_threshold
     if threshold <= 0:
         return
@@ -226,15 +238,18 @@ def bdrv_pwrite_zeroes(bs: Node, offset: int, length: int, *, may_unmap: bool = 
 
 
 def bdrv_pdiscard(bs: Node, offset: int, length: int) -> None:
-    """bdrv_co_pdiscard: read-only nodes refuse (EPERM); a driver that cannot
-    discard ignores it; the range is dirtied in the bitmaps [bdrv_co_pdiscard's
-    bdrv_set_dirty]."""
+    """bdrv_co_pdiscard: a read-only bitmap or node refuses (EPERM); nothing
+    happens unless the node was opened with discard=unmap (BDRV_O_UNMAP) and
+    its driver can discard; then the before-write notifiers, the driver, and the
+    range is dirtied in the bitmaps."""
     if bs.driver is None:
         raise BlockIOError(errno_mod.ENOMEDIUM)
+    if any(bm.readonly for bm in bs.bitmaps):
+        raise BlockIOError(errno_mod.EPERM)
     _check_request(bs, offset, length)
     if bs.read_only:
         raise BlockIOError(errno_mod.EPERM)
-    if length == 0:
+    if not bs.open_flags.unmap or length == 0:
         return
     _before_write(bs, offset, length)
     _ops(bs).pdiscard(_IO, bs, offset, length)

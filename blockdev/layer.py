@@ -11,7 +11,7 @@ QMP can observe them:
 * edges with permissions (`attach_child`, `replace_node`, `append`), reference
   counting and deletion (closing files releases their locks);
 * BlockBackends (`blk_*`), and the three name resolvers of block.md §1.3;
-* the machine's hooks (reset, deadlines, `cont`).
+* the machine's hooks (reset, deadlines: trays and the guest workload, `cont`).
 
 Below it: the graph's objects (`blockdev.graph`), the drivers (`blockdev.drivers`),
 `bdrv_open` (`blockdev.open`, reached through `open`/`open_child`), and the media

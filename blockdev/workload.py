@@ -12,6 +12,7 @@ through `blockdev.guest_io.submit`, so they are accounted, dirty bitmaps, fire
 write thresholds and meet the device's rerror/werror policy like any guest
 request (a `stop` action stops the VM, and with it the workload).
 
+The behaviours are declared with the block layer's others in `blockdev.host`.
 It is deadline-driven: `next_deadline()` is the next write's time, `run_due(now)`
 issues what is due (at most `MAX_CATCH_UP` rounds at once: a guest that fell
 behind does not burst).
@@ -24,42 +25,21 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from schema.handlers import Behaviour, BehaviourError, choice
+from blockdev.host import (
+    WORKLOAD,
+    WORKLOAD_BEHAVIOURS,
+    WORKLOAD_PATTERN,
+    WORKLOAD_RATE,
+    WORKLOAD_REQUEST,
+    BlockHost,
+)
 
 if TYPE_CHECKING:
     from blockdev.graph import Backend
-    from blockdev.host import BlockHost
+
+__all__ = ["WORKLOAD_BEHAVIOURS", "GuestWorkload"]
 
 MAX_CATCH_UP = 64
-
-
-def _positive_int(what: str, low: int, high: int) -> Any:
-    def convert(value: Any) -> int:
-        try:
-            number = int(value, 0) if isinstance(value, str) else int(value)
-        except (TypeError, ValueError):
-            raise BehaviourError(f"expects {what}") from None
-        if isinstance(value, bool) or not low <= number <= high:
-            raise BehaviourError(f"expects {what}")
-        return number
-    return convert
-
-
-WORKLOAD = Behaviour(
-    "guest-workload", "how the guest writes to its disks: off, sequential or random",
-    choice("off", "sequential", "random"), os="off", firmware="off")
-WORKLOAD_RATE = Behaviour(
-    "guest-workload-rate", "bytes per second the guest writes to each disk",
-    _positive_int("a number of bytes per second from 1", 1, 2**40), os=1 << 20,
-    firmware=1 << 20)
-WORKLOAD_REQUEST = Behaviour(
-    "guest-workload-request", "bytes of each guest write (a multiple of 512)",
-    _positive_int("a number of bytes from 512 to 2097152", 512, 2 << 20), os=65536,
-    firmware=65536)
-WORKLOAD_PATTERN = Behaviour(
-    "guest-workload-pattern", "the byte the guest writes",
-    _positive_int("a byte value", 0, 255), os=0xA5, firmware=0xA5)
-WORKLOAD_BEHAVIOURS = (WORKLOAD, WORKLOAD_RATE, WORKLOAD_REQUEST, WORKLOAD_PATTERN)
 
 
 @attrs.define(kw_only=True)

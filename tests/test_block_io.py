@@ -401,3 +401,131 @@ def test_io_throttle_limits_the_guest_workload(
     vm.tick(10.0)
     ops = talk.execute("query-blockstats")["return"][0]["stats"]["wr_operations"]
     assert ops == 10  # at 0.1 s, then every 0.9-1.0 s as the bucket leaks
+
+
+def test_hmp_qemu_io_on_a_node_and_aio_write_accounting(
+        vm_cmdline: Callable[..., VmHarness], tmp_path: Path) -> None:
+    """hmp_qemu_io on a node name uses a temporary BlockBackend; on a device,
+    aio_write is accounted (qemu-io-cmds.c aio_write_f: block_acct_start/done) and
+    `aio_write -i` counts an invalid write; plain write is not accounted."""
+    img = tmp_path / "d.qcow2"
+    run("qemu-img", "create", "-f", "qcow2", str(img), "1M")
+    vm = vm_cmdline("-machine", "none", "-nodefaults",
+                    "-drive", f"file={img},if=none,id=d0,node-name=n0")
+    reply, out = hmp_out(vm, 'qemu-io n0 "write -P 0x61 512 512"')
+    assert (reply, out.splitlines()[0]) == ("", "wrote 512/512 bytes at offset 512")
+    hmp_out(vm, 'qemu-io d0 "aio_write -P 0x62 4k 4k 4k"')
+    reply, out = hmp_out(vm, 'qemu-io d0 "aio_write -i 0 512"')
+    assert out == "injecting invalid write request\n"
+    stats = vm.talk().execute("query-blockstats")["return"][0]["stats"]
+    assert (stats["wr_operations"], stats["wr_bytes"], stats["invalid_wr_operations"]) == \
+        (1, 8192, 1)
+    reply, out = hmp_out(vm, 'qemu-io d0 "read -P 0x62 4k 8k"')
+    assert "Pattern verification failed" not in out
+    reply, out = hmp_out(vm, 'qemu-io d0 "read -v 512 16"')
+    assert out.splitlines()[0] == \
+        "00000200:  61 61 61 61 61 61 61 61 61 61 61 61 61 61 61 61  aaaaaaaaaaaaaaaa"
+
+
+def test_blkdebug_config_file_rules(tmp_path: Path) -> None:
+    """blkdebug:<config>:<image>: the config file's [inject-error] groups are rules
+    (block/blkdebug.c read_config); a read through raw fails with the errno, and
+    rerror=report reports it (BLOCK_IO_ERROR, action report)."""
+    img = tmp_path / "r.img"
+    run("qemu-img", "create", "-f", "raw", str(img), "1M")
+    conf = tmp_path / "blkdebug.conf"
+    conf.write_text('[inject-error]\nevent = "read_aio"\nerrno = "5"\nsector = "8"\n')
+    layer = layer_with(f"file=blkdebug:{conf}:{img},format=raw,if=none,id=d0,node-name=n0")
+    blk = layer.blk_by_name("d0")
+    assert blk is not None
+    # sector 8 is byte 4096: only a request that covers it fails (rule_check)
+    assert guest_io.submit(layer, blk, guest_io.Request("read", 0, 4096)) == "ok"
+    assert guest_io.submit(layer, blk, guest_io.Request("read", 0, 8192)) == "error"
+    events = blk.bs.host.events  # type: ignore[union-attr]
+    assert events == [("BLOCK_IO_ERROR", {"device": "d0", "node-name": "n0",
+                                          "operation": "read", "action": "report",
+                                          "reason": "Input/output error"})]
+
+
+@pytest.mark.parametrize("fmt,opts", [
+    ("vmdk", []), ("vmdk", ["-o", "subformat=twoGbMaxExtentFlat"]), ("vpc", []),
+    ("vdi", []), ("vhdx", []), ("qed", []), ("qcow", []),
+])
+def test_other_formats_read_through_the_graph(tmp_path: Path, fmt: str,
+                                              opts: list[str]) -> None:
+    """The read engines of the other formats, through the graph (format node ->
+    file node -> the real file, vmdk's extents as children): the bytes are
+    qemu-img convert's."""
+    img = tmp_path / f"d.{fmt}"
+    run("qemu-img", "create", "-f", fmt, *opts, str(img), "4M")
+    qemu_io(img, "write -P 0x61 0 64k", "write -P 0x62 1M 4k", "write -P 0x63 3M 512",
+            fmt=fmt)
+    expected = as_raw(img, tmp_path)
+    layer = layer_with(f"file={img},format={fmt},if=none,id=d0,read-only=on")
+    blk = layer.blk_by_name("d0")
+    assert blk is not None
+    size = io.blk_getlength(blk)
+    assert io.blk_pread(blk, 0, size) == expected[:size]
+    layer.close_all()
+
+
+@pytest.mark.parametrize("discard,expected", [("ignore", b"\x61"), ("unmap", b"\x00")])
+def test_discard_needs_discard_unmap(tmp_path: Path, discard: str, expected: bytes) -> None:
+    """bdrv_co_pdiscard does nothing unless the node has BDRV_O_UNMAP
+    (-drive discard=unmap); on a qcow2 v3 image a discarded cluster then reads as
+    zeros (qcow2 discard_single_l2) and qemu-img check stays clean."""
+    img = tmp_path / "d.qcow2"
+    run("qemu-img", "create", "-f", "qcow2", str(img), "1M")
+    qemu_io(img, "write -P 0x61 0 128k")
+    layer = layer_with(f"file={img},if=none,id=d0,discard={discard}")
+    blk = layer.blk_by_name("d0")
+    assert blk is not None
+    io.blk_pdiscard(blk, 0, 65536)
+    assert io.blk_pread(blk, 0, 512) == expected * 512
+    assert io.blk_pread(blk, 65536, 512) == b"\x61" * 512
+    layer.close_all()
+    assert "No errors were found" in run("qemu-img", "check", str(img))
+
+
+def test_quorum_failure_when_no_version_reaches_the_threshold(tmp_path: Path) -> None:
+    """quorum_vote: two children that disagree with vote-threshold=2 fail the read
+    with EIO and QUORUM_FAILURE naming the device (no version wins, so none is
+    reported bad)."""
+    paths = []
+    for i in range(2):
+        p = tmp_path / f"q{i}.img"
+        run("qemu-img", "create", "-f", "raw", str(p), "1M")
+        qemu_io(p, f"write -P {0x10 + i} 0 4k", fmt="raw")
+        paths.append(p)
+    spec = ("driver=quorum,vote-threshold=2,if=none,id=d0,"
+            + ",".join(f"children.{i}.driver=raw,children.{i}.file.filename={p}"
+                       for i, p in enumerate(paths)))
+    layer = layer_with(spec)
+    blk = layer.blk_by_name("d0")
+    assert blk is not None
+    with pytest.raises(io.BlockIOError) as e:
+        io.blk_pread(blk, 512, 4096)
+    assert e.value.errno == errno.EIO
+    assert blk.bs.host.events == [  # type: ignore[union-attr]
+        ("QUORUM_FAILURE", {"reference": "d0", "sector-num": 1, "sectors-count": 8})]
+    assert io.blk_pread(blk, 8192, 512) == bytes(512)  # they agree there
+
+
+def test_blkdebug_set_state_gates_rules(tmp_path: Path) -> None:
+    """blkdebug rules of state 2 fire only after a set-state rule moved the node
+    from its first state (1) to 2 (blkdebug_debug_event / process_rule)."""
+    img = tmp_path / "r.img"
+    run("qemu-img", "create", "-f", "raw", str(img), "1M")
+    layer = layer_with(
+        f"driver=raw,file.driver=blkdebug,file.image.filename={img},"
+        "file.set-state.0.event=write_aio,file.set-state.0.state=1,"
+        "file.set-state.0.new_state=2,"
+        "file.inject-error.0.event=read_aio,file.inject-error.0.state=2,"
+        "if=none,id=d0")
+    blk = layer.blk_by_name("d0")
+    assert blk is not None
+    assert io.blk_pread(blk, 0, 512) == bytes(512)
+    io.blk_pwrite(blk, 0, b"\x01" * 512)
+    with pytest.raises(io.BlockIOError) as e:
+        io.blk_pread(blk, 0, 512)
+    assert e.value.errno == errno.EIO

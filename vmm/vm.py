@@ -17,10 +17,9 @@ import attrs
 
 from blockdev.commands import BlockCommands
 from blockdev.device_backends import DeviceBackends
-from blockdev.host import TRAY_BEHAVIOURS
+from blockdev.host import TRAY_BEHAVIOURS, WORKLOAD_BEHAVIOURS
 from blockdev.layer import BlockLayer
 from blockdev.nbd.commands import Nbd
-from blockdev.workload import WORKLOAD_BEHAVIOURS
 from devices.display.vnc import VncDisplays
 from devices.qdev import Qdev
 from schema.catalog import Catalog

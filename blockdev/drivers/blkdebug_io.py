@@ -97,34 +97,63 @@ class BlkdebugOps(PassOps):
 
 
 def _rules(extra: dict[str, Any]) -> list[dict[str, Any]]:
-    """The node's rules, parsed from its options on first use."""
+    """The node's rules, parsed from its config file and options on first use."""
     if "rules" not in extra:
-        extra["rules"] = parse_blkdebug_rules(extra.get("rule-options", {}))
+        sections = _config_sections(extra.get("config"))
+        extra["rules"] = parse_blkdebug_rules(extra.get("rule-options", {}), sections)
     return extra["rules"]
 
 
-def parse_blkdebug_rules(taken: dict[str, Any]) -> list[dict[str, Any]]:
-    """add_rule for the `inject-error.N.*` and `set-state.N.*` options (each list
-    in its order, every rule inserted at the head of its event's list)."""
+def _config_sections(path: str | None) -> list[tuple[str, dict[str, str]]]:
+    """read_config's qemu_config_parse: `[inject-error]` / `[set-state]` groups of
+    `name = "value"` lines (`#` starts a comment). The file was checked at open;
+    one that went away since gives no rules."""
+    if not path:
+        return []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    out: list[tuple[str, dict[str, str]]] = []
+    for raw in lines:
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            out.append((line[1:-1].strip(), {}))
+        elif "=" in line and out:
+            key, value = line.split("=", 1)
+            out[-1][1][key.strip()] = value.strip().strip('"')
+    return out
+
+
+def parse_blkdebug_rules(taken: dict[str, Any],
+                         sections: list[tuple[str, dict[str, str]]] | None = None
+                         ) -> list[dict[str, Any]]:
+    """add_rule for every rule: per action (inject-error, then set-state) those of
+    the config file, then the `inject-error.N.*` / `set-state.N.*` options, each
+    inserted at the head of its event's list."""
     rules: list[dict[str, Any]] = []
     for action in ("inject-error", "set-state"):
+        groups = [values for name, values in sections or [] if name == action]
         indices = sorted({int(k.split(".")[1]) for k in taken
                           if k.startswith(action + ".") and k.split(".")[1].isdigit()})
         for i in indices:
-            def get(name: str, default: Any, i: int = i, action: str = action) -> Any:
-                value = taken.get(f"{action}.{i}.{name}", default)
-                return value
-
-            rule: dict[str, Any] = {"action": action, "event": str(get("event", "")),
-                                    "state": int(get("state", 0) or 0)}
+            prefix = f"{action}.{i}."
+            groups.append({k[len(prefix):]: v for k, v in taken.items()
+                           if k.startswith(prefix)})
+        for values in groups:
+            rule: dict[str, Any] = {"action": action, "event": str(values.get("event", "")),
+                                    "state": int(values.get("state", 0) or 0)}
             if action == "inject-error":
-                sector = int(get("sector", -1))
-                rule.update(errno=int(get("errno", errno_mod.EIO)),
-                            once=_truthy(get("once", False)),
-                            immediately=_truthy(get("immediately", False)),
+                sector = int(values.get("sector", -1))
+                rule.update(errno=int(values.get("errno", errno_mod.EIO)),
+                            once=_truthy(values.get("once", False)),
+                            immediately=_truthy(values.get("immediately", False)),
                             offset=-1 if sector == -1 else sector * SECTOR)
             else:
-                rule["new_state"] = int(get("new_state", 0))
+                rule["new_state"] = int(values.get("new_state", 0))
             rules.insert(0, rule)
     return rules
 

@@ -53,6 +53,21 @@ def _blkdebug_open(ctx: DriverContext, bs: Node, options: Flat) -> None:
     bs.state = FilterState(extra={**opts.values, "rule-options": rules, "state": 1})
 
 
+def _blkdebug_parse_filename(filename: str, options: Flat) -> None:
+    """blkdebug_parse_filename: `blkdebug:[<config>]:<image>`; without the prefix
+    the whole name is the image."""
+    if not filename.startswith("blkdebug:"):
+        options["x-image"] = filename
+        return
+    rest = filename[len("blkdebug:"):]
+    colon = rest.find(":")
+    if colon < 0:
+        raise GenericError("blkdebug requires both config file and image path")
+    if colon:
+        options["config"] = rest[:colon]
+    options["x-image"] = rest[colon + 1:]
+
+
 def _blkverify_open(ctx: DriverContext, bs: Node, options: Flat) -> None:
     """blkverify_open: the raw copy as `file`, the image under test as `test`."""
     opts = absorb((OptDesc("x-raw"), OptDesc("x-image")), options)
@@ -169,7 +184,8 @@ SPECS = (
     DriverSpec(format_name="blkdebug", protocol_name="blkdebug", protocol=True,
                is_filter=True, open=_blkdebug_open, child_perm=filter_default_perms,
                getlength=filter_getlength, has_variable_length=True,
-               refresh_filename=_blkdebug_refresh_filename),
+               refresh_filename=_blkdebug_refresh_filename,
+               parse_filename=_blkdebug_parse_filename),
     DriverSpec(format_name="blkverify", protocol_name="blkverify", protocol=True,
                is_filter=True, open=_blkverify_open, child_perm=filter_default_perms,
                getlength=filter_getlength, has_variable_length=True,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from blockdev.image.formats import registry
 from blockdev.image.formats.base import BlockIOError, DataContext, FileNode, ImageError
 from blockdev.image.formats.facts import ImageFacts
 from blockdev.image.formats.raw import RawData
@@ -20,7 +21,8 @@ def _engine(path: Path, *, writable: bool = True, probed: bool = False,
     file = FileNode.open(str(path), writable=writable)
     facts = ImageFacts(filename=str(path), format="raw", virtual_size=file.length)
     return RawData(DataContext(file=file, facts=facts, writable=writable,
-                               options=options, probed=probed))
+                               options=options, probed=probed),
+                   lambda buf: (found.name if (found := registry.probe(buf, "")) else None))
 
 
 def test_offset_and_size_shift_and_bound(tmp_path: Path) -> None:

@@ -4,8 +4,9 @@ file written by real qemu-io, so reads fall through and partial writes copy on
 write), side by side with a plain byte array. They never disagree, and
 `qemu-img check` of the result is clean (issue 8's done-criterion).
 
-The model follows QEMU 2.11: a zero write reads back zeros; a discard on a
-qcow2 v3 image turns the whole clusters inside the range into zero clusters and
+The model follows QEMU 2.11: a zero write reads back zeros; a discard (the drive
+has discard=unmap: without it bdrv_co_pdiscard does nothing) on a qcow2 v3 image
+turns the whole clusters inside the range into zero clusters and
 leaves partial clusters alone (block/io.c bdrv_co_pdiscard aligns to the
 cluster size, block/qcow2-cluster.c discard_single_l2 sets QCOW_OFLAG_ZERO).
 """
@@ -56,7 +57,8 @@ class DataPath(RuleBasedStateMachine):
         self.model[0:256 << 10] = b"\x42" * (256 << 10)
         self.model[700 << 10:800 << 10] = b"\x43" * (100 << 10)
         self.layer = BlockLayer.create(RecordingHost())
-        block_drive.add_drive(self.layer, [("file", str(top)), ("if", "none"), ("id", "d0")])
+        block_drive.add_drive(self.layer, [("file", str(top)), ("if", "none"), ("id", "d0"),
+                                           ("discard", "unmap")])
         blk = self.layer.blk_by_name("d0")
         assert blk is not None
         self.blk = blk

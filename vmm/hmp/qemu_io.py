@@ -14,6 +14,7 @@ deterministic.
 
 from __future__ import annotations
 
+import errno as errno_mod
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -231,6 +232,28 @@ def _off_len(out: _Out, rest: list[str], limit: int = BDRV_REQUEST_MAX_BYTES) ->
     return offset, count
 
 
+def _pattern_option(out: _Out, opts: list[tuple[str, str]], default: int) -> int:
+    """The last -P's byte (parse_pattern), or `default`; -1 after an error."""
+    pattern = default
+    for c, arg in opts:
+        if c == "P":
+            pattern = _pattern(out, arg)
+            if pattern < 0:
+                return -1
+    return pattern
+
+
+def _sector_aligned(out: _Out, offset: int, count: int) -> bool:
+    """The -b/-c checks: offset and count in whole sectors."""
+    if offset % 512:
+        out.stdout(f"{offset} is not a sector-aligned value for 'offset'\n")
+        return False
+    if count % 512:
+        out.stdout(f"{count} is not a sector-aligned value for 'count'\n")
+        return False
+    return True
+
+
 def _dump_buffer(out: _Out, data: bytes, offset: int) -> None:
     """dump_buffer: 16 bytes a line, hex then isalnum characters."""
     lines = []
@@ -243,7 +266,8 @@ def _dump_buffer(out: _Out, data: bytes, offset: int) -> None:
 
 
 def read_f(out: _Out, blk: Backend, argv: list[str]) -> None:
-    """read_f (without -b: the VM state area is not modelled)."""
+    """read_f (-b, the VM state area, fails with ENOTSUP as on a driver without
+    it)."""
     opts, rest = _getopt(out, argv, "bCl:pP:qs:v")
     flags = {c for c, _ in opts}
     pattern, pattern_offset, pattern_count = 0, 0, 0
@@ -274,14 +298,11 @@ def read_f(out: _Out, blk: Backend, argv: list[str]) -> None:
     if pattern_count < 0 or pattern_count + pattern_offset > count:
         out.stdout("pattern verification range exceeds end of read data\n")
         return
-    if "b" in flags:
-        if offset % 512:
-            out.stdout(f"{offset} is not a sector-aligned value for 'offset'\n")
-            return
-        if count % 512:
-            out.stdout(f"{count} is not a sector-aligned value for 'count'\n")
-            return
+    if "b" in flags and not _sector_aligned(out, offset, count):
+        return
     try:
+        if "b" in flags:
+            raise io.BlockIOError(errno_mod.ENOTSUP)
         data = io.blk_pread(blk, offset, count)
     except io.BlockIOError as e:
         out.stdout(f"read failed: {os.strerror(e.errno)}\n")
@@ -299,16 +320,13 @@ def read_f(out: _Out, blk: Backend, argv: list[str]) -> None:
 
 
 def write_f(out: _Out, blk: Backend, argv: list[str]) -> None:
-    """write_f (plain, -z, -f, -u; -b and -c are not modelled: the VM state area
-    and compressed writes)."""
+    """write_f (plain, -z, -f, -u; -b and -c, the VM state area and compressed
+    writes, fail with ENOTSUP as on a driver without them)."""
     opts, rest = _getopt(out, argv, "bcCfpP:quz")
     flags = {c for c, _ in opts}
-    pattern = 0xCD
-    for c, arg in opts:
-        if c == "P":
-            pattern = _pattern(out, arg)
-            if pattern < 0:
-                return
+    pattern = _pattern_option(out, opts, 0xCD)
+    if pattern < 0:
+        return
     if len(rest) != 2:
         raise _Usage
     if "b" in flags and "z" in flags:
@@ -327,16 +345,14 @@ def write_f(out: _Out, blk: Backend, argv: list[str]) -> None:
     if parsed is None:
         return
     offset, count = parsed
-    if "b" in flags or "c" in flags:
-        if offset % 512:
-            out.stdout(f"{offset} is not a sector-aligned value for 'offset'\n")
-            return
-        if count % 512:
-            out.stdout(f"{count} is not a sector-aligned value for 'count'\n")
-            return
+    if ("b" in flags or "c" in flags) and not _sector_aligned(out, offset, count):
+        return
     try:
         if count > INT_MAX:
             raise io.BlockIOError(Errno.ERANGE.value)
+        if "b" in flags or "c" in flags:
+            # bdrv_save_vmstate / compressed writes: no engine here has them
+            raise io.BlockIOError(errno_mod.ENOTSUP)
         if "z" in flags:
             io.blk_pwrite_zeroes(blk, offset, count, may_unmap="u" in flags)
         else:
@@ -355,18 +371,16 @@ def aio_write_f(out: _Out, blk: Backend, argv: list[str]) -> None:
     vectored write."""
     opts, rest = _getopt(out, argv, "CfiqP:uz")
     flags = {c for c, _ in opts}
-    pattern = 0xCD
-    for c, arg in opts:
-        if c == "P":
-            pattern = _pattern(out, arg)
-            if pattern < 0:
-                return
-        elif c == "i":
+    for c, _arg in opts:
+        if c == "i":
             out.stdout("injecting invalid write request\n")
             from blockdev import accounting
 
             accounting.invalid(blk, "write", 0)
             return
+    pattern = _pattern_option(out, opts, 0xCD)
+    if pattern < 0:
+        return
     if len(rest) < 2:
         raise _Usage
     if "z" in flags and len(rest) != 2:

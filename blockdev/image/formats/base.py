@@ -312,8 +312,9 @@ class BlockStatus:
     - `zero` (BDRV_BLOCK_ZERO): the bytes read as zeros;
     - `offset` (BDRV_BLOCK_OFFSET_VALID): where the extent starts in the file, or
       None (compressed clusters, zero clusters without a host cluster, ...);
-    - `raw` (BDRV_BLOCK_RAW, raw-format only): ask the file node, at `offset`, for
-      the real status (raw_co_get_block_status).
+    - `raw` (BDRV_BLOCK_RAW, raw-format only): `data` is set, but the real status
+      is the file node's at `offset` (raw_co_get_block_status; file-posix says
+      data, or zero for a hole).
 
     Neither `data` nor `zero` means unallocated in this node: the caller reads those
     bytes from the backing node (or zeros if there is none). `allocated` is

@@ -65,15 +65,24 @@ from blockdev.image.formats.base import (
     ImageError,
     read_only_engine_error,
 )
+from blockdev.image.formats.qcow2_check import (
+    COMPRESSED,
+    L1E_OFFSET_MASK,
+    L2E_COMPRESSED_OFFSET_SIZE_MASK,
+    L2E_OFFSET_MASK,
+    NORMAL,
+    QCOW_OFLAG_COMPRESSED,
+    QCOW_OFLAG_COPIED,
+    QCOW_OFLAG_ZERO,
+    REFT_OFFSET_MASK,
+    UNALLOCATED,
+    ZERO_ALLOC,
+    ZERO_PLAIN,
+    cluster_type,
+    expected_refcounts,
+)
 
 # qcow2.h
-QCOW_OFLAG_COPIED = 1 << 63
-QCOW_OFLAG_COMPRESSED = 1 << 62
-QCOW_OFLAG_ZERO = 1 << 0
-L1E_OFFSET_MASK = 0x00FFFFFFFFFFFE00
-L2E_OFFSET_MASK = 0x00FFFFFFFFFFFE00
-L2E_COMPRESSED_OFFSET_SIZE_MASK = 0x3FFFFFFFFFFFFFFF
-REFT_OFFSET_MASK = 0xFFFFFFFFFFFFFE00
 QCOW_MAX_L1_SIZE = 0x2000000
 QCOW_MAX_REFTABLE_SIZE = 0x800000
 INCOMPAT_DIRTY = 1 << 0
@@ -85,13 +94,6 @@ MIN_L2_CACHE_SIZE = 2
 MIN_REFCOUNT_CACHE_SIZE = 4
 DEFAULT_L2_REFCOUNT_SIZE_RATIO = 4
 
-# QCow2ClusterType
-UNALLOCATED = 0
-ZERO_PLAIN = 1
-ZERO_ALLOC = 2
-NORMAL = 3
-COMPRESSED = 4
-
 _HEADER = struct.Struct(">IIQIIQIIQQIIQ")
 _HEADER_V3 = struct.Struct(">QQQII")
 _OFF_INCOMPAT = 72
@@ -100,17 +102,6 @@ _OFF_REFTABLE = 48  # refcount_table_offset (u64) then clusters (u32)
 _OFF_SIZE = 24
 
 _BE64 = struct.Struct(">Q")
-
-
-def cluster_type(entry: int) -> int:
-    """qcow2_get_cluster_type."""
-    if entry & QCOW_OFLAG_COMPRESSED:
-        return COMPRESSED
-    if entry & QCOW_OFLAG_ZERO:
-        return ZERO_ALLOC if entry & L2E_OFFSET_MASK else ZERO_PLAIN
-    if not entry & L2E_OFFSET_MASK:
-        return UNALLOCATED
-    return NORMAL
 
 
 class _Corrupt(Exception):
@@ -1098,13 +1089,15 @@ class Qcow2Data:
         metadata that references clusters, wrong ones rewritten (new refcount
         blocks placed past everything in use), COPIED flags set where the
         refcount is 1, then the dirty bit cleared."""
-        from blockdev.image.formats.qcow2_check import expected_refcounts
-
         rc = self.refcounts
         for _ in range(8):
             # A refcount block allocated while fixing is metadata too: count again
             # until nothing changes.
-            expected = expected_refcounts(self)
+            expected = expected_refcounts(
+                self.file, cluster_bits=self.cluster_bits, l1=self.l1,
+                l1_table_offset=self.l1_table_offset, reftable=rc.table,
+                reftable_offset=rc.table_offset,
+                read_l2=lambda off: bytes(self.l2_cache.get(off)))
             top = max(expected) + 1 if expected else 1
             rc.free_cluster_index = max(rc.free_cluster_index, top)
             changed = False

@@ -17,7 +17,10 @@ import attrs
 
 from blockdev.image.formats.base import (
     SECTOR_SIZE,
+    BlockIOError,
+    DataContext,
     FileNode,
+    FormatData,
     ImageError,
     OpenContext,
     c_string,
@@ -26,6 +29,7 @@ from blockdev.image.formats.base import (
     round_up,
 )
 from blockdev.image.formats.facts import ImageFacts
+from blockdev.image.formats.mapped import DATA, UNALLOCATED, ZERO, Extent, MappedData
 
 QED_MAGIC = 0x00444551  # "QED\0" little-endian
 QED_F_BACKING_FILE = 0x01
@@ -237,3 +241,80 @@ def create(file: FileNode, plan: CreatePlan) -> None:
     file.pwrite(0, header)
     file.pwrite(_HEADER.size, name)
     file.pwrite(plan.cluster_size, bytes(plan.cluster_size * plan.table_size))
+
+
+# --- Data engine ----------------------------------------------------------------------
+
+
+class QedData(MappedData):
+    """block/qed.c's reads: L1 and L2 tables of little-endian u64 offsets, 0 for
+    unallocated (the backing file's bytes), 1 for a zero cluster, else a data
+    cluster that must lie past the header and inside the file
+    (qed-cluster.c qed_find_cluster, which fails with -EINVAL otherwise).
+    Writes: see `mapped`."""
+
+    def __init__(self, ctx: DataContext) -> None:
+        self.file = ctx.file
+        self.writable = ctx.writable
+        self.backing = ctx.backing
+        (_magic, self.cluster_size, table_size, header_size, _f, _c, _a,
+         l1_offset, self.size, _bo, _bs) = _HEADER.unpack(ctx.file.pread(0, _HEADER.size))
+        self.header_bytes = header_size * self.cluster_size
+        self.table_bytes = table_size * self.cluster_size
+        self.nelems = self.table_bytes // 8
+        self.l1 = struct.unpack(f"<{self.nelems}Q", ctx.file.pread(l1_offset, self.table_bytes))
+        self._l2: dict[int, tuple[int, ...]] = {}
+
+    @property
+    def length(self) -> int:
+        return self.size
+
+    def _cluster_ok(self, offset: int) -> bool:
+        """qed_check_cluster_offset."""
+        return (not offset % self.cluster_size and self.header_bytes <= offset
+                < self.file.length)
+
+    def _l2_table(self, offset: int) -> tuple[int, ...]:
+        table = self._l2.get(offset)
+        if table is None:
+            if len(self._l2) >= 64:
+                self._l2.clear()
+            table = struct.unpack(f"<{self.nelems}Q", self.file.pread(offset, self.table_bytes))
+            self._l2[offset] = table
+        return table
+
+    def _map(self, offset: int, length: int) -> Extent:
+        cs = self.cluster_size
+        span = cs * self.nelems
+        length = min(length, span - offset % span)
+        l2_offset = self.l1[offset // span]
+        if l2_offset == 0:
+            return Extent(UNALLOCATED, length)
+        end = l2_offset + (self.table_bytes - cs)
+        if not (self._cluster_ok(l2_offset) and self._cluster_ok(end)):
+            raise BlockIOError(errno.EINVAL)
+        table = self._l2_table(l2_offset)
+        index = (offset // cs) % self.nelems
+        n = min(-(-(offset % cs + length) // cs), self.nelems - index)
+        first = table[index]
+        i = 1
+        while i < n:
+            e = table[index + i]
+            if first in (0, 1):
+                if e != first:
+                    break
+            elif e != first + i * cs:
+                break
+            i += 1
+        length = min(length, i * cs - offset % cs)
+        if first == 0:
+            return Extent(UNALLOCATED, length)
+        if first == 1:
+            return Extent(ZERO, length)
+        if not self._cluster_ok(first):
+            raise BlockIOError(errno.EINVAL)
+        return Extent(DATA, length, self.file, first + offset % cs)
+
+
+def open_data(ctx: DataContext) -> FormatData:
+    return QedData(ctx)

@@ -136,9 +136,12 @@ class RawData:
     A node whose format was probed refuses a write to its first sector that would
     make it probe as another format: -EPERM (raw_co_pwritev, the BLOCK_PROBE_BUF_SIZE
     check; block/io.c has aligned such requests to 512 bytes first, here the write
-    is widened by reading the rest of the sector)."""
+    is widened by reading the rest of the sector). `probe` is bdrv_probe_all: the
+    name of the driver a first sector probes as (the registry passes it)."""
 
-    def __init__(self, ctx: DataContext) -> None:
+    def __init__(self, ctx: DataContext,
+                 probe: Callable[[bytes], str | None] | None = None) -> None:
+        self.probe = probe
         self.file = ctx.file
         self.writable = ctx.writable
         self.probed = ctx.probed
@@ -168,7 +171,7 @@ class RawData:
         return max(0, self.file.length - self.offset)
 
     def block_status(self, offset: int, length: int) -> BlockStatus:
-        return BlockStatus(pnum=length, offset=self.offset + offset, raw=True)
+        return BlockStatus(pnum=length, data=True, offset=self.offset + offset, raw=True)
 
     def read(self, offset: int, length: int) -> bytes:
         try:
@@ -184,13 +187,10 @@ class RawData:
 
     def write(self, offset: int, data: bytes) -> None:
         self._check_write(offset, len(data))
-        if self.probed and offset < SECTOR_SIZE and data:
+        if self.probed and self.probe is not None and offset < SECTOR_SIZE and data:
             head = (self.read(0, offset) + bytes(data) + self.read(
                 offset + len(data), max(0, SECTOR_SIZE - offset - len(data))))[:SECTOR_SIZE]
-            from blockdev.image.formats.registry import probe as probe_all
-
-            found = probe_all(head, "")
-            if found is None or found.name != "raw":
+            if self.probe(head) != "raw":
                 raise BlockIOError(errno.EPERM)
         self._pwrite(offset, data)
 
@@ -253,5 +253,6 @@ class RawData:
         """raw has no backing file."""
 
 
-def open_data(ctx: DataContext) -> FormatData:
-    return RawData(ctx)
+def open_data(ctx: DataContext,
+              probe: Callable[[bytes], str | None] | None = None) -> FormatData:
+    return RawData(ctx, probe)

@@ -15,6 +15,7 @@ import attrs
 
 from blockdev.image.formats import (
     luks,
+    luks_data,
     others,
     qcow,
     qcow2,
@@ -62,6 +63,7 @@ DRIVERS: tuple[Driver, ...] = (
         name="luks",
         probe=luks.probe,
         open=luks.open_image,
+        open_data=luks_data.open_data,
         create_options=_opts(
             "key-secret",
             "cipher-alg",
@@ -82,12 +84,14 @@ DRIVERS: tuple[Driver, ...] = (
         name="vhdx",
         probe=vhdx.probe,
         open=vhdx.open_image,
+        open_data=vhdx.open_data,
         create_options=_opts("log_size", "block_size", "subformat", "block_state_zero"),
     ),
     Driver(
         name="qed",
         probe=qed.probe,
         open=qed.open_image,
+        open_data=qed.open_data,
         create_options=_opts("backing_file", "backing_fmt", "cluster_size", "table_size"),
     ),
     Driver(
@@ -112,6 +116,7 @@ DRIVERS: tuple[Driver, ...] = (
         name="vpc",
         probe=vpc.probe,
         open=vpc.open_image,
+        open_data=vpc.open_data,
         create_options=_opts("subformat", "force_size"),
     ),
     Driver(name="bochs", probe=others.probe_bochs, open=None),
@@ -120,6 +125,7 @@ DRIVERS: tuple[Driver, ...] = (
         name="vmdk",
         probe=vmdk.probe,
         open=vmdk.open_image,
+        open_data=vmdk.open_data,
         create_options=_opts(
             "adapter_type",
             "backing_file",
@@ -133,19 +139,21 @@ DRIVERS: tuple[Driver, ...] = (
         name="vdi",
         probe=vdi.probe,
         open=vdi.open_image,
+        open_data=vdi.open_data,
         create_options=_opts("static"),
     ),
     Driver(
         name="qcow",
         probe=qcow.probe,
         open=qcow.open_image,
+        open_data=qcow.open_data,
         create_options=_opts("backing_file", "encryption", "encrypt.format"),
     ),
     Driver(
         name="raw",
         probe=raw.probe,
         open=raw.open_image,
-        open_data=raw.open_data,
+        open_data=lambda ctx: raw.open_data(ctx, _probed_name),
         child_perms="filter",
         create_options=_opts("preallocation", "nocow"),
     ),
@@ -165,3 +173,9 @@ def probe(buf: bytes, filename: str) -> Driver | None:
         if score > best_score:
             best, best_score = driver, score
     return best
+
+
+def _probed_name(buf: bytes) -> str | None:
+    """The driver bdrv_probe_all picks for a first sector (raw's write check)."""
+    found = probe(buf, "")
+    return None if found is None else found.name

@@ -8,6 +8,8 @@ A descriptor's extents are separate files: each is opened as its own file node
 file; vmdk has no backing-format option, so 2.11 refuses to create a vmdk overlay
 when a backing format is given. VMDK images block live migration. Reading grain
 tables and the parent CID check done at I/O time are outside this module.
+
+`VmdkData` is the data engine (reads of flat, sparse and streamOptimized extents).
 """
 
 from __future__ import annotations
@@ -15,14 +17,18 @@ from __future__ import annotations
 import errno
 import re
 import struct
+import zlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import attrs
 
 from blockdev.image.formats.base import (
     SECTOR_SIZE,
+    BlockIOError,
+    DataContext,
     FileNode,
+    FormatData,
     ImageError,
     OpenContext,
     c_string,
@@ -36,6 +42,14 @@ from blockdev.image.formats.base import (
     round_up,
 )
 from blockdev.image.formats.facts import ImageFacts, VmdkExtentInfo, VmdkSpecific
+from blockdev.image.formats.mapped import (
+    COMPRESSED,
+    DATA,
+    UNALLOCATED,
+    ZERO,
+    Extent,
+    MappedData,
+)
 
 if TYPE_CHECKING:
     import random
@@ -116,6 +130,14 @@ class _Extent:
     cluster_sectors: int
     compressed: bool = False
     type: str | None = None
+    # Where the data is (the data engine's needs): a flat extent's start in its
+    # file; a sparse extent's grain directory (L1) and grain table size.
+    flat_offset: int = 0
+    l1_offset: int = 0
+    l1_size: int = 0
+    l2_size: int = 0
+    zero_grain: bool = False
+    has_marker: bool = False
 
 
 @attrs.define(kw_only=True)
@@ -151,6 +173,8 @@ def _add_extent(
     l1_backup_offset: int,
     l1_size: int,
     cluster_sectors: int,
+    l2_size: int = 0,
+    flat_offset: int = 0,
 ) -> _Extent:
     """vmdk_add_extent (+ vmdk_init_tables for sparse extents)."""
     if cluster_sectors > 0x200000:
@@ -162,6 +186,10 @@ def _add_extent(
         flat=flat,
         sectors=sectors,
         cluster_sectors=sectors if flat else cluster_sectors,
+        flat_offset=flat_offset,
+        l1_offset=l1_offset,
+        l1_size=l1_size,
+        l2_size=l2_size,
     )
     if not flat:
         try:
@@ -269,8 +297,11 @@ def _open_vmdk4(st: _State, file: FileNode) -> None:
         l1_backup_offset=l1_backup,
         l1_size=l1_size,
         cluster_sectors=granularity,
+        l2_size=gtes,
     )
     extent.compressed = compressed
+    extent.zero_grain = bool(flags & VMDK4_FLAG_ZERO_GRAIN)
+    extent.has_marker = bool(flags & VMDK4_FLAG_MARKER)
     if compressed:
         st.create_type = "streamOptimized"
 
@@ -291,6 +322,7 @@ def _open_vmfs_sparse(st: _State, file: FileNode) -> None:
         l1_backup_offset=0,
         l1_size=l1dir_size,
         cluster_sectors=granularity,
+        l2_size=4096,
     )
 
 
@@ -436,6 +468,7 @@ def _parse_extents(st: _State, desc: bytes) -> None:
                 l1_backup_offset=0,
                 l1_size=0,
                 cluster_sectors=0,
+                flat_offset=flat_offset * SECTOR_SIZE,
             )
         else:
             buf = _read_desc(extent_file, 0)
@@ -518,8 +551,8 @@ def _extents_same_type(a: _Extent, b: _Extent) -> bool:
     )
 
 
-def open_image(ctx: OpenContext) -> ImageFacts:
-    """vmdk_open."""
+def _open_state(ctx: OpenContext) -> tuple[_State, str | None, int, int]:
+    """vmdk_open up to the extents, CID and parent hint."""
     st = _State(ctx=ctx)
     try:
         buf = _read_desc(ctx.file, 0)
@@ -536,6 +569,12 @@ def open_image(ctx: OpenContext) -> ImageFacts:
         for f in st.extra_files:
             f.close()
         raise
+    return st, backing, cid, parent_cid
+
+
+def open_image(ctx: OpenContext) -> ImageFacts:
+    """vmdk_open."""
+    st, backing, cid, parent_cid = _open_state(ctx)
     # Only the opener keeps the extent files; they are closed here because this
     # module reports facts, and the opener holds them through open_extent.
     extents = st.extents
@@ -780,3 +819,102 @@ def is_monolithic_sparse(plan: CreatePlan) -> bool:
     """Whether the descriptor goes into the (single) sparse extent at 0x200 rather
     than into a descriptor file of its own."""
     return plan.subformat in ("monolithicSparse", "streamOptimized")
+
+
+# --- Data engine ----------------------------------------------------------------------
+
+VMDK_GTE_ZEROED = 1
+
+
+class VmdkData(MappedData):
+    """block/vmdk.c's reads over the extents of the descriptor (or the one extent
+    of a monolithic file): flat extents are their file from `flat_offset`; sparse
+    ones map grains through the grain directory and tables (little-endian u32
+    sector numbers; 0 unallocated, 1 a zeroed grain where the header allows it)
+    [get_cluster_offset with allocate=false]; streamOptimized grains are zlib
+    streams behind a grain marker [vmdk_read_extent]. A lookup past the grain
+    directory reads as unallocated, as vmdk_co_preadv treats VMDK_ERROR.
+    The extent files are the views `open_extent` returned: they belong to the
+    caller. Writes: see `mapped`."""
+
+    def __init__(self, ctx: DataContext) -> None:
+        self.writable = ctx.writable
+        self.backing = ctx.backing
+        octx = OpenContext(file=cast(FileNode, ctx.file), filename=ctx.facts.filename,
+                           read_only=not ctx.writable,
+                           open_extent=cast("Callable[[str], FileNode] | None",
+                                            ctx.open_extent))
+        st = _open_state(octx)[0]
+        self.extents = st.extents
+        self.size = sum(e.sectors for e in self.extents) * SECTOR_SIZE
+        self._l1: dict[int, tuple[int, ...]] = {}
+        self._l2: dict[tuple[int, int], tuple[int, ...]] = {}
+
+    @property
+    def length(self) -> int:
+        return self.size
+
+    def _table(self, ext: _Extent, offset: int, entries: int) -> tuple[int, ...]:
+        key = (id(ext), offset)
+        table = self._l2.get(key)
+        if table is None:
+            if len(self._l2) >= 64:
+                self._l2.clear()
+            table = struct.unpack(f"<{entries}I", ext.file.pread(offset, entries * 4))
+            self._l2[key] = table
+        return table
+
+    def _map(self, offset: int, length: int) -> Extent:
+        start = 0
+        for ext in self.extents:
+            end = start + ext.sectors * SECTOR_SIZE
+            if offset < end:
+                break
+            start = end
+        else:
+            raise BlockIOError(errno.EIO)
+        rel = offset - start
+        n = min(length, end - offset)
+        if ext.flat:
+            return Extent(DATA, n, ext.file, ext.flat_offset + rel)
+        grain = ext.cluster_sectors * SECTOR_SIZE
+        in_grain = rel % grain
+        n = min(n, grain - in_grain)
+        sector = rel // SECTOR_SIZE
+        l1_index = sector // (ext.l2_size * ext.cluster_sectors)
+        if l1_index >= ext.l1_size:
+            return Extent(UNALLOCATED, n)
+        l1 = self._l1.get(id(ext))
+        if l1 is None:
+            l1 = struct.unpack(f"<{ext.l1_size}I", ext.file.pread(ext.l1_offset, ext.l1_size * 4))
+            self._l1[id(ext)] = l1
+        l2_offset = l1[l1_index]
+        if not l2_offset:
+            return Extent(UNALLOCATED, n)
+        table = self._table(ext, l2_offset * SECTOR_SIZE, ext.l2_size)
+        cluster_sector = table[(sector // ext.cluster_sectors) % ext.l2_size]
+        if ext.zero_grain and cluster_sector == VMDK_GTE_ZEROED:
+            return Extent(ZERO, n)
+        if not cluster_sector:
+            return Extent(UNALLOCATED, n)
+        host = cluster_sector * SECTOR_SIZE
+        if not ext.compressed:
+            return Extent(DATA, n, ext.file, host + in_grain)
+        raw = ext.file.pread(host, grain * 2)
+        data, size = raw, grain
+        if ext.has_marker:
+            size = struct.unpack_from("<I", raw, 8)[0]
+            data = raw[12:]
+        if not size or size > grain * 2:
+            raise BlockIOError(errno.EINVAL)
+        try:
+            out = zlib.decompress(data[:size])
+        except zlib.error:
+            raise BlockIOError(errno.EINVAL) from None
+        if in_grain + n > len(out):
+            raise BlockIOError(errno.EINVAL)
+        return Extent(COMPRESSED, n, payload=out[in_grain:in_grain + n])
+
+
+def open_data(ctx: DataContext) -> FormatData:
+    return VmdkData(ctx)

@@ -16,7 +16,10 @@ import attrs
 
 from blockdev.image.formats.base import (
     SECTOR_SIZE,
+    BlockStatus,
+    DataContext,
     FileNode,
+    FormatData,
     ImageError,
     OpenContext,
     open_fail,
@@ -24,6 +27,7 @@ from blockdev.image.formats.base import (
     round_up,
 )
 from blockdev.image.formats.facts import ImageFacts
+from blockdev.image.formats.mapped import DATA, UNALLOCATED, Extent, MappedData
 
 if TYPE_CHECKING:
     import random
@@ -289,3 +293,60 @@ def create(file: FileNode, plan: CreatePlan, *, now: float, rng: random.Random) 
     dyn += bytes(1024 - len(dyn))
     struct.pack_into(">I", dyn, 36, checksum(bytes(dyn)))
     file.pwrite(512, bytes(dyn))
+
+
+# --- Data engine ----------------------------------------------------------------------
+
+
+class VpcData(MappedData):
+    """block/vpc.c's reads. A footer that says "fixed" makes the file the disk
+    (vpc_co_preadv passes the request on); a dynamic image maps each block through
+    the big-endian block allocation table: 0xFFFFFFFF is unallocated (zeros), else
+    the block's sector bitmap, then its data (get_image_offset; 2.11 does not
+    consult the bitmap on reads). Writes: see `mapped`."""
+
+    def __init__(self, ctx: DataContext) -> None:
+        self.file = ctx.file
+        self.writable = ctx.writable
+        self.backing = ctx.backing
+        self.size = ctx.facts.virtual_size
+        footer = ctx.file.pread(0, HEADER_SIZE)
+        if footer[:8] != b"conectix":
+            footer = ctx.file.pread(ctx.file.length - HEADER_SIZE, HEADER_SIZE)
+        fields = _FOOTER.unpack_from(footer, 0)
+        data_offset, footer_type = fields[3], fields[14]
+        self.fixed = footer_type == VHD_FIXED
+        self.pagetable: tuple[int, ...] = ()
+        self.block_size = 0
+        self.bitmap_size = 0
+        if not self.fixed:
+            dyn = ctx.file.pread(data_offset, HEADER_SIZE)
+            _m, _n, table_offset, _v, entries, self.block_size, *_r = _DYNHEADER.unpack_from(
+                dyn + bytes(_DYNHEADER.size - len(dyn)), 0)
+            self.bitmap_size = ((self.block_size // (8 * 512)) + 511) & ~511
+            self.pagetable = struct.unpack(f">{entries}I",
+                                           ctx.file.pread(table_offset, entries * 4))
+
+    @property
+    def length(self) -> int:
+        return self.size
+
+    def block_status(self, offset: int, length: int) -> BlockStatus:
+        """vpc_co_get_block_status: a fixed image is its file (BDRV_BLOCK_RAW)."""
+        if self.fixed:
+            return BlockStatus(pnum=length, data=True, offset=offset, raw=True)
+        return super().block_status(offset, length)
+
+    def _map(self, offset: int, length: int) -> Extent:
+        if self.fixed:
+            return Extent(DATA, length, self.file, offset)
+        index, in_block = divmod(offset, self.block_size)
+        n = min(length, self.block_size - in_block)
+        if index >= len(self.pagetable) or self.pagetable[index] == 0xFFFFFFFF:
+            return Extent(UNALLOCATED, n)
+        host = 512 * self.pagetable[index] + self.bitmap_size + in_block
+        return Extent(DATA, n, self.file, host)
+
+
+def open_data(ctx: DataContext) -> FormatData:
+    return VpcData(ctx)
