@@ -341,3 +341,18 @@ def test_deferred_requests_wait_for_the_edge() -> None:
     assert out(s)[16:] == b"ab"
     s.run_next()
     assert s.closed
+
+
+def test_client_hanging_up_is_reported() -> None:
+    """A client that closes its socket without NBD_CMD_DISC: qio_channel_read_all's
+    "Unexpected end-of-file before all bytes were read", as nbd_trip or
+    nbd_negotiate_options report it."""
+    server, _ = make_server()
+    s = negotiated(server)
+    s.eof()
+    assert s.closed and s.reports == [
+        "Disconnect client, due to: Unexpected end-of-file before all bytes were read"]
+    s = server.new_session()
+    s.eof()
+    assert s.reports == ["option negotiation failed: read failed: Unexpected end-of-file "
+                         "before all bytes were read"]

@@ -319,7 +319,15 @@ class ServerSession:
             self.close()
 
     def eof(self) -> None:
-        """The client went away (nbd_read failing: nothing more is reported)."""
+        """The client went away: nbd_read's qio_channel_read_all fails with "Unexpected
+        end-of-file before all bytes were read", which QEMU reports."""
+        if self.closed:
+            return
+        text = "Unexpected end-of-file before all bytes were read"
+        if self._stage == "transmission":
+            self.reports.append(f"Disconnect client, due to: {text}")
+        else:
+            self.reports.append(f"option negotiation failed: read failed: {text}")
         self.close()
 
     def close(self) -> None:
