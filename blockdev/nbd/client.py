@@ -280,7 +280,7 @@ class NbdClient:
             self.sock.sendall(c.encode_request(kind, handle, offset, length, flags))
             if data:
                 self.sock.sendall(data)
-            return self._receive_reply(kind, handle, length)
+            return self._receive_reply(kind, handle, offset, length)
         except OSError as e:
             raise c.ExportIOError(e.errno or errno_mod.EIO) from None
 
@@ -293,7 +293,9 @@ class NbdClient:
             buf += chunk
         return bytes(buf)
 
-    def _receive_reply(self, kind: int, handle: int, length: int) -> bytes:
+    def _receive_reply(self, kind: int, handle: int, offset: int, length: int) -> bytes:
+        """nbd_co_receive_reply: a simple reply, or the chunks of a structured one
+        (OFFSET_DATA placed at its offset in the request, an error chunk raised)."""
         head = self._recv_exact(4)
         (magic,) = struct.unpack(">I", head)
         if magic == c.NBD_SIMPLE_REPLY_MAGIC:
@@ -313,7 +315,7 @@ class NbdClient:
                 raise c.ExportIOError(errno_mod.EIO)
             if rtype == c.NBD_REPLY_TYPE_OFFSET_DATA:
                 (off,) = struct.unpack_from(">Q", payload)
-                pos = off - self._request_offset
+                pos = off - offset
                 out[pos:pos + clen - 8] = payload[8:]
             elif rtype & (1 << 15):
                 (err,) = struct.unpack_from(">I", payload)
@@ -324,14 +326,11 @@ class NbdClient:
             if magic != c.NBD_STRUCTURED_REPLY_MAGIC:
                 raise c.ExportIOError(errno_mod.EIO)
 
-    _request_offset = 0
-
     def pread(self, offset: int, length: int) -> bytes:
         parts = []
         end = offset + length
         while offset < end:
             n = min(self.max_block, end - offset)
-            self._request_offset = offset
             parts.append(self._request(c.NBD_CMD_READ, offset, n))
             offset += n
         return b"".join(parts)
