@@ -140,6 +140,10 @@ class DriverContext(Protocol):
 
     def has_tls_creds(self, ident: str) -> bool: ...
 
+    def nbd_loopback(self, server: dict[str, Any]) -> Any:
+        """A connection to the emulator's own NBD server when `server` is its
+        listening address (blockdev.nbd.client.Transport), else None."""
+
     def open_child(self, filename: str | None, options: Flat, key: str, parent: Node,
                    role: str, *, allow_none: bool) -> Child | None: ...
 

@@ -7,16 +7,18 @@ qemu_system_vmstop_request), read the run state, read the clocks (the host's, an
 guest's virtual clock QEMU_CLOCK_VIRTUAL, which advances only while the VM runs),
 draw from the machine's random source (the identifiers of new images), find a
 device by its qdev id (a device the block layer did not attach has no BlockBackend),
-and read the current value of a guest behaviour the block layer declares
-(`TRAY_BEHAVIOURS`, declared here: how the guest answers an eject request; the
-Machine's registry holds their values, `blockdev.media` reads them), and the guest's
-disk workload (`WORKLOAD_BEHAVIOURS`, read by `blockdev.workload`). Tests
+run an edge's task on the machine's nursery (the NBD server), report an error as
+QEMU's error_report does, and read the current value of a guest behaviour the block
+layer declares (`TRAY_BEHAVIOURS`, declared here: how the guest answers an eject
+request; the Machine's registry holds their values, `blockdev.media` reads them), and
+the guest's disk workload (`WORKLOAD_BEHAVIOURS`, read by `blockdev.workload`). Tests
 use `RecordingHost`, a plain in-memory host.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from schema.errors import DeviceNotFound, GenericError
@@ -109,6 +111,13 @@ class BlockHost(Protocol):
     def kick(self) -> None:
         """Work became due earlier than the host's last `next_deadline()`: ask again."""
 
+    def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run an edge's async function (the NBD listener, its clients) on the
+        machine's nursery."""
+
+    def error_report(self, text: str) -> None:
+        """error_report outside a monitor command (QEMU's stderr)."""
+
     def find_device_state(self, qdev_id: str) -> object:
         """qdev-monitor.c find_device_state: the device `qdev_id` names (an id under
         /machine/peripheral, or an absolute QOM path); DeviceNotFound `Device '<id>'
@@ -162,6 +171,14 @@ class RecordingHost:
         self.events: list[tuple[str, dict[str, Any] | None]] = []
         self.vmstop_requests: list[str] = []
         self.kicks = 0
+        self.spawned: list[Callable[[], Awaitable[None]]] = []
+        self.reports: list[str] = []
+
+    def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
+        self.spawned.append(fn)
+
+    def error_report(self, text: str) -> None:
+        self.reports.append(text)
 
     def vm_clock_ns(self) -> int:
         return self.vm_clock

@@ -64,6 +64,8 @@ class BlockLayer:
     trays: TrayScheduler = attrs.Factory(TrayScheduler)
     workload: GuestWorkload = attrs.Factory(GuestWorkload)
     medium_listeners: list[Callable[[Backend], None]] = attrs.Factory(list)
+    # The NBD server's in-process connections (blockdev.nbd.commands.Nbd sets it).
+    nbd_local: Callable[[dict[str, Any]], Any] = lambda server: None
 
     @classmethod
     def create(cls, host: BlockHost, *, seed: int | None = None) -> BlockLayer:
@@ -71,6 +73,9 @@ class BlockLayer:
 
     def has_tls_creds(self, ident: str) -> bool:
         return self.tls_creds(ident)
+
+    def nbd_loopback(self, server: dict[str, Any]) -> Any:
+        return self.nbd_local(server)
 
     # == the machine's hooks (vmm.machine.subsystem.Subsystem, structurally) ====================
 

@@ -31,6 +31,7 @@ FIRST_PARTY = {"schema", "blockdev", "devices", "migration", "vmm"}
 TRIO_EDGES = {
     "blockdev/io_edge.py",
     "devices/chardev/edge.py",
+    "blockdev/nbd/edge.py",
 }
 
 
@@ -106,7 +107,8 @@ def test_start_up_loads_what_a_plain_machine_needs() -> None:
             "devices.address_space",
             "blockdev.image.formats.facts", "blockdev.image.formats.registry",
             "blockdev.io", "blockdev.drivers.dataio", "blockdev.io_edge",
-            "schema.parser", "schema.strategies", "hypothesis"]
+            "schema.parser", "schema.strategies", "hypothesis",
+            "blockdev.nbd.codec", "blockdev.nbd.server", "blockdev.nbd.edge"]
     probe = ("import sys, vmm.program; "
              f"print([m for m in {lazy!r} if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

@@ -249,6 +249,7 @@ class Server:
             self.on_bound()
             machine.kick = self.kicked.set
             async with trio.open_nursery() as nursery:
+                machine.tasks.attach(nursery.start_soon)
                 for listener, monitor in self.listeners:
                     nursery.start_soon(self._accept_loop, listener, monitor)
                 for monitor in self.stdio:
@@ -257,6 +258,7 @@ class Server:
                 task_status.started(addresses)
                 await self.exiting.wait()
                 await self._flush_all()
+                machine.tasks.detach()
                 nursery.cancel_scope.cancel()
         finally:
             # However the server ends (an exit, a refused start-up, a strict-mode

@@ -20,6 +20,7 @@ from blockdev.commands import BlockCommands
 from blockdev.device_backends import DeviceBackends
 from blockdev.host import TRAY_BEHAVIOURS, WORKLOAD_BEHAVIOURS
 from blockdev.layer import BlockLayer
+from blockdev.nbd.commands import Nbd
 from devices.display.vnc import VncDisplays
 from devices.qdev import Qdev
 from schema.catalog import Catalog
@@ -84,6 +85,7 @@ class Vm:
     dispatcher: Dispatcher
     hub: MonitorHub
     block: BlockLayer
+    nbd: Nbd
     qdev: Qdev
     vnc: VncDisplays
     guest_memory: GuestMemory
@@ -97,6 +99,8 @@ class Vm:
                                  clock=clock, behaviours=BEHAVIOURS)
         block = BlockLayer.create(machine)
         machine.plug(block)
+        nbd = Nbd(block)
+        machine.plug(nbd)
         memory = GuestMemory(machine)
         if options.accel == "qtest":
             memory()
@@ -104,11 +108,11 @@ class Vm:
         vnc = VncDisplays()  # -vnc is not applied yet: no display, as QEMU without -vnc
         core = CoreCommands(machine)
         dispatcher = Dispatcher(machine, core, BlockCommands(block), ChangeCommand(block, vnc),
-                                MemoryDumpCommands(memory), per_monitor=MonitorCommands)
+                                MemoryDumpCommands(memory), nbd, per_monitor=MonitorCommands)
         hub = MonitorHub(machine, dispatcher, core,
                          HmpState(block=block, vnc=vnc, memory=memory))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
-                   qdev=qdev, vnc=vnc, guest_memory=memory)
+                   nbd=nbd, qdev=qdev, vnc=vnc, guest_memory=memory)
 
     @property
     def memory(self) -> AddressSpaces:

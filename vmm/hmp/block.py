@@ -487,10 +487,27 @@ def hmp_qemu_io(hmp: Hmp, args: Args) -> None:
 
 
 def hmp_nbd_server_start(hmp: Hmp, args: Args) -> None:
-    """hmp.c hmp_nbd_server_start (the NBD server is not modelled yet)."""
-    if args.get("writable") and not args.get("all"):
+    """hmp.c hmp_nbd_server_start: start the server on socket_parse's address, and with
+    -a export every block device with a medium (-w: writable); if one export fails
+    the server stops again."""
+    from blockdev.nbd.sockaddr import socket_parse
+
+    writable = bool(args.get("writable"))
+    if writable and not args.get("all"):
         raise GenericError("-w only valid together with -a")
-    raise HmpNotImplemented("nbd_server_start")
+    addr = socket_parse(args["uri"])
+    kind = addr.pop("type")
+    hmp.qmp("nbd-server-start", {"type": kind, "data": addr})
+    if not args.get("all"):
+        return
+    for info in hmp.qmp("query-block"):
+        if "inserted" not in info:
+            continue
+        try:
+            hmp.qmp("nbd-server-add", info["device"], writable=writable)
+        except GenericError:
+            hmp.qmp("nbd-server-stop")
+            raise
 
 
 def hmp_nbd_server_add(hmp: Hmp, args: Args) -> None:

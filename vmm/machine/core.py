@@ -45,6 +45,7 @@ from vmm.machine.fds import FdSets
 from vmm.machine.guest import GUEST_BEHAVIOURS, Behaviours, Guest
 from vmm.machine.runstate import RunState
 from vmm.machine.subsystem import Subsystem
+from vmm.machine.tasks import TaskFn, Tasks
 from vmm.machine.trace import TraceEvents
 
 __all__ = ["Board", "Clock", "Machine", "MachineOptions"]
@@ -156,6 +157,7 @@ class Machine:
     vm_timers: TimerQueue = attrs.Factory(TimerQueue)  # virtual clock, nanoseconds
     guest: Guest = attrs.field(init=False)  # needs the machine: set by `create`
     rng: random.Random = attrs.Factory(random.Random)  # g_random_*: new images' UUIDs
+    tasks: Tasks = attrs.Factory(Tasks)  # background tasks of subsystem edges (NBD)
     # The process's stdout and stderr, where QEMU prints outside the monitor (HMP
     # qemu-io's printf); a test replaces them to read what was printed.
     stdout: Callable[[str], None] = attrs.field(default=lambda text: _write(sys.stdout, text))
@@ -224,6 +226,15 @@ class Machine:
         QOM tree of its own yet (the devices issue builds it), so only the block
         devices the block layer attached exist, and it finds those itself."""
         raise DeviceNotFound(f"Device '{qdev_id}' not found")
+
+    def spawn(self, fn: TaskFn) -> None:
+        """Run an edge's async function on the server's nursery (vmm.machine.tasks)."""
+        self.tasks.spawn(fn)
+
+    def error_report(self, text: str) -> None:
+        """error_report outside a monitor command: QEMU prints it on stderr; here it
+        goes to the machine's log."""
+        self.log.warning("%s", text)
 
     def vm_clock_ns(self) -> int:
         """QEMU_CLOCK_VIRTUAL: nanoseconds of guest time (0 until the VM first runs;
