@@ -41,10 +41,11 @@ What is reproduced:
   bit (qcow2_signal_corruption); `corruption` holds QEMU's message for the caller's
   BLOCK_IMAGE_CORRUPTED event.
 
-Not reproduced: encrypted images (AES or LUKS) answer every request with EIO
-after open (left, see the module's report), bitmaps are not marked in use on a
-read-write open, and the metadata overlap checks are not run (the allocator
-never places clusters over metadata).
+Encrypted images (LUKS, or the legacy AES a qemu-img would open) are read with
+the passphrase of `DataContext.passphrase` (luks_data, aes); writing them answers
+ENOTSUP. Not reproduced: bitmaps are not marked in use on a read-write open, and
+the metadata overlap checks are not run (the allocator never places clusters
+over metadata).
 """
 
 from __future__ import annotations
@@ -54,15 +55,18 @@ import struct
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 from blockdev.image.formats.base import (
     BackingRead,
     BlockIOError,
     BlockStatus,
     DataContext,
+    FileNode,
     FileView,
     FormatData,
     ImageError,
+    OpenContext,
     read_only_engine_error,
 )
 from blockdev.image.formats.qcow2_check import (
@@ -81,6 +85,9 @@ from blockdev.image.formats.qcow2_check import (
     cluster_type,
     expected_refcounts,
 )
+
+if TYPE_CHECKING:
+    from blockdev.image.formats.luks_data import SectorCipher
 
 # qcow2.h
 QCOW_MAX_L1_SIZE = 0x2000000
@@ -461,6 +468,10 @@ class Qcow2Data:
             raise ImageError("Lazy refcounts require a qcow2 image with at least "
                              "qemu 1.1 compatibility level")
         self._cached_compressed: tuple[int, bytes] | None = None
+        self.cipher: SectorCipher | None = None
+        self.physical_sectors = False
+        if self.crypt_method:
+            self._open_crypto(ctx)
         if self.writable:
             if self.autoclear & ~AUTOCLEAR_MASK:
                 # qcow2_do_open clears unknown autoclear bits on a read-write open.
@@ -471,6 +482,30 @@ class Qcow2Data:
                     self._repair()
                 except (BlockIOError, _Corrupt) as e:
                     raise ImageError(f"Could not repair dirty image: {e}") from None
+
+    def _open_crypto(self, ctx: DataContext) -> None:
+        """The cipher of an encrypted image (qcow2_do_open -> qcrypto_block_open):
+        LUKS in the crypto header extension (sectors numbered by their host offset,
+        crypt_physical_offset), or the legacy AES-128-CBC keyed by the first 16
+        bytes of the password with plain64 IVs of guest sectors
+        (crypto/block-qcow.c)."""
+        from blockdev.image.formats import qcow2
+        from blockdev.image.formats.luks_data import SectorCipher, unlock
+
+        if ctx.passphrase is None:
+            raise ImageError("Parameter 'encrypt.key-secret' is required for cipher")
+        if self.crypt_method == 1:
+            key = ctx.passphrase[:16].ljust(16, b"\0")
+            self.cipher = SectorCipher("cbc", "plain64", None, key)
+            return
+        # The header reader wants a key secret to be named; the caller resolved it.
+        octx = OpenContext(file=cast(FileNode, self.file), filename="", read_only=True,
+                           key_secret="", system_emulator=False)
+        header = qcow2.read_header(octx).header
+        if header.crypto_header is None:
+            raise ImageError(f"Missing CRYPTO header for crypt method {self.crypt_method}")
+        self.cipher, _ = unlock(self.file, ctx.passphrase, base=header.crypto_header[0])
+        self.physical_sectors = True
 
     def _cache_sizes(self, ctx: DataContext) -> tuple[int, int]:
         """read_cache_sizes: 1 MiB of L2 tables (no more than the disk needs),
@@ -633,7 +668,8 @@ class Qcow2Data:
         if not self.writable or self.closed:
             raise read_only_engine_error()
         if self.crypt_method:
-            raise BlockIOError(errno.EIO)
+            # QEMU writes encrypted images; the emulator does not (see `mapped`).
+            raise BlockIOError(errno.ENOTSUP)
 
     def _accurate_refcounts(self) -> bool:
         """qcow2_need_accurate_refcounts: refcounts may lag behind only while the
@@ -713,18 +749,28 @@ class Qcow2Data:
         self._cached_compressed = (coffset, out)
         return out
 
+    def _read_encrypted(self, guest: int, host: int, n: int) -> bytes:
+        """The sectors around [host, host+n) decrypted (qcow2_co_preadv with
+        s->crypto; block/io.c aligns such requests to sectors)."""
+        assert self.cipher is not None
+        head = host % 512
+        size = -(-(head + n) // 512) * 512
+        raw = self._pread(host - head, size)
+        sector = (host - head if self.physical_sectors else guest - head) // 512
+        return self.cipher.decrypt(sector, raw)[head:head + n]
+
     def _read(self, offset: int, length: int, *, backing: bool) -> bytes:
         """qcow2_co_preadv; with `backing`, unallocated runs come from the backing
         reader (the node's own read path, as COW uses it)."""
-        if self.crypt_method:
-            raise BlockIOError(errno.EIO)
         out = bytearray(length)
         pos = 0
         cs = self.cluster_size
         while pos < length:
             cur = offset + pos
             typ, host, n = self._get_cluster_offset(cur, length - pos)
-            if typ == NORMAL:
+            if typ == NORMAL and self.cipher is not None:
+                out[pos:pos + n] = self._read_encrypted(cur, host + cur % cs, n)
+            elif typ == NORMAL:
                 out[pos:pos + n] = self._pread(host + cur % cs, n)
             elif typ == COMPRESSED:
                 data = self._decompress(host)
