@@ -39,7 +39,8 @@ What is reproduced:
 - Corruption found on the way (an unaligned L2 or data offset, a zero cluster in a
   v2 image) fails the request with EIO and, on a writable node, sets the corrupt
   bit (qcow2_signal_corruption); `corruption` holds QEMU's message for the caller's
-  BLOCK_IMAGE_CORRUPTED event.
+  BLOCK_IMAGE_CORRUPTED event (fatal), and later requests fail with ENOMEDIUM as
+  QEMU's do once the node has lost its driver.
 
 Encrypted images (LUKS, or the legacy AES a qemu-img would open) are read with
 the passphrase of `DataContext.passphrase` (luks_data, aes); writing them answers
@@ -434,6 +435,7 @@ class Qcow2Data:
         self.writable = ctx.writable
         self.backing: BackingRead | None = ctx.backing
         self.corruption: str | None = None
+        self.broken = False  # after a fatal corruption (QEMU sets bs->drv = NULL)
         self.closed = False
         raw = self._pread(0, _HEADER.size + _HEADER_V3.size)
         (_magic, self.version, _bfo, _bfs, self.cluster_bits, self.size,
@@ -554,6 +556,9 @@ class Qcow2Data:
         self.backing = read
 
     def _guard(self, fn: Callable[[], object]) -> object:
+        if self.broken:
+            # bdrv_co_preadv/pwritev on a node without a driver: -ENOMEDIUM.
+            raise BlockIOError(errno.ENOMEDIUM)
         try:
             return fn()
         except _Corrupt as e:
@@ -566,6 +571,7 @@ class Qcow2Data:
         and no more writes."""
         if self.corruption is None:
             self.corruption = message
+        self.broken = True
         if self.writable and not self.incompatible & INCOMPAT_CORRUPT and self.version >= 3:
             self.incompatible |= INCOMPAT_CORRUPT
             try:
