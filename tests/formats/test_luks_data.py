@@ -32,6 +32,18 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, check=False)
 
 
+def create_encrypted(fmt: str, opts: str, img: str) -> None:
+    """qemu-img create with a LUKS key slot. qemu-img times PBKDF2 on the thread's
+    CPU clock first and often fails with "Unable to get accurate CPU usage" when a
+    round measures 0 ms; that failure is immediate, and another try succeeds."""
+    for _ in range(40):
+        result = run("qemu-img", "create", "-q", "--object", OBJ, "-f", fmt, "-o", opts,
+                     img, "1M")
+        if "Unable to get accurate CPU usage" not in result.stderr:
+            break
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.fixture(scope="module")
 def default_image(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One image in qemu-img's default cipher for the module (LUKS creation is
@@ -42,15 +54,7 @@ def default_image(tmp_path_factory: pytest.TempPathFactory) -> str:
 def make(tmp: Path, *opts: str) -> str:
     img = str(tmp / "img.luks")
     o = ",".join(("key-secret=sec0", "iter-time=10", *opts))
-    for _ in range(40):
-        # qemu-img times PBKDF2 on the thread's CPU clock first and often fails
-        # with "Unable to get accurate CPU usage" when a round measures 0 ms; that
-        # failure is immediate, and another try succeeds.
-        result = run("qemu-img", "create", "-q", "--object", OBJ, "-f", "luks", "-o", o,
-                     img, "1M")
-        if "Unable to get accurate CPU usage" not in result.stderr:
-            break
-    assert result.returncode == 0, result.stderr
+    create_encrypted("luks", o, img)
     spec = f"driver=luks,key-secret=sec0,file.filename={img}"
     cmds = ["-c", "write -P 0x5a 0 4k", "-c", "write -P 0xa5 5000 70000",
             "-c", "write -P 0x11 1040384 8192"]
@@ -132,12 +136,7 @@ def test_qcow2_with_luks_encryption(tmp_path: Path) -> None:
     (qcow2_co_preadv with crypt_physical_offset); writes answer ENOTSUP."""
     img = str(tmp_path / "enc.qcow2")
     opts = "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10"
-    for _ in range(40):
-        result = run("qemu-img", "create", "-q", "--object", OBJ, "-f", "qcow2", "-o", opts,
-                     img, "1M")
-        if "Unable to get accurate CPU usage" not in result.stderr:
-            break
-    assert result.returncode == 0, result.stderr
+    create_encrypted("qcow2", opts, img)
     spec = f"driver=qcow2,encrypt.key-secret=sec0,file.filename={img}"
     result = run("qemu-io", "--object", OBJ, "--image-opts", "-c", "write -P 0x5a 4096 70000",
                  spec)

@@ -55,7 +55,7 @@ import errno
 import struct
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, cast
 
 from blockdev.image.formats.base import (
@@ -1081,10 +1081,7 @@ class Qcow2Data:
         self._cached_compressed = None
         # qcow2_cluster_zeroize / zero_single_l2
         nb = -(-min(length, self.size - offset) // cs) if offset < self.size else 0
-        while nb > 0:
-            l2_offset, table, l2_index = self._cluster_table(offset)
-            n = min(nb, self.l2_size - l2_index)
-            entries = self._l2_entries(table, l2_index, n)
+        for l2_offset, table, l2_index, entries in self._l2_runs(offset, nb):
             for i, old in enumerate(entries):
                 typ = cluster_type(old)
                 if typ == ZERO_PLAIN or (typ == ZERO_ALLOC and not unmap):
@@ -1095,9 +1092,19 @@ class Qcow2Data:
                     self._free_any(old)
                 else:
                     _BE64.pack_into(table, (l2_index + i) * 8, old | QCOW_OFLAG_ZERO)
-            nb -= n
-            offset += n * cs
         return True
+
+    def _l2_runs(self, offset: int, nb: int) -> Iterator[tuple[int, bytearray, int,
+                                                                tuple[int, ...]]]:
+        """The L2 tables of `nb` clusters from `offset`, one table at a time (as
+        zero_single_l2 and discard_single_l2 go): (table offset, table, first
+        index, the entries)."""
+        while nb > 0:
+            l2_offset, table, l2_index = self._cluster_table(offset)
+            n = min(nb, self.l2_size - l2_index)
+            yield l2_offset, table, l2_index, self._l2_entries(table, l2_index, n)
+            nb -= n
+            offset += n * self.cluster_size
 
     def _discard(self, offset: int, length: int) -> None:
         """bdrv_co_pdiscard split by the cluster size; qcow2_co_pdiscard takes whole
@@ -1114,12 +1121,8 @@ class Qcow2Data:
     def _cluster_discard(self, offset: int, length: int, *, full: bool) -> None:
         """qcow2_cluster_discard / discard_single_l2."""
         self._cached_compressed = None
-        cs = self.cluster_size
-        nb = -(-length // cs)
-        while nb > 0:
-            l2_offset, table, l2_index = self._cluster_table(offset)
-            n = min(nb, self.l2_size - l2_index)
-            entries = self._l2_entries(table, l2_index, n)
+        nb = -(-length // self.cluster_size)
+        for l2_offset, table, l2_index, entries in self._l2_runs(offset, nb):
             for i, old in enumerate(entries):
                 typ = cluster_type(old)
                 if typ == UNALLOCATED and (full or self.backing is None):
@@ -1130,8 +1133,6 @@ class Qcow2Data:
                 new = QCOW_OFLAG_ZERO if not full and self.version >= 3 else 0
                 _BE64.pack_into(table, (l2_index + i) * 8, new)
                 self._free_any(old)
-            nb -= n
-            offset += n * cs
 
     # --- repair of a dirty image -----------------------------------------------------
 
