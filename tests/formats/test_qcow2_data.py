@@ -194,7 +194,8 @@ def test_lazy_refcounts_need_v3(tmp_path: Path) -> None:
 
 def test_zero_flag_in_v2_image_is_corruption(tmp_path: Path) -> None:
     """qcow2_get_cluster_offset: a zero cluster entry in a pre-v3 image is
-    corruption (EIO)."""
+    corruption (EIO); qcow2_signal_corruption then leaves the node without a
+    driver, so the next request is -ENOMEDIUM (block/io.c)."""
     img = create(tmp_path / "v2.qcow2", "1M", "compat=0.10")
     assert run("qemu-io", "-c", "write -P 0x55 0 64k", img).returncode == 0
     eng = engine(img, writable=False)
@@ -210,6 +211,9 @@ def test_zero_flag_in_v2_image_is_corruption(tmp_path: Path) -> None:
     assert exc.value.errno == errno.EIO
     assert eng.corruption is not None
     assert eng.corruption.startswith("Zero cluster entry found in pre-v3 image")
+    with pytest.raises(BlockIOError) as exc:
+        eng.read(65536, 512)
+    assert exc.value.errno == errno.ENOMEDIUM
 
 
 def test_zero_writes_make_zero_clusters_on_v3_only(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from blockdev.image.formats.base import (
     FormatData,
     OpenContext,
 )
+from tests.formats.chain import chain_read
 
 SIZE = 5 << 20
 WRITES = (
@@ -54,21 +55,6 @@ def open_engine(path: str, fmt: str, files: list[FileNode], *,
                                     open_extent=open_extent))
     return driver.open_data(DataContext(file=node, facts=facts, writable=writable,
                                         open_extent=open_extent))
-
-
-def chain_read(eng: FormatData, backing: FormatData | None, offset: int, length: int) -> bytes:
-    out = bytearray(length)
-    pos = 0
-    end = min(offset + length, eng.length)
-    while offset + pos < end:
-        status = eng.block_status(offset + pos, end - offset - pos)
-        assert status.pnum > 0
-        if status.allocated:
-            out[pos:pos + status.pnum] = eng.read(offset + pos, status.pnum)
-        elif backing is not None:
-            out[pos:pos + status.pnum] = chain_read(backing, None, offset + pos, status.pnum)
-        pos += status.pnum
-    return bytes(out)
 
 
 def as_raw(path: str, tmp: Path) -> bytes:

@@ -27,6 +27,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from blockdev.image.formats.base import DataContext, FileNode
 from blockdev.image.formats.facts import ImageFacts
 from blockdev.image.formats.qcow2_data import Qcow2Data
+from tests.formats.chain import chain_read
 
 VARIANTS = (
     "compat=1.1,cluster_size=65536",
@@ -49,25 +50,8 @@ def _engine(path: str, *, writable: bool, backing: Qcow2Data | None) -> tuple[Qc
     facts = ImageFacts(filename=path, format="qcow2", virtual_size=0)
     eng = Qcow2Data(DataContext(file=file, facts=facts, writable=writable))
     if backing is not None:
-        eng.set_backing(lambda off, n: _chain_read(backing, None, off, n))
+        eng.set_backing(lambda off, n: chain_read(backing, None, off, n))
     return eng, file
-
-
-def _chain_read(eng: Qcow2Data, backing: Qcow2Data | None, offset: int, length: int) -> bytes:
-    """What the request path does: the engine's own bytes, the backing node's where
-    block_status says unallocated, zeros past the end of the node."""
-    out = bytearray(length)
-    pos = 0
-    end = min(offset + length, eng.length)
-    while offset + pos < end:
-        st_ = eng.block_status(offset + pos, end - offset - pos)
-        assert st_.pnum > 0
-        if st_.allocated:
-            out[pos:pos + st_.pnum] = eng.read(offset + pos, st_.pnum)
-        elif backing is not None:
-            out[pos:pos + st_.pnum] = _chain_read(backing, None, offset + pos, st_.pnum)
-        pos += st_.pnum
-    return bytes(out)
 
 
 class Qcow2DataMachine(RuleBasedStateMachine):
@@ -151,7 +135,7 @@ class Qcow2DataMachine(RuleBasedStateMachine):
     def read(self, data: st.DataObject) -> None:
         assert self.eng is not None
         off, ln = self._span(data)
-        assert _chain_read(self.eng, self.backing, off, ln) == bytes(self.model[off:off + ln])
+        assert chain_read(self.eng, self.backing, off, ln) == bytes(self.model[off:off + ln])
 
     @precondition(lambda self: self.eng is not None)
     @rule()
@@ -177,7 +161,7 @@ class Qcow2DataMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         try:
             if self.eng is not None and self.file is not None:
-                assert _chain_read(self.eng, self.backing, 0, SIZE) == bytes(self.model)
+                assert chain_read(self.eng, self.backing, 0, SIZE) == bytes(self.model)
                 self.eng.close()
                 self.file.close()
                 check = _run("qemu-img", "check", self.path)

@@ -1,10 +1,10 @@
 """LUKS (version 1) headers: the `luks` format driver of block/crypto.c and the
 header parser that qcow2's LUKS encryption shares [crypto/block-luks.c].
 
-Only the header is read; nothing is decrypted. The emulator never touches guest
-data, so the one thing QEMU would do with the key that matters here -- refuse a wrong
-passphrase with `Invalid password, cannot unlock any keyslot` -- is not reproduced:
-any key secret is accepted (the caller checks that the secret object exists).
+Only the header is read here; any key secret is accepted (the caller checks that
+the secret object exists). The data engine (`luks_data`) unlocks a key slot with
+the secret's passphrase and refuses a wrong one with QEMU's `Invalid password,
+cannot unlock any keyslot` when the node gets its engine.
 """
 
 from __future__ import annotations

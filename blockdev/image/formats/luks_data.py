@@ -47,7 +47,7 @@ def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("ascii", errors="replace")
 
 
-class _Cipher:
+class SectorCipher:
     """One sector cipher: the payload's algorithm, mode and IV generator."""
 
     def __init__(self, mode: str, ivgen: str, ivhash: str | None, key: bytes) -> None:
@@ -126,7 +126,7 @@ def _parse_mode(cipher_name: str, cipher_mode: str, key_bytes: int
     return mode, ivgen, (ivhash or None) if ivgen == "essiv" else None
 
 
-def unlock(file: FileView, passphrase: bytes, base: int = 0) -> tuple[_Cipher, int]:
+def unlock(file: FileView, passphrase: bytes, base: int = 0) -> tuple[SectorCipher, int]:
     """qcrypto_block_luks_open with a passphrase: the payload cipher and the
     payload's byte offset. `base` is where the LUKS header starts in `file`."""
     raw = file.pread(base, _HEADER.size + 8 * _SLOT.size)
@@ -142,11 +142,11 @@ def unlock(file: FileView, passphrase: bytes, base: int = 0) -> tuple[_Cipher, i
         slot_key = hashlib.pbkdf2_hmac(hash_name, passphrase, salt, iterations, key_bytes)
         material = file.pread(base + key_offset * SECTOR, key_bytes * stripes)
         padded = material + bytes(-len(material) % SECTOR)
-        split = _Cipher(mode, ivgen, ivhash, slot_key).decrypt(0, padded)[:len(material)]
+        split = SectorCipher(mode, ivgen, ivhash, slot_key).decrypt(0, padded)[:len(material)]
         master = _af_merge(hash_name, key_bytes, stripes, split)
         digest = hashlib.pbkdf2_hmac(hash_name, master, mk_salt, mk_iterations, DIGEST_LEN)
         if hmac.compare_digest(digest, mk_digest):
-            return _Cipher(mode, ivgen, ivhash, master), payload_offset * SECTOR
+            return SectorCipher(mode, ivgen, ivhash, master), payload_offset * SECTOR
     raise ImageError("Invalid password, cannot unlock any keyslot")
 
 

@@ -4,10 +4,11 @@ qcow2_do_open does, and writing a new empty image the way qcow2_create2 leaves o
 Reading reproduces 2.11's checks and messages in their order, the header
 extensions (backing format, feature name table, bitmaps, LUKS crypto header,
 unknown ones), the snapshot table [block/qcow2-snapshot.c qcow2_read_snapshots] and
-the bitmap directory [block/qcow2-bitmap.c bitmap_list_load]. Not reproduced
-(documented gaps): the repair 2.11 runs when a *dirty* image is opened read-write
-(qcow2_check with fix, which then clears the dirty bit), the IN_USE marking of
-autoloaded bitmaps on a read-write open, and loading bitmap contents.
+the bitmap directory [block/qcow2-bitmap.c bitmap_list_load]. The repair 2.11 runs
+when a *dirty* image is opened read-write (qcow2_check with fix) is the data
+engine's (`qcow2_data`, when the node gets one). Not reproduced (documented gaps):
+the IN_USE marking of autoloaded bitmaps on a read-write open, and loading bitmap
+contents.
 
 Writing follows block.md §9 (verified against qemu-img): header and extensions in
 cluster 0, the refcount table in cluster 1, one refcount block in cluster 2 and the

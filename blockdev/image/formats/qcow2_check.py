@@ -92,7 +92,9 @@ def expected_refcounts(file: FileView, *, cluster_bits: int, l1: Sequence[int],
     inc(l1_table_offset, len(l1) * 8)
     l1_table(l1)
 
-    ctx = OpenContext(file=cast(Any, file), filename="", read_only=True)
+    # (An encrypted image's reader wants a key secret named; only its layout is read.)
+    ctx = OpenContext(file=cast(Any, file), filename="", read_only=True, key_secret="",
+                      system_emulator=False)
     header = qcow2.read_header(ctx).header
     # Snapshots: the table, then each snapshot's L1 table and what it references.
     offset = header.snapshots_offset

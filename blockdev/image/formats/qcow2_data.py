@@ -39,12 +39,14 @@ What is reproduced:
 - Corruption found on the way (an unaligned L2 or data offset, a zero cluster in a
   v2 image) fails the request with EIO and, on a writable node, sets the corrupt
   bit (qcow2_signal_corruption); `corruption` holds QEMU's message for the caller's
-  BLOCK_IMAGE_CORRUPTED event.
+  BLOCK_IMAGE_CORRUPTED event (fatal), and later requests fail with ENOMEDIUM as
+  QEMU's do once the node has lost its driver.
 
-Not reproduced: encrypted images (AES or LUKS) answer every request with EIO
-after open (left, see the module's report), bitmaps are not marked in use on a
-read-write open, and the metadata overlap checks are not run (the allocator
-never places clusters over metadata).
+Encrypted images (LUKS, or the legacy AES a qemu-img would open) are read with
+the passphrase of `DataContext.passphrase` (luks_data, aes); writing them answers
+ENOTSUP. Not reproduced: bitmaps are not marked in use on a read-write open, and
+the metadata overlap checks are not run (the allocator never places clusters
+over metadata).
 """
 
 from __future__ import annotations
@@ -53,16 +55,19 @@ import errno
 import struct
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, cast
 
 from blockdev.image.formats.base import (
     BackingRead,
     BlockIOError,
     BlockStatus,
     DataContext,
+    FileNode,
     FileView,
     FormatData,
     ImageError,
+    OpenContext,
     read_only_engine_error,
 )
 from blockdev.image.formats.qcow2_check import (
@@ -81,6 +86,9 @@ from blockdev.image.formats.qcow2_check import (
     cluster_type,
     expected_refcounts,
 )
+
+if TYPE_CHECKING:
+    from blockdev.image.formats.luks_data import SectorCipher
 
 # qcow2.h
 QCOW_MAX_L1_SIZE = 0x2000000
@@ -427,6 +435,7 @@ class Qcow2Data:
         self.writable = ctx.writable
         self.backing: BackingRead | None = ctx.backing
         self.corruption: str | None = None
+        self.broken = False  # after a fatal corruption (QEMU sets bs->drv = NULL)
         self.closed = False
         raw = self._pread(0, _HEADER.size + _HEADER_V3.size)
         (_magic, self.version, _bfo, _bfs, self.cluster_bits, self.size,
@@ -461,6 +470,10 @@ class Qcow2Data:
             raise ImageError("Lazy refcounts require a qcow2 image with at least "
                              "qemu 1.1 compatibility level")
         self._cached_compressed: tuple[int, bytes] | None = None
+        self.cipher: SectorCipher | None = None
+        self.physical_sectors = False
+        if self.crypt_method:
+            self._open_crypto(ctx)
         if self.writable:
             if self.autoclear & ~AUTOCLEAR_MASK:
                 # qcow2_do_open clears unknown autoclear bits on a read-write open.
@@ -471,6 +484,30 @@ class Qcow2Data:
                     self._repair()
                 except (BlockIOError, _Corrupt) as e:
                     raise ImageError(f"Could not repair dirty image: {e}") from None
+
+    def _open_crypto(self, ctx: DataContext) -> None:
+        """The cipher of an encrypted image (qcow2_do_open -> qcrypto_block_open):
+        LUKS in the crypto header extension (sectors numbered by their host offset,
+        crypt_physical_offset), or the legacy AES-128-CBC keyed by the first 16
+        bytes of the password with plain64 IVs of guest sectors
+        (crypto/block-qcow.c)."""
+        from blockdev.image.formats import qcow2
+        from blockdev.image.formats.luks_data import SectorCipher, unlock
+
+        if ctx.passphrase is None:
+            raise ImageError("Parameter 'encrypt.key-secret' is required for cipher")
+        if self.crypt_method == 1:
+            key = ctx.passphrase[:16].ljust(16, b"\0")
+            self.cipher = SectorCipher("cbc", "plain64", None, key)
+            return
+        # The header reader wants a key secret to be named; the caller resolved it.
+        octx = OpenContext(file=cast(FileNode, self.file), filename="", read_only=True,
+                           key_secret="", system_emulator=False)
+        header = qcow2.read_header(octx).header
+        if header.crypto_header is None:
+            raise ImageError(f"Missing CRYPTO header for crypt method {self.crypt_method}")
+        self.cipher, _ = unlock(self.file, ctx.passphrase, base=header.crypto_header[0])
+        self.physical_sectors = True
 
     def _cache_sizes(self, ctx: DataContext) -> tuple[int, int]:
         """read_cache_sizes: 1 MiB of L2 tables (no more than the disk needs),
@@ -519,6 +556,9 @@ class Qcow2Data:
         self.backing = read
 
     def _guard(self, fn: Callable[[], object]) -> object:
+        if self.broken:
+            # bdrv_co_preadv/pwritev on a node without a driver: -ENOMEDIUM.
+            raise BlockIOError(errno.ENOMEDIUM)
         try:
             return fn()
         except _Corrupt as e:
@@ -531,6 +571,7 @@ class Qcow2Data:
         and no more writes."""
         if self.corruption is None:
             self.corruption = message
+        self.broken = True
         if self.writable and not self.incompatible & INCOMPAT_CORRUPT and self.version >= 3:
             self.incompatible |= INCOMPAT_CORRUPT
             try:
@@ -633,7 +674,8 @@ class Qcow2Data:
         if not self.writable or self.closed:
             raise read_only_engine_error()
         if self.crypt_method:
-            raise BlockIOError(errno.EIO)
+            # QEMU writes encrypted images; the emulator does not (see `mapped`).
+            raise BlockIOError(errno.ENOTSUP)
 
     def _accurate_refcounts(self) -> bool:
         """qcow2_need_accurate_refcounts: refcounts may lag behind only while the
@@ -713,18 +755,28 @@ class Qcow2Data:
         self._cached_compressed = (coffset, out)
         return out
 
+    def _read_encrypted(self, guest: int, host: int, n: int) -> bytes:
+        """The sectors around [host, host+n) decrypted (qcow2_co_preadv with
+        s->crypto; block/io.c aligns such requests to sectors)."""
+        assert self.cipher is not None
+        head = host % 512
+        size = -(-(head + n) // 512) * 512
+        raw = self._pread(host - head, size)
+        sector = (host - head if self.physical_sectors else guest - head) // 512
+        return self.cipher.decrypt(sector, raw)[head:head + n]
+
     def _read(self, offset: int, length: int, *, backing: bool) -> bytes:
         """qcow2_co_preadv; with `backing`, unallocated runs come from the backing
         reader (the node's own read path, as COW uses it)."""
-        if self.crypt_method:
-            raise BlockIOError(errno.EIO)
         out = bytearray(length)
         pos = 0
         cs = self.cluster_size
         while pos < length:
             cur = offset + pos
             typ, host, n = self._get_cluster_offset(cur, length - pos)
-            if typ == NORMAL:
+            if typ == NORMAL and self.cipher is not None:
+                out[pos:pos + n] = self._read_encrypted(cur, host + cur % cs, n)
+            elif typ == NORMAL:
                 out[pos:pos + n] = self._pread(host + cur % cs, n)
             elif typ == COMPRESSED:
                 data = self._decompress(host)
@@ -1029,10 +1081,7 @@ class Qcow2Data:
         self._cached_compressed = None
         # qcow2_cluster_zeroize / zero_single_l2
         nb = -(-min(length, self.size - offset) // cs) if offset < self.size else 0
-        while nb > 0:
-            l2_offset, table, l2_index = self._cluster_table(offset)
-            n = min(nb, self.l2_size - l2_index)
-            entries = self._l2_entries(table, l2_index, n)
+        for l2_offset, table, l2_index, entries in self._l2_runs(offset, nb):
             for i, old in enumerate(entries):
                 typ = cluster_type(old)
                 if typ == ZERO_PLAIN or (typ == ZERO_ALLOC and not unmap):
@@ -1043,9 +1092,19 @@ class Qcow2Data:
                     self._free_any(old)
                 else:
                     _BE64.pack_into(table, (l2_index + i) * 8, old | QCOW_OFLAG_ZERO)
-            nb -= n
-            offset += n * cs
         return True
+
+    def _l2_runs(self, offset: int, nb: int) -> Iterator[tuple[int, bytearray, int,
+                                                                tuple[int, ...]]]:
+        """The L2 tables of `nb` clusters from `offset`, one table at a time (as
+        zero_single_l2 and discard_single_l2 go): (table offset, table, first
+        index, the entries)."""
+        while nb > 0:
+            l2_offset, table, l2_index = self._cluster_table(offset)
+            n = min(nb, self.l2_size - l2_index)
+            yield l2_offset, table, l2_index, self._l2_entries(table, l2_index, n)
+            nb -= n
+            offset += n * self.cluster_size
 
     def _discard(self, offset: int, length: int) -> None:
         """bdrv_co_pdiscard split by the cluster size; qcow2_co_pdiscard takes whole
@@ -1062,12 +1121,8 @@ class Qcow2Data:
     def _cluster_discard(self, offset: int, length: int, *, full: bool) -> None:
         """qcow2_cluster_discard / discard_single_l2."""
         self._cached_compressed = None
-        cs = self.cluster_size
-        nb = -(-length // cs)
-        while nb > 0:
-            l2_offset, table, l2_index = self._cluster_table(offset)
-            n = min(nb, self.l2_size - l2_index)
-            entries = self._l2_entries(table, l2_index, n)
+        nb = -(-length // self.cluster_size)
+        for l2_offset, table, l2_index, entries in self._l2_runs(offset, nb):
             for i, old in enumerate(entries):
                 typ = cluster_type(old)
                 if typ == UNALLOCATED and (full or self.backing is None):
@@ -1078,8 +1133,6 @@ class Qcow2Data:
                 new = QCOW_OFLAG_ZERO if not full and self.version >= 3 else 0
                 _BE64.pack_into(table, (l2_index + i) * 8, new)
                 self._free_any(old)
-            nb -= n
-            offset += n * cs
 
     # --- repair of a dirty image -----------------------------------------------------
 
