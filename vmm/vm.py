@@ -11,7 +11,7 @@ table, and its guest behaviours join `BEHAVIOURS`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -19,6 +19,8 @@ from blockdev.commands import BlockCommands
 from blockdev.device_backends import DeviceBackends
 from blockdev.host import TRAY_BEHAVIOURS
 from blockdev.layer import BlockLayer
+from devices.chardev.commands import ChardevCommands
+from devices.chardev.model import Chardevs
 from devices.display.vnc import VncDisplays
 from devices.qdev import Qdev
 from schema.catalog import Catalog
@@ -69,6 +71,13 @@ class GuestMemory:
         return self._spaces
 
 
+def open_chardev_host(ident: str, kind: str, data: dict[str, Any]) -> Any:
+    """The chardevs' host side, loaded when the first chardev with one is opened."""
+    from devices.chardev.hostio import open_host
+
+    return open_host(ident, kind, data)
+
+
 @attrs.define(kw_only=True)
 class Vm:
     machine: Machine
@@ -79,6 +88,7 @@ class Vm:
     qdev: Qdev
     vnc: VncDisplays
     guest_memory: GuestMemory
+    chardevs: Chardevs
 
     @classmethod
     def build(cls, *, options: MachineOptions, schema: Schema, catalog: Catalog,
@@ -90,15 +100,18 @@ class Vm:
         memory = GuestMemory(machine)
         if options.accel == "qtest":
             memory()
+        chardevs = Chardevs(opener=open_chardev_host, now=machine.now)
+        machine.plug(chardevs)
         qdev = Qdev(block=DeviceBackends(block))
         vnc = VncDisplays()  # -vnc is not applied yet: no display, as QEMU without -vnc
         core = CoreCommands(machine)
         dispatcher = Dispatcher(machine, core, BlockCommands(block), ChangeCommand(block, vnc),
-                                MemoryDumpCommands(memory), per_monitor=MonitorCommands)
+                                MemoryDumpCommands(memory), ChardevCommands(chardevs),
+                                per_monitor=MonitorCommands)
         hub = MonitorHub(machine, dispatcher, core,
                          HmpState(block=block, vnc=vnc, memory=memory))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
-                   qdev=qdev, vnc=vnc, guest_memory=memory)
+                   qdev=qdev, vnc=vnc, guest_memory=memory, chardevs=chardevs)
 
     @property
     def memory(self) -> AddressSpaces:

@@ -14,7 +14,7 @@ entry's function is in `vmm.hmp.commands`, `vmm.hmp.block`, `vmm.hmp.savevm` or
 
 from __future__ import annotations
 
-from vmm.hmp import block, commands, memory, savevm
+from vmm.hmp import block, chardevs, commands, memory, savevm
 from vmm.hmp.commands import info_via_qmp, not_modelled, via_qmp
 from vmm.hmp.interpreter import HmpCommand, command_table
 
@@ -24,7 +24,7 @@ INFO = command_table((
     HmpCommand('network', '', '', 'show the network state',
                not_modelled("info network")),
     HmpCommand('chardev', '', '', 'show the character devices',
-               info_via_qmp("query-chardev", "chardev")),
+               chardevs.hmp_info_chardev),
     HmpCommand('block', 'nodes:-n,verbose:-v,device:B?', '[-n] [-v] [device]', 'show info of one block device or all block devices (-n: show named nodes; -v: show details)',
                block.hmp_info_block),
     HmpCommand('blockstats', '', '', 'show block device statistics',
@@ -331,9 +331,9 @@ TABLE = command_table((
     HmpCommand('expire_password', 'protocol:s,time:s', 'protocol time', 'set spice/vnc password expire-time',
                via_qmp("expire_password", protocol="protocol", time="time")),
     HmpCommand('chardev-add', 'args:s', 'args', 'add chardev',
-               commands.hmp_chardev_add),
+               chardevs.hmp_chardev_add),
     HmpCommand('chardev-change', 'id:s,args:s', 'id args', 'change chardev',
-               not_modelled("chardev-change")),
+               chardevs.hmp_chardev_change),
     HmpCommand('chardev-remove', 'id:s', 'id', 'remove chardev',
                via_qmp("chardev-remove", id="id")),
     HmpCommand('chardev-send-break', 'id:s', 'id', 'send a break on chardev',
