@@ -10,6 +10,7 @@ table, and its guest behaviours join `BEHAVIOURS`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +23,11 @@ from blockdev.layer import BlockLayer
 from devices.chardev.commands import ChardevCommands
 from devices.chardev.model import Chardevs
 from devices.display.vnc import VncDisplays
+from devices.net.commands import NetCommands
+from devices.net.model import NetClients
 from devices.qdev import Qdev
 from schema.catalog import Catalog
+from schema.errors import GenericError
 from schema.handlers import Behaviour
 from schema.model import Schema
 from vmm.change import ChangeCommand
@@ -33,7 +37,7 @@ from vmm.machine.core import Clock, Machine, MachineOptions
 from vmm.machine.guest import GUEST_BEHAVIOURS
 from vmm.machine.trace import TraceEvents
 from vmm.memdump import MemoryDumpCommands
-from vmm.qmp.dispatch import Dispatcher
+from vmm.qmp.dispatch import Dispatcher, MonitorSession
 from vmm.qmp.monitor import HmpMonitor, MonitorHub, QmpMonitor
 
 if TYPE_CHECKING:
@@ -78,6 +82,28 @@ def open_chardev_host(ident: str, kind: str, data: dict[str, Any]) -> Any:
     return open_host(ident, kind, data)
 
 
+class LazyHostNet:
+    """The netdevs' host side (`devices.net.hostnet`), loaded on first use."""
+
+    def __getattr__(self, name: str) -> Any:
+        from devices.net.hostnet import HostNet
+
+        return getattr(HostNet(), name)
+
+
+def monitor_fd_param(session: MonitorSession | None, fdname: str) -> int:
+    """monitor.c monitor_fd_param: a name is taken out of the current monitor's
+    getfd list (the caller owns it now); a number is parsed (qemu_parse_fd)."""
+    if fdname[:1].isdigit() or session is None:
+        if fdname.isdigit() and fdname.isascii() and int(fdname) <= 0x7FFFFFFF:
+            return int(fdname)
+        raise GenericError(f"Invalid file descriptor number '{fdname}'")
+    fd = session.fds.named.pop(fdname, None)
+    if fd is None:
+        raise GenericError(f"File descriptor named '{fdname}' has not been found")
+    return fd
+
+
 @attrs.define(kw_only=True)
 class Vm:
     machine: Machine
@@ -89,6 +115,7 @@ class Vm:
     vnc: VncDisplays
     guest_memory: GuestMemory
     chardevs: Chardevs
+    net: NetClients
 
     @classmethod
     def build(cls, *, options: MachineOptions, schema: Schema, catalog: Catalog,
@@ -102,16 +129,35 @@ class Vm:
             memory()
         chardevs = Chardevs(opener=open_chardev_host, now=machine.now)
         machine.plug(chardevs)
+        net = NetClients(host=LazyHostNet(), events=machine)
+        machine.plug(net)
+
+        def find_chardev(ident: str) -> tuple[str, str] | None:
+            found = chardevs.find(ident)
+            if found is None:
+                return None
+            addr = (found.backend.get("data") or {}).get("addr") or {}
+            return found.kind, str(addr.get("type", ""))
+
+        def fd_param(name: str) -> int:
+            return monitor_fd_param(dispatcher.current_session, name)
+
+        def report(text: str) -> None:
+            sys.stderr.write(text + "\n")
+
+        net_commands = NetCommands(net, schema, fd_param, find_chardev, report)
         qdev = Qdev(block=DeviceBackends(block))
         vnc = VncDisplays()  # -vnc is not applied yet: no display, as QEMU without -vnc
         core = CoreCommands(machine)
         dispatcher = Dispatcher(machine, core, BlockCommands(block), ChangeCommand(block, vnc),
                                 MemoryDumpCommands(memory), ChardevCommands(chardevs),
+                                net_commands,
                                 per_monitor=MonitorCommands)
         hub = MonitorHub(machine, dispatcher, core,
-                         HmpState(block=block, vnc=vnc, memory=memory))
+                         HmpState(block=block, vnc=vnc, memory=memory, net=net_commands))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
-                   qdev=qdev, vnc=vnc, guest_memory=memory, chardevs=chardevs)
+                   qdev=qdev, vnc=vnc, guest_memory=memory, chardevs=chardevs,
+                   net=net)
 
     @property
     def memory(self) -> AddressSpaces:
