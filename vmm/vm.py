@@ -21,6 +21,7 @@ from blockdev.device_backends import DeviceBackends
 from blockdev.host import TRAY_BEHAVIOURS
 from blockdev.layer import BlockLayer
 from devices.chardev.commands import ChardevCommands
+from devices.chardev.frontends import CHARDEV_BEHAVIOURS, GuestPorts
 from devices.chardev.model import Chardevs
 from devices.display.vnc import VncDisplays
 from devices.net.commands import NetCommands
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
 # Every guest behaviour of the subsystems composed here (the command line's
 # --emu-behaviour names).
-BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS)
+BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS, *CHARDEV_BEHAVIOURS)
 
 
 class GuestMemory:
@@ -116,6 +117,8 @@ class Vm:
     guest_memory: GuestMemory
     chardevs: Chardevs
     net: NetClients
+    netdevs: NetCommands
+    guest_ports: GuestPorts
 
     @classmethod
     def build(cls, *, options: MachineOptions, schema: Schema, catalog: Catalog,
@@ -129,6 +132,8 @@ class Vm:
             memory()
         chardevs = Chardevs(opener=open_chardev_host, now=machine.now)
         machine.plug(chardevs)
+        guest_ports = GuestPorts(behaviour=machine.behaviours.get)
+        machine.plug(guest_ports)
         net = NetClients(host=LazyHostNet(), events=machine)
         machine.plug(net)
 
@@ -157,7 +162,7 @@ class Vm:
                          HmpState(block=block, vnc=vnc, memory=memory, net=net_commands))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
                    qdev=qdev, vnc=vnc, guest_memory=memory, chardevs=chardevs,
-                   net=net)
+                   net=net, netdevs=net_commands, guest_ports=guest_ports)
 
     @property
     def memory(self) -> AddressSpaces:

@@ -174,7 +174,9 @@ def hmp_info_usernet(hmp: Hmp, args: Args) -> None:
                     continue
                 sock = getattr(rule.handle, "sock", None)
                 fd = sock.fileno() if sock is not None else -1
+                # getsockname: the address and port the host socket really has
+                host, port = sock.getsockname()[:2] if sock is not None else ("", 0)
                 label = "  UDP[HOST_FORWARD]" if udp else "  TCP[HOST_FORWARD]"
-                src = rule.host_addr if rule.host_addr not in ("", "0.0.0.0") else "*"
-                hmp.printf(f"{label:<19} {fd:3d} {src:>15} {rule.host_port:5d} "
+                src = host if host not in ("", "0.0.0.0") else "*"
+                hmp.printf(f"{label:<19} {fd:3d} {src:>15} {port:5d} "
                            f"{rule.guest_addr:>15} {rule.guest_port:5d} {0:5d} {0:5d}\n")
