@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import attrs
 
-from devices.chardev.model import Chardev, Chardevs
+from devices.chardev.model import Chardev, Chardevs, Ring
 from schema.handlers import Behaviour, choice
 
 CONSOLE = Behaviour(
@@ -234,3 +235,35 @@ class GuestPorts:
 
     def close(self) -> None:
         pass
+
+
+@attrs.define(kw_only=True, eq=False)
+class RingFrontend:
+    """A guest port whose guest keeps what it receives in a ring buffer (as the
+    ringbuf backend keeps what a guest writes) and can write back: the guest side
+    of a chardev for tests and for devices without a model of their own."""
+
+    ring: Ring = attrs.Factory(lambda: Ring(size=65536))
+    chardev: Chardev | None = None
+    events_seen: list[str] = attrs.Factory(list)
+    hotswap: bool = True
+    frontend_open: bool = True
+    on_receive: Callable[[], None] = lambda: None
+
+    def attach(self, chardevs: Chardevs, ident: str, owner: str = "") -> None:
+        self.chardev = chardevs.attach(ident, self, owner=owner)
+
+    def write(self, data: bytes) -> None:
+        assert self.chardev is not None
+        self.chardev.write(data)
+
+    def receive(self, data: bytes) -> None:
+        self.ring.write(data)
+        self.on_receive()
+
+    def event(self, event: str) -> None:
+        self.events_seen.append(event)
+
+    def backend_changed(self, chardev: Chardev) -> bool:
+        self.chardev = chardev
+        return True
