@@ -21,11 +21,10 @@ from blockdev.device_backends import DeviceBackends
 from blockdev.host import TRAY_BEHAVIOURS
 from blockdev.layer import BlockLayer
 from devices.chardev.commands import ChardevCommands
-from devices.chardev.frontends import CHARDEV_BEHAVIOURS, GuestPorts
 from devices.chardev.model import Chardevs
+from devices.chardev.ports import CHARDEV_BEHAVIOURS, GuestPorts
 from devices.display.vnc import VncDisplays
 from devices.net.commands import NetCommands
-from devices.net.model import NetClients
 from devices.qdev import Qdev
 from schema.catalog import Catalog
 from schema.errors import GenericError
@@ -43,6 +42,7 @@ from vmm.qmp.monitor import HmpMonitor, MonitorHub, QmpMonitor
 
 if TYPE_CHECKING:
     from devices.address_space import AddressSpaces
+    from devices.net.model import NetClients
     from vmm.qtest import Qtest
 
 # Every guest behaviour of the subsystems composed here (the command line's
@@ -83,6 +83,23 @@ def open_chardev_host(ident: str, kind: str, data: dict[str, Any]) -> Any:
     return open_host(ident, kind, data)
 
 
+class LazyNet:
+    """The machine's net clients (`devices.net.model`), built and plugged into the
+    Machine the first time a netdev or NIC needs them: a plain start-up has none."""
+
+    def __init__(self, machine: Machine) -> None:
+        self._machine = machine
+        self._net: NetClients | None = None
+
+    def __call__(self) -> NetClients:
+        if self._net is None:
+            from devices.net.model import NetClients
+
+            self._net = NetClients(host=LazyHostNet(), events=self._machine)
+            self._machine.plug(self._net)
+        return self._net
+
+
 class LazyHostNet:
     """The netdevs' host side (`devices.net.hostnet`), loaded on first use."""
 
@@ -116,7 +133,6 @@ class Vm:
     vnc: VncDisplays
     guest_memory: GuestMemory
     chardevs: Chardevs
-    net: NetClients
     netdevs: NetCommands
     guest_ports: GuestPorts
 
@@ -134,8 +150,7 @@ class Vm:
         machine.plug(chardevs)
         guest_ports = GuestPorts(behaviour=machine.behaviours.get)
         machine.plug(guest_ports)
-        net = NetClients(host=LazyHostNet(), events=machine)
-        machine.plug(net)
+        net = LazyNet(machine)
 
         def find_chardev(ident: str) -> tuple[str, str] | None:
             found = chardevs.find(ident)
@@ -162,7 +177,11 @@ class Vm:
                          HmpState(block=block, vnc=vnc, memory=memory, net=net_commands))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
                    qdev=qdev, vnc=vnc, guest_memory=memory, chardevs=chardevs,
-                   net=net, netdevs=net_commands, guest_ports=guest_ports)
+                   netdevs=net_commands, guest_ports=guest_ports)
+
+    @property
+    def net(self) -> NetClients:
+        return self.netdevs.net
 
     @property
     def memory(self) -> AddressSpaces:

@@ -6,7 +6,8 @@ Pure model of `devices.chardev` (no I/O): a frontend holds a chardev
 the host side sends arrives in `receive`. Guest reactions are named behaviours
 (`CONSOLE`, `GUEST_AGENT`, off by default): with the console on, the simulated guest
 prints a short banner and a login prompt on its serial port when it first runs, and
-echoes what is typed; with the agent on, a virtio-serial port named
+echoes what is typed (`devices.chardev.ports` holds the behaviours and the ports of
+a machine); with the agent on, a virtio-serial port named
 `org.qemu.guest_agent.0` opens when the guest runs and answers the agent's
 handshake (guest-sync, guest-sync-delimited, guest-ping, guest-info) as
 qemu-ga 2.11 does [qga/commands.c qmp_guest_sync, qmp_guest_ping, qmp_guest_info;
@@ -16,22 +17,12 @@ hw/char/virtio-console.c; hw/char/virtio-serial-bus.c].
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import attrs
 
 from devices.chardev.model import Chardev, Chardevs, Ring
-from schema.handlers import Behaviour, choice
-
-CONSOLE = Behaviour(
-    "serial-console", "what the simulated guest prints on its first serial port",
-    choice("off", "login"), os="off", firmware="off")
-GUEST_AGENT = Behaviour(
-    "guest-agent", "whether a guest agent answers on virtio-serial port "
-    "org.qemu.guest_agent.0", choice("off", "on"), os="off", firmware="off")
-CHARDEV_BEHAVIOURS = (CONSOLE, GUEST_AGENT)
 
 BANNER = (b"\r\nqmp-emulator simulated guest (QEMU 2.11.0 machine)\r\n"
           b"Kernel on an x86_64 (ttyS0)\r\n\r\nlocalhost login: ")
@@ -186,55 +177,6 @@ def _agent_answer(request: Any) -> bytes:
 
 def _json(value: Any) -> bytes:
     return json.dumps(value).encode() + b"\n"
-
-
-@attrs.define(kw_only=True, eq=False)
-class GuestPorts:
-    """The guest's character ports of one machine (serial consoles, virtio-serial
-    ports): a subsystem of the Machine whose guest starts using them when the VM
-    first runs. `behaviour` reads a named guest behaviour's current value."""
-
-    behaviour: Any  # Callable[[str], Any]: the Machine's behaviours registry `get`
-    serials: list[SerialConsole] = attrs.Factory(list)
-    ports: list[VirtioSerialPort] = attrs.Factory(list)
-
-    def add_serial(self, chardevs: Chardevs, ident: str) -> SerialConsole:
-        console = SerialConsole(mode=self.behaviour(CONSOLE.name))
-        console.attach(chardevs, ident, owner="serial")
-        self.serials.append(console)
-        return console
-
-    def add_port(self, port: VirtioSerialPort) -> VirtioSerialPort:
-        port.agent = self.behaviour(GUEST_AGENT.name) == "on"
-        self.ports.append(port)
-        return port
-
-    def reset(self) -> None:
-        for port in self.ports:
-            port.set_guest_connected(False)
-
-    def before_cont(self) -> None:
-        pass
-
-    def vm_start(self) -> None:
-        for console in self.serials:
-            console.mode = self.behaviour(CONSOLE.name)
-            console.guest_runs()
-        for port in self.ports:
-            port.agent = self.behaviour(GUEST_AGENT.name) == "on"
-            port.guest_runs()
-
-    def vm_stop(self) -> None:
-        pass
-
-    def next_deadline(self) -> float:
-        return math.inf
-
-    def run_due(self, now: float) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 @attrs.define(kw_only=True, eq=False)

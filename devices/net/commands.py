@@ -11,11 +11,9 @@ backend's init function checks its options and opens what it opens on the host.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from devices.net.model import HostFwd, NetClient, NetClients
 from schema.errors import (
     QERR_INVALID_PARAMETER,
     QERR_INVALID_PARAMETER_VALUE,
@@ -26,6 +24,11 @@ from schema.errors import (
 from schema.handlers import qmp_command
 from schema.opts.cutils import strtoll
 from schema.opts.qemuopts import OptsList, OptsStore, qobject_as_opt_string
+
+if TYPE_CHECKING:
+    import ipaddress
+
+    from devices.net.model import NetClient, NetClients
 
 NETDEV_OPTS = OptsList("netdev", implied="type")
 # net_client_init_fun of the catalogue's build: vde and netmap are not compiled in
@@ -140,6 +143,8 @@ def visit_netdev(schema: Any, ident: str | None, items: list[tuple[str, str]]) -
 
 def _inet_aton(text: str) -> str | None:
     """inet_aton's strictness is close enough to ipaddress for dotted quads."""
+    import ipaddress
+
     try:
         return str(ipaddress.IPv4Address(text))
     except ValueError:
@@ -222,15 +227,19 @@ def parse_host_port(text: str) -> tuple[str, int]:
 class NetCommands:
     """QMP's netdev commands over one machine's net clients."""
 
-    def __init__(self, net: NetClients, schema: Any, fd_param: FdParam,
+    def __init__(self, net: Callable[[], NetClients], schema: Any, fd_param: FdParam,
                  find_chardev: Callable[[str], tuple[str, str] | None] = lambda ident: None,
                  report: Callable[[str], None] = lambda text: None) -> None:
-        self.net = net
+        self._net = net  # built on first use (the machine's net clients)
         self.schema = schema
         self.fd_param = fd_param  # monitor_fd_param on the current monitor
         self.find_chardev = find_chardev  # (backend type, address type) of a chardev
         self.report = report  # error_report: the program's stderr
         self.store = OptsStore({"netdev": NETDEV_OPTS})
+
+    @property
+    def net(self) -> NetClients:
+        return self._net()
 
     # -- netdev_add ---------------------------------------------------------------------
 
@@ -267,11 +276,15 @@ class NetCommands:
         return client
 
     def _new(self, kind: str, name: str, info: str = "") -> NetClient:
+        from devices.net.model import NetClient
+
         return self.net.add(NetClient(name=name, kind=kind, info_str=info))
 
     def _init_user(self, nd: dict[str, Any], name: str) -> NetClient:
         """net_init_slirp / net_slirp_init: the address checks, then the host
         forwarding rules (each a real listening socket)."""
+        import ipaddress
+
         ipv4 = nd.get("ipv4", True) if "ipv6" not in nd or "ipv4" in nd else not nd["ipv6"]
         ipv6 = nd.get("ipv6", True) if "ipv4" not in nd or "ipv6" in nd else not nd["ipv4"]
         if not ipv4 and any(k in nd for k in ("net", "host", "dns")):
@@ -328,6 +341,8 @@ class NetCommands:
 
     def hostfwd_add(self, client: NetClient, rule: str) -> None:
         """slirp_hostfwd + slirp_add_hostfwd: a real listening socket on the host."""
+        from devices.net.model import HostFwd
+
         udp, host, host_port, guest, guest_port = parse_hostfwd(rule)
         handle = self.net.host.hostfwd_listen(udp, host, host_port)
         if handle is None:
@@ -385,6 +400,8 @@ class NetCommands:
 
     def _init_socket(self, nd: dict[str, Any], name: str) -> NetClient:
         """net_init_socket: exactly one mode; listen and connect for real."""
+        import ipaddress
+
         modes = sum(k in nd for k in ("fd", "listen", "connect", "mcast", "udp"))
         if modes != 1:
             raise GenericError("exactly one of listen=, connect=, mcast= or udp= is required")
@@ -413,8 +430,9 @@ class NetCommands:
         key = "mcast" if "mcast" in nd else "udp"
         host, port = parse_host_port(nd[key])
         if key == "mcast" and not ipaddress.IPv4Address(host).is_multicast:
-            raise GenericError(f"specified mcastaddr {host} (0x{int(ipaddress.IPv4Address(host)):08x}) "
-                               "does not contain a multicast address")
+            value = int(ipaddress.IPv4Address(host))
+            raise GenericError(f"specified mcastaddr {host} (0x{value:08x}) does not "
+                               "contain a multicast address")
         client = self._new("socket", name, f"socket: {key}={host}:{port}")
         return client
 
@@ -491,6 +509,8 @@ class NetCommands:
 
 def _slirp_network(vnet: str) -> ipaddress.IPv4Network:
     """net_slirp_init's `net=addr[/mask]`: a bare address gets its class's mask."""
+    import ipaddress
+
     step = _get_str_sep(vnet, "/")
     if step is None:
         parsed = _inet_aton(vnet)
