@@ -1,0 +1,143 @@
+"""HMP's chardev commands and the guest-side frontends (hmp.c hmp_info_chardev,
+hmp_chardev_add, hmp_chardev_change, hmp_ringbuf_write, hmp_ringbuf_read;
+hw/char/virtio-console.c set_guest_connected; qga/commands.c qmp_guest_sync,
+qmp_guest_ping; devices.md §4.3-§4.5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devices.chardev.frontends import AGENT_NAME, RingFrontend, VirtioSerialPort, agent_replies
+from tests.emulator import SyncVm
+
+
+@pytest.fixture
+def vm() -> Any:
+    machine = SyncVm(["-machine", "pc", "-nodefaults"])
+    yield machine
+    machine.vm.close()
+
+
+def hmp(vm: SyncVm, line: str) -> str:
+    reply = vm.execute({"execute": "human-monitor-command",
+                        "arguments": {"command-line": line}})
+    assert reply is not None and "return" in reply, reply
+    return str(reply["return"])
+
+
+def test_hmp_chardev_add_and_info(vm: SyncVm, tmp_path: Path) -> None:
+    """hmp_chardev_add parses -chardev syntax; info chardev prints label and filename."""
+    assert hmp(vm, "chardev-add ringbuf,id=r0,size=8") == ""
+    assert hmp(vm, f"chardev-add socket,id=s0,path={tmp_path}/s.sock,server,nowait") == ""
+    assert hmp(vm, "info chardev") == (
+        "r0: filename=ringbuf\r\n"
+        f"s0: filename=disconnected:unix:{tmp_path}/s.sock,server\r\n")
+
+
+def test_hmp_chardev_add_errors(vm: SyncVm) -> None:
+    """qemu_chr_parse_opts and the backends' parse errors [chardev/char*.c]."""
+    assert hmp(vm, "chardev-add file,id=f0") == "chardev: file: no filename given\r\n"
+    assert hmp(vm, "chardev-add socket,id=s0") == "chardev: socket: no host given\r\n"
+    assert hmp(vm, "chardev-add socket,id=s0,host=localhost") == \
+        "chardev: socket: no port given\r\n"
+    assert hmp(vm, "chardev-add id=x0") == 'chardev: "x0" missing backend\r\n'
+    assert hmp(vm, "chardev-add ringbuf,id=r0,size=3") == \
+        "size of ringbuf chardev must be power of two\r\n"
+
+
+def test_hmp_chardev_change(vm: SyncVm) -> None:
+    """hmp.c hmp_chardev_change: an id inside the options is refused."""
+    hmp(vm, "chardev-add null,id=n0")
+    assert hmp(vm, "chardev-change n0 ringbuf,id=x") == "Unexpected 'id' parameter\r\n"
+    assert hmp(vm, "chardev-change n0 ringbuf") == ""
+    assert hmp(vm, "info chardev") == "n0: filename=ringbuf\r\n"
+
+
+def test_hmp_ringbuf(vm: SyncVm) -> None:
+    """hmp_ringbuf_write/hmp_ringbuf_read on the ringbuf model (devices.md §4.4)."""
+    hmp(vm, "chardev-add ringbuf,id=r0,size=8")
+    assert hmp(vm, "ringbuf_write r0 hello-world") == ""
+    assert hmp(vm, "ringbuf_read r0 100") == "lo-world\r\n"
+    assert hmp(vm, "ringbuf_read nope 1") == "Device 'nope' not found\r\n"
+
+
+def test_chardev_change_swaps_under_a_frontend(vm: SyncVm) -> None:
+    """qmp_chardev_change with a frontend that supports hotswap: the frontend writes
+    to the new backend; without hotswap: "Chardev user does not support chardev
+    hotswap" (devices.md §4.3)."""
+    chardevs = vm.vm.chardevs
+    vm.execute({"execute": "chardev-add", "arguments": {
+        "id": "c0", "backend": {"type": "ringbuf", "data": {"size": 8}}}})
+    frontend = RingFrontend()
+    frontend.attach(chardevs, "c0")
+    reply = vm.execute({"execute": "chardev-change", "arguments": {
+        "id": "c0", "backend": {"type": "ringbuf", "data": {"size": 16}}}})
+    assert reply == {"return": {}}
+    frontend.write(b"0123456789")
+    assert vm.execute({"execute": "ringbuf-read", "arguments": {
+        "device": "c0", "size": 100}}) == {"return": "0123456789"}
+    frontend.hotswap = False
+    reply = vm.execute({"execute": "chardev-change", "arguments": {
+        "id": "c0", "backend": {"type": "null", "data": {}}}})
+    assert reply == {"error": {"class": "GenericError",
+                               "desc": "Chardev user does not support chardev hotswap"}}
+
+
+def test_vserport_change_on_guest_open(vm: SyncVm) -> None:
+    """devices.md §4.5: VSERPORT_CHANGE {"id", "open"} when the guest opens or closes a
+    port with an id; none for a port without one."""
+    vm.execute({"execute": "chardev-add", "arguments": {
+        "id": "ga", "backend": {"type": "ringbuf", "data": {}}}})
+    port = VirtioSerialPort(events=vm.machine, port_id="port0", name=AGENT_NAME)
+    port.attach(vm.vm.chardevs, "ga")
+    vm.vm.guest_ports.add_port(port)
+    vm.events.clear()
+    port.set_guest_connected(True)
+    assert [(e.name, e.data) for e in vm.events] == [
+        ("VSERPORT_CHANGE", {"id": "port0", "open": True})]
+    chardevs = {c["label"]: c for c in vm.execute({"execute": "query-chardev"})["return"]}
+    assert chardevs["ga"]["frontend-open"] is True
+    anonymous = VirtioSerialPort(events=vm.machine, port_id=None, name="other")
+    anonymous.set_guest_connected(True)
+    assert len(vm.events) == 1
+
+
+def test_guest_agent_answers_its_handshake(vm: SyncVm) -> None:
+    """qga: guest-sync echoes the id, guest-sync-delimited puts 0xFF first,
+    guest-ping returns {}, guest-info lists the commands; a 0xFF resets the parser."""
+    buffer = bytearray(b'\xff{"execute":"guest-sync","arguments":{"id":1234}}'
+                       b'{"execute":"guest-ping"}{"execute":"guest-sync-delimited",'
+                       b'"arguments":{"id":7}}{"execute":"guest-inf')
+    replies = agent_replies(buffer)
+    assert replies == [b'{"return": 1234}\n', b'{"return": {}}\n', b'\xff{"return": 7}\n']
+    assert buffer == bytearray(b'{"execute":"guest-inf')
+    buffer += b'o"}'
+    (info,) = agent_replies(buffer)
+    assert info.startswith(b'{"return": {"version": "2.11.0", "supported_commands": [')
+
+
+def test_guest_agent_behaviour_over_a_chardev(tmp_path: Path) -> None:
+    """--emu-behaviour=guest-agent=on: when the guest runs, the agent's port opens
+    (VSERPORT_CHANGE) and answers what the host writes to the chardev."""
+    machine = SyncVm(["-machine", "pc", "-nodefaults", "-S",
+                      "--emu-behaviour=guest-agent=on"])
+    try:
+        machine.execute({"execute": "chardev-add", "arguments": {
+            "id": "qga0", "backend": {"type": "ringbuf", "data": {}}}})
+        port = VirtioSerialPort(events=machine.machine, port_id="channel0", name=AGENT_NAME)
+        port.attach(machine.vm.chardevs, "qga0")
+        machine.vm.guest_ports.add_port(port)
+        machine.events.clear()
+        machine.execute({"execute": "cont"})
+        assert ("VSERPORT_CHANGE", {"id": "channel0", "open": True}) in \
+            [(e.name, e.data) for e in machine.events]
+        chardev = machine.vm.chardevs.find("qga0")
+        assert chardev is not None
+        chardev.deliver(b'{"execute":"guest-ping"}')
+        assert machine.execute({"execute": "ringbuf-read", "arguments": {
+            "device": "qga0", "size": 100}}) == {"return": '{"return": {}}\n'}
+    finally:
+        machine.vm.close()
