@@ -141,3 +141,31 @@ def test_guest_agent_behaviour_over_a_chardev(tmp_path: Path) -> None:
             "device": "qga0", "size": 100}}) == {"return": '{"return": {}}\n'}
     finally:
         machine.vm.close()
+
+
+def test_command_line_mux_and_pty_message(capsys: pytest.CaptureFixture[str]) -> None:
+    """chardev/char.c qemu_chr_new_from_opts: mux=on makes "<id>-base" and a mux on
+    it (the base is busy); char-pty.c prints where a pty went."""
+    machine = SyncVm(["-machine", "pc", "-nodefaults", "-chardev", "ringbuf,id=m0,mux=on",
+                      "-serial", "pty"])
+    try:
+        found = {c["label"]: c["filename"]
+                 for c in machine.execute({"execute": "query-chardev"})["return"]}
+        assert found["m0-base"] == "ringbuf" and found["m0"] == "mux"
+        assert machine.execute({"execute": "chardev-remove", "arguments": {
+            "id": "m0-base"}}) == {"error": {"class": "GenericError",
+                                            "desc": "Chardev 'm0-base' is busy"}}
+        err = capsys.readouterr().err
+        assert err.endswith(f": char device redirected to {found['serial0'][4:]} "
+                            "(label serial0)\n")
+    finally:
+        machine.vm.close()
+
+
+def test_command_line_chardev_error() -> None:
+    """vl.c chardev_init_func: the error at the option's location."""
+    from vmm.cmdline import CommandLineError
+
+    with pytest.raises(CommandLineError) as refused:
+        SyncVm(["-machine", "none", "-nodefaults", "-chardev", "ringbuf,id=r,size=3"])
+    assert "size of ringbuf chardev must be power of two" in str(refused.value)

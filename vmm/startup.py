@@ -102,7 +102,13 @@ def configure_chardevs(vm: Vm, cl: CommandLine) -> None:
         if opts.id in taken:
             continue
         try:
-            vm.chardevs.create(opts.id, backend_from_opts(opts))
+            if opts.get_bool("mux", False):
+                # qemu_chr_new_from_opts: the backend as "<id>-base", a mux on top
+                vm.chardevs.create(f"{opts.id}-base", backend_from_opts(opts))
+                vm.chardevs.create(opts.id, {"type": "mux",
+                                             "data": {"chardev": f"{opts.id}-base"}})
+            else:
+                vm.chardevs.create(opts.id, backend_from_opts(opts))
         except QMPError as err:
             raise _fail(err, opts.location) from None
     for port in cl.serials:

@@ -83,6 +83,14 @@ def open_chardev_host(ident: str, kind: str, data: dict[str, Any]) -> Any:
     return open_host(ident, kind, data)
 
 
+def error_report(text: str) -> None:
+    """util/qemu-error.c error_report: the program's name, then the text, on stderr."""
+    from vmm.server import progname
+
+    sys.stderr.write(f"{progname()}: {text}\n")
+    sys.stderr.flush()
+
+
 class LazyNet:
     """The machine's net clients (`devices.net.model`), built and plugged into the
     Machine the first time a netdev or NIC needs them: a plain start-up has none."""
@@ -146,7 +154,7 @@ class Vm:
         memory = GuestMemory(machine)
         if options.accel == "qtest":
             memory()
-        chardevs = Chardevs(opener=open_chardev_host, now=machine.now)
+        chardevs = Chardevs(opener=open_chardev_host, now=machine.now, report=error_report)
         machine.plug(chardevs)
         guest_ports = GuestPorts(behaviour=machine.behaviours.get)
         machine.plug(guest_ports)
@@ -162,10 +170,8 @@ class Vm:
         def fd_param(name: str) -> int:
             return monitor_fd_param(dispatcher.current_session, name)
 
-        def report(text: str) -> None:
-            sys.stderr.write(text + "\n")
 
-        net_commands = NetCommands(net, schema, fd_param, find_chardev, report)
+        net_commands = NetCommands(net, schema, fd_param, find_chardev, error_report)
         qdev = Qdev(block=DeviceBackends(block))
         vnc = VncDisplays()  # -vnc is not applied yet: no display, as QEMU without -vnc
         core = CoreCommands(machine)

@@ -315,6 +315,7 @@ class Chardevs:
     devices: dict[str, Chardev] = attrs.Factory(dict)
     on_change: Callable[[], None] = lambda: None  # the trio edge re-reads read_fds()
     before_close: Callable[[int], None] = lambda fd: None  # trio.lowlevel.notify_closing
+    report: Callable[[str], None] = lambda text: None  # error_report (stderr)
 
     # -- lookup API for frontends (qdev's chardev= property, monitors) ---------------
 
@@ -382,6 +383,9 @@ class Chardevs:
                                "(type 'container')")
         if ident is not None:
             self.devices[ident] = chardev
+        if kind == "pty":
+            # char-pty.c char_pty_open
+            self.report(f"char device redirected to {chardev.filename[4:]} (label {ident})")
         self.on_change()
         return chardev
 
