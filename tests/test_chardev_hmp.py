@@ -169,3 +169,55 @@ def test_command_line_chardev_error() -> None:
     with pytest.raises(CommandLineError) as refused:
         SyncVm(["-machine", "none", "-nodefaults", "-chardev", "ringbuf,id=r,size=3"])
     assert "size of ringbuf chardev must be power of two" in str(refused.value)
+
+
+class FakeDevice:
+    """What the resolvers read of a qdev Device (typename, id, path, props)."""
+
+    def __init__(self, typename: str, ident: str | None, props: dict[str, Any]) -> None:
+        self.typename = typename
+        self.id = ident
+        self.path = f"/machine/peripheral/{ident}"
+        self.props = props
+
+
+def test_chardev_resolver_texts(vm: SyncVm) -> None:
+    """hw/core/qdev-properties-system.c set_chr and chardev/char-fe.c qemu_chr_fe_init:
+    the two property errors; release lets the chardev be removed."""
+    from devices.chardev.resolver import ChardevResolver
+
+    resolver = ChardevResolver(vm.vm.chardevs, vm.vm.guest_ports, vm.machine)
+    vm.execute({"execute": "chardev-add", "arguments": {
+        "id": "c0", "backend": {"type": "null", "data": {}}}})
+    with pytest.raises(Exception) as missing:
+        resolver.claim(None, FakeDevice("isa-serial", "s0", {}), "isa-serial", "chardev",
+                       "zz")
+    assert str(missing.value) == "Property 'isa-serial.chardev' can't find value 'zz'"
+    dev = FakeDevice("virtserialport", "p0", {"name": AGENT_NAME})
+    claimed = resolver.claim(None, dev, "virtserialport", "chardev", "c0")
+    with pytest.raises(Exception) as taken:
+        resolver.claim(None, FakeDevice("isa-serial", "s1", {}), "isa-serial", "chardev",
+                       "c0")
+    assert str(taken.value) == ("Property 'isa-serial.chardev' can't take value 'c0': "
+                                "Device 'c0' is in use")
+    assert claimed.port_name() == AGENT_NAME
+    resolver.release(None, dev, "chardev", claimed)
+    assert vm.execute({"execute": "chardev-remove", "arguments": {"id": "c0"}}) == \
+        {"return": {}}
+
+
+def test_netdev_resolver(vm: SyncVm) -> None:
+    """set_netdev's texts through the resolver; release frees the backend."""
+    from devices.net.resolver import NetdevResolver
+
+    resolver = NetdevResolver(lambda: vm.vm.net)
+    vm.execute({"execute": "netdev_add", "arguments": {"type": "user", "id": "u0"}})
+    dev = FakeDevice("virtio-net-pci", "net0", {})
+    nic = resolver.claim(None, dev, "virtio-net-device", "netdev", "u0")
+    with pytest.raises(Exception) as taken:
+        resolver.claim(None, FakeDevice("e1000", "e0", {}), "e1000", "netdev", "u0")
+    assert str(taken.value) == "Property 'e1000.netdev' can't take value 'u0', it's in use"
+    assert [f["name"] for f in vm.execute({"execute": "query-rx-filter"})["return"]] == \
+        ["net0"]
+    resolver.release(None, dev, "netdev", nic)
+    resolver.claim(None, FakeDevice("e1000", "e0", {}), "e1000", "netdev", "u0")

@@ -84,6 +84,9 @@ class VirtioSerialPort:
     events: EventSink
     port_id: str | None
     name: str = ""
+    # qdev sets the `name` property after `chardev` when the options come in that
+    # order: the port reads its name from its device when it needs it
+    name_source: Callable[[], str] | None = None
     agent: bool = False
     chardev: Chardev | None = None
     guest_open: bool = False
@@ -104,16 +107,19 @@ class VirtioSerialPort:
         if self.port_id is not None:
             self.events.emit("VSERPORT_CHANGE", {"id": self.port_id, "open": connected})
 
+    def port_name(self) -> str:
+        return self.name_source() if self.name_source is not None else self.name
+
     def guest_runs(self) -> None:
         """The guest booted: its agent (when it has one here) opens the port."""
-        if self.agent and self.name == AGENT_NAME:
+        if self.agent and self.port_name() == AGENT_NAME:
             self.set_guest_connected(True)
 
     def guest_stops(self) -> None:
         self.pending.clear()
 
     def receive(self, data: bytes) -> None:
-        if not (self.agent and self.guest_open and self.name == AGENT_NAME):
+        if not (self.agent and self.guest_open and self.port_name() == AGENT_NAME):
             return
         self.pending += data
         for reply in agent_replies(self.pending):

@@ -323,20 +323,19 @@ class Chardevs:
         return self.devices.get(ident)
 
     def attach(self, ident: str, frontend: Frontend, *, owner: str = "") -> Chardev:
-        """qemu_chr_fe_init via the chardev property (hw/core/qdev-properties-system.c
-        set_chr): "Property '...' can't find value" is the caller's; a chardev with a
-        frontend is "... is already in use" (raised as GenericError with `owner`'s
-        property name by the caller: here the plain text)."""
+        """qemu_chr_fe_init [chardev/char-fe.c]: a chardev with a frontend (a mux with
+        MAX_MUX users) is QERR_DEVICE_IN_USE; the property's "can't find value" and
+        the "can't take value" prefix are the caller's (`devices.chardev.resolver`)."""
         chardev = self.devices.get(ident)
         if chardev is None:
             raise GenericError(f"Chardev '{ident}' not found")
         if chardev.kind == "mux":
             if len(chardev.mux_users) >= 4:  # MAX_MUX
-                raise GenericError(f"Chardev '{ident}' is already in use")
+                raise GenericError(f"Device '{ident}' is in use")
             chardev.mux_users.append(frontend)
             return chardev
         if chardev.frontend is not None:
-            raise GenericError(f"Chardev '{ident}' is already in use")
+            raise GenericError(f"Device '{ident}' is in use")
         chardev.frontend = frontend
         chardev.frontend_name = owner
         if chardev.be_open:

@@ -140,7 +140,7 @@ class ChardevNetMachine(RuleBasedStateMachine):
                 assert str(err) == f"Chardev '{ident}' not found"
             else:
                 assert ident in self.frontends
-                assert str(err) == f"Chardev '{ident}' is already in use"
+                assert str(err) == f"Device '{ident}' is in use"
             return
         assert ident in self.chardevs and ident not in self.frontends
         self.frontends[ident] = frontend
