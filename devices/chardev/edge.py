@@ -8,7 +8,10 @@ One client at a time per chardev: the listening socket has a backlog of one, and
 second client waits there until the frontend takes it. A frontend reads and writes
 through a stream (`SocketStream`, `StdioStream`): bytes, plus the descriptors a
 unix client passes with SCM_RIGHTS (tcp_chr_recv). Failures raise `ChardevError`
-with QEMU's message.
+with QEMU's message. `serve_chardevs` is the trio side of the chardevs the model
+holds (`Chardevs`, opened by `devices.chardev.hostio`): it waits until a descriptor
+is readable and lets the chardev read it; `ListenerIO`/`MonitorHold` enter a
+monitor's chardev into the model (query-chardev, busy) while the server serves it.
 """
 
 from __future__ import annotations

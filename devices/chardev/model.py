@@ -1,7 +1,9 @@
-"""Chardev backends as the command line configures them, and their filenames.
+"""Chardev backends as the command line configures them, their filenames, and the
+chardevs of one machine.
 
-Pure model of `devices.chardev` (no I/O, no trio; `devices.chardev.socket` is the
-edge that opens what a `ChardevSpec` describes). It reads a `-chardev` option group
+Pure model of `devices.chardev` (no I/O, no trio; `devices.chardev.edge` opens what
+a `ChardevSpec` describes for the monitors, `devices.chardev.hostio` the host side of
+every other chardev, through the `HostOpener` the `Chardevs` registry is given). It reads a `-chardev` option group
 the way QEMU 2.11's backend parsers do [chardev/char-socket.c qemu_chr_parse_socket,
 chardev/char-stdio.c] and formats the `filename` QEMU gives a chardev, which
 query-chardev reports and start-up messages print [chardev/char-socket.c

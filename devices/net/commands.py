@@ -297,32 +297,24 @@ class NetCommands:
         vnet = nd.get("net")
         if vnet is not None:
             net = _slirp_network(vnet)
-        host = net.network_address + 2
-        dns = net.network_address + 3
-        dhcp = net.network_address + 15
-        if "host" in nd:
-            parsed = _inet_aton(nd["host"])
-            if parsed is None:
-                raise GenericError("Failed to parse host")
-            host = ipaddress.IPv4Address(parsed)
-        if host not in net:
-            raise GenericError("Host doesn't belong to network")
-        if "dns" in nd:
-            parsed = _inet_aton(nd["dns"])
-            if parsed is None:
-                raise GenericError("Failed to parse DNS")
-            dns = ipaddress.IPv4Address(parsed)
-        if dns not in net:
-            raise GenericError("DNS doesn't belong to network")
+        def address(key: str, offset: int, what: tuple[str, str]) -> ipaddress.IPv4Address:
+            """An address option, or the network's default at `offset`, inside it."""
+            if key not in nd:
+                value = net.network_address + offset
+            else:
+                parsed = _inet_aton(nd[key])
+                if parsed is None:
+                    raise GenericError(f"Failed to parse {what[0]}")
+                value = ipaddress.IPv4Address(parsed)
+            if value not in net:
+                raise GenericError(f"{what[1]} doesn't belong to network")
+            return value
+
+        host = address("host", 2, ("host", "Host"))
+        dns = address("dns", 3, ("DNS", "DNS"))
         if dns == host:
             raise GenericError("DNS must be different from host")
-        if "dhcpstart" in nd:
-            parsed = _inet_aton(nd["dhcpstart"])
-            if parsed is None:
-                raise GenericError("Failed to parse DHCP start address")
-            dhcp = ipaddress.IPv4Address(parsed)
-        if dhcp not in net:
-            raise GenericError("DHCP doesn't belong to network")
+        dhcp = address("dhcpstart", 15, ("DHCP start address", "DHCP"))
         if dhcp in (host, dns):
             raise GenericError("DNS must be different from host and DNS")
         if "smbserver" in nd and _inet_aton(nd["smbserver"]) is None:
