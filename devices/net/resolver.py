@@ -10,9 +10,10 @@ NICs answer query-rx-filter.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from devices.net.model import NetClients
+if TYPE_CHECKING:
+    from devices.net.model import NetClients
 
 
 class NetdevResolver:
