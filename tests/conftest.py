@@ -14,6 +14,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,13 @@ from schema.catalog import Catalog
 from vmm.machine.core import Clock, MachineOptions
 from vmm.qmp.monitor import QmpMonitor
 from vmm.startup import build_vm
-from vmm.vm import Vm
+from vmm.vm import RECURSION_FLOOR, Vm
 
 WALL_ORIGIN = 1_510_000_000.25
+
+# Building a Vm raises the recursion limit (vmm.vm.RECURSION_FLOOR); raise it once
+# here, so Hypothesis does not see it change in the middle of a test.
+sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_FLOOR))
 
 
 @pytest.fixture(scope="session")

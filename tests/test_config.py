@@ -109,9 +109,10 @@ def test_guest_profile_and_behaviours(catalog) -> None:
     ("--emu-behaviour=powerdown", "--emu-behaviour: expects NAME=VALUE"),
     ("--emu-behaviour=nosuch=1", "--emu-behaviour: unknown behaviour 'nosuch' (known: "
                                  "cdrom-eject-delay, cdrom-eject-request, "
-                                 "firmware-reboot, firmware-reboot-delay, guest-workload, "
-                                 "guest-workload-pattern, guest-workload-rate, "
-                                 "guest-workload-request, powerdown, powerdown-delay)"),
+                                 "firmware-reboot, firmware-reboot-delay, guest-agent, "
+                                 "guest-workload, guest-workload-pattern, "
+                                 "guest-workload-rate, guest-workload-request, powerdown, "
+                                 "powerdown-delay, serial-console)"),
     ("--emu-behaviour=powerdown=later", "--emu-behaviour: powerdown: expects one of "
                                         "shutdown, ignore"),
     ("--emu-behaviour=powerdown-delay=-1", "--emu-behaviour: powerdown-delay: expects a "

@@ -108,7 +108,11 @@ def test_start_up_loads_what_a_plain_machine_needs() -> None:
             "blockdev.image.formats.facts", "blockdev.image.formats.registry",
             "blockdev.io", "blockdev.drivers.dataio", "blockdev.io_edge",
             "schema.parser", "schema.strategies", "hypothesis",
-            "blockdev.nbd.codec", "blockdev.nbd.server", "blockdev.nbd.edge"]
+            "blockdev.nbd.codec", "blockdev.nbd.server", "blockdev.nbd.edge",
+            # chardevs' host side, guest frontends and net clients: with the first
+            # chardev, port or netdev that needs them
+            "devices.chardev.hostio", "devices.chardev.frontends", "devices.net.model",
+            "devices.net.hostnet"]
     probe = ("import sys, vmm.program; "
              f"print([m for m in {lazy!r} if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

@@ -26,8 +26,12 @@ from devices.chardev.edge import (
     ChardevError,
     ChardevStream,
     Listener,
+    ListenerIO,
+    MonitorHold,
+    SocketStream,
     StdioStream,
     open_listener,
+    serve_chardevs,
 )
 from vmm.config import MonitorSpec, QtestSpec
 from vmm.machine.core import Machine
@@ -195,6 +199,7 @@ class Server:
                 continue
             listener = await open_listener(spec.chardev)
             self.listeners.append((listener, monitor))
+            self.vm.chardevs.adopt(spec.chardev.id, ListenerIO(listener), MonitorHold())
         if self.qtest_spec is not None:
             await self._bind_qtest(self.qtest_spec)
         for listener, _ in self.listeners:
@@ -255,6 +260,7 @@ class Server:
                 for monitor in self.stdio:
                     nursery.start_soon(self._serve_stdio, monitor)
                 nursery.start_soon(self._main_loop)
+                nursery.start_soon(serve_chardevs, self.vm.chardevs)
                 task_status.started(addresses)
                 await self.exiting.wait()
                 await self._flush_all()
@@ -275,10 +281,18 @@ class Server:
             stream = await listener.accept()
             conn = Connection(stream, monitor, self.request_exit)
             self.connections.append(conn)
+            held = self.vm.chardevs.find(listener.spec.id)
+            io = held.io if held is not None else None
+            if isinstance(io, ListenerIO) and isinstance(stream, SocketStream):
+                sock = stream.sock
+                io.peer = listener.spec.connected_filename(sock.getsockname(),
+                                                           sock.getpeername())
             try:
                 await conn.run()
             finally:
                 self.connections.remove(conn)
+                if isinstance(io, ListenerIO):
+                    io.peer = None
 
     async def _serve_stdio(self, monitor: Frontend) -> None:
         conn = Connection(StdioStream(), monitor, self.request_exit)

@@ -89,9 +89,53 @@ def create_vm(config: Config, *, schema: Schema, catalog: Catalog, clock: Clock)
     return Vm.build(options=config.options, schema=schema, catalog=catalog, clock=clock)
 
 
+def configure_chardevs(vm: Vm, cl: CommandLine) -> None:
+    """vl.c's chardev_init_func for every -chardev the monitors and qtest do not sit
+    on (those the server opens), then the -serial ports' chardevs with a serial port
+    frontend each (serial_hds_add), then net_init_clients for -netdev."""
+    from devices.chardev.model import backend_from_opts
+
+    taken = {mon.chardev for mon in cl.monitors}
+    if cl.qtest is not None:
+        taken.add(cl.qtest[8:] if cl.qtest.startswith("chardev:") else "qtest")
+    for opts in cl.chardevs:
+        if opts.id in taken:
+            continue
+        try:
+            if opts.get_bool("mux", False):
+                # qemu_chr_new_from_opts: the backend as "<id>-base", a mux on top
+                vm.chardevs.create(f"{opts.id}-base", backend_from_opts(opts))
+                vm.chardevs.create(opts.id, {"type": "mux",
+                                             "data": {"chardev": f"{opts.id}-base"}})
+            else:
+                vm.chardevs.create(opts.id, backend_from_opts(opts))
+        except QMPError as err:
+            raise _fail(err, opts.location) from None
+    for port in cl.serials:
+        if port.chardev is None or port.chardev_id in taken:
+            continue
+        try:
+            vm.chardevs.create(port.chardev_id, backend_from_opts(port.chardev))
+        except QMPError as err:
+            raise CommandLineError(Diagnostic(
+                f"{err.desc}\ncould not connect serial device to character backend "
+                f"'{port.spec}'", location=port.location)) from None
+        vm.guest_ports.add_serial(vm.chardevs, port.chardev_id)
+    commands = vm.netdevs
+    for opts in cl.netdevs:
+        try:
+            created = commands.store.create(commands.store.lists["netdev"], opts.id, True,
+                                            opts.location)
+            created.items.extend(item for item in opts.items if item[0] != "id")
+            commands.add_from_opts(opts.id, list(created.items))
+        except QMPError as err:
+            raise _fail(err, opts.location) from None
+
+
 def configure_devices(vm: Vm, cl: CommandLine) -> None:
     """vl.c after the chardevs, up to machine start: the block devices (so far the
     only devices the emulator builds)."""
+    configure_chardevs(vm, cl)
     configure_block(vm.block, vm.qdev, cl, vm.machine.schema, vm.machine.options.machine_type)
     configure_port_devices(vm, cl)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -21,9 +21,14 @@ from blockdev.device_backends import DeviceBackends
 from blockdev.host import TRAY_BEHAVIOURS, WORKLOAD_BEHAVIOURS
 from blockdev.layer import BlockLayer
 from blockdev.nbd.commands import Nbd
+from devices.chardev.commands import ChardevCommands
+from devices.chardev.model import Chardevs
+from devices.chardev.ports import CHARDEV_BEHAVIOURS, GuestPorts
 from devices.display.vnc import VncDisplays
+from devices.net.commands import NetCommands
 from devices.qdev import Qdev
 from schema.catalog import Catalog
+from schema.errors import GenericError
 from schema.handlers import Behaviour
 from schema.model import Schema
 from vmm.change import ChangeCommand
@@ -33,11 +38,12 @@ from vmm.machine.core import Clock, Machine, MachineOptions
 from vmm.machine.guest import GUEST_BEHAVIOURS
 from vmm.machine.trace import TraceEvents
 from vmm.memdump import MemoryDumpCommands
-from vmm.qmp.dispatch import Dispatcher
+from vmm.qmp.dispatch import Dispatcher, MonitorSession
 from vmm.qmp.monitor import HmpMonitor, MonitorHub, QmpMonitor
 
 if TYPE_CHECKING:
     from devices.address_space import AddressSpaces
+    from devices.net.model import NetClients
     from vmm.qtest import Qtest
 
 # A request nests at most 1024 levels (the JSON reader's limit, schema.qobject), and
@@ -49,7 +55,7 @@ RECURSION_FLOOR = 8 * 1024 + 1000
 # Every guest behaviour of the subsystems composed here (the command line's
 # --emu-behaviour names).
 BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS,
-                                     *WORKLOAD_BEHAVIOURS)
+                                     *WORKLOAD_BEHAVIOURS, *CHARDEV_BEHAVIOURS)
 
 
 class GuestMemory:
@@ -78,6 +84,60 @@ class GuestMemory:
         return self._spaces
 
 
+def open_chardev_host(ident: str, kind: str, data: dict[str, Any]) -> Any:
+    """The chardevs' host side, loaded when the first chardev with one is opened."""
+    from devices.chardev.hostio import open_host
+
+    return open_host(ident, kind, data)
+
+
+def error_report(text: str) -> None:
+    """util/qemu-error.c error_report: the program's name, then the text, on stderr."""
+    from vmm.server import progname
+
+    sys.stderr.write(f"{progname()}: {text}\n")
+    sys.stderr.flush()
+
+
+class LazyNet:
+    """The machine's net clients (`devices.net.model`), built and plugged into the
+    Machine the first time a netdev or NIC needs them: a plain start-up has none."""
+
+    def __init__(self, machine: Machine) -> None:
+        self._machine = machine
+        self._net: NetClients | None = None
+
+    def __call__(self) -> NetClients:
+        if self._net is None:
+            from devices.net.model import NetClients
+
+            self._net = NetClients(host=LazyHostNet(), events=self._machine)
+            self._machine.plug(self._net)
+        return self._net
+
+
+class LazyHostNet:
+    """The netdevs' host side (`devices.net.hostnet`), loaded on first use."""
+
+    def __getattr__(self, name: str) -> Any:
+        from devices.net.hostnet import HostNet
+
+        return getattr(HostNet(), name)
+
+
+def monitor_fd_param(session: MonitorSession | None, fdname: str) -> int:
+    """monitor.c monitor_fd_param: a name is taken out of the current monitor's
+    getfd list (the caller owns it now); a number is parsed (qemu_parse_fd)."""
+    if fdname[:1].isdigit() or session is None:
+        if fdname.isdigit() and fdname.isascii() and int(fdname) <= 0x7FFFFFFF:
+            return int(fdname)
+        raise GenericError(f"Invalid file descriptor number '{fdname}'")
+    fd = session.fds.named.pop(fdname, None)
+    if fd is None:
+        raise GenericError(f"File descriptor named '{fdname}' has not been found")
+    return fd
+
+
 @attrs.define(kw_only=True)
 class Vm:
     machine: Machine
@@ -89,6 +149,9 @@ class Vm:
     qdev: Qdev
     vnc: VncDisplays
     guest_memory: GuestMemory
+    chardevs: Chardevs
+    netdevs: NetCommands
+    guest_ports: GuestPorts
 
     @classmethod
     def build(cls, *, options: MachineOptions, schema: Schema, catalog: Catalog,
@@ -104,15 +167,40 @@ class Vm:
         memory = GuestMemory(machine)
         if options.accel == "qtest":
             memory()
+        chardevs = Chardevs(opener=open_chardev_host, now=machine.now, report=error_report)
+        machine.plug(chardevs)
+        guest_ports = GuestPorts(behaviour=machine.behaviours.get)
+        machine.plug(guest_ports)
+        net = LazyNet(machine)
+
+        def find_chardev(ident: str) -> tuple[str, str] | None:
+            found = chardevs.find(ident)
+            if found is None:
+                return None
+            addr = (found.backend.get("data") or {}).get("addr") or {}
+            return found.kind, str(addr.get("type", ""))
+
+        def fd_param(name: str) -> int:
+            return monitor_fd_param(dispatcher.current_session, name)
+
+
+        net_commands = NetCommands(net, schema, fd_param, find_chardev, error_report)
         qdev = Qdev(block=DeviceBackends(block))
         vnc = VncDisplays()  # -vnc is not applied yet: no display, as QEMU without -vnc
         core = CoreCommands(machine)
         dispatcher = Dispatcher(machine, core, BlockCommands(block), ChangeCommand(block, vnc),
-                                MemoryDumpCommands(memory), nbd, per_monitor=MonitorCommands)
+                                MemoryDumpCommands(memory), nbd, ChardevCommands(chardevs),
+                                net_commands,
+                                per_monitor=MonitorCommands)
         hub = MonitorHub(machine, dispatcher, core,
-                         HmpState(block=block, vnc=vnc, memory=memory))
+                         HmpState(block=block, vnc=vnc, memory=memory, net=net_commands))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
-                   nbd=nbd, qdev=qdev, vnc=vnc, guest_memory=memory)
+                   nbd=nbd, qdev=qdev, vnc=vnc, guest_memory=memory, chardevs=chardevs,
+                   netdevs=net_commands, guest_ports=guest_ports)
+
+    @property
+    def net(self) -> NetClients:
+        return self.netdevs.net
 
     @property
     def memory(self) -> AddressSpaces:

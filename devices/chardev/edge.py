@@ -8,7 +8,10 @@ One client at a time per chardev: the listening socket has a backlog of one, and
 second client waits there until the frontend takes it. A frontend reads and writes
 through a stream (`SocketStream`, `StdioStream`): bytes, plus the descriptors a
 unix client passes with SCM_RIGHTS (tcp_chr_recv). Failures raise `ChardevError`
-with QEMU's message.
+with QEMU's message. `serve_chardevs` is the trio side of the chardevs the model
+holds (`Chardevs`, opened by `devices.chardev.hostio`): it waits until a descriptor
+is readable and lets the chardev read it; `ListenerIO`/`MonitorHold` enter a
+monitor's chardev into the model (query-chardev, busy) while the server serves it.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ import errno
 import os
 import socket
 import stat
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import attrs
 import trio
 
-from devices.chardev.model import ChardevSpec
+from devices.chardev.model import Chardev, Chardevs, ChardevSpec
 from schema.opts.cutils import Errno, qemu_strtoi64
 
 MAX_FDS_PER_MESSAGE = 16  # char-socket.c TCP_MAX_FDS
@@ -231,3 +235,103 @@ async def open_listener(spec: ChardevSpec) -> Listener:
         raise ChardevError(f"Failed to bind socket: {e.strerror}") from None
     sock.listen(1)
     return Listener(spec, sock, listening=True)
+
+
+async def serve_chardevs(chardevs: Chardevs) -> None:
+    """The trio side of the chardevs `chardev-add` and the command line created: wait
+    until a host descriptor is readable and let the chardev read it (accept a client,
+    take bytes for its frontend). Runs until cancelled; the set of descriptors is
+    read again whenever the chardevs change."""
+    changed = trio.Event()
+
+    def wake() -> None:
+        nonlocal changed
+        changed.set()
+
+    chardevs.on_change = wake
+    chardevs.before_close = trio.lowlevel.notify_closing
+    watching: dict[tuple[int, int], trio.CancelScope] = {}
+    try:
+        async with trio.open_nursery() as nursery:
+            while True:
+                wanted = {(id(c), fd): c for c, fd in chardevs.fds()}
+                for key in [k for k in watching if k not in wanted]:
+                    watching.pop(key).cancel()
+                for key, chardev in wanted.items():
+                    if key not in watching:
+                        watching[key] = await nursery.start(_watch, chardev, key, wake,
+                                                            watching)
+                await changed.wait()
+                changed = trio.Event()
+    finally:
+        chardevs.on_change = lambda: None
+        chardevs.before_close = lambda fd: None
+
+
+async def _watch(chardev: Chardev, key: tuple[int, int], wake: Callable[[], None],
+                 watching: dict[tuple[int, int], trio.CancelScope], *,
+                 task_status: trio.TaskStatus[trio.CancelScope] =
+                 trio.TASK_STATUS_IGNORED) -> None:
+    """Wait on one descriptor; when what to wait on changes, hand back to
+    `serve_chardevs` (which starts the watchers anew)."""
+    with trio.CancelScope() as scope:
+        task_status.started(scope)
+        while True:
+            try:
+                await trio.lowlevel.wait_readable(key[1])
+                changed = chardev.readable(key[1])
+            except (trio.ClosedResourceError, OSError):
+                changed = True
+            if changed:
+                if watching.get(key) is scope:
+                    del watching[key]
+                wake()
+                return
+            await trio.lowlevel.checkpoint()
+
+
+class MonitorHold:
+    """A monitor as the frontend of its chardev: it holds it (chardev-remove says
+    "busy") and has it open (query-chardev's frontend-open, verified true)."""
+
+    hotswap = False
+    frontend_open = True
+
+    def receive(self, data: bytes) -> None:
+        pass  # the server's Connection feeds the monitor itself
+
+    def event(self, event: str) -> None:
+        pass
+
+    def backend_changed(self, chardev: Chardev) -> bool:
+        return False
+
+
+class ListenerIO:
+    """A monitor's socket chardev as the chardevs see it: its filename (connected or
+    not), served by the server's own accept loop (so no descriptors to wait on)."""
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.peer: str | None = None
+
+    def filename(self) -> str:
+        return self.peer if self.peer is not None else self.listener.spec.filename()
+
+    def connected(self) -> bool:
+        return self.peer is not None
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def read_fds(self) -> tuple[int, ...]:
+        return ()
+
+    def readable(self, fd: int) -> tuple[bytes | None, str | None]:
+        return None, None
+
+    def retry(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass  # the server closes its listeners

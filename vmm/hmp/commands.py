@@ -654,18 +654,6 @@ def hmp_ringbuf_read(hmp: Hmp, args: Args) -> None:
     hmp.printf("".join(out) + "\n")
 
 
-def hmp_chardev_add(hmp: Hmp, args: Args) -> None:
-    """hmp.c hmp_chardev_add: the chardev options are parsed (their errors, then
-    "Parsing chardev args failed"); creating a chardev at run time is not modelled."""
-    store = OptsStore(GROUPS)
-    try:
-        store.parse(GROUPS["chardev"], args["args"], True, ())
-    except OptsError as err:
-        hmp.printf(f"{err.message}\n{err.hint}")
-        raise GenericError("Parsing chardev args failed") from None
-    raise HmpNotImplemented("chardev-add")
-
-
 def hmp_mce(hmp: Hmp, args: Args) -> None:
     """target/i386/monitor.c hmp_mce: the CPU is looked up first."""
     cpu = _c_int(args["cpu_index"])

@@ -14,7 +14,7 @@ entry's function is in `vmm.hmp.commands`, `vmm.hmp.block`, `vmm.hmp.savevm` or
 
 from __future__ import annotations
 
-from vmm.hmp import block, commands, memory, savevm
+from vmm.hmp import block, chardevs, commands, memory, savevm
 from vmm.hmp.commands import info_via_qmp, not_modelled, via_qmp
 from vmm.hmp.interpreter import HmpCommand, command_table
 
@@ -22,9 +22,9 @@ INFO = command_table((
     HmpCommand('version', '', '', 'show the version of QEMU',
                commands.hmp_info_version),
     HmpCommand('network', '', '', 'show the network state',
-               not_modelled("info network")),
+               chardevs.hmp_info_network),
     HmpCommand('chardev', '', '', 'show the character devices',
-               info_via_qmp("query-chardev", "chardev")),
+               chardevs.hmp_info_chardev),
     HmpCommand('block', 'nodes:-n,verbose:-v,device:B?', '[-n] [-v] [device]', 'show info of one block device or all block devices (-n: show named nodes; -v: show details)',
                block.hmp_info_block),
     HmpCommand('blockstats', '', '', 'show block device statistics',
@@ -84,7 +84,7 @@ INFO = command_table((
     HmpCommand('cpustats', '', '', 'show CPU statistics',
                commands.hmp_info_cpustats),
     HmpCommand('usernet', '', '', 'show user network stack connection states',
-               not_modelled("info usernet")),
+               chardevs.hmp_info_usernet),
     HmpCommand('migrate', '', '', 'show migration status',
                info_via_qmp("query-migrate", "migrate")),
     HmpCommand('migrate_capabilities', '', '', 'show current migration capabilities',
@@ -291,9 +291,9 @@ TABLE = command_table((
     HmpCommand('object_del', 'id:s', 'id', 'destroy QOM object',
                via_qmp("object-del", id="id")),
     HmpCommand('hostfwd_add', 'arg1:s,arg2:s?,arg3:s?', '[vlan_id name] [tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport', 'redirect TCP or UDP connections from host to guest (requires -net user)',
-               not_modelled("hostfwd_add")),
+               chardevs.hmp_hostfwd_add),
     HmpCommand('hostfwd_remove', 'arg1:s,arg2:s?,arg3:s?', '[vlan_id name] [tcp|udp]:[hostaddr]:hostport', 'remove host-to-guest TCP or UDP redirection',
-               not_modelled("hostfwd_remove")),
+               chardevs.hmp_hostfwd_remove),
     HmpCommand('balloon', 'value:M', 'target', 'request VM to change its memory allocation (in MB)',
                via_qmp("balloon", value="value")),
     HmpCommand('set_link', 'name:s,up:b', 'name on|off', 'change the link status of a network adapter',
@@ -331,9 +331,9 @@ TABLE = command_table((
     HmpCommand('expire_password', 'protocol:s,time:s', 'protocol time', 'set spice/vnc password expire-time',
                via_qmp("expire_password", protocol="protocol", time="time")),
     HmpCommand('chardev-add', 'args:s', 'args', 'add chardev',
-               commands.hmp_chardev_add),
+               chardevs.hmp_chardev_add),
     HmpCommand('chardev-change', 'id:s,args:s', 'id args', 'change chardev',
-               not_modelled("chardev-change")),
+               chardevs.hmp_chardev_change),
     HmpCommand('chardev-remove', 'id:s', 'id', 'remove chardev',
                via_qmp("chardev-remove", id="id")),
     HmpCommand('chardev-send-break', 'id:s', 'id', 'send a break on chardev',

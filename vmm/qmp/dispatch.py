@@ -132,6 +132,8 @@ class Dispatcher:
         self.registration_order = [*generated, *hand]
         self.registered = set(self.registration_order)
         self.mismatches: list[str] = []
+        # The monitor whose command runs (monitor.c cur_mon): monitor_fd_param's.
+        self.current_session: MonitorSession | None = None
 
     def unimplemented(self) -> list[str]:
         """Registered commands without a handler (they answer 'not implemented')."""
@@ -143,9 +145,13 @@ class Dispatcher:
         handler = self.table.get(name)
         if handler is None:
             raise GenericError(not_implemented(name))
-        if handler.per_monitor:
-            return handler.fn(self._owner(session), *args, **kwargs)
-        return handler.fn(*args, **kwargs)
+        outer, self.current_session = self.current_session, session  # cur_mon
+        try:
+            if handler.per_monitor:
+                return handler.fn(self._owner(session), *args, **kwargs)
+            return handler.fn(*args, **kwargs)
+        finally:
+            self.current_session = outer
 
     def _owner(self, session: MonitorSession) -> object:
         if session.commands is None:
