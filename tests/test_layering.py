@@ -30,6 +30,7 @@ FIRST_PARTY = {"schema", "blockdev", "devices", "migration", "vmm"}
 # The modules of those packages that may import trio: their I/O edges.
 TRIO_EDGES = {
     "devices/chardev/edge.py",
+    "devices/display/vnc_edge.py",
 }
 
 
@@ -101,7 +102,7 @@ def test_start_up_loads_what_a_plain_machine_needs() -> None:
     access to guest memory or ports, the image format readers (and their facts) with
     the first image, the schema parser and the Hypothesis strategies never."""
     lazy = ["vmm.hmp.interpreter", "vmm.hmp.table", "vmm.qtest", "devices.chipset",
-            "devices.address_space",
+            "devices.address_space", "devices.display.vnc_edge", "devices.dump.ppm",
             "blockdev.image.formats.facts", "blockdev.image.formats.registry",
             "schema.parser", "schema.strategies", "hypothesis"]
     probe = ("import sys, vmm.__main__; "

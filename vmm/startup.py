@@ -25,6 +25,7 @@ prints it and exits 1.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 from blockdev.drive import add_blockdev, add_drive, drive_get, if_max_devs
@@ -94,6 +95,7 @@ def configure_devices(vm: Vm, cl: CommandLine) -> None:
     only devices the emulator builds)."""
     configure_block(vm.block, vm.qdev, cl, vm.machine.schema, vm.machine.options.machine_type)
     configure_port_devices(vm, cl)
+    configure_display(vm, cl)
 
 
 def finish(vm: Vm, cl: CommandLine) -> None:
@@ -169,6 +171,25 @@ def configure_port_devices(vm: Vm, cl: CommandLine) -> None:
             add_pvpanic(vm.memory, vm.machine, _uint16_property(opts, "ioport", 0x505))
         else:
             add_ib700(vm.memory, vm.machine)
+
+
+def configure_display(vm: Vm, cl: CommandLine) -> None:
+    """The display adapter (`-vga none`, or no default VGA, leaves no console), then
+    vl.c's vnc_init_func for every -vnc: the display opens, or the program exits
+    with "Failed to start VNC server: ..." at that option."""
+    if cl.vga == "none" or (cl.vga is None and not cl.defaults.vga):
+        vm.vnc.console = None
+    for opts in cl.vnc:
+        ident = opts.id or "default"
+        display = vm.vnc.init(ident, {name: opts.get(name) or "" for name in opts.keys()})
+        try:
+            vm.vnc.open(display)
+        except QMPError as err:
+            raise CommandLineError(Diagnostic(f"Failed to start VNC server: {err.desc}",
+                                              location=opts.location)) from None
+        for text in vm.vnc.printed:
+            sys.stderr.write(text)
+        vm.vnc.printed.clear()
 
 
 def _uint16_property(opts: QemuOpts, name: str, default: int) -> int:

@@ -19,7 +19,10 @@ from blockdev.commands import BlockCommands
 from blockdev.device_backends import DeviceBackends
 from blockdev.host import TRAY_BEHAVIOURS
 from blockdev.layer import BlockLayer
-from devices.display.vnc import VncDisplays
+from devices.display.commands import DisplayCommands
+from devices.display.console import Console
+from devices.display.vnc import VncDisplays, VncListen
+from devices.input import Input, InputCommands
 from devices.qdev import Qdev
 from schema.catalog import Catalog
 from schema.handlers import Behaviour
@@ -69,6 +72,13 @@ class GuestMemory:
         return self._spaces
 
 
+def _vnc_edge(displays: VncDisplays) -> VncListen:
+    """The VNC sockets, loaded when a display first listens (trio's socket layer)."""
+    from devices.display.vnc_edge import VncEdge
+
+    return VncEdge(displays)
+
+
 @attrs.define(kw_only=True)
 class Vm:
     machine: Machine
@@ -78,6 +88,7 @@ class Vm:
     block: BlockLayer
     qdev: Qdev
     vnc: VncDisplays
+    input: Input
     guest_memory: GuestMemory
 
     @classmethod
@@ -91,14 +102,27 @@ class Vm:
         if options.accel == "qtest":
             memory()
         qdev = Qdev(block=DeviceBackends(block))
-        vnc = VncDisplays()  # -vnc is not applied yet: no display, as QEMU without -vnc
+        # The board's input devices and display adapter: pc and q35 have the i8042's
+        # PS/2 keyboard and mouse and a VGA (the first console; -vga none removes it:
+        # vmm.startup.configure_display).
+        input = Input()
+        input.register_board(board_pc := machine.board.firmware)
+        vnc = VncDisplays(emit=machine.emit, wall=machine.clock.wall, name=options.name,
+                          console=Console() if board_pc else None, rng=machine.rng,
+                          edge_factory=_vnc_edge, on_input=input.deliver)
+        machine.plug(vnc)
         core = CoreCommands(machine)
+        display = DisplayCommands(vnc, lambda: vnc.console, machine.clock.wall, machine.fdsets)
         dispatcher = Dispatcher(machine, core, BlockCommands(block), ChangeCommand(block, vnc),
-                                MemoryDumpCommands(memory), per_monitor=MonitorCommands)
+                                MemoryDumpCommands(memory), display,
+                                InputCommands(input, lambda: machine.runstate.state in (
+                                    "running", "suspended")),
+                                per_monitor=MonitorCommands)
+        display.get_fd = dispatcher.monitor_get_fd
         hub = MonitorHub(machine, dispatcher, core,
-                         HmpState(block=block, vnc=vnc, memory=memory))
+                         HmpState(block=block, vnc=vnc, input=input, memory=memory))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
-                   qdev=qdev, vnc=vnc, guest_memory=memory)
+                   qdev=qdev, vnc=vnc, input=input, guest_memory=memory)
 
     @property
     def memory(self) -> AddressSpaces:
