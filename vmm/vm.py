@@ -22,6 +22,8 @@ from blockdev.layer import BlockLayer
 from devices.display.commands import DisplayCommands
 from devices.display.console import Console
 from devices.display.vnc import VncDisplays, VncListen
+from devices.dump.commands import DumpCommands
+from devices.dump.job import DumpState, machine_blocks
 from devices.input import Input, InputCommands
 from devices.qdev import Qdev
 from schema.catalog import Catalog
@@ -111,14 +113,20 @@ class Vm:
                           console=Console() if board_pc else None, rng=machine.rng,
                           edge_factory=_vnc_edge, on_input=input.deliver)
         machine.plug(vnc)
+        dump = DumpState()
+        machine.plug(dump)
+        machine.dump_in_progress = dump.in_progress
+        dumps = DumpCommands(machine, dump, machine.fdsets, memory,
+                             lambda: machine_blocks(options.machine_type, options.ram_bytes),
+                             nr_cpus=machine.board.vcpus)
         core = CoreCommands(machine)
         display = DisplayCommands(vnc, lambda: vnc.console, machine.clock.wall, machine.fdsets)
         dispatcher = Dispatcher(machine, core, BlockCommands(block), ChangeCommand(block, vnc),
-                                MemoryDumpCommands(memory), display,
+                                MemoryDumpCommands(memory, machine.board.vcpus), display, dumps,
                                 InputCommands(input, lambda: machine.runstate.state in (
                                     "running", "suspended")),
                                 per_monitor=MonitorCommands)
-        display.get_fd = dispatcher.monitor_get_fd
+        display.get_fd = dumps.get_fd = dispatcher.monitor_get_fd
         hub = MonitorHub(machine, dispatcher, core,
                          HmpState(block=block, vnc=vnc, input=input, memory=memory))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,

@@ -1,0 +1,191 @@
+"""A guest memory dump in progress, driven by the Machine's time.
+
+Pure model of `devices.dump` [dump.c dump_state_prepare, dump_process, dump_thread,
+dump_cleanup, qmp_query_dump, dump_in_progress]. A dump writes the ELF core's head
+(`devices.dump.elf`) and then the guest's memory, block after block; `written_size`
+counts the memory written, `total_size` what there is to write. A synchronous dump
+runs to its end inside the command; a detached one (QEMU's dump thread) writes a
+chunk of `CHUNK` bytes each time its deadline comes (`next_deadline()` /
+`run_due(now)`), at `RATE` bytes per second of the Machine's clock, so that
+`query-dump` sees it `active` with a growing `completed`. The bytes go to a `Sink`,
+the file the command opened.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Protocol
+
+import attrs
+
+from devices.dump.elf import ElfCore, GuestBlock
+
+CHUNK = 16 << 20  # bytes a detached dump writes per step
+RATE = 1 << 30    # bytes per second of the Machine's clock
+
+# The ROMs a PC maps below 1 MiB and below 4 GiB: guest_phys_blocks_append keeps every
+# RAM-backed region, ROMs included [hw/i386/pc.c pc_memory_init: pc.rom, 128 KiB at
+# 0xc0000; hw/i386/pc_sysfw.c old_pc_system_rom_init: the BIOS (SeaBIOS's 256 KiB
+# image) at 4 GiB minus its size, its last 128 KiB aliased at 0xe0000 as isa-bios].
+PC_ROMS = (GuestBlock(0xC0000, 0xE0000), GuestBlock(0xE0000, 0x100000),
+           GuestBlock(0x100000000 - 0x40000, 0x100000000))
+
+
+def guest_phys_blocks(ram: list[tuple[int, int]], pc: bool) -> list[GuestBlock]:
+    """guest_phys_blocks_append: the RAM ranges (base, size) and, on a PC, its ROMs,
+    in address order. Adjacent regions of different memory stay separate blocks
+    (their host memory is not contiguous)."""
+    blocks = [GuestBlock(base, base + size) for base, size in ram]
+    if pc:
+        blocks.extend(PC_ROMS)
+    return sorted(blocks, key=lambda b: b.start)
+
+
+class Sink(Protocol):
+    def write(self, data: bytes) -> None:
+        """Write all of `data`; OSError on failure."""
+
+    def close(self) -> None: ...
+
+
+@attrs.define(kw_only=True)
+class DumpJob:
+    """One dump: the layout, where the memory comes from, where it goes."""
+
+    core: ElfCore
+    read: Callable[[int, int], bytes]  # guest-physical memory
+    sink: Sink
+    head_written: bool = False
+    segment: int = 0  # index into core.segments
+    offset: int = 0   # bytes of that segment written
+    written: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.segment >= len(self.core.segments)
+
+    def step(self, budget: int) -> None:
+        """Write the head (once), then up to `budget` bytes of memory."""
+        if not self.head_written:
+            try:
+                self.sink.write(self.core.head)
+            except OSError:
+                raise DumpError("dump: failed to write elf header") from None
+            self.head_written = True
+        while budget > 0 and not self.done:
+            start, size = self.core.segments[self.segment]
+            n = min(budget, size - self.offset, CHUNK)
+            try:
+                self.sink.write(self.read(start + self.offset, n))
+            except OSError:
+                raise DumpError("dump: failed to save memory") from None
+            self.offset += n
+            self.written += n
+            budget -= n
+            if self.offset == size:
+                self.segment += 1
+                self.offset = 0
+
+
+class DumpError(Exception):
+    """A dump failed; the message is QEMU's."""
+
+
+@attrs.define(kw_only=True)
+class DumpState:
+    """dump.c dump_state_global: the last dump's status and progress."""
+
+    status: str = "none"  # DumpStatus: none, active, completed, failed
+    completed: int = 0
+    total: int = 0
+    job: DumpJob | None = None
+    next_at: float = math.inf
+    # What happens when a dump ends: (error or None) -> None; set by the commands.
+    on_end: Callable[[str | None], None] = lambda error: None
+
+    def query(self) -> dict[str, object]:
+        """qmp_query_dump."""
+        return {"status": self.status, "completed": self.completed, "total": self.total}
+
+    def in_progress(self) -> bool:
+        """dump_in_progress."""
+        return self.status == "active"
+
+    def prepare(self, total: int) -> None:
+        """dump_state_prepare + dump_init's total."""
+        self.status = "active"
+        self.completed = 0
+        self.total = total
+
+    def run_sync(self, job: DumpJob) -> str | None:
+        """dump_process in the monitor: all at once; the error message, if any."""
+        self.job = job
+        try:
+            job.step(job.core.memory_size)
+        except DumpError as err:
+            return self._finish(str(err))
+        return self._finish(None)
+
+    def detach(self, job: DumpJob, now: float) -> None:
+        """The dump thread: a step now-ish, then one per CHUNK at RATE."""
+        self.job = job
+        self.next_at = now
+
+    def _finish(self, error: str | None) -> str | None:
+        job = self.job
+        assert job is not None
+        self.completed = job.written
+        self.status = "failed" if error is not None else "completed"
+        self.job = None
+        self.next_at = math.inf
+        job.sink.close()
+        self.on_end(error)
+        return error
+
+    # -- the Machine's hooks ---------------------------------------------------------
+
+    def next_deadline(self) -> float:
+        return self.next_at
+
+    def run_due(self, now: float) -> None:
+        job = self.job
+        if job is None or now < self.next_at:
+            return
+        try:
+            job.step(CHUNK)
+        except DumpError as err:
+            self._finish(str(err))
+            return
+        self.completed = job.written
+        if job.done:
+            self._finish(None)
+        else:
+            self.next_at = now + CHUNK / RATE
+
+    def reset(self) -> None:
+        pass
+
+    def before_cont(self) -> None:
+        pass
+
+    def vm_start(self) -> None:
+        pass
+
+    def vm_stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.job is not None:
+            self.job.sink.close()
+            self.job = None
+
+
+def machine_blocks(machine_type: str, ram_size: int) -> list[GuestBlock]:
+    """The guest-physical blocks of a machine type with `ram_size` bytes of RAM."""
+    from devices.board import board_kind
+    from devices.chipset import memory_layout
+
+    layout = memory_layout(machine_type, ram_size)
+    return guest_phys_blocks([(r.base, r.size) for r in layout.ranges],
+                             pc=board_kind(machine_type) != "none")
