@@ -5,8 +5,8 @@ dump_cleanup, qmp_query_dump, qmp_query_dump_guest_memory_capability]. The check
 run in QEMU's order with its texts (`devices.md` §10.2); the file is `file:PATH`
 (qemu_open, so `/dev/fdset/N` too) or `fd:NAME` (a descriptor passed with getfd). A
 running VM stops (STOP, run state save-vm) for the dump and runs again at its end
-(RESUME), after DUMP_COMPLETED. The layout is `devices.dump.elf`, the progress
-`devices.dump.job`.
+(RESUME), after DUMP_COMPLETED. The layouts are `devices.dump.elf` and
+`devices.dump.kdump` (kdump-zlib), the progress `devices.dump.job`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from devices.dump.files import FileOpener, strerror
-from devices.dump.job import DumpJob, DumpState
+from devices.dump.job import DumpJob, DumpState, elf_chunks
 from schema.errors import GenericError
 from schema.handlers import qmp_command
 
@@ -125,10 +125,6 @@ class DumpCommands:
                 raise GenericError(f"Could not open '{path}': {strerror(err)}") from None
         if fd == -1:
             raise GenericError("Invalid parameter 'protocol'")
-        if kdump:
-            self.files.qemu_close(fd)
-            raise GenericError("kdump-compressed formats are not implemented by qmp-emulator")
-
         # dump_init
         state = self.state
         state.prepare(0)
@@ -147,9 +143,15 @@ class DumpCommands:
             sink.close()
             self._cleanup()
             raise GenericError(error)
-        core = ElfCore.plan(blocks, nr_cpus=self.nr_cpus, paging=paging, flt=flt)
         spaces = self.memory()
-        job = DumpJob(core=core, read=spaces.read, sink=sink)
+        if kdump:
+            from devices.dump.kdump import kdump_chunks
+
+            chunks = kdump_chunks(blocks, spaces.read, nr_cpus=self.nr_cpus)
+        else:
+            core = ElfCore.plan(blocks, nr_cpus=self.nr_cpus, paging=paging, flt=flt)
+            chunks = elf_chunks(core, spaces.read)
+        job = DumpJob(chunks=chunks, sink=sink)
         if detach:
             state.detach(job, self.host.now())
             self.host.kick()

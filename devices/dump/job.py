@@ -13,8 +13,9 @@ the file the command opened.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import attrs
@@ -49,43 +50,50 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+# One piece of a dump's file: the bytes, how much guest memory they account for
+# (written_size), and QEMU's message should writing them fail.
+Chunk = tuple[bytes, int, str]
+
+
+def elf_chunks(core: ElfCore, read: Callable[[int, int], bytes]) -> Iterator[Chunk]:
+    """create_vmcore: the head (dump_begin), then every block's memory (dump_iterate)."""
+    yield core.head, 0, "dump: failed to write elf header"
+    for start, size in core.segments:
+        for offset in range(0, size, CHUNK):
+            n = min(CHUNK, size - offset)
+            yield read(start + offset, n), n, "dump: failed to save memory"
+
+
 @attrs.define(kw_only=True)
 class DumpJob:
-    """One dump: the layout, where the memory comes from, where it goes."""
+    """One dump: the pieces of its file, and where they go."""
 
-    core: ElfCore
-    read: Callable[[int, int], bytes]  # guest-physical memory
+    chunks: Iterator[Chunk]
     sink: Sink
-    head_written: bool = False
-    segment: int = 0  # index into core.segments
-    offset: int = 0   # bytes of that segment written
     written: int = 0
+    done: bool = False
 
-    @property
-    def done(self) -> bool:
-        return self.segment >= len(self.core.segments)
-
-    def step(self, budget: int) -> None:
-        """Write the head (once), then up to `budget` bytes of memory."""
-        if not self.head_written:
-            try:
-                self.sink.write(self.core.head)
-            except OSError:
-                raise DumpError("dump: failed to write elf header") from None
-            self.head_written = True
+    def step(self, budget: float) -> None:
+        """Write pieces until `budget` bytes of memory are accounted for, or the end."""
         while budget > 0 and not self.done:
-            start, size = self.core.segments[self.segment]
-            n = min(budget, size - self.offset, CHUNK)
+            piece = next(self.chunks, None)
+            if piece is None:
+                self.done = True
+                return
+            data, counted, failure = piece
             try:
-                self.sink.write(self.read(start + self.offset, n))
+                self.sink.write(data)
             except OSError:
-                raise DumpError("dump: failed to save memory") from None
-            self.offset += n
-            self.written += n
-            budget -= n
-            if self.offset == size:
-                self.segment += 1
-                self.offset = 0
+                raise DumpError(failure) from None
+            self.written += counted
+            budget -= counted
+        if not self.done:
+            # A dump ends when nothing is left: look ahead so the last step finishes.
+            piece = next(self.chunks, None)
+            if piece is None:
+                self.done = True
+            else:
+                self.chunks = itertools.chain((piece,), self.chunks)
 
 
 class DumpError(Exception):
@@ -122,7 +130,7 @@ class DumpState:
         """dump_process in the monitor: all at once; the error message, if any."""
         self.job = job
         try:
-            job.step(job.core.memory_size)
+            job.step(math.inf)
         except DumpError as err:
             return self._finish(str(err))
         return self._finish(None)
