@@ -6,21 +6,18 @@ from 1 in registration order, never reused), a newly *activated* handler moves t
 head, and an event goes to the first handler whose mask takes its kind. The board's
 devices register here when the machine is built (`register_board`); devices added
 later (`device_add usb-tablet`, owned by `devices.qdev`) call `register` / `unregister`
-/ `activate`. The monitor commands (`query-mice`, `send-key`, `input-send-event`) and
-HMP's `mouse_move`/`mouse_button` read and feed this list; what a handler received is
+/ `activate`. The monitor commands (`query-mice`, `send-key`, `input-send-event`, in
+`devices.display.commands`), the VNC clients and HMP's `mouse_move`/`mouse_button` read
+and feed this list; what a handler received is
 kept as a count per handler (`events`) and the last pointer state, because without
 guest code nothing else can observe it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import attrs
-
-from schema.errors import DeviceNotFound, GenericError
-from schema.handlers import qmp_command
 
 # include/ui/input.h INPUT_EVENT_MASK_*: one bit per InputEventKind.
 KIND_BITS = {"key": 1 << 0, "btn": 1 << 1, "rel": 1 << 2, "abs": 1 << 3}
@@ -37,10 +34,6 @@ PS2_MOUSE = ("QEMU PS/2 Mouse", MASK_BTN | MASK_REL)
 USB_TABLET = ("QEMU HID Tablet", MASK_BTN | MASK_ABS)
 USB_MOUSE = ("QEMU HID Mouse", MASK_BTN | MASK_REL)
 USB_KEYBOARD = ("QEMU HID Keyboard", MASK_KEY)
-
-# ui/input.c qmp_input_send_event: only a running (or suspended) VM takes events.
-VM_NOT_RUNNING = "VM not running"
-
 
 @attrs.define(kw_only=True)
 class InputHandler:
@@ -109,43 +102,3 @@ class Input:
             return False
         handler.events += 1
         return True
-
-
-class InputCommands:
-    """QMP's input commands of one machine."""
-
-    def __init__(self, input: Input, running: Any) -> None:
-        self.input = input
-        self.running = running  # () -> bool: running or suspended
-
-    @qmp_command("query-mice")
-    def query_mice(self) -> list[dict[str, Any]]:
-        return self.input.mice()
-
-    @qmp_command("send-key")
-    def send_key(self, keys: Sequence[dict[str, Any]], hold_time: int | None = None) -> None:
-        """ui/input-legacy.c qmp_send_key: every key down, then up in reverse order.
-        Without a keyboard the events go nowhere and the command still succeeds; the
-        hold time spaces the events on the virtual clock (the guest's concern: nothing
-        the monitor sees depends on it)."""
-        for _ in keys:
-            self.input.deliver("key")
-        for _ in keys:
-            self.input.deliver("key")
-
-    @qmp_command("input-send-event")
-    def input_send_event(self, events: Sequence[dict[str, Any]], device: str | None = None,
-                         head: int | None = None) -> None:
-        """ui/input.c qmp_input_send_event: the console named by `device`, the run
-        state, then a handler for every event's kind, before any is sent."""
-        if device is not None:
-            # qemu_console_lookup_by_device_name: no console shows a device of that id
-            # (the VGA has no qdev id on the command line of this machine).
-            raise DeviceNotFound(f"Device '{device}' not found")
-        if not self.running():
-            raise GenericError(VM_NOT_RUNNING)
-        for event in events:
-            if self.input.find(KIND_BITS[event["type"]]) is None:
-                raise GenericError(f"Input handler not found for event type {event['type']}")
-        for event in events:
-            self.input.deliver(event["type"])

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from devices.dump.elf import ElfCore, Filter, GuestBlock
-from devices.dump.job import CHUNK, RATE, machine_blocks
+from devices.dump.elf import ElfCore, Filter, GuestBlock, machine_blocks
+from devices.dump.job import CHUNK, RATE
 from tests.conftest import VmHarness
 
 needs_identify = pytest.mark.skipif(shutil.which("identify") is None,

@@ -70,7 +70,7 @@ def test_send_key_reaches_the_keyboard(vm_cmdline: Callable[..., VmHarness]) -> 
     tvm = vm_cmdline("-S")
     keys = [{"type": "qcode", "data": "ctrl"}, {"type": "number", "data": 0x1d}]
     assert run(tvm, "send-key", {"keys": keys, "hold-time": 50}) == {"return": {}}
-    keyboard = tvm.vm.input.handlers[0]
+    keyboard = tvm.vm.display.input().handlers[0]
     assert (keyboard.name, keyboard.events) == ("QEMU PS/2 Keyboard", 4)
 
 
@@ -92,7 +92,7 @@ def test_hmp_sendkey_names(vm_cmdline: Callable[..., VmHarness]) -> None:
     assert hmp(tvm, "sendkey ctrl-alt-delete") == ""
     assert hmp(tvm, "sendkey <-0x1c 200") == ""
     assert hmp(tvm, "sendkey ctrl-nokey") == "invalid parameter: nokey\r\n"
-    assert tvm.vm.input.handlers[0].events == 10
+    assert tvm.vm.display.input().handlers[0].events == 10
 
 
 def test_input_send_event_needs_a_running_vm(vm_cmdline: Callable[..., VmHarness]) -> None:
@@ -107,9 +107,9 @@ def test_input_send_event_needs_a_handler(vm_cmdline: Callable[..., VmHarness]) 
     reply = run(tvm, "input-send-event", {"events": [KEY_DOWN, ABS_X]})
     assert reply["error"] == {"class": "GenericError",
                               "desc": "Input handler not found for event type abs"}
-    assert tvm.vm.input.handlers[0].events == 0
+    assert tvm.vm.display.input().handlers[0].events == 0
     assert run(tvm, "input-send-event", {"events": [KEY_DOWN]}) == {"return": {}}
-    assert tvm.vm.input.handlers[0].events == 1
+    assert tvm.vm.display.input().handlers[0].events == 1
 
 
 def test_input_send_event_device_not_found(vm_cmdline: Callable[..., VmHarness]) -> None:
@@ -126,7 +126,7 @@ def test_hmp_mouse_move(vm_cmdline: Callable[..., VmHarness], line: str, events:
     """hmp_mouse_move: x and y motion, and a wheel click (down, up) for dz != 0."""
     tvm = vm_cmdline("-S")
     assert hmp(tvm, line) == ""
-    assert tvm.vm.input.handlers[1].events == events
+    assert tvm.vm.display.input().handlers[1].events == events
 
 
 def test_hmp_mouse_button_sends_changes(vm_cmdline: Callable[..., VmHarness]) -> None:
@@ -137,4 +137,4 @@ def test_hmp_mouse_button_sends_changes(vm_cmdline: Callable[..., VmHarness]) ->
     assert hmp(tvm, "mouse_button 5") == ""
     assert hmp(tvm, "mouse_button 5") == ""
     assert hmp(tvm, "mouse_button 1") == ""
-    assert tvm.vm.input.handlers[1].events == 3
+    assert tvm.vm.display.input().handlers[1].events == 3

@@ -102,7 +102,10 @@ def test_start_up_loads_what_a_plain_machine_needs() -> None:
     access to guest memory or ports, the image format readers (and their facts) with
     the first image, the schema parser and the Hypothesis strategies never."""
     lazy = ["vmm.hmp.interpreter", "vmm.hmp.table", "vmm.qtest", "devices.chipset",
-            "devices.address_space", "devices.display.vnc_edge", "devices.dump.ppm",
+            "devices.address_space", "devices.display.vnc", "devices.display.vnc_edge",
+            "devices.display.rfb", "devices.display.des", "devices.display.console",
+            "devices.input", "devices.dump.ppm", "devices.dump.elf", "devices.dump.kdump",
+            "devices.dump.job",
             "blockdev.image.formats.facts", "blockdev.image.formats.registry",
             "schema.parser", "schema.strategies", "hypothesis"]
     probe = ("import sys, vmm.__main__; "

@@ -59,7 +59,7 @@ class Events:
             return
         self.names.append(event.name)
         self.data.append(event.data)
-        self.queried.append(self.tvm.vm.vnc.query_vnc())
+        self.queried.append(self.tvm.vm.display.vnc().query_vnc())
         if event.name == "VNC_DISCONNECTED":
             self.disconnected.set()
 
@@ -328,7 +328,7 @@ def test_expire_password_errors(vm_cmdline: Callable[..., VmHarness]) -> None:
 def test_expire_password_forms(vm_cmdline: Callable[..., VmHarness]) -> None:
     """`now` is 0, `never` TIME_MAX, `+N` from time(NULL), else UNIX seconds."""
     tvm = vm_cmdline("-S", "-vnc", "none,password")
-    display = tvm.vm.vnc.find(None)
+    display = tvm.vm.display.vnc().find(None)
     assert display is not None
     wall = int(tvm.machine.clock.wall())
     for time, when in [("now", 0), ("+60", wall + 60), ("12345", 12345), ("x", 0)]:

@@ -14,9 +14,10 @@ import struct
 
 import pytest
 
+from devices.display import AUTH_NONE, AUTH_VNC
 from devices.display.console import Console
 from devices.display.des import des_encrypt_block, vnc_key, vnc_response
-from devices.display.rfb import AUTH_NONE, AUTH_VNC, PixelFormat, RfbServer
+from devices.display.rfb import PixelFormat, RfbServer
 from devices.display.vnc import BasicInfo, VncDisplays
 
 CHALLENGE = bytes(range(16))

@@ -178,18 +178,19 @@ def configure_display(vm: Vm, cl: CommandLine) -> None:
     vl.c's vnc_init_func for every -vnc: the display opens, or the program exits
     with "Failed to start VNC server: ..." at that option."""
     if cl.vga == "none" or (cl.vga is None and not cl.defaults.vga):
-        vm.vnc.console = None
+        vm.display.has_console = False
     for opts in cl.vnc:
+        vnc = vm.display.vnc()
         ident = opts.id or "default"
-        display = vm.vnc.init(ident, {name: opts.get(name) or "" for name in opts.keys()})
+        display = vnc.init(ident, {name: opts.get(name) or "" for name in opts.keys()})
         try:
-            vm.vnc.open(display)
+            vnc.open(display)
         except QMPError as err:
             raise CommandLineError(Diagnostic(f"Failed to start VNC server: {err.desc}",
                                               location=opts.location)) from None
-        for text in vm.vnc.printed:
+        for text in vnc.printed:
             sys.stderr.write(text)
-        vm.vnc.printed.clear()
+        vnc.printed.clear()
 
 
 def _uint16_property(opts: QemuOpts, name: str, default: int) -> int:

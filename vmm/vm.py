@@ -19,12 +19,8 @@ from blockdev.commands import BlockCommands
 from blockdev.device_backends import DeviceBackends
 from blockdev.host import TRAY_BEHAVIOURS
 from blockdev.layer import BlockLayer
-from devices.display.commands import DisplayCommands
-from devices.display.console import Console
-from devices.display.vnc import VncDisplays, VncListen
+from devices.display.commands import DisplayCommands, InputCommands
 from devices.dump.commands import DumpCommands
-from devices.dump.job import DumpState, machine_blocks
-from devices.input import Input, InputCommands
 from devices.qdev import Qdev
 from schema.catalog import Catalog
 from schema.handlers import Behaviour
@@ -41,6 +37,10 @@ from vmm.qmp.monitor import HmpMonitor, MonitorHub, QmpMonitor
 
 if TYPE_CHECKING:
     from devices.address_space import AddressSpaces
+    from devices.display.console import Console
+    from devices.display.vnc import VncDisplays, VncListen
+    from devices.dump.elf import GuestBlock
+    from devices.input import Input
     from vmm.qtest import Qtest
 
 # Every guest behaviour of the subsystems composed here (the command line's
@@ -74,6 +74,58 @@ class GuestMemory:
         return self._spaces
 
 
+class Display:
+    """The board's display adapter and input devices, and the VNC displays, each
+    built the first time something uses it (a -vnc option, a display or input
+    command, a device qdev adds): a plain start-up loads none of their models. The pc
+    and q35 boards have a VGA (the first console; `-vga none` and `-nodefaults`
+    leave none: vmm.startup.configure_display) and the i8042's PS/2 keyboard and
+    mouse; `-machine none` has neither."""
+
+    def __init__(self, machine: Machine) -> None:
+        self._machine = machine
+        self.has_console = machine.board.firmware
+        self._console: Console | None = None
+        self._input: Input | None = None
+        self._vnc: VncDisplays | None = None
+
+    def console(self) -> Console | None:
+        if not self.has_console:
+            return None
+        if self._console is None:
+            from devices.display.console import Console
+
+            self._console = Console()
+        return self._console
+
+    def input(self) -> Input:
+        if self._input is None:
+            from devices.input import Input
+
+            self._input = Input()
+            self._input.register_board(self._machine.board.firmware)
+        return self._input
+
+    def vnc(self) -> VncDisplays:
+        if self._vnc is None:
+            from devices.display.vnc import VncDisplays
+
+            machine = self._machine
+            self._vnc = VncDisplays(emit=machine.emit, wall=machine.clock.wall,
+                                    name=machine.options.name, console=self.console,
+                                    rng=machine.rng, edge_factory=_vnc_edge,
+                                    on_input=lambda kind: self.input().deliver(kind))
+            machine.plug(self._vnc)
+        return self._vnc
+
+
+def _dump_blocks(options: MachineOptions) -> list[GuestBlock]:
+    """The guest's memory blocks a dump writes (loaded with the first dump)."""
+    from devices.dump.elf import machine_blocks
+
+    return machine_blocks(options.machine_type, options.ram_bytes)
+
+
 def _vnc_edge(displays: VncDisplays) -> VncListen:
     """The VNC sockets, loaded when a display first listens (trio's socket layer)."""
     from devices.display.vnc_edge import VncEdge
@@ -89,8 +141,7 @@ class Vm:
     hub: MonitorHub
     block: BlockLayer
     qdev: Qdev
-    vnc: VncDisplays
-    input: Input
+    display: Display
     guest_memory: GuestMemory
 
     @classmethod
@@ -104,33 +155,25 @@ class Vm:
         if options.accel == "qtest":
             memory()
         qdev = Qdev(block=DeviceBackends(block))
-        # The board's input devices and display adapter: pc and q35 have the i8042's
-        # PS/2 keyboard and mouse and a VGA (the first console; -vga none removes it:
-        # vmm.startup.configure_display).
-        input = Input()
-        input.register_board(board_pc := machine.board.firmware)
-        vnc = VncDisplays(emit=machine.emit, wall=machine.clock.wall, name=options.name,
-                          console=Console() if board_pc else None, rng=machine.rng,
-                          edge_factory=_vnc_edge, on_input=input.deliver)
-        machine.plug(vnc)
-        dump = DumpState()
-        machine.plug(dump)
-        machine.dump_in_progress = dump.in_progress
-        dumps = DumpCommands(machine, dump, machine.fdsets, memory,
-                             lambda: machine_blocks(options.machine_type, options.ram_bytes),
-                             nr_cpus=machine.board.vcpus)
+        display = Display(machine)
+        dumps = DumpCommands(machine, machine.fdsets, memory, lambda: _dump_blocks(options),
+                             nr_cpus=machine.board.vcpus, plug=machine.plug)
+        machine.dump_in_progress = dumps.in_progress
         core = CoreCommands(machine)
-        display = DisplayCommands(vnc, lambda: vnc.console, machine.clock.wall, machine.fdsets)
-        dispatcher = Dispatcher(machine, core, BlockCommands(block), ChangeCommand(block, vnc),
-                                MemoryDumpCommands(memory, machine.board.vcpus), display, dumps,
-                                InputCommands(input, lambda: machine.runstate.state in (
+        screens = DisplayCommands(display.vnc, display.console, machine.clock.wall,
+                                  machine.fdsets)
+        dispatcher = Dispatcher(machine, core, BlockCommands(block),
+                                ChangeCommand(block, display.vnc),
+                                MemoryDumpCommands(memory, machine.board.vcpus), screens, dumps,
+                                InputCommands(display.input, lambda: machine.runstate.state in (
                                     "running", "suspended")),
                                 per_monitor=MonitorCommands)
-        display.get_fd = dumps.get_fd = dispatcher.monitor_get_fd
+        screens.get_fd = dumps.get_fd = dispatcher.monitor_get_fd
         hub = MonitorHub(machine, dispatcher, core,
-                         HmpState(block=block, vnc=vnc, input=input, memory=memory))
+                         HmpState(block=block, vnc=display.vnc, input=display.input,
+                                  memory=memory))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
-                   qdev=qdev, vnc=vnc, input=input, guest_memory=memory)
+                   qdev=qdev, display=display, guest_memory=memory)
 
     @property
     def memory(self) -> AddressSpaces:

@@ -7,24 +7,32 @@ qmp_client_migrate_info; ui/console.c qmp_screendump]. The build whose catalogue
 emulator serves has SPICE compiled in, and no machine here is started with `-spice`:
 SPICE answers as QEMU does then (include/ui/qemu-spice.h qemu_using_spice). The
 models are `devices.display.vnc` and `devices.display.console`; the PPM writer is
-`devices.dump.ppm`.
+`devices.dump.ppm`. The input commands (`query-mice`, `send-key`,
+`input-send-event`) are here too: the console routes input to the input handlers of
+`devices.input` (ui/input.c, ui/input-legacy.c). The models are built on first use:
+a plain start-up loads none of them.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from devices.display.console import Console
-from devices.display.vnc import VncDisplays
 from devices.dump.files import FileOpener, PlainFiles
-from schema.errors import DeviceNotActive, GenericError
+from schema.errors import DeviceNotActive, DeviceNotFound, GenericError
 from schema.handlers import qmp_command
 from schema.opts.cutils import strtoull
 
+if TYPE_CHECKING:
+    from devices.display.console import Console
+    from devices.display.vnc import VncDisplays
+    from devices.input import Input
+
 SPICE_NOT_IN_USE = "SPICE is not in use"
+# ui/input.c qmp_input_send_event: only a running (or suspended) VM takes events.
+VM_NOT_RUNNING = "VM not running"
 NO_CONSOLE = "There is no QemuConsole I can screendump from."
 
 
@@ -39,9 +47,9 @@ def _no_fd(fdname: str) -> int:
 class DisplayCommands:
     """The display commands of one machine."""
 
-    def __init__(self, vnc: VncDisplays, console: Callable[[], Console | None],
+    def __init__(self, vnc: Callable[[], VncDisplays], console: Callable[[], Console | None],
                  wall: Callable[[], float], files: FileOpener | None = None) -> None:
-        self.vnc = vnc
+        self.vnc = vnc  # built on first use
         self.console = console  # the first console, None on a board without one
         self.wall = wall  # time(NULL), for expire_password's `+SECONDS`
         self.files = PlainFiles() if files is None else files
@@ -64,16 +72,16 @@ class DisplayCommands:
 
     @qmp_command("query-vnc")
     def query_vnc(self) -> dict[str, Any]:
-        return self.vnc.query_vnc()
+        return self.vnc().query_vnc()
 
     @qmp_command("query-vnc-servers")
     def query_vnc_servers(self) -> list[dict[str, Any]]:
-        return self.vnc.query_vnc_servers()
+        return self.vnc().query_vnc_servers()
 
     @qmp_command("change-vnc-password")
     def change_vnc_password(self, password: str) -> None:
         """qmp_change_vnc_password."""
-        self.vnc.set_password(password)
+        self.vnc().set_password(password)
 
     @qmp_command("set_password")
     def set_password(self, protocol: str, password: str, connected: str | None = None) -> None:
@@ -86,7 +94,7 @@ class DisplayCommands:
         if protocol == "vnc":
             if connected in ("fail", "disconnect"):
                 raise GenericError("Invalid parameter 'connected'")
-            self.vnc.set_password(password)
+            self.vnc().set_password(password)
             return
         raise GenericError("Invalid parameter 'protocol'")
 
@@ -106,7 +114,7 @@ class DisplayCommands:
         if protocol == "spice":
             raise _no_spice()
         if protocol == "vnc":
-            self.vnc.expire_password(when)
+            self.vnc().expire_password(when)
             return
         raise GenericError("Invalid parameter 'protocol'")
 
@@ -121,11 +129,11 @@ class DisplayCommands:
             os.close(fd)
             raise _no_spice()
         if protocol == "vnc":
-            display = self.vnc.find(None)
+            display = self.vnc().find(None)
             if display is None:
                 os.close(fd)  # vnc_display_add_client: no display takes it
                 return
-            self.vnc.ensure_edge().add_client(display, fd, bool(skipauth))
+            self.vnc().ensure_edge().add_client(display, fd, bool(skipauth))
             return
         os.close(fd)
         raise GenericError(f"protocol '{protocol}' is invalid")
@@ -145,3 +153,47 @@ class DisplayCommands:
         if protocol == "spice":
             raise _no_spice()
         raise GenericError("Parameter 'protocol' expects spice")
+
+
+class InputCommands:
+    """QMP's input commands of one machine."""
+
+    def __init__(self, input: Callable[[], Input], running: Callable[[], bool]) -> None:
+        self.input = input  # built on first use
+        self.running = running  # running or suspended
+
+    @qmp_command("query-mice")
+    def query_mice(self) -> list[dict[str, Any]]:
+        return self.input().mice()
+
+    @qmp_command("send-key")
+    def send_key(self, keys: Sequence[dict[str, Any]], hold_time: int | None = None) -> None:
+        """ui/input-legacy.c qmp_send_key: every key down, then up in reverse order.
+        Without a keyboard the events go nowhere and the command still succeeds; the
+        hold time spaces the events on the virtual clock (the guest's concern: nothing
+        the monitor sees depends on it)."""
+        inp = self.input()
+        for _ in keys:
+            inp.deliver("key")
+        for _ in keys:
+            inp.deliver("key")
+
+    @qmp_command("input-send-event")
+    def input_send_event(self, events: Sequence[dict[str, Any]], device: str | None = None,
+                         head: int | None = None) -> None:
+        """ui/input.c qmp_input_send_event: the console named by `device`, the run
+        state, then a handler for every event's kind, before any is sent."""
+        if device is not None:
+            # qemu_console_lookup_by_device_name: no console shows a device of that id
+            # (the VGA has no qdev id on the command line of this machine).
+            raise DeviceNotFound(f"Device '{device}' not found")
+        if not self.running():
+            raise GenericError(VM_NOT_RUNNING)
+        from devices.input import KIND_BITS
+
+        inp = self.input()
+        for event in events:
+            if inp.find(KIND_BITS[event["type"]]) is None:
+                raise GenericError(f"Input handler not found for event type {event['type']}")
+        for event in events:
+            inp.deliver(event["type"])

@@ -25,13 +25,11 @@ from typing import Literal
 
 import attrs
 
+from devices.display import AUTH_INVALID, AUTH_NONE, AUTH_VNC
 from devices.display.console import Console
 from devices.display.des import vnc_response
 
 SERVER_VERSION = b"RFB 003.008\n"
-AUTH_INVALID = 0
-AUTH_NONE = 1
-AUTH_VNC = 2
 # ui/vnc.c: the text of every failed authentication (sizeof includes the NUL).
 AUTH_FAILED = b"Authentication failed\0"
 CHALLENGE_SIZE = 16

@@ -20,13 +20,16 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
+from devices.display import AUTH_NONE, AUTH_VNC
 from devices.display.console import Console
-from devices.display.rfb import AUTH_NONE, AUTH_VNC, CHALLENGE_SIZE, RfbServer
 from schema.errors import DeviceNotFound, GenericError
+
+if TYPE_CHECKING:
+    from devices.display.rfb import RfbServer
 
 # include/qapi/qmp/qerror.h
 QERR_SET_PASSWD_FAILED = "Could not set password"
@@ -83,7 +86,7 @@ class VncClient:
 
     display: VncDisplay
     info: BasicInfo  # the peer (vnc_client_cache_addr)
-    rfb: RfbServer
+    rfb: RfbServer  # devices.display.rfb, loaded with the first client
     websocket: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -162,7 +165,9 @@ class VncDisplays:
     edge_factory: Callable[[VncDisplays], VncListen] | None = None
     edge: VncListen | None = None
     name: str | None = None  # -name: the desktop name is "QEMU (<name>)"
-    console: Console | None = None  # what the clients see (a black console without one)
+    # The first console, what the clients see (None: the board has none, and the
+    # clients see a black one of the default size).
+    console: Callable[[], Console | None] = lambda: None
     rng: random.Random = attrs.Factory(random.Random)  # the VNC challenges
     on_input: Callable[[str], object] = lambda kind: None  # the clients' keys and pointer
     printed: list[str] = attrs.Factory(list)  # error_printf_unless_qmp (`to=`: the port)
@@ -270,6 +275,8 @@ class VncDisplays:
 
     def connected(self, display: VncDisplay, peer: BasicInfo, skipauth: bool = False) -> VncClient:
         """vnc_connect: a new client, VNC_CONNECTED; the caller sends `client.rfb.start()`."""
+        from devices.display.rfb import CHALLENGE_SIZE, RfbServer  # with the first client
+
         desktop = "QEMU" if self.name is None else f"QEMU ({self.name})"
 
         def password() -> str | None:
@@ -280,7 +287,7 @@ class VncDisplays:
                 return None
             return display.password
 
-        rfb = RfbServer(console=self.console or Console(),
+        rfb = RfbServer(console=self.console() or Console(),
                         auth=AUTH_NONE if skipauth else display.auth, name=desktop,
                         challenge=self.rng.randbytes(CHALLENGE_SIZE), password=password,
                         on_input=self.on_input)

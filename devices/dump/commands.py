@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from devices.dump.files import FileOpener, strerror
-from devices.dump.job import DumpJob, DumpState, elf_chunks
 from schema.errors import GenericError
 from schema.handlers import qmp_command
+
+if TYPE_CHECKING:
+    from devices.dump.job import DumpState
 
 # The formats of the catalogue's build: zlib is always there; lzo and snappy were
 # not compiled in (CONFIG_LZO, CONFIG_SNAPPY).
@@ -72,11 +74,12 @@ class FdSink:
 class DumpCommands:
     """The dump commands of one machine."""
 
-    def __init__(self, host: DumpHost, state: DumpState, files: FileOpener,
-                 memory: Callable[[], Any], blocks: Callable[[], list[Any]],
-                 nr_cpus: int) -> None:
+    def __init__(self, host: DumpHost, files: FileOpener, memory: Callable[[], Any],
+                 blocks: Callable[[], list[Any]], nr_cpus: int,
+                 plug: Callable[[Any], None]) -> None:
         self.host = host
-        self.state = state
+        self._state: DumpState | None = None  # dump.c dump_state_global, on first use
+        self.plug = plug  # the state joins the Machine's hooks (its deadlines)
         self.files = files
         self.memory = memory  # () -> the address spaces (built on first use)
         self.blocks = blocks  # () -> the guest's GuestBlocks
@@ -84,7 +87,19 @@ class DumpCommands:
         # monitor.c monitor_get_fd(cur_mon, ...): set by the composition root.
         self.get_fd: Callable[[str], int] = _no_fd
         self.resume = False
-        state.on_end = self._ended
+
+    @property
+    def state(self) -> DumpState:
+        if self._state is None:
+            from devices.dump.job import DumpState
+
+            self._state = DumpState(on_end=self._ended)
+            self.plug(self._state)
+        return self._state
+
+    def in_progress(self) -> bool:
+        """dump_in_progress (qmp_stop and qmp_cont ask)."""
+        return self._state is not None and self._state.in_progress()
 
     @qmp_command("query-dump")
     def query_dump(self) -> dict[str, Any]:
@@ -99,7 +114,8 @@ class DumpCommands:
                           begin: int | None = None, length: int | None = None,
                           format: str | None = None) -> None:
         """qmp_dump_guest_memory."""
-        from devices.dump.elf import ElfCore, Filter, total_size
+        from devices.dump.elf import ElfCore, Filter, elf_chunks, total_size
+        from devices.dump.job import DumpJob
 
         if self.host.runstate.state == "inmigrate":
             raise GenericError("Dump not allowed during incoming migration.")

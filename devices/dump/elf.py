@@ -18,9 +18,11 @@ block at its physical address (and merges adjacent ones).
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import attrs
+
+from devices.dump.job import CHUNK, Chunk
 
 EM_386 = 3
 ET_CORE = 4
@@ -244,3 +246,40 @@ class ElfCore:
         head += cpu_notes(nr_cpus)
         assert len(head) == memory_offset
         return cls(head=head, segments=tuple(segments))
+
+
+# The ROMs a PC maps below 1 MiB and below 4 GiB: guest_phys_blocks_append keeps every
+# RAM-backed region, ROMs included [hw/i386/pc.c pc_memory_init: pc.rom, 128 KiB at
+# 0xc0000; hw/i386/pc_sysfw.c old_pc_system_rom_init: the BIOS (SeaBIOS's 256 KiB
+# image) at 4 GiB minus its size, its last 128 KiB aliased at 0xe0000 as isa-bios].
+PC_ROMS = (GuestBlock(0xC0000, 0xE0000), GuestBlock(0xE0000, 0x100000),
+           GuestBlock(0x100000000 - 0x40000, 0x100000000))
+
+
+def guest_phys_blocks(ram: list[tuple[int, int]], pc: bool) -> list[GuestBlock]:
+    """guest_phys_blocks_append: the RAM ranges (base, size) and, on a PC, its ROMs,
+    in address order. Adjacent regions of different memory stay separate blocks
+    (their host memory is not contiguous)."""
+    blocks = [GuestBlock(base, base + size) for base, size in ram]
+    if pc:
+        blocks.extend(PC_ROMS)
+    return sorted(blocks, key=lambda b: b.start)
+
+
+def elf_chunks(core: ElfCore, read: Callable[[int, int], bytes]) -> Iterator[Chunk]:
+    """create_vmcore: the head (dump_begin), then every block's memory (dump_iterate)."""
+    yield core.head, 0, "dump: failed to write elf header"
+    for start, size in core.segments:
+        for offset in range(0, size, CHUNK):
+            n = min(CHUNK, size - offset)
+            yield read(start + offset, n), n, "dump: failed to save memory"
+
+
+def machine_blocks(machine_type: str, ram_size: int) -> list[GuestBlock]:
+    """The guest-physical blocks of a machine type with `ram_size` bytes of RAM."""
+    from devices.board import board_kind
+    from devices.chipset import memory_layout
+
+    layout = memory_layout(machine_type, ram_size)
+    return guest_phys_blocks([(r.base, r.size) for r in layout.ranges],
+                             pc=board_kind(machine_type) != "none")

@@ -7,8 +7,9 @@ counts the memory written, `total_size` what there is to write. A synchronous du
 runs to its end inside the command; a detached one (QEMU's dump thread) writes a
 chunk of `CHUNK` bytes each time its deadline comes (`next_deadline()` /
 `run_due(now)`), at `RATE` bytes per second of the Machine's clock, so that
-`query-dump` sees it `active` with a growing `completed`. The bytes go to a `Sink`,
-the file the command opened.
+`query-dump` sees it `active` with a growing `completed`. The pieces come from the
+format's layout (`devices.dump.elf.elf_chunks`, `devices.dump.kdump.kdump_chunks`) and
+go to a `Sink`, the file the command opened.
 """
 
 from __future__ import annotations
@@ -20,28 +21,8 @@ from typing import Protocol
 
 import attrs
 
-from devices.dump.elf import ElfCore, GuestBlock
-
 CHUNK = 16 << 20  # bytes a detached dump writes per step
 RATE = 1 << 30    # bytes per second of the Machine's clock
-
-# The ROMs a PC maps below 1 MiB and below 4 GiB: guest_phys_blocks_append keeps every
-# RAM-backed region, ROMs included [hw/i386/pc.c pc_memory_init: pc.rom, 128 KiB at
-# 0xc0000; hw/i386/pc_sysfw.c old_pc_system_rom_init: the BIOS (SeaBIOS's 256 KiB
-# image) at 4 GiB minus its size, its last 128 KiB aliased at 0xe0000 as isa-bios].
-PC_ROMS = (GuestBlock(0xC0000, 0xE0000), GuestBlock(0xE0000, 0x100000),
-           GuestBlock(0x100000000 - 0x40000, 0x100000000))
-
-
-def guest_phys_blocks(ram: list[tuple[int, int]], pc: bool) -> list[GuestBlock]:
-    """guest_phys_blocks_append: the RAM ranges (base, size) and, on a PC, its ROMs,
-    in address order. Adjacent regions of different memory stay separate blocks
-    (their host memory is not contiguous)."""
-    blocks = [GuestBlock(base, base + size) for base, size in ram]
-    if pc:
-        blocks.extend(PC_ROMS)
-    return sorted(blocks, key=lambda b: b.start)
-
 
 class Sink(Protocol):
     def write(self, data: bytes) -> None:
@@ -53,15 +34,6 @@ class Sink(Protocol):
 # One piece of a dump's file: the bytes, how much guest memory they account for
 # (written_size), and QEMU's message should writing them fail.
 Chunk = tuple[bytes, int, str]
-
-
-def elf_chunks(core: ElfCore, read: Callable[[int, int], bytes]) -> Iterator[Chunk]:
-    """create_vmcore: the head (dump_begin), then every block's memory (dump_iterate)."""
-    yield core.head, 0, "dump: failed to write elf header"
-    for start, size in core.segments:
-        for offset in range(0, size, CHUNK):
-            n = min(CHUNK, size - offset)
-            yield read(start + offset, n), n, "dump: failed to save memory"
 
 
 @attrs.define(kw_only=True)
@@ -188,12 +160,3 @@ class DumpState:
             self.job.sink.close()
             self.job = None
 
-
-def machine_blocks(machine_type: str, ram_size: int) -> list[GuestBlock]:
-    """The guest-physical blocks of a machine type with `ram_size` bytes of RAM."""
-    from devices.board import board_kind
-    from devices.chipset import memory_layout
-
-    layout = memory_layout(machine_type, ram_size)
-    return guest_phys_blocks([(r.base, r.size) for r in layout.ranges],
-                             pc=board_kind(machine_type) != "none")

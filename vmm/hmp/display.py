@@ -77,11 +77,11 @@ def _c_strtol(text: str) -> int:
 def hmp_mouse_move(hmp: Hmp, args: Args) -> None:
     """monitor.c hmp_mouse_move: relative motion on x and y, and a wheel click for a
     non-zero dz, to the current mouse (nothing without one)."""
-    inp = hmp.state.input
     _c_strtol(args["dx_str"])
     _c_strtol(args["dy_str"])
-    if inp is None:
+    if hmp.state.input is None:
         return
+    inp = hmp.state.input()
     inp.deliver("rel")
     inp.deliver("rel")
     dz = args.get("dz_str")
@@ -93,9 +93,11 @@ def hmp_mouse_move(hmp: Hmp, args: Args) -> None:
 def hmp_mouse_button(hmp: Hmp, args: Args) -> None:
     """monitor.c hmp_mouse_button: the buttons whose state changed (left, middle,
     right) go to the current mouse; the same state again changes nothing."""
-    inp = hmp.state.input
     state = to_c_int(args["button_state"])
-    if inp is None or state == inp.buttons:
+    if hmp.state.input is None:
+        return
+    inp = hmp.state.input()
+    if state == inp.buttons:
         return
     for bit in (1, 4, 2):  # qemu_input_update_buttons: left, right, middle
         if (state ^ inp.buttons) & bit:

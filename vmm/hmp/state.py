@@ -37,8 +37,8 @@ class HmpState:
     reaches beyond the QMP command table (as hmp.c calls block-layer functions)."""
 
     block: BlockLayer | None = None
-    vnc: VncDisplays | None = None
-    input: Input | None = None
+    vnc: Callable[[], VncDisplays] | None = None  # built on first use
+    input: Callable[[], Input] | None = None
     memory: Callable[[], AddressSpaces] | None = None  # built on first use
     # savevm's RAM, by the vmstate image's snapshot it belongs to (kept alive here).
     vm_states: dict[int, tuple[object, dict[int, bytes]]] = attrs.Factory(dict)
