@@ -405,3 +405,21 @@ def test_change_vnc_errors_keep_the_display_closed(vm_cmdline: Callable[..., VmH
     assert error(tvm, "change", {"device": "vnc", "target": "127.0.0.1"}) == (
         "GenericError", "no vnc port specified")
     assert ok(tvm, "query-vnc") == {"enabled": False}
+
+
+def test_hmp_password_hint_without_password_auth(vm_cmdline: Callable[..., VmHarness]) -> None:
+    """vnc_display_password: a display without password auth prints its hint on a
+    human monitor (error_printf_unless_qmp) before hmp_handle_error's message; QMP
+    shows only the error; without any display there is no hint."""
+    hint = ("If you want use passwords please enable password auth using "
+            "'-vnc ${dpy},password'.\r\n")
+    tvm = vm_cmdline("-S", "-vnc", "none")
+    assert ok(tvm, "human-monitor-command", {"command-line": "set_password vnc x"}) == (
+        hint + "Could not set password\r\n")
+    assert ok(tvm, "human-monitor-command", {"command-line": "change vnc password x"}) == (
+        hint + "Could not set password\r\n")
+    assert error(tvm, "set_password", {"protocol": "vnc", "password": "x"}) == (
+        "GenericError", "Could not set password")
+    bare = vm_cmdline("-S")
+    assert ok(bare, "human-monitor-command", {"command-line": "set_password vnc x"}) == (
+        "Could not set password\r\n")

@@ -260,7 +260,10 @@ class VncDisplays:
         """qmp_change_vnc_password / vnc_display_password: no display, or one
         without password authentication, cannot take a password."""
         display = self.find(ident)
-        if display is None or not display.password_auth:
+        if display is None:
+            raise GenericError(QERR_SET_PASSWD_FAILED)
+        if not display.password_auth:
+            self.printed[:] = [PASSWORD_HINT]  # for a human monitor (HMP prints it)
             raise GenericError(QERR_SET_PASSWD_FAILED)
         display.password = password
 

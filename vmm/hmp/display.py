@@ -9,6 +9,7 @@ the mouse commands feed the input layer directly, as monitor.c does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from schema.opts.cutils import strtoll, to_c_int
@@ -46,6 +47,28 @@ def hmp_info_vnc(hmp: Hmp, args: Args) -> None:
             _authcrypt(hmp, "  ", info["auth"], info.get("vencrypt"))
         if "display" in info:
             hmp.printf(f"  Display: {info['display']}\n")
+
+
+def vnc_password(hmp: Hmp, qmp: Callable[[], object]) -> None:
+    """A QMP call that may reach vnc_display_password: what that prints with
+    error_printf_unless_qmp (a display without password auth) goes to this monitor
+    before the command's error."""
+    vnc = hmp.state.vnc() if hmp.state.vnc is not None else None
+    if vnc is not None:
+        vnc.printed.clear()
+    try:
+        qmp()
+    finally:
+        if vnc is not None:
+            for text in vnc.printed:
+                hmp.printf(text)
+            vnc.printed.clear()
+
+
+def hmp_set_password(hmp: Hmp, args: Args) -> None:
+    """hmp.c hmp_set_password."""
+    vnc_password(hmp, lambda: hmp.qmp("set_password", args["protocol"], args["password"],
+                                      connected=args.get("connected")))
 
 
 def hmp_info_mice(hmp: Hmp, args: Args) -> None:

@@ -327,7 +327,7 @@ TABLE = command_table((
     HmpCommand('block_set_io_throttle', 'device:B,bps:l,bps_rd:l,bps_wr:l,iops:l,iops_rd:l,iops_wr:l', 'device bps bps_rd bps_wr iops iops_rd iops_wr', 'change I/O throttle limits for a block drive',
                block.hmp_block_set_io_throttle),
     HmpCommand('set_password', 'protocol:s,password:s,connected:s?', 'protocol password action-if-connected', 'set spice/vnc password',
-               via_qmp("set_password", protocol="protocol", password="password", connected="connected")),
+               display.hmp_set_password),
     HmpCommand('expire_password', 'protocol:s,time:s', 'protocol time', 'set spice/vnc password expire-time',
                via_qmp("expire_password", protocol="protocol", time="time")),
     HmpCommand('chardev-add', 'args:s', 'args', 'add chardev',
