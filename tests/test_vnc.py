@@ -423,3 +423,18 @@ def test_hmp_password_hint_without_password_auth(vm_cmdline: Callable[..., VmHar
     bare = vm_cmdline("-S")
     assert ok(bare, "human-monitor-command", {"command-line": "set_password vnc x"}) == (
         "Could not set password\r\n")
+
+
+def test_the_program_exits_on_a_bad_vnc_option(tmp_path: Path) -> None:
+    """vl.c vnc_init_func: error_reportf_err(..., "Failed to start VNC server: ")
+    at the -vnc option's location, then exit(1)."""
+    import subprocess
+
+    from tests.emulator import program_command, program_env
+
+    done = subprocess.run([*program_command(), "-machine", "none", "-nodefaults",
+                           "-vnc", "127.0.0.1"], capture_output=True, text=True,
+                          env=program_env(tmp_path / "cache"), timeout=120)
+    assert done.returncode == 1
+    assert done.stderr == ("qmp-emulator: -vnc 127.0.0.1: Failed to start VNC server: "
+                           "no vnc port specified\n")
