@@ -438,3 +438,20 @@ def test_the_program_exits_on_a_bad_vnc_option(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr == ("qmp-emulator: -vnc 127.0.0.1: Failed to start VNC server: "
                            "no vnc port specified\n")
+
+
+async def test_clients_outlive_a_change_of_listener(
+        vm_cmdline: Callable[..., VmHarness], tmp_path: Path) -> None:
+    """vnc_display_close closes the listeners only: a connected client stays, is
+    listed under the new server, and its VNC_DISCONNECTED names the new server."""
+    tvm = vm_cmdline("-S", "-vnc", f"unix:{tmp_path / 'a.sock'}")
+    sock = await handshake(tmp_path / "a.sock")
+    ok(tvm, "change", {"device": "vnc", "target": f"unix:{tmp_path / 'b.sock'}"})
+    info = ok(tvm, "query-vnc")
+    assert info["service"] == str(tmp_path / "b.sock") and len(info["clients"]) == 1
+    await sock.send(struct.pack(">BBHHHH", 3, 0, 0, 0, 1, 1))
+    assert len(await recv_exactly(sock, 20)) == 20  # still served: one 32-bit pixel
+    events = Events(tvm)
+    sock.close()
+    await events.disconnected.wait()
+    assert events.data[0]["server"]["service"] == str(tmp_path / "b.sock")

@@ -74,10 +74,13 @@ class VncListen(Protocol):
         GenericError with QEMU's text."""
 
     def close(self, display: VncDisplay) -> None:
-        """Close the listeners and drop every client (vnc_display_close)."""
+        """Close the listeners (vnc_display_close); the clients stay connected."""
 
     def add_client(self, display: VncDisplay, fd: int, skipauth: bool) -> None:
         """Serve a connected socket as a client (vnc_display_add_client)."""
+
+    def close_all(self) -> None:
+        """Every listener and client (the process exits)."""
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -240,11 +243,10 @@ class VncDisplays:
                               _opt_bool(options, "ipv6"))]
 
     def close_display(self, display: VncDisplay) -> None:
-        """vnc_display_close: the listeners and the clients go."""
-        if self.edge is not None and (display.listening or display.clients):
+        """vnc_display_close: the listeners go; connected clients stay (and their
+        later events name the display's next listener)."""
+        if self.edge is not None and display.listening:
             self.edge.close(display)
-        for client in list(display.clients):
-            self.disconnected(client)
         display.listening = []
         display.auth = AUTH_NONE
 
@@ -369,5 +371,4 @@ class VncDisplays:
     def close(self) -> None:
         """At exit: the listeners and clients close (no events: QEMU exits)."""
         if self.edge is not None:
-            for display in self.displays:
-                self.edge.close(display)
+            self.edge.close_all()

@@ -114,7 +114,7 @@ class _Served:
     """The sockets of one open display."""
 
     listeners: list[socket.socket]
-    scopes: set[trio.CancelScope] = attrs.Factory(set)  # one per task serving it
+    scopes: set[trio.CancelScope] = attrs.Factory(set)  # one per accept loop
     closed: bool = False
 
     def close(self) -> None:
@@ -133,6 +133,7 @@ class VncEdge:
         self.displays = displays
         self.on_error = on_error  # a bug of ours at a connection's edge, for the log
         self.served: dict[int, _Served] = {}
+        self.clients: set[trio.CancelScope] = set()  # one per client task
         self.pending: list[Callable[[], Awaitable[None]]] = []
 
     # -- VncListen ----------------------------------------------------------------------
@@ -169,13 +170,14 @@ class VncEdge:
             os.close(fd)
             return
         sock.setblocking(False)
-        served = self.served.setdefault(id(display), _Served(listeners=[]))
-        self._spawn(functools.partial(self._serve_client, display, served, sock, skipauth))
+        self._spawn(functools.partial(self._serve_client, display, sock, skipauth))
 
     def close_all(self) -> None:
         for served in self.served.values():
             served.close()
         self.served.clear()
+        for scope in self.clients:
+            scope.cancel()
 
     # -- tasks ------------------------------------------------------------------------
 
@@ -208,19 +210,15 @@ class VncEdge:
                         conn, _addr = await listener.accept()
                     except OSError:
                         return  # closed under us
-                    self._spawn(functools.partial(self._serve_client, display, served,
-                                                  conn, False))
+                    self._spawn(functools.partial(self._serve_client, display, conn, False))
             finally:
                 served.scopes.discard(scope)
 
-    async def _serve_client(self, display: VncDisplay, served: _Served,
-                            conn: Any, skipauth: bool) -> None:
-        """vnc_connect .. vnc_disconnect_finish for one connection."""
+    async def _serve_client(self, display: VncDisplay, conn: Any, skipauth: bool) -> None:
+        """vnc_connect .. vnc_disconnect_finish for one connection (it outlives the
+        listener that accepted it, as in QEMU)."""
         if isinstance(conn, socket.socket):
             conn = trio.socket.from_stdlib_socket(conn)
-        if served.closed:
-            conn.close()
-            return
         try:
             peer = _numeric(conn.getpeername(), conn.family)
         except OSError:
@@ -230,7 +228,7 @@ class VncEdge:
         client = model.connected(display, peer, skipauth)
         try:
             with trio.CancelScope() as scope:
-                served.scopes.add(scope)
+                self.clients.add(scope)
                 await _send_all(conn, client.rfb.start())
                 while not client.rfb.closed:
                     data = await conn.recv(RECV_SIZE)
@@ -240,7 +238,7 @@ class VncEdge:
         except OSError:
             pass
         finally:
-            served.scopes.discard(scope)
+            self.clients.discard(scope)
             conn.close()
             model.disconnected(client)
 
