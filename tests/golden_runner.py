@@ -448,6 +448,13 @@ async def replay_in_process(t: Transcript, clock: trio.testing.MockClock,
             for step in t.steps:
                 if step.kind == "send":
                     await _send(clients[step.client].sock, _with_dir(step.data, directory))
+                elif step.kind == "connect" and step.arg.startswith("unix:"):
+                    # A raw client of a socket that is not a chardev (a VNC display).
+                    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    raw.connect(_with_dir(step.arg[5:].encode(), directory).decode())
+                    raw.setblocking(False)
+                    clients[step.client] = _Client(raw)
+                    order.append(step.client)
                 elif step.kind == "connect":
                     if step.arg not in where:
                         raise GoldenError(f"{t.path}:{step.lineno}: no chardev {step.arg!r}; "

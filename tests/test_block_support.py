@@ -49,7 +49,8 @@ class Block:
         self.layer = BlockLayer.create(self.host, seed=seed)
         self.cmds = BlockCommands(self.layer)
         self.qdev = Qdev(block=DeviceBackends(self.layer))
-        self.change = ChangeCommand(self.layer, VncDisplays())
+        self.vnc = VncDisplays()
+        self.change = ChangeCommand(self.layer, lambda: self.vnc)
 
     # -- commands by wire name ----------------------------------------------------------
 

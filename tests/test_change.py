@@ -67,18 +67,22 @@ def test_display_without_password_auth_refuses_a_password() -> None:
 
 
 def test_display_with_password_auth_takes_it() -> None:
-    """vnc_display_password on the first display (id NULL), password=on."""
-    display = VncDisplay(id="default", options={"vnc": ":0", "password": "on"})
-    VncDisplays(displays=[display]).set_password("secret")
+    """vnc_display_password on the first display (id NULL), opened with password=on
+    (vnc_display_open sets the display's auth)."""
+    display = VncDisplay(id="default", options={"vnc": "none", "password": "on"})
+    displays = VncDisplays(displays=[display])
+    displays.open(display)
+    displays.set_password("secret")
     assert display.password == "secret"
 
 
 def test_reopen_keeps_the_password() -> None:
     """vnc_display_open: vnc_display_close keeps vd->password; new options apply."""
-    display = VncDisplay(id="default", options={"vnc": ":0", "password": "on"},
+    display = VncDisplay(id="default", options={"vnc": "none", "password": "on"},
                          password="secret")
-    VncDisplays(displays=[display]).reopen("default", {"vnc": ":1", "password": "on"})
-    assert (display.options["vnc"], display.password) == (":1", "secret")
+    VncDisplays(displays=[display]).reopen("default", {"vnc": "none", "password": "on",
+                                                       "share": "ignore"})
+    assert (display.options["share"], display.password) == ("ignore", "secret")
 
 
 def test_change_is_served_by_the_machine(vm_factory: Callable[..., VmHarness]) -> None:

@@ -166,7 +166,7 @@ def test_argument_checks_before_the_qmp_command(vm_factory) -> None:
     vm = vm_factory()
     assert hmp(vm, "sendkey ctrl-alt-bogus") == "invalid parameter: bogus\r\n"
     assert hmp(vm, "sendkey 0x1g") == "invalid parameter: 0x1g\r\n"
-    assert hmp(vm, "sendkey ctrl-alt-f1") == not_implemented("send-key") + "\r\n"
+    assert hmp(vm, "sendkey ctrl-alt-f1") == ""  # ui/input-legacy.c qmp_send_key
     assert hmp(vm, "migrate_set_capability bogus on") == (
         "invalid parameter value: bogus\r\n")
     assert hmp(vm, "migrate_set_capability xbzrle on") == (
@@ -187,10 +187,10 @@ def test_argument_checks_before_the_qmp_command(vm_factory) -> None:
     ("migrate tcp:localhost:4444", "migrate"), ("migrate_cancel", "migrate_cancel"),
     ("migrate_set_speed 1G", "migrate_set_speed"), ("balloon 64", "balloon"),
     ("info cpus", "query-cpus"),
-    ("info pci", "query-pci"), ("info mice", "query-mice"), ("info migrate", "query-migrate"),
+    ("info pci", "query-pci"), ("info migrate", "query-migrate"),
     ("info balloon", "query-balloon"), ("info block-jobs", "query-block-jobs"),
     ("info rocker sw0", "query-rocker"), ("info tpm", "query-tpm"),
-    ("screendump /tmp/x.ppm", "screendump"), ("block_job_pause d", "block-job-pause"),
+    ("block_job_pause d", "block-job-pause"),
     ("qom-list /machine", "qom-list"), ("cpu-add 1", "cpu-add"),
 ])
 def test_commands_of_missing_subsystems(vm_factory, line: str, name: str) -> None:
@@ -203,7 +203,7 @@ def test_commands_of_missing_subsystems(vm_factory, line: str, name: str) -> Non
     ("info qtree", "info qtree"),
     ("info mtree", "info mtree"), ("info registers", "info registers"),
     ("usb_add tablet", "usb_add"), ("wavcapture /tmp/a.wav", "wavcapture"),
-    ("mouse_move 1 1", "mouse_move"), ("gdbserver tcp::1234", "gdbserver"),
+    ("gdbserver tcp::1234", "gdbserver"),
     ("logfile /tmp/log", "logfile"), ("p $eax", "$eax"),
 ])
 def test_hmp_only_commands_of_missing_subsystems(vm_factory, line: str, name: str) -> None:

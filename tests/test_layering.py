@@ -32,6 +32,7 @@ TRIO_EDGES = {
     "blockdev/io_edge.py",
     "devices/chardev/edge.py",
     "blockdev/nbd/edge.py",
+    "devices/display/vnc_edge.py",
 }
 
 
@@ -104,7 +105,10 @@ def test_start_up_loads_what_a_plain_machine_needs() -> None:
     the first image, the block data path with the first request, the schema parser
     and the Hypothesis strategies never."""
     lazy = ["vmm.hmp.interpreter", "vmm.hmp.table", "vmm.qtest", "devices.chipset",
-            "devices.address_space",
+            "devices.address_space", "devices.display.vnc", "devices.display.vnc_edge",
+            "devices.display.rfb", "devices.display.des", "devices.display.console",
+            "devices.input", "devices.dump.ppm", "devices.dump.elf", "devices.dump.kdump",
+            "devices.dump.job",
             "blockdev.image.formats.facts", "blockdev.image.formats.registry",
             "blockdev.io", "blockdev.drivers.dataio", "blockdev.io_edge",
             "schema.parser", "schema.strategies", "hypothesis",

@@ -11,21 +11,26 @@ blockdev-change-medium with the target as file name and `arg` as format
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from blockdev import media
 from blockdev.layer import BlockLayer
-from devices.display.vnc import VncDisplays
 from schema.errors import QERR_MISSING_PARAMETER, GenericError
 from schema.handlers import qmp_command
 from schema.opts.qemuopts import OptsError, OptsStore
 from vmm.cmdline import GROUPS
 
+if TYPE_CHECKING:
+    from devices.display.vnc import VncDisplays
+
 
 class ChangeCommand:
     """The `change` handler of one machine."""
 
-    def __init__(self, block: BlockLayer, vnc: VncDisplays) -> None:
+    def __init__(self, block: BlockLayer, vnc: Callable[[], VncDisplays]) -> None:
         self.block = block
-        self.vnc = vnc
+        self.vnc = vnc  # built on first use
 
     @qmp_command("change")
     def change(self, device: str, target: str, arg: str | None = None) -> None:
@@ -40,7 +45,7 @@ class ChangeCommand:
         if target in ("passwd", "password"):
             if arg is None:
                 raise GenericError(QERR_MISSING_PARAMETER % "password")
-            self.vnc.set_password(arg)
+            self.vnc().set_password(arg)
             return
         # qmp_change_vnc_listen
         if "id=" in target:
@@ -50,4 +55,4 @@ class ChangeCommand:
             opts = OptsStore({"vnc": vnc}).parse(vnc, target, True, ())
         except OptsError as err:
             raise GenericError(err.message) from None
-        self.vnc.reopen("default", opts.freeze().as_dict())
+        self.vnc().reopen("default", opts.freeze().as_dict())

@@ -25,6 +25,7 @@ prints it and exits 1.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 from blockdev.drive import add_blockdev, add_drive, drive_get, if_max_devs
@@ -138,6 +139,7 @@ def configure_devices(vm: Vm, cl: CommandLine) -> None:
     configure_chardevs(vm, cl)
     configure_block(vm.block, vm.qdev, cl, vm.machine.schema, vm.machine.options.machine_type)
     configure_port_devices(vm, cl)
+    configure_display(vm, cl)
 
 
 def finish(vm: Vm, cl: CommandLine) -> None:
@@ -213,6 +215,26 @@ def configure_port_devices(vm: Vm, cl: CommandLine) -> None:
             add_pvpanic(vm.memory, vm.machine, _uint16_property(opts, "ioport", 0x505))
         else:
             add_ib700(vm.memory, vm.machine)
+
+
+def configure_display(vm: Vm, cl: CommandLine) -> None:
+    """The display adapter (`-vga none`, or no default VGA, leaves no console), then
+    vl.c's vnc_init_func for every -vnc: the display opens, or the program exits
+    with "Failed to start VNC server: ..." at that option."""
+    if cl.vga == "none" or (cl.vga is None and not cl.defaults.vga):
+        vm.display.has_console = False
+    for opts in cl.vnc:
+        vnc = vm.display.vnc()
+        ident = opts.id or "default"
+        display = vnc.init(ident, {name: opts.get(name) or "" for name in opts.keys()})
+        try:
+            vnc.open(display)
+        except QMPError as err:
+            raise CommandLineError(Diagnostic(f"Failed to start VNC server: {err.desc}",
+                                              location=opts.location)) from None
+        for text in vnc.printed:
+            sys.stderr.write(text)
+        vnc.printed.clear()
 
 
 def _uint16_property(opts: QemuOpts, name: str, default: int) -> int:

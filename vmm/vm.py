@@ -24,7 +24,8 @@ from blockdev.nbd.commands import Nbd
 from devices.chardev.commands import ChardevCommands
 from devices.chardev.model import Chardevs
 from devices.chardev.ports import CHARDEV_BEHAVIOURS, GuestPorts
-from devices.display.vnc import VncDisplays
+from devices.display.commands import DisplayCommands, InputCommands
+from devices.dump.commands import DumpCommands
 from devices.net.commands import NetCommands
 from devices.qdev import Qdev
 from schema.catalog import Catalog
@@ -43,6 +44,10 @@ from vmm.qmp.monitor import HmpMonitor, MonitorHub, QmpMonitor
 
 if TYPE_CHECKING:
     from devices.address_space import AddressSpaces
+    from devices.display.console import Console
+    from devices.display.vnc import VncDisplays, VncListen
+    from devices.dump.elf import GuestBlock
+    from devices.input import Input
     from devices.net.model import NetClients
     from vmm.qtest import Qtest
 
@@ -138,6 +143,65 @@ def monitor_fd_param(session: MonitorSession | None, fdname: str) -> int:
     return fd
 
 
+class Display:
+    """The board's display adapter and input devices, and the VNC displays, each
+    built the first time something uses it (a -vnc option, a display or input
+    command, a device qdev adds): a plain start-up loads none of their models. The pc
+    and q35 boards have a VGA (the first console; `-vga none` and `-nodefaults`
+    leave none: vmm.startup.configure_display) and the i8042's PS/2 keyboard and
+    mouse; `-machine none` has neither."""
+
+    def __init__(self, machine: Machine) -> None:
+        self._machine = machine
+        self.has_console = machine.board.firmware
+        self._console: Console | None = None
+        self._input: Input | None = None
+        self._vnc: VncDisplays | None = None
+
+    def console(self) -> Console | None:
+        if not self.has_console:
+            return None
+        if self._console is None:
+            from devices.display.console import Console
+
+            self._console = Console()
+        return self._console
+
+    def input(self) -> Input:
+        if self._input is None:
+            from devices.input import Input
+
+            self._input = Input()
+            self._input.register_board(self._machine.board.firmware)
+        return self._input
+
+    def vnc(self) -> VncDisplays:
+        if self._vnc is None:
+            from devices.display.vnc import VncDisplays
+
+            machine = self._machine
+            self._vnc = VncDisplays(emit=machine.emit, wall=machine.clock.wall,
+                                    name=machine.options.name, console=self.console,
+                                    rng=machine.rng, edge_factory=_vnc_edge,
+                                    on_input=lambda kind: self.input().deliver(kind))
+            machine.plug(self._vnc)
+        return self._vnc
+
+
+def _dump_blocks(options: MachineOptions) -> list[GuestBlock]:
+    """The guest's memory blocks a dump writes (loaded with the first dump)."""
+    from devices.dump.elf import machine_blocks
+
+    return machine_blocks(options.machine_type, options.ram_bytes)
+
+
+def _vnc_edge(displays: VncDisplays) -> VncListen:
+    """The VNC sockets, loaded when a display first listens (trio's socket layer)."""
+    from devices.display.vnc_edge import VncEdge
+
+    return VncEdge(displays)
+
+
 @attrs.define(kw_only=True)
 class Vm:
     machine: Machine
@@ -147,7 +211,7 @@ class Vm:
     block: BlockLayer
     nbd: Nbd
     qdev: Qdev
-    vnc: VncDisplays
+    display: Display
     guest_memory: GuestMemory
     chardevs: Chardevs
     netdevs: NetCommands
@@ -181,22 +245,32 @@ class Vm:
             return found.kind, str(addr.get("type", ""))
 
         def fd_param(name: str) -> int:
-            return monitor_fd_param(dispatcher.current_session, name)
+            return monitor_fd_param(dispatcher.current, name)
 
 
         net_commands = NetCommands(net, schema, fd_param, find_chardev, error_report)
         qdev = Qdev(block=DeviceBackends(block))
-        vnc = VncDisplays()  # -vnc is not applied yet: no display, as QEMU without -vnc
+        display = Display(machine)
+        dumps = DumpCommands(machine, machine.fdsets, memory, lambda: _dump_blocks(options),
+                             nr_cpus=machine.board.vcpus, plug=machine.plug)
+        machine.dump_in_progress = dumps.in_progress
         core = CoreCommands(machine)
-        dispatcher = Dispatcher(machine, core, BlockCommands(block), ChangeCommand(block, vnc),
-                                MemoryDumpCommands(memory), nbd, ChardevCommands(chardevs),
-                                net_commands,
+        screens = DisplayCommands(display.vnc, display.console, machine.clock.wall,
+                                  machine.fdsets)
+        dispatcher = Dispatcher(machine, core, BlockCommands(block),
+                                ChangeCommand(block, display.vnc),
+                                MemoryDumpCommands(memory, machine.board.vcpus), screens, dumps,
+                                InputCommands(display.input, lambda: machine.runstate.state in (
+                                    "running", "suspended")),
+                                nbd, ChardevCommands(chardevs), net_commands,
                                 per_monitor=MonitorCommands)
+        screens.get_fd = dumps.get_fd = dispatcher.monitor_get_fd
         hub = MonitorHub(machine, dispatcher, core,
-                         HmpState(block=block, vnc=vnc, memory=memory, net=net_commands))
+                         HmpState(block=block, vnc=display.vnc, input=display.input,
+                                  memory=memory, net=net_commands))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
-                   nbd=nbd, qdev=qdev, vnc=vnc, guest_memory=memory, chardevs=chardevs,
-                   netdevs=net_commands, guest_ports=guest_ports)
+                   nbd=nbd, qdev=qdev, display=display, guest_memory=memory,
+                   chardevs=chardevs, netdevs=net_commands, guest_ports=guest_ports)
 
     @property
     def net(self) -> NetClients:

@@ -390,7 +390,9 @@ def hmp_change(hmp: Hmp, args: Args) -> None:
                 return
             hmp.read_password(lambda password: _vnc_password(hmp, password))
             return
-        hmp.qmp("change", "vnc", target, arg)
+        from vmm.hmp.display import vnc_password
+
+        vnc_password(hmp, lambda: hmp.qmp("change", "vnc", target, arg))
         return
     if read_only is not None:
         qapi_enum_parse(hmp, "BlockdevChangeReadOnlyMode", read_only)
@@ -400,8 +402,10 @@ def hmp_change(hmp: Hmp, args: Args) -> None:
 
 def _vnc_password(hmp: Hmp, password: str) -> None:
     """hmp.c hmp_change_read_arg: qmp_change_vnc_password, its error ignored."""
+    from vmm.hmp.display import vnc_password
+
     try:
-        hmp.qmp("change", "vnc", "password", password)
+        vnc_password(hmp, lambda: hmp.qmp("change", "vnc", "password", password))
     except GenericError:
         pass
 

@@ -337,14 +337,6 @@ def hmp_info_capture(hmp: Hmp, args: Args) -> None:
     implemented), so the list is empty."""
 
 
-def hmp_info_vnc(hmp: Hmp, args: Args) -> None:
-    """hmp.c hmp_info_vnc: without a VNC display (the emulator does not apply -vnc
-    yet) qmp_query_vnc_servers lists none; a display's server is not modelled."""
-    if hmp.state.vnc is not None and hmp.state.vnc.displays:
-        raise HmpNotImplemented("info vnc")
-    hmp.printf("None\n")
-
-
 def hmp_info_registers(hmp: Hmp, args: Args) -> None:
     """monitor.c hmp_info_registers: "No CPU available" without one (-a prints a
     header per CPU; there are none); the CPU state is not modelled."""
@@ -552,14 +544,6 @@ def hmp_sendkey(hmp: Hmp, args: Args) -> None:
         keys = keys[sep + 1:]
     hold = args.get("hold-time")
     hmp.qmp("send-key", values, hold_time=None if hold is None else _c_int(hold))
-
-
-def hmp_mouse_button(hmp: Hmp, args: Args) -> None:
-    """monitor.c hmp_mouse_button: the state it already has changes nothing; a change
-    goes to the input layer, which is not modelled."""
-    if _c_int(args["button_state"]) == 0:  # no button was ever pressed
-        return
-    raise HmpNotImplemented("mouse_button")
 
 
 def hmp_device_add(hmp: Hmp, args: Args) -> None:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from blockdev.layer import BlockLayer
     from devices.address_space import AddressSpaces
     from devices.display.vnc import VncDisplays
+    from devices.input import Input
     from devices.net.commands import NetCommands
 
 
@@ -37,7 +38,8 @@ class HmpState:
     reaches beyond the QMP command table (as hmp.c calls block-layer functions)."""
 
     block: BlockLayer | None = None
-    vnc: VncDisplays | None = None
+    vnc: Callable[[], VncDisplays] | None = None  # built on first use
+    input: Callable[[], Input] | None = None
     memory: Callable[[], AddressSpaces] | None = None  # built on first use
     net: NetCommands | None = None  # info network, hostfwd_*, info usernet
     # savevm's RAM, by the vmstate image's snapshot it belongs to (kept alive here).

@@ -14,7 +14,7 @@ entry's function is in `vmm.hmp.commands`, `vmm.hmp.block`, `vmm.hmp.savevm` or
 
 from __future__ import annotations
 
-from vmm.hmp import block, chardevs, commands, memory, savevm
+from vmm.hmp import block, chardevs, commands, display, memory, savevm
 from vmm.hmp.commands import info_via_qmp, not_modelled, via_qmp
 from vmm.hmp.interpreter import HmpCommand, command_table
 
@@ -74,9 +74,9 @@ INFO = command_table((
     HmpCommand('status', '', '', 'show the current VM status (running|paused)',
                commands.hmp_info_status),
     HmpCommand('mice', '', '', 'show which guest mouse is receiving events',
-               info_via_qmp("query-mice", "mice")),
+               display.hmp_info_mice),
     HmpCommand('vnc', '', '', 'show the vnc server status',
-               commands.hmp_info_vnc),
+               display.hmp_info_vnc),
     HmpCommand('name', '', '', 'show the current VM name',
                commands.hmp_info_name),
     HmpCommand('uuid', '', '', 'show the current VM UUID',
@@ -122,7 +122,7 @@ INFO = command_table((
     HmpCommand('rocker-of-dpa-groups', 'name:s,type:i?', 'name [type]', 'Show rocker OF-DPA groups',
                info_via_qmp("query-rocker-of-dpa-groups", "rocker-of-dpa-groups", name="name", type="type")),
     HmpCommand('dump', '', '', 'Display the latest dump status',
-               info_via_qmp("query-dump", "dump")),
+               display.hmp_info_dump),
     HmpCommand('ramblock', '', '', 'Display system ramblock information',
                not_modelled("info ramblock")),
     HmpCommand('hotpluggable-cpus', '', '', 'Show information about hotpluggable CPUs',
@@ -217,9 +217,9 @@ TABLE = command_table((
     HmpCommand('cpu', 'index:i', 'index', 'set the default CPU',
                commands.hmp_cpu),
     HmpCommand('mouse_move', 'dx_str:s,dy_str:s,dz_str:s?', 'dx dy [dz]', 'send mouse move events',
-               not_modelled("mouse_move")),
+               display.hmp_mouse_move),
     HmpCommand('mouse_button', 'button_state:i', 'state', 'change mouse button state (1=L, 2=M, 4=R)',
-               commands.hmp_mouse_button),
+               display.hmp_mouse_button),
     HmpCommand('mouse_set', 'index:i', 'index', 'set which mouse device receives events',
                not_modelled("mouse_set")),
     HmpCommand('wavcapture', 'path:F,freq:i?,bits:i?,nchannels:i?', 'path [frequency [bits [channels]]]', 'capture audio to a wave file (default frequency=44100 bits=16 channels=2)',
@@ -327,7 +327,7 @@ TABLE = command_table((
     HmpCommand('block_set_io_throttle', 'device:B,bps:l,bps_rd:l,bps_wr:l,iops:l,iops_rd:l,iops_wr:l', 'device bps bps_rd bps_wr iops iops_rd iops_wr', 'change I/O throttle limits for a block drive',
                block.hmp_block_set_io_throttle),
     HmpCommand('set_password', 'protocol:s,password:s,connected:s?', 'protocol password action-if-connected', 'set spice/vnc password',
-               via_qmp("set_password", protocol="protocol", password="password", connected="connected")),
+               display.hmp_set_password),
     HmpCommand('expire_password', 'protocol:s,time:s', 'protocol time', 'set spice/vnc password expire-time',
                via_qmp("expire_password", protocol="protocol", time="time")),
     HmpCommand('chardev-add', 'args:s', 'args', 'add chardev',

@@ -49,8 +49,11 @@ class CoreCommands:
 
     @qmp_command("stop")
     def stop(self) -> None:
-        """qmp.c qmp_stop: while waiting for a migration, only cancel the autostart."""
+        """qmp.c qmp_stop: not during a dump; while waiting for a migration, only
+        cancel the autostart."""
         m = self.machine
+        if m.dump_in_progress():
+            raise GenericError("There is a dump in process, please wait.")
         if m.runstate.state == "inmigrate":
             m.autostart = False
         else:
@@ -60,6 +63,8 @@ class CoreCommands:
     def cont(self) -> None:
         """qmp.c qmp_cont."""
         m = self.machine
+        if m.dump_in_progress():
+            raise GenericError("There is a dump in process, please wait.")
         if m.runstate.state in ("shutdown", "internal-error"):
             raise GenericError("Resetting the Virtual Machine is required")
         if m.runstate.state == "suspended":

@@ -153,6 +153,8 @@ class Machine:
     # The hooks run in this order; the guest is first (it resets before the devices).
     subsystems: list[Subsystem] = attrs.Factory(list)
     kick: Callable[[], None] = lambda: None  # the server's "recompute your deadline"
+    # dump.c dump_in_progress (devices.dump): stop and cont refuse to run meanwhile.
+    dump_in_progress: Callable[[], bool] = lambda: False
     timers: TimerQueue = attrs.Factory(TimerQueue)     # host clock, seconds
     vm_timers: TimerQueue = attrs.Factory(TimerQueue)  # virtual clock, nanoseconds
     guest: Guest = attrs.field(init=False)  # needs the machine: set by `create`

@@ -9,6 +9,8 @@ numbers these descriptors have here too. Semantics of monitor.c (QEMU 2.11):
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 
 import attrs
@@ -113,6 +115,39 @@ class FdSets:
                 fds.append(info)
             out.append({"fdset-id": fdset.id, "fds": fds})
         return out
+
+    def qemu_open(self, name: str, flags: int, mode: int = 0o666) -> int:
+        """util/osdep.c qemu_open: `/dev/fdset/N` dups the set's first descriptor of
+        the same access mode (monitor_fdset_get_fd; no such set: ENOENT, none of the
+        mode: EACCES; a bad number: EINVAL), truncating as open() would
+        (qemu_dup_flags); any other name is opened. Raises OSError with errno set.
+        Close the result with `qemu_close`."""
+        if not name.startswith("/dev/fdset/"):
+            return os.open(name, flags | os.O_CLOEXEC, mode)
+        text = name[len("/dev/fdset/"):]
+        try:
+            fdset_id = int(text, 0)
+        except ValueError:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL)) from None
+        fdset = next((s for s in self.sets if s.id == fdset_id), None)
+        if fdset is None:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT))
+        for entry in fdset.fds:
+            if fcntl.fcntl(entry.fd, fcntl.F_GETFL) & os.O_ACCMODE == flags & os.O_ACCMODE:
+                dup = os.dup(entry.fd)
+                if flags & os.O_TRUNC or flags & (os.O_CREAT | os.O_EXCL) == (
+                        os.O_CREAT | os.O_EXCL):
+                    os.ftruncate(dup, 0)
+                fdset.dup_fds.append(dup)
+                return dup
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+
+    def qemu_close(self, fd: int) -> None:
+        """util/osdep.c qemu_close: a descriptor dup'ed from a set leaves the set."""
+        for fdset in self.sets:
+            if fd in fdset.dup_fds:
+                fdset.dup_fds.remove(fd)
+        close_quietly(fd)
 
     def close_all(self) -> None:
         for fdset in self.sets:

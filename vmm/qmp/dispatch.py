@@ -133,7 +133,7 @@ class Dispatcher:
         self.registered = set(self.registration_order)
         self.mismatches: list[str] = []
         # The monitor whose command runs (monitor.c cur_mon): monitor_fd_param's.
-        self.current_session: MonitorSession | None = None
+        self.current: MonitorSession | None = None
 
     def unimplemented(self) -> list[str]:
         """Registered commands without a handler (they answer 'not implemented')."""
@@ -145,13 +145,22 @@ class Dispatcher:
         handler = self.table.get(name)
         if handler is None:
             raise GenericError(not_implemented(name))
-        outer, self.current_session = self.current_session, session  # cur_mon
+        outer, self.current = self.current, session  # monitor.c cur_mon
         try:
             if handler.per_monitor:
                 return handler.fn(self._owner(session), *args, **kwargs)
             return handler.fn(*args, **kwargs)
         finally:
-            self.current_session = outer
+            self.current = outer
+
+    def monitor_get_fd(self, fdname: str) -> int:
+        """monitor.c monitor_get_fd(cur_mon, ...): the running command's monitor gives
+        up its descriptor named `fdname` (a consumer such as `add_client` or
+        `dump-guest-memory fd:NAME` owns it from now on)."""
+        fd = None if self.current is None else self.current.fds.named.pop(fdname, None)
+        if fd is None:
+            raise GenericError(f"File descriptor named '{fdname}' has not been found")
+        return fd
 
     def _owner(self, session: MonitorSession) -> object:
         if session.commands is None:
