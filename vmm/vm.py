@@ -19,6 +19,8 @@ from blockdev.commands import BlockCommands
 from blockdev.device_backends import DeviceBackends
 from blockdev.host import TRAY_BEHAVIOURS
 from blockdev.layer import BlockLayer
+from devices.board import BoardConfig
+from devices.commands import DEVICE_BEHAVIOURS, DeviceCommands
 from devices.display.vnc import VncDisplays
 from devices.qdev import Qdev
 from schema.catalog import Catalog
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 
 # Every guest behaviour of the subsystems composed here (the command line's
 # --emu-behaviour names).
-BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS)
+BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS, *DEVICE_BEHAVIOURS)
 
 
 class GuestMemory:
@@ -90,10 +92,13 @@ class Vm:
         memory = GuestMemory(machine)
         if options.accel == "qtest":
             memory()
-        qdev = Qdev(block=DeviceBackends(block))
+        qdev = Qdev(block=DeviceBackends(block), catalog=catalog, host=machine,
+                    board=BoardConfig.of(options.machine_type, options.cpu_model,
+                                         options.smp_cpus, options.ram_bytes))
         vnc = VncDisplays()  # -vnc is not applied yet: no display, as QEMU without -vnc
         core = CoreCommands(machine)
         dispatcher = Dispatcher(machine, core, BlockCommands(block), ChangeCommand(block, vnc),
+                                DeviceCommands(qdev, machine, machine.behaviours),
                                 MemoryDumpCommands(memory), per_monitor=MonitorCommands)
         hub = MonitorHub(machine, dispatcher, core,
                          HmpState(block=block, vnc=vnc, memory=memory))
