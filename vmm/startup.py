@@ -92,8 +92,10 @@ def configure_devices(vm: Vm, cl: CommandLine) -> None:
     """vl.c after the chardevs, up to machine start: the board's devices (its QOM
     tree is built when first needed), the block devices, then -device."""
     vm.qdev.board = board_config(vm, cl)
+    vm.qdev.hotplug_done = False
     configure_block(vm.block, vm.qdev, cl, vm.machine.schema, vm.machine.options.machine_type)
     configure_port_devices(vm, cl)
+    vm.qdev.hotplug_done = True  # qdev_machine_creation_done
 
 
 def board_config(vm: Vm, cl: CommandLine) -> BoardConfig:
