@@ -183,6 +183,18 @@ class Qdev:
     board_block_devices: dict[str, BlockDevice] = attrs.field(factory=dict)
     # migration_is_idle's opposite, when a migration subsystem says so
     migration_active: Callable[[], bool] | None = None
+    # the user-creatable objects (devices.objects.ObjectStore), made on first use
+    _objects: Any = None
+
+    @property
+    def objects(self) -> Any:
+        """The machine's /objects (`devices.objects.ObjectStore`): what object-add
+        made; other subsystems look secrets, iothreads and backends up here."""
+        if self._objects is None:
+            from devices.objects import ObjectStore
+
+            self._objects = ObjectStore(root=lambda: self.root, catalog=self.catalog)
+        return self._objects
 
     def register(self, typename: str, kind: DeviceKind) -> None:
         """Make `kind` the model of every device of type `typename`."""
