@@ -101,7 +101,7 @@ class Vm:
                                 DeviceCommands(qdev, machine, machine.behaviours),
                                 MemoryDumpCommands(memory), per_monitor=MonitorCommands)
         hub = MonitorHub(machine, dispatcher, core,
-                         HmpState(block=block, vnc=vnc, memory=memory))
+                         HmpState(block=block, vnc=vnc, memory=memory, qdev=qdev))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
                    qdev=qdev, vnc=vnc, guest_memory=memory)
 
