@@ -45,8 +45,9 @@ def _int64(name: str, text: str) -> int:
 
 
 def parse_devfn(owner: str, name: str, text: str) -> int:
-    """set_pci_devfn: `slot[.fn]` in hex (slot <= 31, fn <= 7)."""
-    m = re.fullmatch(r"\s*([0-9a-fA-F]+)(?:\.\s*([0-9a-fA-F]+))?", text)
+    """set_pci_devfn: `slot[.fn]` in hex as sscanf's %x reads it (an optional 0x;
+    slot <= 31, fn <= 7)."""
+    m = re.fullmatch(r"\s*(?:0[xX])?([0-9a-fA-F]+)(?:\.\s*(?:0[xX])?([0-9a-fA-F]+))?", text)
     if m is None:
         raise prop_value_bad(owner, name, text)
     slot = int(m.group(1), 16)
