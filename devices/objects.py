@@ -248,9 +248,9 @@ def _user_creatable(catalog: Any, typename: str) -> bool:
 def parse_opts_value(name: str, type_: str, text: str) -> Any:
     """The opts visitor's reading of a -object/object_add value given as text."""
     if type_ == "bool":
-        from devices.props import parse_prop
+        from devices.props import prop_bool
 
-        return parse_prop("", name, "bool", text)
+        return prop_bool(name, text)
     if type_ in _INT_LIMITS and name != "host-nodes":
         from schema.opts.cutils import Errno, qemu_strtoi64, qemu_strtosz
 

@@ -36,6 +36,18 @@ def prop_value_bad(owner: str, prop: str, text: str) -> GenericError:
     return GenericError(f"Property '{owner}.{prop}' doesn't take value '{text}'")
 
 
+def prop_bool(name: str, value: str) -> bool:
+    """A boolean qdev property set from a -device string: object_property_parse's
+    string input visitor (qapi/string-input-visitor.c parse_type_bool), which takes
+    on/yes/true and off/no/false in any case."""
+    word = value.lower()
+    if word in ("on", "yes", "true"):
+        return True
+    if word in ("off", "no", "false"):
+        return False
+    raise GenericError(QERR_INVALID_PARAMETER_TYPE % (name, "boolean"))
+
+
 def _int64(name: str, text: str) -> int:
     """parse_type_int64 of the string input visitor (a single value)."""
     err, value, _ = qemu_strtoi64(text)
@@ -65,12 +77,7 @@ def parse_prop(owner: str, name: str, type_: str, text: str, description: str = 
     if description.startswith("A power of two between 512 and 32768"):
         return _blocksize(name, text, dev_id)
     if type_ == "bool":
-        word = text.lower()
-        if word in ("on", "yes", "true"):
-            return True
-        if word in ("off", "no", "false"):
-            return False
-        raise GenericError(QERR_INVALID_PARAMETER_TYPE % (name, "boolean"))
+        return prop_bool(name, text)
     if name == "addr" and type_ == "int32" and description.startswith("Slot"):
         return parse_devfn(owner, name, text)
     if name in ("mac", "macaddr") and type_ == "str":

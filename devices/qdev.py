@@ -33,11 +33,10 @@ import attrs
 
 from devices.backends import BlockBackends
 from devices.blockdevs import DEVICE_KINDS, BlockDevice, scsi_hd_removable
-from devices.props import parse_prop, zero_value
+from devices.props import parse_prop, prop_bool, zero_value
 from devices.qom import QomObject
 from schema.errors import (
     QERR_INVALID_PARAMETER,
-    QERR_INVALID_PARAMETER_TYPE,
     GenericError,
     QMPError,
 )
@@ -256,18 +255,6 @@ class Qdev:
             if dev.id == ident:
                 return dev
         return None
-
-def prop_bool(name: str, value: str) -> bool:
-    """A boolean qdev property set from a -device string: object_property_parse's
-    string input visitor (qapi/string-input-visitor.c parse_type_bool), which takes
-    on/yes/true and off/no/false in any case."""
-    word = value.lower()
-    if word in ("on", "yes", "true"):
-        return True
-    if word in ("off", "no", "false"):
-        return False
-    raise GenericError(QERR_INVALID_PARAMETER_TYPE % (name, "boolean"))
-
 
 def prop_enum(value: str, choices: tuple[str, ...]) -> str:
     """An enum qdev property set from a -device string (qdev-properties.c set_enum,
