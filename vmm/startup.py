@@ -101,6 +101,8 @@ def configure_devices(vm: Vm, cl: CommandLine) -> None:
 
 def configure_objects(vm: Vm, cl: CommandLine) -> None:
     """-object: vl.c object_create (user_creatable_add_opts), before the devices."""
+    if not cl.objects:
+        return
     from devices.objects import props_from_opts
 
     for opts in cl.objects:
