@@ -79,3 +79,12 @@ def test_no_object_qemu_does_not_have(board: str) -> None:
     nodes = recorded(board)
     ours = [o.path() for o in vm.vm.qdev.root.walk() if o.path().startswith("/machine")]
     assert sorted(p for p in ours if p not in nodes) == []
+
+
+def test_a_plain_start_up_builds_no_tree() -> None:
+    """Start-up cost: without -device or -object the tree (and the per-type data it
+    reads) is built on first use, not when the machine starts."""
+    vm = SyncVm(["-machine", "pc", "-drive", "if=ide,driver=null-co"])
+    assert not vm.vm.qdev.built
+    assert vm.execute({"execute": "qom-get", "arguments": {
+        "path": "/machine/unattached/device[23]", "property": "type"}}) == {"return": "ide-hd"}
