@@ -371,3 +371,13 @@ def test_del_device_not_hotpluggable() -> None:
     vm = vm_of("-device", "piix3-usb-uhci,id=u")
     assert err(vm, "device_del", id="u")[1] == \
         "Device 'piix3-usb-uhci' does not support hotplugging"
+
+
+def test_block_commands_find_devices_in_the_tree() -> None:
+    """block-backend.c blk_by_qdev_id: qdev's find_device_state, then the device's
+    BlockBackend: a NIC has none."""
+    vm = vm_of("-device", "e1000,id=n0")
+    assert err(vm, "blockdev-open-tray", id="n0")[1] == \
+        "Device does not have a block device backend"
+    assert err(vm, "blockdev-open-tray", id="/machine/unattached")[1] == \
+        "/machine/unattached is not a hotpluggable device"

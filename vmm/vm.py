@@ -22,7 +22,7 @@ from blockdev.layer import BlockLayer
 from devices.board import BoardConfig
 from devices.commands import DEVICE_BEHAVIOURS, DeviceCommands
 from devices.display.vnc import VncDisplays
-from devices.qdev import Qdev
+from devices.qdev import Qdev, find_device_state
 from schema.catalog import Catalog
 from schema.handlers import Behaviour
 from schema.model import Schema
@@ -95,6 +95,7 @@ class Vm:
         qdev = Qdev(block=DeviceBackends(block), catalog=catalog, host=machine,
                     board=BoardConfig.of(options.machine_type, options.cpu_model,
                                          options.smp_cpus, options.ram_bytes))
+        machine.device_lookup = lambda ident: find_device_state(qdev, ident)
         vnc = VncDisplays()  # -vnc is not applied yet: no display, as QEMU without -vnc
         core = CoreCommands(machine)
         dispatcher = Dispatcher(machine, core, BlockCommands(block), ChangeCommand(block, vnc),
