@@ -184,6 +184,7 @@ class Qdev:
     migration_active: Callable[[], bool] | None = None
     # the user-creatable objects (devices.objects.ObjectStore), made on first use
     _objects: Any = None
+    mac_index: int = 0  # NICs that took a default MAC address (net.c)
 
     @property
     def objects(self) -> Any:
@@ -841,6 +842,14 @@ def realize_user_device(qdev: Qdev, dev: Device, info: TypeInfo) -> None:
     port, its kind's realize (a block device: its drive), a virtio proxy's
     backend child, and the buses a controller creates."""
     bus = dev.bus
+    if "mac" in info.props and info.props["mac"][1].startswith("Ethernet 6-byte") and \
+            "mac" not in dev.props:
+        # net.c qemu_macaddr_default_if_unset: 52:54:00:12:34:56 + a machine-wide count
+        mac = f"52:54:00:12:34:{(0x56 + qdev.mac_index) & 0xFF:02x}"
+        qdev.mac_index += 1
+        dev.props["mac"] = mac
+        if "mac" in dev.node.props:
+            dev.node.props["mac"].get = lambda: mac
     if bus is not None and bus.type in ("PCI", "PCIE"):
         from devices.pci import assign_devfn, check_multifunction, occupy
 

@@ -381,3 +381,14 @@ def test_block_commands_find_devices_in_the_tree() -> None:
         "Device does not have a block device backend"
     assert err(vm, "blockdev-open-tray", id="/machine/unattached")[1] == \
         "/machine/unattached is not a hotpluggable device"
+
+
+def test_nics_get_default_macs_in_turn() -> None:
+    """net.c qemu_macaddr_default_if_unset: 52:54:00:12:34:56, then :57, ... for the
+    machine's NICs without a mac (the default -net nic took :56)."""
+    vm = SyncVm(["-machine", "pc"])
+    ok(vm, "device_add", driver="e1000", id="a")
+    ok(vm, "device_add", driver="virtio-net-pci", id="b", mac="52:54:00:00:00:01")
+    ok(vm, "device_add", driver="rtl8139", id="c")
+    assert [ok(vm, "qom-get", path=i, property="mac") for i in "abc"] == [
+        "52:54:00:12:34:57", "52:54:00:00:00:01", "52:54:00:12:34:58"]

@@ -127,7 +127,8 @@ def board_config(vm: Vm, cl: CommandLine) -> BoardConfig:
         port = ports.get(vlan, 0)
         ports[vlan] = port + 1
         if net.get("type") == "nic":
-            mac = net.get("macaddr") or f"52:54:00:12:34:{0x56 + len(nics):02x}"
+            mac = net.get("macaddr") or f"52:54:00:12:34:{0x56 + vm.qdev.mac_index:02x}"
+            vm.qdev.mac_index += 0 if net.get("macaddr") else 1
             nics.append(Nic(model=net.get("model") or "e1000",
                             netdev=net.get("netdev") or f"hub{vlan}port{port}", mac=mac))
     vga = cl.vga if cl.vga is not None else ("std" if cl.defaults.vga else None)
