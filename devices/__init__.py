@@ -3,9 +3,14 @@
 Depends on `schema` at most; `vmm` composes it into the Machine. What a device
 needs from the block layer it declares as a Protocol (`devices.backends`).
 
-* `qdev` (creating, realizing and unplugging devices; today the block devices),
-  `blockdevs` (the block device models, block.md §6), `board` (the devices a PC
-  board creates for its -drives), `backends` (the BlockBackend calls they make);
+* `qom` (the object tree: properties, child<>/link<>, path lookup), `qdev`
+  (devices and buses, device_add/device_del, and the hooks other device models
+  register: `DeviceKind`, `BackendResolver`, `UnplugStyle`), `props` (qdev property
+  setters), `pci` (slots, functions, query-pci), `usb` (ports), `board` (the pc and
+  q35 boards' devices in QEMU's order, and their QOM tree), `objects` (object-add's
+  user-creatable objects), `commands` (the QMP commands of the tree and of qdev);
+  `blockdevs` (the block device models, block.md §6), `backends` (the BlockBackend
+  calls they make);
 * `address_space` (guest RAM and the I/O port space, as QEMU's memory API
   dispatches accesses), `chipset` (each board's RAM layout and the port devices a
   guest resets, powers off, suspends or panics the machine with), `host` (what

@@ -109,6 +109,7 @@ def test_guest_profile_and_behaviours(catalog) -> None:
     ("--emu-behaviour=powerdown", "--emu-behaviour: expects NAME=VALUE"),
     ("--emu-behaviour=nosuch=1", "--emu-behaviour: unknown behaviour 'nosuch' (known: "
                                  "cdrom-eject-delay, cdrom-eject-request, "
+                                 "device-unplug, device-unplug-delay, "
                                  "firmware-reboot, firmware-reboot-delay, guest-agent, "
                                  "guest-workload, guest-workload-pattern, "
                                  "guest-workload-rate, guest-workload-request, powerdown, "

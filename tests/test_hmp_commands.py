@@ -181,17 +181,12 @@ def test_argument_checks_before_the_qmp_command(vm_factory) -> None:
 
 
 @pytest.mark.parametrize(("line", "name"), [
-    ("device_add e1000", "device_add"), ("device_del nic0", "device_del"),
-    ("object_add memory-backend-ram,id=m,size=1M",
-                                               "object-add"),
     ("migrate tcp:localhost:4444", "migrate"), ("migrate_cancel", "migrate_cancel"),
     ("migrate_set_speed 1G", "migrate_set_speed"), ("balloon 64", "balloon"),
-    ("info cpus", "query-cpus"),
-    ("info pci", "query-pci"), ("info migrate", "query-migrate"),
+    ("info cpus", "query-cpus"), ("info migrate", "query-migrate"),
     ("info balloon", "query-balloon"), ("info block-jobs", "query-block-jobs"),
     ("info rocker sw0", "query-rocker"), ("info tpm", "query-tpm"),
-    ("block_job_pause d", "block-job-pause"),
-    ("qom-list /machine", "qom-list"), ("cpu-add 1", "cpu-add"),
+    ("block_job_pause d", "block-job-pause"), ("cpu-add 1", "cpu-add"),
 ])
 def test_commands_of_missing_subsystems(vm_factory, line: str, name: str) -> None:
     """The QMP command hmp.c calls answers "not implemented", printed as
@@ -202,8 +197,7 @@ def test_commands_of_missing_subsystems(vm_factory, line: str, name: str) -> Non
 @pytest.mark.parametrize(("line", "name"), [
     ("info qtree", "info qtree"),
     ("info mtree", "info mtree"), ("info registers", "info registers"),
-    ("usb_add tablet", "usb_add"), ("wavcapture /tmp/a.wav", "wavcapture"),
-    ("gdbserver tcp::1234", "gdbserver"),
+    ("wavcapture /tmp/a.wav", "wavcapture"), ("gdbserver tcp::1234", "gdbserver"),
     ("logfile /tmp/log", "logfile"), ("p $eax", "$eax"),
 ])
 def test_hmp_only_commands_of_missing_subsystems(vm_factory, line: str, name: str) -> None:

@@ -21,13 +21,17 @@ from blockdev.device_backends import DeviceBackends
 from blockdev.host import TRAY_BEHAVIOURS, WORKLOAD_BEHAVIOURS
 from blockdev.layer import BlockLayer
 from blockdev.nbd.commands import Nbd
+from devices.board import BoardConfig
 from devices.chardev.commands import ChardevCommands
 from devices.chardev.model import Chardevs
 from devices.chardev.ports import CHARDEV_BEHAVIOURS, GuestPorts
+from devices.chardev.resolver import ChardevResolver
+from devices.commands import DEVICE_BEHAVIOURS, DeviceCommands
 from devices.display.commands import DisplayCommands, InputCommands
 from devices.dump.commands import DumpCommands
 from devices.net.commands import NetCommands
-from devices.qdev import Qdev
+from devices.net.resolver import NetdevResolver
+from devices.qdev import Qdev, find_device_state
 from schema.catalog import Catalog
 from schema.errors import GenericError
 from schema.handlers import Behaviour
@@ -60,7 +64,8 @@ RECURSION_FLOOR = 8 * 1024 + 1000
 # Every guest behaviour of the subsystems composed here (the command line's
 # --emu-behaviour names).
 BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS,
-                                     *WORKLOAD_BEHAVIOURS, *CHARDEV_BEHAVIOURS)
+                                     *WORKLOAD_BEHAVIOURS, *CHARDEV_BEHAVIOURS,
+                                     *DEVICE_BEHAVIOURS)
 
 
 class GuestMemory:
@@ -247,9 +252,13 @@ class Vm:
         def fd_param(name: str) -> int:
             return monitor_fd_param(dispatcher.current, name)
 
-
         net_commands = NetCommands(net, schema, fd_param, find_chardev, error_report)
-        qdev = Qdev(block=DeviceBackends(block))
+        qdev = Qdev(block=DeviceBackends(block), catalog=catalog, host=machine,
+                    board=BoardConfig.of(options.machine_type, options.cpu_model,
+                                         options.smp_cpus, options.ram_bytes))
+        qdev.register_resolver("chardev", ChardevResolver(chardevs, guest_ports, machine))
+        qdev.register_resolver("netdev", NetdevResolver(net))
+        machine.device_lookup = lambda ident: find_device_state(qdev, ident)
         display = Display(machine)
         dumps = DumpCommands(machine, machine.fdsets, memory, lambda: _dump_blocks(options),
                              nr_cpus=machine.board.vcpus, plug=machine.plug)
@@ -262,12 +271,13 @@ class Vm:
                                 MemoryDumpCommands(memory, machine.board.vcpus), screens, dumps,
                                 InputCommands(display.input, lambda: machine.runstate.state in (
                                     "running", "suspended")),
+                                DeviceCommands(qdev, machine, machine.behaviours),
                                 nbd, ChardevCommands(chardevs), net_commands,
                                 per_monitor=MonitorCommands)
         screens.get_fd = dumps.get_fd = dispatcher.monitor_get_fd
         hub = MonitorHub(machine, dispatcher, core,
                          HmpState(block=block, vnc=display.vnc, input=display.input,
-                                  memory=memory, net=net_commands))
+                                  memory=memory, net=net_commands, qdev=qdev))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
                    nbd=nbd, qdev=qdev, display=display, guest_memory=memory,
                    chardevs=chardevs, netdevs=net_commands, guest_ports=guest_ports)

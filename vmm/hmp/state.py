@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from devices.display.vnc import VncDisplays
     from devices.input import Input
     from devices.net.commands import NetCommands
+    from devices.qdev import Qdev
 
 
 @attrs.define(kw_only=True)
@@ -42,6 +43,7 @@ class HmpState:
     input: Callable[[], Input] | None = None
     memory: Callable[[], AddressSpaces] | None = None  # built on first use
     net: NetCommands | None = None  # info network, hostfwd_*, info usernet
+    qdev: Qdev | None = None  # the devices (info usb, usb_add/usb_del, info qtree)
     # savevm's RAM, by the vmstate image's snapshot it belongs to (kept alive here).
     vm_states: dict[int, tuple[object, dict[int, bytes]]] = attrs.Factory(dict)
     formats: DumpFormat = attrs.Factory(DumpFormat)

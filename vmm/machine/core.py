@@ -155,6 +155,8 @@ class Machine:
     kick: Callable[[], None] = lambda: None  # the server's "recompute your deadline"
     # dump.c dump_in_progress (devices.dump): stop and cont refuse to run meanwhile.
     dump_in_progress: Callable[[], bool] = lambda: False
+    # qdev's find_device_state (devices.qdev), set by the composition root
+    device_lookup: Callable[[str], object] | None = None
     timers: TimerQueue = attrs.Factory(TimerQueue)     # host clock, seconds
     vm_timers: TimerQueue = attrs.Factory(TimerQueue)  # virtual clock, nanoseconds
     guest: Guest = attrs.field(init=False)  # needs the machine: set by `create`
@@ -224,9 +226,10 @@ class Machine:
         return self.clock.now()
 
     def find_device_state(self, qdev_id: str) -> object:
-        """qdev-monitor.c find_device_state for the block layer: the machine has no
-        QOM tree of its own yet (the devices issue builds it), so only the block
-        devices the block layer attached exist, and it finds those itself."""
+        """qdev-monitor.c find_device_state for the block layer: the devices of the
+        machine's QOM tree (`device_lookup`), with its errors."""
+        if self.device_lookup is not None:
+            return self.device_lookup(qdev_id)
         raise DeviceNotFound(f"Device '{qdev_id}' not found")
 
     def spawn(self, fn: TaskFn) -> None:
