@@ -21,6 +21,8 @@ import attrs
 
 RECORDING = Path(__file__).resolve().parent / "data" / "qemu-2.11.0-x86_64-probe.replies"
 TRACE_EVENTS = Path(__file__).resolve().parent / "data" / "trace-event-get-state-all.json"
+CPU_MODEL_EXPANSIONS = (Path(__file__).resolve().parent / "data" /
+                        "qemu-2.11.0-cpu-model-expansion.json.gz")
 
 
 @attrs.frozen
@@ -63,6 +65,7 @@ class Catalog:
 
     exchanges: list[Exchange]
     _trace_events: tuple[TraceEventInfo, ...] | None = None
+    _expansions: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, path: Path = RECORDING) -> Catalog:
@@ -113,6 +116,20 @@ class Catalog:
                 for ex in self.exchanges
                 if ex.execute == "query-cpu-model-expansion" and ex.session == session
                 and "return" in ex.reply]
+
+    def cpu_model_expansion(self, model: str, type: str) -> dict[str, Any] | None:
+        """The recorded reply of query-cpu-model-expansion of `model` without
+        properties (`type` full or static), or None for a model the binary does
+        not have; read on first use (`data/qemu-2.11.0-cpu-model-expansion.json.gz`,
+        a TCG binary)."""
+        if self._expansions is None:
+            import gzip
+
+            with gzip.open(CPU_MODEL_EXPANSIONS, "rt", encoding="utf-8") as f:
+                self._expansions = json.load(f)
+        reply = self._expansions.get(model, {}).get(type)
+        return None if reply is None or "return" not in reply else \
+            copy.deepcopy(reply["return"])
 
     # -- devices, QOM --------------------------------------------------------------------
 

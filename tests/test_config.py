@@ -108,9 +108,10 @@ def test_guest_profile_and_behaviours(catalog) -> None:
 @pytest.mark.parametrize(("arg", "message"), [
     ("--emu-behaviour=powerdown", "--emu-behaviour: expects NAME=VALUE"),
     ("--emu-behaviour=nosuch=1", "--emu-behaviour: unknown behaviour 'nosuch' (known: "
+                                 "balloon-rate, balloon-stats, "
                                  "cdrom-eject-delay, cdrom-eject-request, "
-                                 "firmware-reboot, firmware-reboot-delay, powerdown, "
-                                 "powerdown-delay)"),
+                                 "firmware-reboot, firmware-reboot-delay, memory-ost, "
+                                 "memory-ost-delay, powerdown, powerdown-delay)"),
     ("--emu-behaviour=powerdown=later", "--emu-behaviour: powerdown: expects one of "
                                         "shutdown, ignore"),
     ("--emu-behaviour=powerdown-delay=-1", "--emu-behaviour: powerdown-delay: expects a "

@@ -19,7 +19,10 @@ from blockdev.commands import BlockCommands
 from blockdev.device_backends import DeviceBackends
 from blockdev.host import TRAY_BEHAVIOURS
 from blockdev.layer import BlockLayer
+from devices.cpus import Topology, cpu_type
 from devices.display.vnc import VncDisplays
+from devices.machine_commands import DEVICE_BEHAVIOURS, MachineDeviceCommands, MachineDevices
+from devices.misc import MiscCommands
 from devices.qdev import Qdev
 from schema.catalog import Catalog
 from schema.handlers import Behaviour
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
 
 # Every guest behaviour of the subsystems composed here (the command line's
 # --emu-behaviour names).
-BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS)
+BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS, *DEVICE_BEHAVIOURS)
 
 
 class GuestMemory:
@@ -69,6 +72,38 @@ class GuestMemory:
         return self._spaces
 
 
+class _UnattachedNumbers:
+    """/machine/unattached/device[N] for the devices the board creates without a
+    parent, in creation order (hw/core/qdev.c device_set_realized); the CPUs come
+    first (pc_cpus_init). A placeholder until the QOM tree numbers them: it does
+    not count the board's other unattached devices yet."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def __call__(self) -> str:
+        path = f"/machine/unattached/device[{self.next}]"
+        self.next += 1
+        return path
+
+
+def _machine_devices(machine: Machine, unattached: Callable[[], str]) -> MachineDevices:
+    """The CPUs of -smp, the memory of -m and (later, by -device) the balloon."""
+    options = machine.options
+    topology = Topology(cpus=options.smp_cpus, sockets=options.smp_sockets,
+                        cores=options.smp_cores, threads=options.smp_threads,
+                        max_cpus=options.max_cpus)
+    devices = MachineDevices.create(
+        machine, topology=topology, machine_type=options.machine_type,
+        cpu_type=cpu_type(options.machine_type, options.cpu_model),
+        pc=machine.board.nmi,  # the PC boards (Board.of)
+        boot_cpus=machine.board.vcpus, thread_id=options.pid, ram_size=options.ram_bytes,
+        max_ram_size=max(options.max_ram_bytes, options.ram_bytes),
+        slots=options.ram_slots, new_glib=options.new_glib, unattached_path=unattached)
+    devices.wall = machine.clock.wall
+    return devices
+
+
 @attrs.define(kw_only=True)
 class Vm:
     machine: Machine
@@ -79,6 +114,7 @@ class Vm:
     qdev: Qdev
     vnc: VncDisplays
     guest_memory: GuestMemory
+    devices: MachineDevices
 
     @classmethod
     def build(cls, *, options: MachineOptions, schema: Schema, catalog: Catalog,
@@ -92,13 +128,18 @@ class Vm:
             memory()
         qdev = Qdev(block=DeviceBackends(block))
         vnc = VncDisplays()  # -vnc is not applied yet: no display, as QEMU without -vnc
+        unattached = _UnattachedNumbers()
+        devices = _machine_devices(machine, unattached)
+        machine.plug(devices)
         core = CoreCommands(machine)
         dispatcher = Dispatcher(machine, core, BlockCommands(block), ChangeCommand(block, vnc),
-                                MemoryDumpCommands(memory), per_monitor=MonitorCommands)
+                                MemoryDumpCommands(memory),
+                                MachineDeviceCommands(devices, unattached),
+                                MiscCommands(catalog), per_monitor=MonitorCommands)
         hub = MonitorHub(machine, dispatcher, core,
                          HmpState(block=block, vnc=vnc, memory=memory))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
-                   qdev=qdev, vnc=vnc, guest_memory=memory)
+                   qdev=qdev, vnc=vnc, guest_memory=memory, devices=devices)
 
     @property
     def memory(self) -> AddressSpaces:

@@ -64,6 +64,11 @@ class MachineOptions:
     ram_bytes: int = 128 * 1024 * 1024
     smp_cpus: int = 1
     max_cpus: int = 1
+    smp_sockets: int = 1
+    smp_cores: int = 1
+    smp_threads: int = 1
+    max_ram_bytes: int = 0  # -m maxmem (0: the same as ram_bytes)
+    ram_slots: int = 0      # -m slots
     start_paused: bool = False  # -S
     incoming: str | None = None
     no_shutdown: bool = False
