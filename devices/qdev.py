@@ -1,26 +1,39 @@
-"""qdev as far as it exists yet: creating, realizing and unplugging block devices.
+"""qdev: devices, buses, realize and unplug, and the hooks device models plug into.
 
-Pure model of the `devices` layer [qdev-monitor.c qdev_device_add,
-hw/core/qdev-properties-system.c parse_drive and release_drive, hw/ide/qdev.c
-ide_dev_initfn, hw/block/virtio-blk.c, hw/scsi/scsi-disk.c, hw/block/fdc.c,
-hw/block/block.c blkconf_apply_backend_options]. A `Qdev` belongs to one machine:
-it reaches the block layer only through `devices.backends.BlockBackends`, and it
-numbers the devices created without an id (`/machine/peripheral-anon/device[N]`; a
-placeholder until the QOM tree exists). `attach_device` is `-device`/`device_add`
-of a block device model of `devices.blockdevs.DEVICE_KINDS`: its properties, its
-`drive`, and realize with QEMU's checks and texts; `detach_device` and
-`mark_auto_del` are its unplug. Errors raise `GenericError` with QEMU's message.
+Pure model of the `devices` layer [hw/core/qdev.c device_set_realized,
+qdev_unplug; hw/core/bus.c qbus_realize; qdev-monitor.c qdev_device_add,
+qmp_device_del; hw/core/qdev-properties-system.c parse_drive and release_drive,
+hw/ide/qdev.c ide_dev_initfn, hw/block/virtio-blk.c, hw/scsi/scsi-disk.c,
+hw/block/fdc.c, hw/block/block.c blkconf_apply_backend_options].
+
+The extension point other device models plug into (`DeviceKind`): a device type's
+model is told when an instance is realized, unrealized and asked to unplug; it sees
+the `Device` (its type, id, QOM node, bus and parsed properties) and may keep its own
+state in `Device.state`. Kinds are registered per machine (`Qdev.register`), so
+`device_add pc-dimm` or a CPU type reaches its model; every other type gets the
+generic behaviour of its bus. What a property names elsewhere (`chardev=`,
+`netdev=`, `drive=`) is claimed and released through a `BackendResolver` registered
+under the property's name, which raises QEMU's "can't find value" and "in use"
+errors. `UnplugStyle` says whether a device goes at once (USB, SCSI, virtio-serial
+ports: DEVICE_DELETED before the reply) or when the guest ejects it (PCI/ACPI).
+
+`attach_device` is `-device`/`device_add` of a block device model of
+`devices.blockdevs.DEVICE_KINDS`: its properties, its `drive`, and realize with
+QEMU's checks and texts; `detach_device` and `mark_auto_del` are its unplug. Errors
+raise `GenericError` with QEMU's message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import enum
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import attrs
 
 from devices.backends import BlockBackends
 from devices.blockdevs import DEVICE_KINDS, BlockDevice, scsi_hd_removable
+from devices.qom import QomObject
 from schema.errors import QERR_INVALID_PARAMETER, QERR_INVALID_PARAMETER_TYPE, GenericError
 
 # The qapi enums of the block device properties: BlockdevOnError (rerror, werror)
@@ -29,16 +42,115 @@ ON_ERROR = ("report", "ignore", "enospc", "stop", "auto")
 ON_OFF_AUTO = ("auto", "on", "off")
 
 
+class UnplugStyle(enum.Enum):
+    """How a device leaves (hw/core/qdev.c qdev_unplug: the hotplug handler's
+    unplug or unplug_request)."""
+
+    NOW = "now"  # removed during device_del: DEVICE_DELETED before the reply
+    GUEST = "guest"  # the guest ejects it (ACPI/PCIe), paced by the unplug behaviours
+    DEFERRED = "deferred"  # the kind itself calls Qdev.complete_unplug later
+
+
+@attrs.define(eq=False)
+class Bus:
+    """A qbus: its name, its type (`PCI`, `PCIE`, `ISA`, `usb-bus`, `IDE`, `SCSI`,
+    `System`, `virtio-serial-bus`, ...), the device it belongs to, its QOM node
+    (a child of that device), the devices on it in plug order, and whether it has a
+    hotplug handler."""
+
+    name: str
+    type: str
+    node: QomObject
+    parent: Device | None = None
+    hotplug: bool = False
+    max_dev: int = 0  # 0: unlimited
+    devices: list[Device] = attrs.field(factory=list)
+    # PCI: slot/function -> device, and the lowest devfn free for auto-assignment
+    # (devices.pci fills these)
+    extra: dict[str, Any] = attrs.field(factory=dict)
+
+    def is_full(self) -> bool:
+        return bool(self.max_dev) and len(self.devices) >= self.max_dev
+
+
+@attrs.define(eq=False)
+class Device:
+    """A device instance: its type, `id` (None: anonymous), QOM node, the bus it
+    sits on, its parsed qdev properties, the buses it owns, and its model's state."""
+
+    typename: str
+    id: str | None
+    node: QomObject
+    bus: Bus | None = None
+    props: dict[str, Any] = attrs.field(factory=dict)
+    buses: list[Bus] = attrs.field(factory=list)
+    hotplugged: bool = False
+    realized: bool = False
+    unplug_requested: bool = False
+    state: Any = None  # the DeviceKind's own model of this instance
+
+    @property
+    def path(self) -> str:
+        return self.node.path()
+
+
+class DeviceKind(Protocol):
+    """The model of a device type, at the points of qdev's life cycle.
+
+    `realize` raises GenericError with QEMU's text to refuse the device (nothing of
+    it stays in the tree); `unrealize` releases what realize took; `unplug_request`
+    is device_del's question to the device's hotplug handler: it raises QEMU's
+    refusal, or says how the device leaves."""
+
+    def realize(self, qdev: Qdev, dev: Device) -> None: ...
+
+    def unrealize(self, qdev: Qdev, dev: Device) -> None: ...
+
+    def unplug_request(self, qdev: Qdev, dev: Device) -> UnplugStyle: ...
+
+
+class BackendResolver(Protocol):
+    """A property that names a backend (`chardev=`, `netdev=`, `drive=`): `claim`
+    finds it and takes it for the device, raising QEMU's texts
+    (`Property '<type>.<prop>' can't find value '<v>'`, the "in use" errors);
+    `release` gives it back when the device goes (or its realize fails)."""
+
+    def claim(self, qdev: Qdev, dev: Device, owner_type: str, prop: str,
+              value: str) -> Any: ...
+
+    def release(self, qdev: Qdev, dev: Device, prop: str, claimed: Any) -> None: ...
+
+
+class QdevHost(Protocol):
+    """What qdev needs from the Machine: events, the guest's behaviours, and the
+    virtual clock (a guest acts only while the VM runs)."""
+
+    def emit(self, name: str, data: dict[str, Any] | None = None) -> Any: ...
+
+    def vm_call_later(self, delay: float, callback: Callable[[], None]) -> Any: ...
+
+
 @attrs.define(kw_only=True, eq=False)
 class Qdev:
-    """The devices of one machine (today: its block devices)."""
+    """The devices of one machine: its block devices, the registered device kinds
+    and backend resolvers, and the per-machine counters of QOM's names."""
 
     block: BlockBackends[Any]
     anon_devices: int = 0
+    kinds: dict[str, DeviceKind] = attrs.field(factory=dict)
+    resolvers: dict[str, BackendResolver] = attrs.field(factory=dict)
+
+    def register(self, typename: str, kind: DeviceKind) -> None:
+        """Make `kind` the model of every device of type `typename`."""
+        self.kinds[typename] = kind
+
+    def register_resolver(self, prop: str, resolver: BackendResolver) -> None:
+        """Make `resolver` claim the backends named by property `prop`."""
+        self.resolvers[prop] = resolver
 
     def next_anon_path(self) -> str:
-        """/machine/peripheral-anon/device[N] for a device without id (the devices
-        issue will number it as the QOM tree does)."""
+        """/machine/peripheral-anon/device[N] for a device without id (qdev-monitor.c
+        qdev_set_id: a global counter, never reused)."""
         path = f"/machine/peripheral-anon/device[{self.anon_devices}]"
         self.anon_devices += 1
         return path
