@@ -167,7 +167,8 @@ class MachineDevices:
             # result once the device is gone (hw/acpi/memory_hotplug.c writes).
             self._ost(dimm.slot, event, OST_EJECT_IN_PROGRESS)
             self.memory.unplug(dimm)
-            self._deleted(dimm.id, dimm.qom_path)
+            if dimm.ejected is None or not dimm.ejected():
+                self._deleted(dimm.id, dimm.qom_path)
             self._ost(dimm.slot, event, OST_SUCCESS)
 
         timer = self.host.vm_call_later(self._behaviour("memory-ost-delay"), answer)

@@ -12,11 +12,12 @@ _OST answers. Errors raise `GenericError` with QEMU's text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
-from schema.errors import GenericError
+from schema.errors import DeviceNotFound, GenericError
 from schema.qobject.qdict import GHashTable
 
 GIB = 1 << 30
@@ -59,6 +60,8 @@ class Dimm:
     nvdimm: bool = False
     hotplugged: bool = False
     removing: bool = False  # device_del asked the guest (memory_hotplug.c is_removing)
+    # qdev's end of the unplug once the guest ejected it (False: nobody took it)
+    ejected: Callable[[], bool] | None = None
 
     def query(self) -> dict[str, Any]:
         data: dict[str, Any] = {"addr": self.addr, "size": self.backend.size,
@@ -122,8 +125,8 @@ class MemoryDevices:
         if memdev is None:
             raise GenericError("'memdev' property is not set")
         backend = self.backends.get(memdev)
-        if backend is None:
-            raise GenericError(f"Property 'pc-dimm.memdev' can't find value '{memdev}'")
+        if backend is None:  # qom/object.c object_resolve_link
+            raise DeviceNotFound(f"Device '{memdev}' not found")
         if self.backend_busy(memdev):
             raise GenericError(f"can't use already busy memdev: {memdev}")
         if node > 0:

@@ -22,6 +22,7 @@ from blockdev.layer import BlockLayer
 from devices.cpus import Topology, cpu_type
 from devices.display.vnc import VncDisplays
 from devices.machine_commands import DEVICE_BEHAVIOURS, MachineDeviceCommands, MachineDevices
+from devices.machine_kinds import register_kinds
 from devices.misc import MiscCommands
 from devices.qdev import Qdev
 from schema.catalog import Catalog
@@ -131,6 +132,8 @@ class Vm:
         unattached = _UnattachedNumbers()
         devices = _machine_devices(machine, unattached)
         machine.plug(devices)
+        register_kinds(qdev, devices, [d["typename"] for d in
+                                       catalog.cpu_definitions(options.accel)])
         core = CoreCommands(machine)
         dispatcher = Dispatcher(machine, core, BlockCommands(block), ChangeCommand(block, vnc),
                                 MemoryDumpCommands(memory),
