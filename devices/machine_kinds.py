@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from devices.machine_commands import MachineDevices
+from devices.misc import GuestMisc, I6300esb
 from devices.qdev import Device, Qdev, UnplugStyle
 from schema.errors import QERR_INVALID_PARAMETER_TYPE, GenericError
 
@@ -125,13 +126,35 @@ class BalloonKind:
         return UnplugStyle.GUEST  # a PCI device: ACPI/PCIe hotplug, the guest ejects
 
 
+@attrs.define(eq=False)
+class I6300esbKind:
+    """The i6300esb PCI watchdog: its model joins the guest's watchdog devices."""
+
+    misc: GuestMisc
+
+    def realize(self, qdev: Qdev, dev: Device) -> None:
+        device = I6300esb(host=self.misc.host)
+        self.misc.add_watchdog(device)
+        dev.state = device
+
+    def unrealize(self, qdev: Qdev, dev: Device) -> None:
+        if dev.state in self.misc.watchdogs:
+            dev.state.reset()
+            self.misc.watchdogs.remove(dev.state)
+
+    def unplug_request(self, qdev: Qdev, dev: Device) -> UnplugStyle:
+        return UnplugStyle.GUEST
+
+
 DIMM_TYPES = ("pc-dimm", "nvdimm")
 BALLOON_TYPES = ("virtio-balloon-pci", "virtio-balloon-device")
 
 
-def register_kinds(qdev: Qdev, devices: MachineDevices, cpu_types: Iterable[str], *,
-                   nvdimm_enabled: bool = False) -> None:
-    """Make `device_add` of the CPU types, DIMMs and the balloon reach their models."""
+def register_kinds(qdev: Qdev, devices: MachineDevices, misc: GuestMisc,
+                   cpu_types: Iterable[str], *, nvdimm_enabled: bool = False) -> None:
+    """Make `device_add` of the CPU types, DIMMs, the balloon and the i6300esb reach
+    their models."""
+    qdev.register("i6300esb", I6300esbKind(misc))
     cpu = CpuKind(devices)
     for typename in cpu_types:
         qdev.register(typename, cpu)

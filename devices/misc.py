@@ -1,5 +1,6 @@
-"""The machine's other devices as QMP sees them: the RTC's reinjection, TPM, rocker,
-and the Xen/COLO commands of an x86_64 build without them.
+"""The machine's other devices: the i6300esb watchdog, the guest's watchdog daemon
+and panics (through pvpanic), and as QMP sees them the RTC's reinjection, TPM,
+rocker, and the Xen/COLO commands of an x86_64 build without them.
 
 Handlers of the `devices` layer, registered by schema name [hw/timer/mc146818rtc.c
 qmp_rtc_reset_reinjection; tpm.c qmp_query_tpm, qmp_query_tpm_types,
@@ -9,15 +10,198 @@ qmp_xen_set_global_dirty_log; migration/colo.c (CONFIG_REPLICATION, on by defaul
 in 2.11's configure) qmp_xen_set_replication, qmp_query_xen_replication_status,
 qmp_xen_colo_do_checkpoint; migration/colo-failover.c qmp_x_colo_lost_heartbeat].
 The catalogue gives the TPM types and models of the recorded binary.
+
+`GuestMisc` is a Subsystem of the Machine: the guest OS's reactions as named
+behaviours [hw/watchdog/wdt_i6300esb.c i6300esb_restart_timer,
+i6300esb_timer_expired; hw/misc/pvpanic.c pvpanic_ioport_write]: a watchdog daemon
+that arms every watchdog device once the OS has booted and then lets it fire
+(`watchdog=starve`, `watchdog-timeout`), and an OS that panics (`panic`,
+`panic-delay`), which the host sees only through a pvpanic device.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
+import attrs
+
+from devices.host import DeviceHost, TimerHandle
 from schema.catalog import Catalog
 from schema.errors import QERR_FEATURE_DISABLED, GenericError
-from schema.handlers import qmp_command
+from schema.handlers import Behaviour, choice, qmp_command, seconds
+
+WATCHDOG = Behaviour(
+    "watchdog", "what the guest's watchdog daemon does with the watchdog devices: none "
+    "(never opens them) or starve (arms them with watchdog-timeout once the OS runs, "
+    "then stops feeding, so they fire)", choice("none", "starve"), os="none",
+    firmware="none")
+WATCHDOG_TIMEOUT = Behaviour(
+    "watchdog-timeout", "the heartbeat in seconds the guest's watchdog driver programs",
+    seconds, os=30.0, firmware=30.0)
+PANIC = Behaviour(
+    "panic", "the guest OS panics panic-delay seconds of run time after it starts (once) "
+    "or never; a pvpanic device reports it as GUEST_PANICKED", choice("never", "once"),
+    os="never", firmware="never")
+PANIC_DELAY = Behaviour(
+    "panic-delay", "seconds of run time from the OS's start to its panic", seconds,
+    os=1.0, firmware=1.0)
+
+MISC_BEHAVIOURS = (WATCHDOG, WATCHDOG_TIMEOUT, PANIC, PANIC_DELAY)
+
+
+class PortDevice(Protocol):
+    def write(self, offset: int, value: int, size: int) -> None: ...
+
+
+@attrs.define(eq=False)
+class Ib700Watchdog:
+    """The guest's driver of an iBASE 700 (devices.chipset.Ib700): it writes the
+    timeout's index to port 0x443 (wdt_ib700.c: 30 - 2 * index seconds)."""
+
+    device: PortDevice
+
+    def arm(self, seconds: float) -> None:
+        self.device.write(2, min(15, max(0, int(30 - seconds) // 2)), 1)
+
+    def reset(self) -> None:
+        """The port device resets with the address spaces."""
+
+
+class Watchdog(Protocol):
+    """A watchdog device as the guest's driver programs it."""
+
+    def arm(self, seconds: float) -> None:
+        """The driver sets its heartbeat and enables it."""
+
+    def reset(self) -> None: ...
+
+
+@attrs.define(kw_only=True, eq=False)
+class I6300esb:
+    """The Intel 6300ESB watchdog (hw/watchdog/wdt_i6300esb.c): two stages, each
+    (preload << 15) ticks of 30 ns at the 1 kHz scale after reset; the second stage's
+    expiry runs the watchdog action (reboot_enabled). Linux's i6300esb driver
+    programs both preloads with heartbeat << 9."""
+
+    host: DeviceHost
+    enabled: bool = False
+    stage: int = 1
+    preload: int = 0xFFFFF
+    timer: TimerHandle | None = None
+
+    def arm(self, seconds: float) -> None:
+        self.preload = int(seconds) << 9
+        self.enabled = True
+        self._restart(1)
+
+    def _restart(self, stage: int) -> None:
+        """i6300esb_restart_timer."""
+        self.stage = stage
+        if self.timer is not None:
+            self.timer.cancel()
+        timeout_ns = (self.preload << 15) * 30
+        self.timer = self.host.vm_call_at(self.host.vm_clock_ns() + timeout_ns,
+                                          self._expired)
+
+    def _expired(self) -> None:
+        """i6300esb_timer_expired: stage 1 would interrupt the guest and starts stage
+        2; stage 2 runs the watchdog action."""
+        self.timer = None
+        if self.stage == 1:
+            self._restart(2)
+        else:
+            self.host.watchdog_expired()
+
+    def reset(self) -> None:
+        """i6300esb_reset: disabled, preloads back to 0xfffff."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = None
+        self.enabled = False
+        self.stage = 1
+        self.preload = 0xFFFFF
+
+
+@attrs.define(kw_only=True, eq=False)
+class GuestMisc:
+    """The watchdog devices and pvpanic of one machine, and the guest OS's use of
+    them (a Subsystem: the guest acts only while the VM runs)."""
+
+    host: DeviceHost
+    behaviours: Any  # the Machine's behaviours (`get(name)`)
+    watchdogs: list[Watchdog] = attrs.Factory(list)
+    pvpanic: bool = False
+    os: bool = True  # an OS runs (not under the qtest accelerator)
+    running: Callable[[], bool] = lambda: False  # the VM runs (its vCPUs execute)
+    _booted: bool = False  # the OS started since the last reset
+    _panic: TimerHandle | None = None
+    _boot_timer: TimerHandle | None = None
+
+    def add_watchdog(self, device: Watchdog) -> None:
+        self.watchdogs.append(device)
+
+    def _acts(self) -> bool:
+        """The booting OS does something the host can see."""
+        return (self.behaviours.get("watchdog") == "starve" and bool(self.watchdogs)) or \
+            self.behaviours.get("panic") == "once"
+
+    def _boot(self) -> None:
+        """The OS starts (the first time the VM runs after a reset)."""
+        self._boot_timer = None
+        if self._booted:
+            return
+        self._booted = True
+        if self.behaviours.get("watchdog") == "starve":
+            for device in self.watchdogs:
+                device.arm(self.behaviours.get("watchdog-timeout"))
+        if self.behaviours.get("panic") == "once":
+            delay_ns = int(self.behaviours.get("panic-delay") * 1e9)
+            self._panic = self.host.vm_call_at(self.host.vm_clock_ns() + delay_ns,
+                                               self._panicked)
+
+    def _panicked(self) -> None:
+        """The OS panics; its pvpanic driver writes PVPANIC_PANICKED
+        (pvpanic.c -> qemu_system_guest_panicked), else nothing shows."""
+        self._panic = None
+        if self.pvpanic:
+            self.host.guest_panicked()
+
+    # -- Subsystem hooks ------------------------------------------------------------
+
+    def reset(self) -> None:
+        """The devices reset and the OS starts again: at once when the VM keeps
+        running (a guest or watchdog reset), else at its next start."""
+        for device in self.watchdogs:
+            device.reset()
+        for timer in (self._panic, self._boot_timer):
+            if timer is not None:
+                timer.cancel()
+        self._panic = self._boot_timer = None
+        self._booted = False
+        if self.os and self.running() and self._acts():
+            # after every device's reset (a port watchdog resets with the address
+            # spaces, which may come later in the Machine's order)
+            self._boot_timer = self.host.vm_call_at(self.host.vm_clock_ns(), self._boot)
+
+    def before_cont(self) -> None:
+        pass
+
+    def vm_start(self) -> None:
+        if self.os and not self._booted:
+            self._boot()
+
+    def vm_stop(self) -> None:
+        pass
+
+    def next_deadline(self) -> float:
+        return float("inf")  # the guest's timers are the Machine's virtual timers
+
+    def run_due(self, now: float) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class MiscCommands:

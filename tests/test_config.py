@@ -111,7 +111,8 @@ def test_guest_profile_and_behaviours(catalog) -> None:
                                  "balloon-rate, balloon-stats, "
                                  "cdrom-eject-delay, cdrom-eject-request, "
                                  "firmware-reboot, firmware-reboot-delay, memory-ost, "
-                                 "memory-ost-delay, powerdown, powerdown-delay)"),
+                                 "memory-ost-delay, panic, panic-delay, powerdown, "
+                                 "powerdown-delay, watchdog, watchdog-timeout)"),
     ("--emu-behaviour=powerdown=later", "--emu-behaviour: powerdown: expects one of "
                                         "shutdown, ignore"),
     ("--emu-behaviour=powerdown-delay=-1", "--emu-behaviour: powerdown-delay: expects a "

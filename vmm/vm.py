@@ -23,7 +23,7 @@ from devices.cpus import Topology, cpu_type
 from devices.display.vnc import VncDisplays
 from devices.machine_commands import DEVICE_BEHAVIOURS, MachineDeviceCommands, MachineDevices
 from devices.machine_kinds import register_kinds
-from devices.misc import MiscCommands
+from devices.misc import MISC_BEHAVIOURS, GuestMisc, MiscCommands
 from devices.qdev import Qdev
 from schema.catalog import Catalog
 from schema.handlers import Behaviour
@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 
 # Every guest behaviour of the subsystems composed here (the command line's
 # --emu-behaviour names).
-BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS, *DEVICE_BEHAVIOURS)
+BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS, *DEVICE_BEHAVIOURS,
+                                     *MISC_BEHAVIOURS)
 
 
 class GuestMemory:
@@ -116,6 +117,7 @@ class Vm:
     vnc: VncDisplays
     guest_memory: GuestMemory
     devices: MachineDevices
+    misc: GuestMisc
 
     @classmethod
     def build(cls, *, options: MachineOptions, schema: Schema, catalog: Catalog,
@@ -132,8 +134,12 @@ class Vm:
         unattached = _UnattachedNumbers()
         devices = _machine_devices(machine, unattached)
         machine.plug(devices)
-        register_kinds(qdev, devices, [d["typename"] for d in
-                                       catalog.cpu_definitions(options.accel)])
+        misc = GuestMisc(host=machine, behaviours=machine.behaviours,
+                         os=options.accel != "qtest",
+                         running=lambda: machine.runstate.running)
+        machine.plug(misc)
+        register_kinds(qdev, devices, misc, [d["typename"] for d in
+                                             catalog.cpu_definitions(options.accel)])
         core = CoreCommands(machine)
         dispatcher = Dispatcher(machine, core, BlockCommands(block), ChangeCommand(block, vnc),
                                 MemoryDumpCommands(memory),
@@ -142,7 +148,7 @@ class Vm:
         hub = MonitorHub(machine, dispatcher, core,
                          HmpState(block=block, vnc=vnc, memory=memory))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
-                   qdev=qdev, vnc=vnc, guest_memory=memory, devices=devices)
+                   qdev=qdev, vnc=vnc, guest_memory=memory, devices=devices, misc=misc)
 
     @property
     def memory(self) -> AddressSpaces:
