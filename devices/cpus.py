@@ -26,6 +26,17 @@ ACPI_CPU_HOTPLUG_ID_LIMIT = 256
 RESET_PC = 0xFFFFFFF0
 # pc machine types without mc->hot_add_cpu (hw/i386/pc_piix.c
 # pc_i440fx_1_4_machine_options, inherited by every older type).
+# pc_piix.c pc_i440fx_2_6_machine_options and pc_q35.c pc_q35_2_6_machine_options set
+# legacy_cpu_hotplug; every older type inherits it: their ACPI tables have no modern
+# CPU hotplug interface to switch to.
+def _modern_cpu_hotplug(machine_type: str) -> bool:
+    for prefix in ("pc-i440fx-", "pc-q35-"):
+        if machine_type.startswith(prefix):
+            major, minor = machine_type[len(prefix):].split(".")
+            return (int(major), int(minor)) >= (2, 7)
+    return False
+
+
 _NO_CPU_ADD = ("pc-i440fx-1.4", "pc-1.3", "pc-1.2", "pc-1.1", "pc-1.0", "pc-0.15",
                "pc-0.14", "pc-0.13", "pc-0.12", "pc-0.11", "pc-0.10")
 
@@ -92,6 +103,11 @@ class Cpus:
     cpu_type: str  # the QOM type of every CPU (ms->cpu_type)
     pc: bool  # a PC board: topology properties, hotpluggable CPU slots
     hot_add: bool  # mc->hot_add_cpu
+    # the ACPI tables offer the modern CPU hotplug interface (2.7+ PC machine types),
+    # and the guest switched to it (piix4/ich9 cpu_hotplug_legacy false)
+    modern_capable: bool = False
+    modern: bool = False
+    ost: list[tuple[int, int]] = attrs.Factory(list)  # per possible CPU: _OST event, status
     thread_id: int
     slots: list[Vcpu | None] = attrs.Factory(list)
 
@@ -104,6 +120,8 @@ class Cpus:
         slots = max(topology.max_cpus, boot_cpus)
         cpus = cls(topology=topology, cpu_type=cpu_type, pc=pc,
                    hot_add=pc and machine_type not in _NO_CPU_ADD, thread_id=thread_id,
+                   modern_capable=pc and _modern_cpu_hotplug(machine_type),
+                   ost=[(0, 0)] * slots,
                    slots=[None] * slots)
         for index in range(boot_cpus):
             cpus.slots[index] = Vcpu(index=index, apic_id=cpus.apic_id(index),
@@ -243,11 +261,42 @@ class Cpus:
 
     def unplug_request(self, cpu: Vcpu, *, acpi: bool) -> None:
         """pc.c pc_cpu_unplug_request_cb: the boot CPU stays; any other is asked of
-        the guest through ACPI (`acpi`: the board has its ACPI device)."""
+        the guest through ACPI (`acpi`: the board has its ACPI device), which only the
+        modern interface can (hw/acpi/piix4.c piix4_device_unplug_request_cb)."""
         if not acpi:
             raise GenericError("CPU hot unplug not supported without ACPI")
         if cpu.index == 0:
             raise GenericError("Boot CPU is unpluggable")
+        if not self.modern:
+            raise GenericError("acpi: device unplug request for not supported device "
+                               f"type: {self.cpu_type}")
+
+    def switch_to_modern(self) -> None:
+        """hw/acpi/cpu.c: the guest's ACPI interpreter runs \\_SB.PCI0.PRES._INI, whose
+        write to the CPU selector switches a 2.7+ machine to the modern interface
+        (for good: it survives resets)."""
+        if self.modern_capable:
+            self.modern = True
+
+    def write_ost(self, index: int, source: int, status: int) -> dict[str, Any]:
+        """hw/acpi/cpu.c cpu_hotplug_wr: the guest's _OST for a CPU slot; the
+        ACPIOSTInfo of the ACPI_DEVICE_OST event."""
+        self.ost[index] = (source, status)
+        return self.ost_info(index)
+
+    def ost_info(self, index: int) -> dict[str, Any]:
+        """hw/acpi/cpu.c acpi_cpu_device_status."""
+        source, status = self.ost[index]
+        info: dict[str, Any] = {"slot": str(index), "slot-type": "CPU", "source": source,
+                                "status": status}
+        cpu = self.slots[index]
+        if cpu is not None and cpu.id is not None:
+            info["device"] = cpu.id
+        return info
+
+    def ospm_status(self) -> list[dict[str, Any]]:
+        """acpi_cpu_ospm_status: every possible CPU, only in modern mode."""
+        return [self.ost_info(i) for i in range(len(self.slots))] if self.modern else []
 
     def unplug(self, cpu: Vcpu) -> None:
         """pc.c pc_cpu_unplug_cb: the guest ejected it; its slot is free again."""

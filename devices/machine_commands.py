@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import attrs
 
 from devices.balloon import PFN_SHIFT, STAT_NAMES, Balloon, check_target, have_balloon
-from devices.cpus import Cpus, Topology
+from devices.cpus import Cpus, Topology, Vcpu
 from devices.memory import Dimm, MemoryBackend, MemoryDevices
 from schema.errors import GenericError
 from schema.handlers import Behaviour, BehaviourError, choice, flag, qmp_command, seconds
@@ -68,7 +68,20 @@ MEMORY_OST_DELAY = Behaviour(
     "memory-ost-delay", "seconds of run time before the guest answers a DIMM hotplug "
     "or unplug request", seconds, os=0.1, firmware=0.1)
 
-DEVICE_BEHAVIOURS = (BALLOON_RATE, BALLOON_STATS, MEMORY_OST, MEMORY_OST_DELAY)
+CPU_HOTPLUG = Behaviour(
+    "cpu-hotplug", "modern: the guest's ACPI interpreter runs the tables' _INI, which "
+    "switches a 2.7+ machine to the modern CPU hotplug interface; legacy: nothing "
+    "evaluates ACPI (SeaBIOS)", choice("modern", "legacy"), os="modern", firmware="legacy")
+CPU_OST = Behaviour(
+    "cpu-ost", "what the guest does with a hot-added CPU or an unplug request in modern "
+    "mode: ack (online it / eject it, with _OST) or never", choice("ack", "never"),
+    os="ack", firmware="never")
+CPU_OST_DELAY = Behaviour(
+    "cpu-ost-delay", "seconds of run time before the guest answers a CPU hotplug or "
+    "unplug request", seconds, os=0.1, firmware=0.1)
+
+DEVICE_BEHAVIOURS = (BALLOON_RATE, BALLOON_STATS, MEMORY_OST, MEMORY_OST_DELAY, CPU_HOTPLUG,
+                     CPU_OST, CPU_OST_DELAY)
 
 # The guest's balloon driver reports its progress in steps of this much run time.
 BALLOON_STEP = 0.1
@@ -153,38 +166,84 @@ class MachineDevices:
     def _guest_ost(self, dimm: Dimm, event: int) -> None:
         if self._behaviour("memory-ost") != "ack":
             return
+
+        def eject() -> None:
+            self.memory.unplug(dimm)
+            if dimm.ejected is None or not dimm.ejected():
+                self._deleted(dimm.id, dimm.qom_path)
+
+        self._answer(self._behaviour("memory-ost-delay"), event,
+                     present=lambda: dimm in self.memory.dimms,
+                     ost=lambda source, status: self._ost(
+                         self.memory.write_ost(dimm.slot, source, status)),
+                     eject=eject)
+
+    def _answer(self, delay: float, event: int, *, present: Callable[[], bool],
+                ost: Callable[[int, int], None], eject: Callable[[], None]) -> None:
+        """The guest's ACPI hotplug driver, `delay` seconds of run time after the
+        notification: for a device check it onlines the device and writes _OST
+        success; for an eject request (Linux's acpi_device_hotplug) it writes
+        "ejection in progress", ejects (_EJ0: the device goes, DEVICE_DELETED), then
+        writes the result for the now empty slot (hw/acpi/memory_hotplug.c,
+        hw/acpi/cpu.c: each _OST status write is an ACPI_DEVICE_OST)."""
         timer: TimerHandle | None = None
 
         def answer() -> None:
             if timer is not None and timer in self._ost_timers:
                 self._ost_timers.remove(timer)
-            if dimm not in self.memory.dimms:
+            if not present():
                 return
             if event == OST_DEVICE_CHECK:
-                self._ost(dimm.slot, event, OST_SUCCESS)
+                ost(event, OST_SUCCESS)
                 return
-            # Linux's acpi_hotplug_work_fn: "ejection in progress", _EJ0, then the
-            # result once the device is gone (hw/acpi/memory_hotplug.c writes).
-            self._ost(dimm.slot, event, OST_EJECT_IN_PROGRESS)
-            self.memory.unplug(dimm)
-            if dimm.ejected is None or not dimm.ejected():
-                self._deleted(dimm.id, dimm.qom_path)
-            self._ost(dimm.slot, event, OST_SUCCESS)
+            ost(event, OST_EJECT_IN_PROGRESS)
+            eject()
+            ost(event, OST_SUCCESS)
 
-        timer = self.host.vm_call_later(self._behaviour("memory-ost-delay"), answer)
+        timer = self.host.vm_call_later(delay, answer)
         self._ost_timers.append(timer)
 
-    def _ost(self, slot: int, source: int, status: int) -> None:
-        self.host.emit("ACPI_DEVICE_OST",
-                       {"info": self.memory.write_ost(slot, source, status)})
+    def _ost(self, info: dict[str, Any]) -> None:
+        self.host.emit("ACPI_DEVICE_OST", {"info": info})
 
     def ospm_status(self) -> list[dict[str, Any]]:
-        """piix4/ich9 *_ospm_status: the memory slots (CPU slots only once the guest
-        switched to the modern CPU hotplug interface, which the emulator's guests
-        do not)."""
+        """qmp.c qmp_query_acpi_ospm_status -> piix4/ich9 *_ospm_status: the memory
+        slots, then the CPU slots once the guest switched to the modern CPU hotplug
+        interface."""
         if not self.cpus.pc:
             raise GenericError("command is not supported, missing ACPI device")
-        return [self.memory.ost_info(slot) for slot in range(len(self.memory.ost))]
+        return [*(self.memory.ost_info(slot) for slot in range(len(self.memory.ost))),
+                *self.cpus.ospm_status()]
+
+    # -- CPUs -----------------------------------------------------------------------
+
+    def cpu_plugged(self, cpu: Vcpu) -> None:
+        """A hot-added CPU (cpu-add, device_add): in modern mode the guest onlines it
+        and answers _OST; the legacy interface has no _OST."""
+        if self.cpus.modern and self._behaviour("cpu-ost") == "ack":
+            self._answer(self._behaviour("cpu-ost-delay"), OST_DEVICE_CHECK,
+                         present=lambda: cpu in self.cpus.present(),
+                         ost=lambda source, status: self._ost(
+                             self.cpus.write_ost(cpu.index, source, status)),
+                         eject=lambda: None)
+
+    def unplug_request_cpu(self, cpu: Vcpu, ejected: Callable[[], bool]) -> None:
+        """device_del of a CPU (pc_cpu_unplug_request_cb): refused, or asked of the
+        guest, which ejects it when its `cpu-ost` behaviour says so."""
+        self.cpus.unplug_request(cpu, acpi=True)
+        if self._behaviour("cpu-ost") != "ack":
+            return
+
+        def eject() -> None:
+            self.cpus.unplug(cpu)
+            if not ejected():
+                self._deleted(cpu.id, cpu.qom_path)
+
+        self._answer(self._behaviour("cpu-ost-delay"), OST_EJECT_REQUEST,
+                     present=lambda: cpu in self.cpus.present(),
+                     ost=lambda source, status: self._ost(
+                         self.cpus.write_ost(cpu.index, source, status)),
+                     eject=eject)
 
     def ram_size(self) -> int:
         """virtio-balloon.c get_current_ram_size: RAM and the pc-dimms (not nvdimms)."""
@@ -289,7 +348,9 @@ class MachineDevices:
         pass
 
     def vm_start(self) -> None:
-        pass
+        """The guest runs: an ACPI OS switches to the modern CPU hotplug interface."""
+        if self._behaviour("cpu-hotplug") == "modern":
+            self.cpus.switch_to_modern()
 
     def vm_stop(self) -> None:
         pass
@@ -324,7 +385,7 @@ class MachineDeviceCommands:
 
     @qmp_command("cpu-add")
     def cpu_add(self, id: int) -> None:
-        self.devices.cpus.cpu_add(id, self.unattached_path)
+        self.devices.cpu_plugged(self.devices.cpus.cpu_add(id, self.unattached_path))
 
     @qmp_command("cpu")
     def cpu(self, index: int) -> None:

@@ -50,16 +50,18 @@ class CpuKind:
                                  if k in dev.props}
         index, apic_id = cpus.pre_plug(dev.typename, props)
         dev.state = cpus.plug(index, apic_id, qom_path=dev.path, ident=dev.id)
+        if dev.hotplugged:
+            self.devices.cpu_plugged(dev.state)
 
     def unrealize(self, qdev: Qdev, dev: Device) -> None:
         if dev.state is not None and dev.state in self.devices.cpus.present():
             self.devices.cpus.unplug(dev.state)
 
     def unplug_request(self, qdev: Qdev, dev: Device) -> UnplugStyle:
-        """pc_cpu_unplug_request_cb: the boot CPU stays; another goes when the guest
-        ejects it through ACPI."""
-        self.devices.cpus.unplug_request(dev.state, acpi=True)
-        return UnplugStyle.GUEST
+        """pc_cpu_unplug_request_cb: the boot CPU stays, the legacy interface refuses;
+        another goes when the guest ejects it through ACPI."""
+        self.devices.unplug_request_cpu(dev.state, lambda: _complete_unplug(qdev, dev))
+        return UnplugStyle.DEFERRED
 
 
 @attrs.define(eq=False)

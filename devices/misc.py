@@ -47,7 +47,12 @@ PANIC_DELAY = Behaviour(
     "panic-delay", "seconds of run time from the OS's start to its panic", seconds,
     os=1.0, firmware=1.0)
 
-MISC_BEHAVIOURS = (WATCHDOG, WATCHDOG_TIMEOUT, PANIC, PANIC_DELAY)
+NMI = Behaviour(
+    "nmi", "what the guest OS does with an NMI (inject-nmi, the inject-nmi watchdog "
+    "action): ignore (Linux's default: it logs an unknown NMI) or panic "
+    "(unknown_nmi_panic)", choice("ignore", "panic"), os="ignore", firmware="ignore")
+
+MISC_BEHAVIOURS = (WATCHDOG, WATCHDOG_TIMEOUT, PANIC, PANIC_DELAY, NMI)
 
 
 class PortDevice(Protocol):
@@ -137,6 +142,7 @@ class GuestMisc:
     _booted: bool = False  # the OS started since the last reset
     _panic: TimerHandle | None = None
     _boot_timer: TimerHandle | None = None
+    _nmi_pending: bool = False
 
     def add_watchdog(self, device: Watchdog) -> None:
         self.watchdogs.append(device)
@@ -160,6 +166,16 @@ class GuestMisc:
             self._panic = self.host.vm_call_at(self.host.vm_clock_ns() + delay_ns,
                                                self._panicked)
 
+    def nmi(self) -> None:
+        """hw/i386/pc.c x86_nmi: an NMI to every CPU, taken once they run (a pending
+        CPU_INTERRUPT_NMI); the OS's handler decides (`nmi`)."""
+        if not self.os or self.behaviours.get("nmi") != "panic":
+            return
+        if self.running():
+            self._panicked()
+        else:
+            self._nmi_pending = True
+
     def _panicked(self) -> None:
         """The OS panics; its pvpanic driver writes PVPANIC_PANICKED
         (pvpanic.c -> qemu_system_guest_panicked), else nothing shows."""
@@ -179,6 +195,7 @@ class GuestMisc:
                 timer.cancel()
         self._panic = self._boot_timer = None
         self._booted = False
+        self._nmi_pending = False
         if self.os and self.running() and self._acts():
             # after every device's reset (a port watchdog resets with the address
             # spaces, which may come later in the Machine's order)
@@ -190,6 +207,9 @@ class GuestMisc:
     def vm_start(self) -> None:
         if self.os and not self._booted:
             self._boot()
+        if self._nmi_pending:
+            self._nmi_pending = False
+            self._panicked()
 
     def vm_stop(self) -> None:
         pass

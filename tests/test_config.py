@@ -109,9 +109,10 @@ def test_guest_profile_and_behaviours(catalog) -> None:
     ("--emu-behaviour=powerdown", "--emu-behaviour: expects NAME=VALUE"),
     ("--emu-behaviour=nosuch=1", "--emu-behaviour: unknown behaviour 'nosuch' (known: "
                                  "balloon-rate, balloon-stats, "
-                                 "cdrom-eject-delay, cdrom-eject-request, "
+                                 "cdrom-eject-delay, cdrom-eject-request, cpu-hotplug, "
+                                 "cpu-ost, cpu-ost-delay, "
                                  "firmware-reboot, firmware-reboot-delay, memory-ost, "
-                                 "memory-ost-delay, panic, panic-delay, powerdown, "
+                                 "memory-ost-delay, nmi, panic, panic-delay, powerdown, "
                                  "powerdown-delay, watchdog, watchdog-timeout)"),
     ("--emu-behaviour=powerdown=later", "--emu-behaviour: powerdown: expects one of "
                                         "shutdown, ignore"),

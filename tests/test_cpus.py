@@ -395,3 +395,84 @@ def test_expansion_with_a_property_of_the_wrong_type(vms: list[SyncVm]) -> None:
     assert error(machine(vms), "query-cpu-model-expansion",
                  {"type": "static", "model": {"name": "qemu64", "props": {"vmx": 1}}}) == (
         "GenericError", "Invalid parameter type for 'vmx', expected: boolean")
+
+
+# -- ACPI CPU hotplug: legacy and modern interfaces -------------------------------------
+
+
+def cpu_device(vm: SyncVm, ident: str, **props: int) -> Any:
+    """device_add qemu64-x86_64-cpu,id=IDENT,... as qdev realizes it."""
+    from devices.qdev import Device
+    from devices.qom import QomObject
+
+    node = QomObject("qemu64-x86_64-cpu", name=ident)
+    QomObject("container", name="peripheral").add_child(ident, node)
+    dev = Device("qemu64-x86_64-cpu", ident, node, props=dict(props), hotplugged=True)
+    vm.vm.qdev.kinds["qemu64-x86_64-cpu"].realize(vm.vm.qdev, dev)
+    return dev
+
+
+def acpi_events(vm: SyncVm) -> list[tuple[str, Any]]:
+    out = [(e.name, e.data) for e in vm.events
+           if e.name in ("ACPI_DEVICE_OST", "DEVICE_DELETED")]
+    vm.events.clear()
+    return out
+
+
+def test_unplug_refused_on_the_legacy_interface(vms: list[SyncVm]) -> None:
+    """hw/acpi/piix4.c piix4_device_unplug_request_cb: without the modern CPU hotplug
+    interface (only SeaBIOS runs: nothing evaluates the ACPI tables' _INI) a CPU
+    unplug request is refused."""
+    vm = machine(vms, "-smp", "1,maxcpus=2", "--emu-guest=firmware")
+    ok(vm, "cont")
+    dev = cpu_device(vm, "cpu1", **{"socket-id": 1, "core-id": 0, "thread-id": 0})
+    with pytest.raises(GenericError, match=r"^acpi: device unplug request for not "
+                                           r"supported device type: qemu64-x86_64-cpu$"):
+        vm.vm.qdev.kinds["qemu64-x86_64-cpu"].unplug_request(vm.vm.qdev, dev)
+
+
+def test_old_machine_types_stay_legacy(vms: list[SyncVm]) -> None:
+    """pc_piix.c pc_i440fx_2_6_machine_options: legacy_cpu_hotplug, so even an ACPI
+    OS cannot switch, and query-acpi-ospm-status lists no CPU."""
+    vm = machine(vms, "-machine", "pc-i440fx-2.6", "-smp", "1,maxcpus=2")
+    ok(vm, "cont")
+    assert ok(vm, "query-acpi-ospm-status") == []
+
+
+def test_modern_interface_after_the_os_runs(vms: list[SyncVm]) -> None:
+    """hw/acpi/cpu.c: the OS's _INI switches a 2.7+ machine to the modern interface;
+    piix4_ospm_status then lists every possible CPU after the memory slots, and a
+    hot-added CPU is answered with _OST (device check, success)."""
+    vm = machine(vms, "-smp", "1,maxcpus=2", "-m", "128,slots=1,maxmem=1G")
+    assert len(ok(vm, "query-acpi-ospm-status")) == 1  # -S: the OS has not run
+    ok(vm, "cont")
+    assert ok(vm, "query-acpi-ospm-status") == [
+        {"slot": "0", "slot-type": "DIMM", "source": 0, "status": 0},
+        {"slot": "0", "slot-type": "CPU", "source": 0, "status": 0},
+        {"slot": "1", "slot-type": "CPU", "source": 0, "status": 0}]
+    acpi_events(vm)
+    ok(vm, "cpu-add", {"id": 1})
+    vm.tick(1)
+    assert acpi_events(vm) == [("ACPI_DEVICE_OST", {"info": {
+        "slot": "1", "slot-type": "CPU", "source": 1, "status": 0}})]
+
+
+def test_guest_ejects_a_cpu(vms: list[SyncVm]) -> None:
+    """device_del of a hot-plugged CPU in modern mode: the guest answers "ejection
+    in progress", ejects it (DEVICE_DELETED), then reports success; the slot is free
+    again in query-hotpluggable-cpus."""
+    vm = machine(vms, "-smp", "1,maxcpus=2")
+    ok(vm, "cont")
+    dev = cpu_device(vm, "cpu1", **{"socket-id": 1, "core-id": 0, "thread-id": 0})
+    vm.tick(1)
+    acpi_events(vm)
+    kind = vm.vm.qdev.kinds["qemu64-x86_64-cpu"]
+    kind.unplug_request(vm.vm.qdev, dev)
+    vm.tick(1)
+    assert acpi_events(vm) == [
+        ("ACPI_DEVICE_OST", {"info": {"device": "cpu1", "slot": "1", "slot-type": "CPU",
+                                      "source": 3, "status": 128}}),
+        ("DEVICE_DELETED", {"device": "cpu1", "path": dev.path}),
+        ("ACPI_DEVICE_OST", {"info": {"slot": "1", "slot-type": "CPU", "source": 3,
+                                      "status": 0}})]
+    assert "qom-path" not in ok(vm, "query-hotpluggable-cpus")[0]

@@ -233,3 +233,45 @@ def test_guest_panic_without_pvpanic_is_invisible(vms: list[SyncVm]) -> None:
     vm.tick(5)
     assert names(vm) == []
     assert execute(vm, "query-status")["return"]["status"] == "running"
+
+
+# -- NMI ---------------------------------------------------------------------------------
+
+
+def test_inject_nmi_reaches_a_guest_that_panics_on_it(vms: list[SyncVm]) -> None:
+    """cpus.c qmp_inject_nmi -> hw/i386/pc.c x86_nmi: every CPU takes the NMI; an OS
+    with unknown_nmi_panic (`nmi=panic`) panics, which pvpanic reports."""
+    vm = machine(vms, "-device", "pvpanic", "-no-shutdown", "--emu-behaviour=nmi=panic")
+    names(vm)
+    assert execute(vm, "inject-nmi") == {"return": {}}
+    assert names(vm) == [("GUEST_PANICKED", {"action": "pause"}), ("STOP", None)]
+
+
+def test_inject_nmi_ignored_by_default(vms: list[SyncVm]) -> None:
+    """Linux's default for an unknown NMI: a log line, nothing a monitor sees."""
+    vm = machine(vms, "-device", "pvpanic")
+    names(vm)
+    assert execute(vm, "inject-nmi") == {"return": {}}
+    assert names(vm) == []
+
+
+def test_nmi_is_taken_when_the_cpus_run(vms: list[SyncVm]) -> None:
+    """A pending CPU_INTERRUPT_NMI is handled once the vCPUs run again (after cont)."""
+    vm = machine(vms, "-S", "-device", "pvpanic", "-no-shutdown",
+                 "--emu-behaviour=nmi=panic")
+    execute(vm, "inject-nmi")
+    assert [n for n, _ in names(vm)] == []
+    execute(vm, "cont")
+    assert [n for n, _ in names(vm)] == ["RESUME", "GUEST_PANICKED", "STOP"]
+
+
+def test_watchdog_action_inject_nmi(vms: list[SyncVm]) -> None:
+    """hw/watchdog/watchdog.c watchdog_perform_action: inject-nmi sends WATCHDOG, then
+    nmi_monitor_handle(0, ...)."""
+    vm = machine(vms, "-device", "pvpanic", "-device", "ib700", "-no-shutdown",
+                 "-watchdog-action", "inject-nmi", "--emu-behaviour=nmi=panic",
+                 "--emu-behaviour=watchdog=starve", "--emu-behaviour=watchdog-timeout=2")
+    names(vm)
+    vm.tick(2.5)
+    assert names(vm) == [("WATCHDOG", {"action": "inject-nmi"}),
+                         ("GUEST_PANICKED", {"action": "pause"}), ("STOP", None)]

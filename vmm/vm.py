@@ -138,6 +138,7 @@ class Vm:
                          os=options.accel != "qtest",
                          running=lambda: machine.runstate.running)
         machine.plug(misc)
+        machine.nmi = misc.nmi
         register_kinds(qdev, devices, misc, [d["typename"] for d in
                                              catalog.cpu_definitions(options.accel)])
         core = CoreCommands(machine)

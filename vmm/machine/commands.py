@@ -94,6 +94,7 @@ class CoreCommands:
         visible on QMP); without one, QERR_UNSUPPORTED."""
         if not self.machine.board.nmi:
             raise GenericError("this feature or command is not currently supported")
+        self.machine.nmi()
 
     @qmp_command("watchdog-set-action")
     def watchdog_set_action(self, action: str) -> None:

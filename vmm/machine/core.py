@@ -151,6 +151,7 @@ class Machine:
     # The hooks run in this order; the guest is first (it resets before the devices).
     subsystems: list[Subsystem] = attrs.Factory(list)
     kick: Callable[[], None] = lambda: None  # the server's "recompute your deadline"
+    nmi: Callable[[], None] = lambda: None  # hw/i386/pc.c x86_nmi: every CPU takes an NMI
     timers: TimerQueue = attrs.Factory(TimerQueue)     # host clock, seconds
     vm_timers: TimerQueue = attrs.Factory(TimerQueue)  # virtual clock, nanoseconds
     guest: Guest = attrs.field(init=False)  # needs the machine: set by `create`
@@ -474,4 +475,6 @@ class Machine:
             self.exit_code = 0
         elif action == "pause":
             self.request_vmstop("watchdog")
-        # debug, none, inject-nmi change nothing a monitor can see
+        elif action == "inject-nmi":
+            self.nmi()  # nmi_monitor_handle(0): what the guest does with it
+        # debug and none change nothing
