@@ -87,9 +87,15 @@ class Vcpu:
 
     index: int
     apic_id: int
-    qom_path: str
+    qom_path: str  # where it was created; `path()` follows its QOM node once it has one
+    node_path: Callable[[], str] | None = None
     id: str | None = None  # its qdev id when device_add'ed with one
     hotplugged: bool = False
+
+    def path(self) -> str:
+        """object_get_canonical_path."""
+        return self.node_path() if self.node_path is not None else self.qom_path
+
     # x86_cpu_reset: every CPU but the bootstrap processor waits halted for its
     # INIT/SIPI; a hot-added one waits until the guest brings it online.
     halted: bool = False
@@ -146,7 +152,7 @@ class Cpus:
 
     def by_path(self, qom_path: str) -> Vcpu | None:
         for cpu in self.present():
-            if cpu.qom_path == qom_path:
+            if cpu.path() == qom_path:
                 return cpu
         return None
 
@@ -171,7 +177,7 @@ class Cpus:
         for cpu in present:
             info: dict[str, Any] = {
                 "CPU": cpu.index, "current": cpu is present[0], "halted": cpu.halted,
-                "qom_path": cpu.qom_path, "thread_id": self.thread_id, "arch": "x86",
+                "qom_path": cpu.path(), "thread_id": self.thread_id, "arch": "x86",
                 "pc": RESET_PC}
             if self.pc:
                 info["props"] = self.props(cpu.index)
@@ -189,14 +195,15 @@ class Cpus:
                                     "props": self.props(index)}
             cpu = self.slots[index]
             if cpu is not None:
-                item["qom-path"] = cpu.qom_path
+                item["qom-path"] = cpu.path()
             out.append(item)
         return out
 
     # -- hot-plug -------------------------------------------------------------------
 
-    def cpu_add(self, ident: int, unattached_path: Callable[[], str]) -> Vcpu:
-        """qmp.c qmp_cpu_add -> pc.c pc_hot_add_cpu -> pc_new_cpu (pre_plug checks)."""
+    def hot_add_apic_id(self, ident: int) -> int:
+        """qmp.c qmp_cpu_add -> pc.c pc_hot_add_cpu's own checks: the APIC ID of the
+        CPU pc_new_cpu then creates (and realizes, with pre_plug's checks)."""
         if not self.hot_add:
             raise GenericError("Not supported")
         if ident < 0:
@@ -205,6 +212,11 @@ class Cpus:
         if apic_id >= ACPI_CPU_HOTPLUG_ID_LIMIT:
             raise GenericError(f"Unable to add CPU: {ident}, resulting APIC ID ({apic_id}) "
                                "is too large")
+        return apic_id
+
+    def cpu_add(self, ident: int, unattached_path: Callable[[], str]) -> Vcpu:
+        """cpu-add without a QOM tree: the checks, then the CPU in its slot."""
+        apic_id = self.hot_add_apic_id(ident)
         index = self._free_slot(apic_id)
         cpu = Vcpu(index=index, apic_id=apic_id, qom_path=unattached_path(),
                    hotplugged=True, halted=True)
@@ -241,12 +253,22 @@ class Cpus:
                                    f"0x{apic_id:x} ({name}-id: {actual})")
         return index, apic_id
 
-    def plug(self, index: int, apic_id: int, *, qom_path: str, ident: str | None) -> Vcpu:
+    def plug(self, index: int, apic_id: int, *, qom_path: str, ident: str | None,
+             node_path: Callable[[], str] | None = None) -> Vcpu:
         """pc.c pc_cpu_plug: a device_add'ed CPU takes its slot."""
         cpu = Vcpu(index=index, apic_id=apic_id, qom_path=qom_path, id=ident,
-                   hotplugged=True, halted=True)
+                   hotplugged=True, halted=True, node_path=node_path)
         self.slots[index] = cpu
         return cpu
+
+    def board_cpu(self, apic_id: int) -> Vcpu | None:
+        """A CPU of -smp (pc_cpus_init) not yet given its QOM node: the board's tree,
+        built later, adopts it."""
+        waiting = [cpu for cpu in self.present() if not cpu.hotplugged and cpu.node_path is None]
+        for cpu in waiting:
+            if cpu.apic_id == apic_id:
+                return cpu
+        return waiting[0] if waiting else None  # the board numbers them by index
 
     def _free_slot(self, apic_id: int) -> int:
         index = self._slot_of_apic(apic_id)

@@ -80,7 +80,7 @@ CPU_OST_DELAY = Behaviour(
     "cpu-ost-delay", "seconds of run time before the guest answers a CPU hotplug or "
     "unplug request", seconds, os=0.1, firmware=0.1)
 
-DEVICE_BEHAVIOURS = (BALLOON_RATE, BALLOON_STATS, MEMORY_OST, MEMORY_OST_DELAY, CPU_HOTPLUG,
+MACHINE_DEVICE_BEHAVIOURS = (BALLOON_RATE, BALLOON_STATS, MEMORY_OST, MEMORY_OST_DELAY, CPU_HOTPLUG,
                      CPU_OST, CPU_OST_DELAY)
 
 # The guest's balloon driver reports its progress in steps of this much run time.
@@ -237,7 +237,7 @@ class MachineDevices:
         def eject() -> None:
             self.cpus.unplug(cpu)
             if not ejected():
-                self._deleted(cpu.id, cpu.qom_path)
+                self._deleted(cpu.id, cpu.path())
 
         self._answer(self._behaviour("cpu-ost-delay"), OST_EJECT_REQUEST,
                      present=lambda: cpu in self.cpus.present(),
@@ -369,8 +369,12 @@ class MachineDeviceCommands:
     """The QMP commands of the CPUs, memory devices and the balloon."""
 
     def __init__(self, devices: MachineDevices,
-                 unattached_path: Callable[[], str]) -> None:
+                 new_cpu: Callable[[int], Vcpu] | None = None,
+                 unattached_path: Callable[[], str] | None = None) -> None:
+        """`new_cpu(apic_id)`: pc_new_cpu, the CPU object created and realized in the
+        QOM tree; without one, the CPU takes its slot at `unattached_path()`."""
         self.devices = devices
+        self.new_cpu = new_cpu
         self.unattached_path = unattached_path
 
     # -- CPUs -----------------------------------------------------------------------
@@ -385,7 +389,13 @@ class MachineDeviceCommands:
 
     @qmp_command("cpu-add")
     def cpu_add(self, id: int) -> None:
-        self.devices.cpu_plugged(self.devices.cpus.cpu_add(id, self.unattached_path))
+        """qmp.c qmp_cpu_add -> pc.c pc_hot_add_cpu."""
+        cpus = self.devices.cpus
+        if self.new_cpu is not None:
+            self.new_cpu(cpus.hot_add_apic_id(id))  # realized as a hot-plugged CPU
+        else:
+            assert self.unattached_path is not None
+            self.devices.cpu_plugged(cpus.cpu_add(id, self.unattached_path))
 
     @qmp_command("cpu")
     def cpu(self, index: int) -> None:

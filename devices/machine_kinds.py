@@ -17,9 +17,19 @@ from typing import Any
 
 import attrs
 
+from devices.cpus import Vcpu
 from devices.machine_commands import MachineDevices
 from devices.misc import GuestMisc, I6300esb
-from devices.qdev import Device, Qdev, UnplugStyle
+from devices.qdev import (
+    Device,
+    Qdev,
+    UnplugStyle,
+    complete_unplug,
+    discard,
+    new_device,
+    realize,
+    type_info,
+)
 from schema.errors import QERR_INVALID_PARAMETER_TYPE, GenericError
 
 
@@ -28,12 +38,9 @@ def _int_prop(dev: Device, name: str, default: int) -> int:
 
 
 def _complete_unplug(qdev: Qdev, dev: Device) -> bool:
-    """qdev's end of a DEFERRED unplug (the guest ejected the device); False while
-    the Qdev in use has none, and the subsystem then reports DEVICE_DELETED itself."""
-    complete = getattr(qdev, "complete_unplug", None)
-    if complete is None:
-        return False
-    complete(dev)
+    """qdev's end of a DEFERRED unplug (the guest ejected the device): the device
+    leaves the tree with its DEVICE_DELETED."""
+    complete_unplug(qdev, dev)
     return True
 
 
@@ -48,8 +55,16 @@ class CpuKind:
         props: dict[str, int] = {k: _int_prop(dev, k, -1)
                                  for k in ("socket-id", "core-id", "thread-id", "apic-id")
                                  if k in dev.props}
+        node = dev.node
+        if not dev.hotplugged and "apic-id" in props:
+            board = cpus.board_cpu(props["apic-id"])
+            if board is not None:  # a CPU of -smp, now in the board's tree
+                board.node_path = node.path
+                dev.state = board
+                return
         index, apic_id = cpus.pre_plug(dev.typename, props)
-        dev.state = cpus.plug(index, apic_id, qom_path=dev.path, ident=dev.id)
+        dev.state = cpus.plug(index, apic_id, qom_path=dev.path, ident=dev.id,
+                              node_path=node.path)
         if dev.hotplugged:
             self.devices.cpu_plugged(dev.state)
 
@@ -146,6 +161,23 @@ class I6300esbKind:
 
     def unplug_request(self, qdev: Qdev, dev: Device) -> UnplugStyle:
         return UnplugStyle.GUEST
+
+
+def new_cpu(qdev: Qdev, typename: str, apic_id: int) -> Vcpu:
+    """pc.c pc_new_cpu: object_new of the machine's CPU type, its apic-id, realized
+    (pc_cpu_pre_plug's checks; /machine/unattached/device[N])."""
+    info = type_info(qdev.catalog, typename)
+    assert info is not None, typename
+    qdev.container("/machine/unattached")  # the board and its CPUs first
+    dev = new_device(qdev, info, ident=None, bus=None)
+    dev.props["apic-id"] = apic_id
+    try:
+        realize(qdev, dev)
+    except GenericError:
+        discard(qdev, dev)
+        raise
+    state: Vcpu = dev.state
+    return state
 
 
 DIMM_TYPES = ("pc-dimm", "nvdimm")

@@ -21,8 +21,7 @@ import attrs
 
 RECORDING = Path(__file__).resolve().parent / "data" / "qemu-2.11.0-x86_64-probe.replies"
 TRACE_EVENTS = Path(__file__).resolve().parent / "data" / "trace-event-get-state-all.json"
-CPU_MODEL_EXPANSIONS = (Path(__file__).resolve().parent / "data" /
-                        "qemu-2.11.0-cpu-model-expansion.json.gz")
+DATA = Path(__file__).resolve().parent / "data"
 
 
 @attrs.frozen
@@ -65,7 +64,7 @@ class Catalog:
 
     exchanges: list[Exchange]
     _trace_events: tuple[TraceEventInfo, ...] | None = None
-    _expansions: dict[str, Any] | None = None
+    _files: dict[str, Any] = attrs.field(factory=dict)
 
     @classmethod
     def load(cls, path: Path = RECORDING) -> Catalog:
@@ -122,12 +121,7 @@ class Catalog:
         properties (`type` full or static), or None for a model the binary does
         not have; read on first use (`data/qemu-2.11.0-cpu-model-expansion.json.gz`,
         a TCG binary)."""
-        if self._expansions is None:
-            import gzip
-
-            with gzip.open(CPU_MODEL_EXPANSIONS, "rt", encoding="utf-8") as f:
-                self._expansions = json.load(f)
-        reply = self._expansions.get(model, {}).get(type)
+        reply = self._data("qemu-2.11.0-cpu-model-expansion.json.gz").get(model, {}).get(type)
         return None if reply is None or "return" not in reply else \
             copy.deepcopy(reply["return"])
 
@@ -181,3 +175,46 @@ class Catalog:
                 TraceEventInfo(e["name"], e["vcpu"], e["state"] != "unavailable")
                 for e in recorded)
         return self._trace_events
+
+    # -- the device catalogue (read on first use) ------------------------------------------
+
+    def _data(self, name: str) -> Any:
+        """A JSON file of `data/` (gzip-compressed when its name says so), read once."""
+        if name not in self._files:
+            path = DATA / name
+            if name.endswith(".gz"):
+                import gzip
+
+                with gzip.open(path, "rt", encoding="utf-8") as f:
+                    self._files[name] = json.load(f)
+            else:
+                self._files[name] = json.loads(path.read_text(encoding="utf-8"))
+        return self._files[name]
+
+    def qom_type_list(self) -> list[dict[str, Any]]:
+        """`qom-list-types {"abstract": true}` of the 2.11.0 binary: every QOM type
+        with its parent and abstract flag, in the recorded (hash) order."""
+        return self._data("qom-list-types.json.gz")["all+abstract"]["response"]["return"]
+
+    def all_device_properties(self) -> dict[str, list[dict[str, Any]]]:
+        """`device-list-properties` of every non-abstract device type, by type."""
+        return {t: r["return"] for t, r in
+                self._data("device-list-properties.json.gz").items() if "return" in r}
+
+    def qom_templates(self) -> dict[str, Any]:
+        """Per device and bus type, its recorded property values and internal objects
+        (memory regions, GPIO lines), and per board its machine object
+        (`data/qom-templates.json.gz`, see data/README.md)."""
+        return self._data("qom-templates.json.gz")
+
+    def device_help(self) -> dict[str, tuple[str, str | None]]:
+        """`-device help`: every user-creatable device type -> (its bus type, its
+        alias or None), from `data/device-help.txt`."""
+        if "device-help" not in self._files:
+            out: dict[str, tuple[str, str | None]] = {}
+            for line in (DATA / "device-help.txt").read_text(encoding="utf-8").splitlines():
+                m = re.match(r'name "([^"]+)"(?:, bus ([^,]+))?(?:, alias "([^"]+)")?', line)
+                if m:
+                    out[m.group(1)] = (m.group(2) or "", m.group(3))
+            self._files["device-help"] = out
+        return self._files["device-help"]

@@ -68,16 +68,19 @@ def test_virtio_drive_implies_a_device(b: Block) -> None:
 
 def test_board_creates_ide_and_floppy_devices(b: Block) -> None:
     """pc_init1: floppies first, then IDE; their qdev is the canonical path
-    (iotests 186: `/machine/unattached/device[N]`)."""
+    (iotests 186: `/machine/unattached/device[N]`), N counting every board device
+    without a parent before them (hw/core/qdev.c device_set_realized): on a pc
+    without default devices the floppy follows isa-fdc (16), the disks piix3-ide
+    (18)."""
     b.drive("driver=null-co")
     b.drive("driver=null-co,media=cdrom")
     b.drive("driver=null-co,if=floppy")
     assert [(d.drive, d.driver) for d in board.board_drives(b.qdev)] == [
         ("floppy0", "floppy"), ("ide0-hd0", "ide-hd"), ("ide0-cd1", "ide-cd")]
-    board.create_board_devices(b.qdev, first_unattached=17)
+    board.create_board_devices(b.qdev)
     assert [(i["device"], i["qdev"]) for i in b.qmp("query-block")] == [
-        ("ide0-hd0", "/machine/unattached/device[18]"),
-        ("ide0-cd1", "/machine/unattached/device[19]"),
+        ("ide0-hd0", "/machine/unattached/device[19]"),
+        ("ide0-cd1", "/machine/unattached/device[20]"),
         ("floppy0", "/machine/unattached/device[17]")]
 
 

@@ -110,7 +110,8 @@ def test_guest_profile_and_behaviours(catalog) -> None:
     ("--emu-behaviour=nosuch=1", "--emu-behaviour: unknown behaviour 'nosuch' (known: "
                                  "balloon-rate, balloon-stats, "
                                  "cdrom-eject-delay, cdrom-eject-request, cpu-hotplug, "
-                                 "cpu-ost, cpu-ost-delay, "
+                                 "cpu-ost, cpu-ost-delay, device-unplug, "
+                                 "device-unplug-delay, "
                                  "firmware-reboot, firmware-reboot-delay, memory-ost, "
                                  "memory-ost-delay, nmi, panic, panic-delay, powerdown, "
                                  "powerdown-delay, watchdog, watchdog-timeout)"),

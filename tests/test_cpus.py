@@ -400,16 +400,9 @@ def test_expansion_with_a_property_of_the_wrong_type(vms: list[SyncVm]) -> None:
 # -- ACPI CPU hotplug: legacy and modern interfaces -------------------------------------
 
 
-def cpu_device(vm: SyncVm, ident: str, **props: int) -> Any:
-    """device_add qemu64-x86_64-cpu,id=IDENT,... as qdev realizes it."""
-    from devices.qdev import Device
-    from devices.qom import QomObject
-
-    node = QomObject("qemu64-x86_64-cpu", name=ident)
-    QomObject("container", name="peripheral").add_child(ident, node)
-    dev = Device("qemu64-x86_64-cpu", ident, node, props=dict(props), hotplugged=True)
-    vm.vm.qdev.kinds["qemu64-x86_64-cpu"].realize(vm.vm.qdev, dev)
-    return dev
+def cpu_device(vm: SyncVm, ident: str, **props: int) -> None:
+    """device_add qemu64-x86_64-cpu,id=IDENT,..."""
+    assert ok(vm, "device_add", {"driver": "qemu64-x86_64-cpu", "id": ident, **props}) == {}
 
 
 def acpi_events(vm: SyncVm) -> list[tuple[str, Any]]:
@@ -425,10 +418,10 @@ def test_unplug_refused_on_the_legacy_interface(vms: list[SyncVm]) -> None:
     unplug request is refused."""
     vm = machine(vms, "-smp", "1,maxcpus=2", "--emu-guest=firmware")
     ok(vm, "cont")
-    dev = cpu_device(vm, "cpu1", **{"socket-id": 1, "core-id": 0, "thread-id": 0})
-    with pytest.raises(GenericError, match=r"^acpi: device unplug request for not "
-                                           r"supported device type: qemu64-x86_64-cpu$"):
-        vm.vm.qdev.kinds["qemu64-x86_64-cpu"].unplug_request(vm.vm.qdev, dev)
+    cpu_device(vm, "cpu1", **{"socket-id": 1, "core-id": 0, "thread-id": 0})
+    assert vm.execute({"execute": "device_del", "arguments": {"id": "cpu1"}}) == {
+        "error": {"class": "GenericError", "desc": "acpi: device unplug request for not "
+                                                   "supported device type: qemu64-x86_64-cpu"}}
 
 
 def test_old_machine_types_stay_legacy(vms: list[SyncVm]) -> None:
@@ -463,16 +456,34 @@ def test_guest_ejects_a_cpu(vms: list[SyncVm]) -> None:
     again in query-hotpluggable-cpus."""
     vm = machine(vms, "-smp", "1,maxcpus=2")
     ok(vm, "cont")
-    dev = cpu_device(vm, "cpu1", **{"socket-id": 1, "core-id": 0, "thread-id": 0})
+    cpu_device(vm, "cpu1", **{"socket-id": 1, "core-id": 0, "thread-id": 0})
     vm.tick(1)
     acpi_events(vm)
-    kind = vm.vm.qdev.kinds["qemu64-x86_64-cpu"]
-    kind.unplug_request(vm.vm.qdev, dev)
+    assert ok(vm, "device_del", {"id": "cpu1"}) == {}
     vm.tick(1)
     assert acpi_events(vm) == [
         ("ACPI_DEVICE_OST", {"info": {"device": "cpu1", "slot": "1", "slot-type": "CPU",
                                       "source": 3, "status": 128}}),
-        ("DEVICE_DELETED", {"device": "cpu1", "path": dev.path}),
+        ("DEVICE_DELETED", {"device": "cpu1", "path": "/machine/peripheral/cpu1"}),
         ("ACPI_DEVICE_OST", {"info": {"slot": "1", "slot-type": "CPU", "source": 3,
                                       "status": 0}})]
     assert "qom-path" not in ok(vm, "query-hotpluggable-cpus")[0]
+
+
+def test_cpu_add_numbers_the_cpu_after_the_board(vms: list[SyncVm]) -> None:
+    """hw/core/qdev.c device_set_realized: a cpu-add'ed CPU has no parent, so it is
+    the next /machine/unattached/device[N] after the board's 27 on a -nodefaults pc
+    (devices.md §1, verified: device[27])."""
+    vm = machine(vms, "-nodefaults", "-smp", "1,maxcpus=2")
+    ok(vm, "cpu-add", {"id": 1})
+    assert ok(vm, "query-cpus")[1]["qom_path"] == "/machine/unattached/device[27]"
+    assert ok(vm, "qom-get", {"path": "/machine/unattached/device[27]",
+                              "property": "type"}) == "qemu64-x86_64-cpu"
+
+
+def test_device_del_of_the_boot_cpu(vms: list[SyncVm]) -> None:
+    """pc.c pc_cpu_unplug_request_cb: the boot CPU, by its QOM path."""
+    vm = machine(vms, "-smp", "1,maxcpus=2")
+    assert vm.execute({"execute": "device_del",
+                       "arguments": {"id": "/machine/unattached/device[0]"}}) == {
+        "error": {"class": "GenericError", "desc": "Boot CPU is unpluggable"}}

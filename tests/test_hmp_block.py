@@ -74,7 +74,7 @@ def test_info_block(vm_cmdline, tmp_path: Path) -> None:
                     "-drive", "if=ide,media=cdrom,id=cd0,index=2")
     assert hmp(vm, "info block") == (
         f"disk0 (top): {disk} (qcow2)\r\n"
-        "    Attached to:      /machine/unattached/device[17]\r\n"
+        "    Attached to:      /machine/unattached/device[18]\r\n"
         "    Cache mode:       writeback\r\n"
         "\r\n"
         f"d1 (#block{vm.vm.block.blk_by_name('d1').bs.node_name[6:]}): {raw} (raw, read-only)\r\n"
@@ -86,7 +86,7 @@ def test_info_block(vm_cmdline, tmp_path: Path) -> None:
         "iops_size=0 group=d1\r\n"
         "\r\n"
         "cd0: [not inserted]\r\n"
-        "    Attached to:      /machine/unattached/device[18]\r\n"
+        "    Attached to:      /machine/unattached/device[19]\r\n"
         "    Removable device: not locked, tray closed\r\n")
     # One device: the blank line still follows a skipped first entry (hmp_info_block).
     assert hmp(vm, "info block cd0").startswith("\r\ncd0: [not inserted]\r\n")

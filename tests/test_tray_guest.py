@@ -40,7 +40,7 @@ def test_an_os_opens_the_tray_it_locked(vm_cmdline) -> None:
     vm.tick(0.1)
     assert talk.pending() == [
         '{"timestamp": T, "event": "DEVICE_TRAY_MOVED", "data": {"device": "cd0", '
-        '"tray-open": true, "id": "/machine/unattached/device[17]"}}']
+        '"tray-open": true, "id": "/machine/unattached/device[18]"}}']
     assert "Removable device: not locked, tray open" in hmp(vm, "info block cd0")
 
 
@@ -56,7 +56,7 @@ def test_firmware_ignores_eject_requests(vm_cmdline) -> None:
     assert hmp(vm, "eject -f cd0") == ""
     assert talk.pending() == [
         '{"timestamp": T, "event": "DEVICE_TRAY_MOVED", "data": {"device": "cd0", '
-        '"tray-open": true, "id": "/machine/unattached/device[17]"}}']
+        '"tray-open": true, "id": "/machine/unattached/device[18]"}}']
 
 
 def test_behaviours_change_on_the_command_line_and_at_run_time(vm_cmdline) -> None:

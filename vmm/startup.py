@@ -29,9 +29,8 @@ from collections.abc import Sequence
 
 from blockdev.drive import add_blockdev, add_drive, drive_get, if_max_devs
 from blockdev.layer import BlockLayer
-from devices.blockdevs import DEVICE_KINDS
-from devices.board import board_kind, create_board_devices
-from devices.qdev import Qdev, attach_device
+from devices.board import BoardConfig, Nic, board_kind, create_board_devices
+from devices.qdev import Qdev, device_add
 from schema.catalog import Catalog
 from schema.errors import QMPError
 from schema.loader import load_schema
@@ -90,10 +89,37 @@ def create_vm(config: Config, *, schema: Schema, catalog: Catalog, clock: Clock)
 
 
 def configure_devices(vm: Vm, cl: CommandLine) -> None:
-    """vl.c after the chardevs, up to machine start: the block devices (so far the
-    only devices the emulator builds)."""
+    """vl.c after the chardevs, up to machine start: the board's devices (its QOM
+    tree is built when first needed), the block devices, then -device."""
+    vm.qdev.board = board_config(vm, cl)
     configure_block(vm.block, vm.qdev, cl, vm.machine.schema, vm.machine.options.machine_type)
     configure_port_devices(vm, cl)
+
+
+def board_config(vm: Vm, cl: CommandLine) -> BoardConfig:
+    """What the command line decides about the board's devices (vl.c: the default
+    serial/parallel ports, -vga, the NICs of -net nic on the hub of their vlan)."""
+    options = vm.machine.options
+    nics: list[Nic] = []
+    ports: dict[str, int] = {}
+    for net in cl.nets:
+        vlan = net.get("vlan") or "0"
+        port = ports.get(vlan, 0)
+        ports[vlan] = port + 1
+        if net.get("type") == "nic":
+            mac = net.get("macaddr") or f"52:54:00:12:34:{0x56 + len(nics):02x}"
+            nics.append(Nic(model=net.get("model") or "e1000",
+                            netdev=net.get("netdev") or f"hub{vlan}port{port}", mac=mac))
+    vga = cl.vga if cl.vga is not None else ("std" if cl.defaults.vga else None)
+    if vga == "none":
+        vga = None
+    return BoardConfig.of(options.machine_type, options.cpu_model, options.smp_cpus,
+                          options.ram_bytes, defaults=not cl.nodefaults,
+                          serials=tuple(p.chardev_id for p in cl.serials),
+                          parallels=tuple(p.chardev_id for p in cl.parallels),
+                          vga=vga, nics=tuple(nics),
+                          usb=cl.machine.get("usb") in ("on", "yes", "true") or
+                          any(o.name == "usb" for o in cl.options))
 
 
 def finish(vm: Vm, cl: CommandLine) -> None:
@@ -143,10 +169,10 @@ def configure_block(layer: BlockLayer, qdev: Qdev, cl: CommandLine, schema: Sche
     for items, location in devices:
         props = dict(items)
         driver = props.get("driver")
-        if driver is None or driver not in DEVICE_KINDS:
-            continue  # not a block device: the devices issue builds it
+        if driver is None or driver in ("pvpanic", "ib700"):
+            continue  # configure_port_devices
         try:
-            attach_device(qdev, driver, props)
+            device_add(qdev, [(k, v) for k, v in items if k != "id"], props.get("id"))
         except QMPError as err:
             raise _fail(err, location) from None
 

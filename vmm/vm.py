@@ -19,10 +19,16 @@ from blockdev.commands import BlockCommands
 from blockdev.device_backends import DeviceBackends
 from blockdev.host import TRAY_BEHAVIOURS
 from blockdev.layer import BlockLayer
+from devices.board import BoardConfig
+from devices.commands import DEVICE_BEHAVIOURS, DeviceCommands
 from devices.cpus import Topology, cpu_type
 from devices.display.vnc import VncDisplays
-from devices.machine_commands import DEVICE_BEHAVIOURS, MachineDeviceCommands, MachineDevices
-from devices.machine_kinds import register_kinds
+from devices.machine_commands import (
+    MACHINE_DEVICE_BEHAVIOURS,
+    MachineDeviceCommands,
+    MachineDevices,
+)
+from devices.machine_kinds import new_cpu, register_kinds
 from devices.misc import MISC_BEHAVIOURS, GuestMisc, MiscCommands
 from devices.qdev import Qdev
 from schema.catalog import Catalog
@@ -45,7 +51,7 @@ if TYPE_CHECKING:
 # Every guest behaviour of the subsystems composed here (the command line's
 # --emu-behaviour names).
 BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS, *DEVICE_BEHAVIOURS,
-                                     *MISC_BEHAVIOURS)
+                                     *MACHINE_DEVICE_BEHAVIOURS, *MISC_BEHAVIOURS)
 
 
 class GuestMemory:
@@ -129,7 +135,9 @@ class Vm:
         memory = GuestMemory(machine)
         if options.accel == "qtest":
             memory()
-        qdev = Qdev(block=DeviceBackends(block))
+        qdev = Qdev(block=DeviceBackends(block), catalog=catalog, host=machine,
+                    board=BoardConfig.of(options.machine_type, options.cpu_model,
+                                         options.smp_cpus, options.ram_bytes))
         vnc = VncDisplays()  # -vnc is not applied yet: no display, as QEMU without -vnc
         unattached = _UnattachedNumbers()
         devices = _machine_devices(machine, unattached)
@@ -143,8 +151,12 @@ class Vm:
                                              catalog.cpu_definitions(options.accel)])
         core = CoreCommands(machine)
         dispatcher = Dispatcher(machine, core, BlockCommands(block), ChangeCommand(block, vnc),
+                                DeviceCommands(qdev, machine, machine.behaviours),
                                 MemoryDumpCommands(memory),
-                                MachineDeviceCommands(devices, unattached),
+                                MachineDeviceCommands(
+                                    devices, unattached_path=unattached,
+                                    new_cpu=lambda apic: new_cpu(qdev, devices.cpus.cpu_type,
+                                                                 apic)),
                                 MiscCommands(catalog), per_monitor=MonitorCommands)
         hub = MonitorHub(machine, dispatcher, core,
                          HmpState(block=block, vnc=vnc, memory=memory))

@@ -1,0 +1,107 @@
+"""qdev property setters: a property's text (from -device, device_add, HMP) to its
+value, with QEMU's texts.
+
+Pure model of the `devices` layer [hw/core/qdev-properties.c set_bool, set_uintN,
+set_intN, set_size, set_mac, set_pci_devfn, set_enum, error_set_from_qdev_prop_error;
+qapi/string-input-visitor.c parse_type_int64, parse_type_bool, parse_type_size;
+qapi/qapi-visit-core.c visit_type_uintN/intN]. `devices.qdev` applies them to the
+properties a device type has (`schema.catalog`'s device-list-properties); a property
+type not modelled here is kept as the text it was given.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from schema.errors import QERR_INVALID_PARAMETER, QERR_INVALID_PARAMETER_TYPE, GenericError
+from schema.opts.cutils import Errno, qemu_strtoi64, qemu_strtosz
+
+_UNSIGNED = {"uint8": 0xFF, "uint16": 0xFFFF, "uint32": 0xFFFFFFFF,
+             "uint64": 0xFFFFFFFFFFFFFFFF, "uint4": 0xF}
+_SIGNED = {"int32": (-(1 << 31), (1 << 31) - 1), "int64": (-(1 << 63), (1 << 63) - 1),
+           "int": (-(1 << 63), (1 << 63) - 1)}
+ENUMS: dict[str, tuple[str, ...]] = {
+    "OnOffAuto": ("auto", "on", "off"),
+    "BlockdevOnError": ("report", "ignore", "enospc", "stop", "auto"),
+    "LostTickPolicy": ("discard", "delay", "merge", "slew"),
+    "FdcDriveType": ("144", "288", "120", "none", "auto"),
+    "BiosAtaTranslation": ("auto", "none", "lba", "large", "rechs"),
+}
+_MAC = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
+
+
+def prop_value_bad(owner: str, prop: str, text: str) -> GenericError:
+    """QERR_PROPERTY_VALUE_BAD (error_set_from_qdev_prop_error with EINVAL)."""
+    return GenericError(f"Property '{owner}.{prop}' doesn't take value '{text}'")
+
+
+def _int64(name: str, text: str) -> int:
+    """parse_type_int64 of the string input visitor (a single value)."""
+    err, value, _ = qemu_strtoi64(text)
+    if err is not Errno.OK or not text:
+        raise GenericError(f"Parameter '{name}' expects an int64 value or range")
+    return value
+
+
+def parse_devfn(owner: str, name: str, text: str) -> int:
+    """set_pci_devfn: `slot[.fn]` in hex (slot <= 31, fn <= 7)."""
+    m = re.fullmatch(r"\s*([0-9a-fA-F]+)(?:\.\s*([0-9a-fA-F]+))?", text)
+    if m is None:
+        raise prop_value_bad(owner, name, text)
+    slot = int(m.group(1), 16)
+    fn = int(m.group(2), 16) if m.group(2) is not None else 0
+    if slot > 31 or fn > 7:
+        raise prop_value_bad(owner, name, text)
+    return slot << 3 | fn
+
+
+def parse_prop(owner: str, name: str, type_: str, text: str, description: str = "") -> Any:
+    """object_property_parse of a qdev property of type `type_` on a device of type
+    `owner` (the texts of the string input visitor and the qdev setters)."""
+    if type_ == "bool":
+        word = text.lower()
+        if word in ("on", "yes", "true"):
+            return True
+        if word in ("off", "no", "false"):
+            return False
+        raise GenericError(QERR_INVALID_PARAMETER_TYPE % (name, "boolean"))
+    if name == "addr" and type_ == "int32" and description.startswith("Slot"):
+        return parse_devfn(owner, name, text)
+    if name in ("mac", "macaddr") and type_ == "str":
+        if not _MAC.match(text):
+            raise prop_value_bad(owner, name, text)
+        return text.lower().replace("-", ":")
+    if type_ in _UNSIGNED:
+        value = _int64(name, text) & 0xFFFFFFFFFFFFFFFF
+        limit = _UNSIGNED[type_]
+        if type_ != "uint64" and value > limit:
+            raise GenericError(f"Parameter '{name}' expects {type_}_t")
+        return value
+    if type_ in _SIGNED:
+        value = _int64(name, text)
+        lo, hi = _SIGNED[type_]
+        if not lo <= value <= hi:
+            raise GenericError(f"Parameter '{name}' expects {type_}_t")
+        return value
+    if type_ == "size":
+        err, size = qemu_strtosz(text)
+        if err is not Errno.OK:
+            raise GenericError(f"Parameter '{name}' expects a size value")
+        return size
+    if type_ in ENUMS:
+        if text not in ENUMS[type_]:
+            raise GenericError(QERR_INVALID_PARAMETER % text)
+        return text
+    return text
+
+
+def zero_value(type_: str) -> Any:
+    """The value of a property nobody set, where the catalogue records no default."""
+    if type_ == "bool":
+        return False
+    if type_ in _UNSIGNED or type_ in _SIGNED or type_ == "size":
+        return 0
+    if type_ in ENUMS:
+        return ENUMS[type_][0]
+    return ""
