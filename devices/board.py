@@ -302,7 +302,6 @@ def build_tree(qdev: Qdev) -> None:
     drives = board_drives(qdev) if qdev.block is not None else []
     for step in board_steps(config, drives):
         made.append(_make(qdev, step, made, sysbus, machine))
-    qdev.hotplug_done = True
 
 
 def _make(qdev: Qdev, step: Step, made: list[Device], sysbus: Bus, machine: Any) -> Device:

@@ -190,6 +190,19 @@ class DeviceCommands:
         if dev in self.qdev.devices and dev.unplug_requested:
             complete_unplug(self.qdev, dev)
 
+    # -- objects -------------------------------------------------------------------
+
+    @qmp_command("object-add")
+    def object_add(self, qom_type: str, id: str, props: Any = None) -> None:
+        """qmp_object_add: `props` must be an object."""
+        if props is not None and not isinstance(props, dict):
+            raise GenericError("Invalid parameter type for 'props', expected: dict")
+        self.qdev.objects.add(qom_type, id, props)
+
+    @qmp_command("object-del")
+    def object_del(self, id: str) -> None:
+        self.qdev.objects.delete(id)
+
     @qmp_command("query-pci")
     def query_pci(self) -> list[dict[str, Any]]:
         from devices.pci import query_pci

@@ -56,9 +56,13 @@ def parse_devfn(owner: str, name: str, text: str) -> int:
     return slot << 3 | fn
 
 
-def parse_prop(owner: str, name: str, type_: str, text: str, description: str = "") -> Any:
+def parse_prop(owner: str, name: str, type_: str, text: str, description: str = "",
+               dev_id: str = "") -> Any:
     """object_property_parse of a qdev property of type `type_` on a device of type
-    `owner` (the texts of the string input visitor and the qdev setters)."""
+    `owner` whose id is `dev_id` (the texts of the string input visitor and the qdev
+    setters)."""
+    if description.startswith("A power of two between 512 and 32768"):
+        return _blocksize(name, text, dev_id)
     if type_ == "bool":
         word = text.lower()
         if word in ("on", "yes", "true"):
@@ -94,6 +98,21 @@ def parse_prop(owner: str, name: str, type_: str, text: str, description: str = 
             raise GenericError(QERR_INVALID_PARAMETER % text)
         return text
     return text
+
+
+def _blocksize(name: str, text: str, dev_id: str) -> int:
+    """set_blocksize: 0 (unset) or a power of two in 512..32768; the texts name the
+    device by its id (or nothing)."""
+    value = _int64(name, text) & 0xFFFFFFFFFFFFFFFF
+    if value > 0xFFFF:
+        raise GenericError(f"Parameter '{name}' expects uint16_t")
+    if value and not 512 <= value <= 32768:
+        raise GenericError(f"Property {dev_id}.{name} doesn't take value {value} "
+                           "(minimum: 512, maximum: 32768)")
+    if value & (value - 1):
+        raise GenericError(f"Property {dev_id}.{name} doesn't take value '{value}', it's "
+                           "not a power of 2")
+    return value
 
 
 def zero_value(type_: str) -> Any:

@@ -176,11 +176,25 @@ class Qdev:
     buses: list[Bus] = attrs.field(factory=list)
     unattached_count: int = 0
     bus_ids: dict[str, int] = attrs.field(factory=dict)  # BusClass automatic_ids
-    hotplug_done: bool = False  # qdev_hotplug: the machine is initialised
+    # qdev_hotplug: the machine is initialised (start-up clears it while it
+    # creates the command line's devices)
+    hotplug_done: bool = True
     # the block devices the board attached at start-up, by their QOM path
     board_block_devices: dict[str, BlockDevice] = attrs.field(factory=dict)
     # migration_is_idle's opposite, when a migration subsystem says so
     migration_active: Callable[[], bool] | None = None
+    # the user-creatable objects (devices.objects.ObjectStore), made on first use
+    _objects: Any = None
+
+    @property
+    def objects(self) -> Any:
+        """The machine's /objects (`devices.objects.ObjectStore`): what object-add
+        made; other subsystems look secrets, iothreads and backends up here."""
+        if self._objects is None:
+            from devices.objects import ObjectStore
+
+            self._objects = ObjectStore(root=lambda: self.root, catalog=self.catalog)
+        return self._objects
 
     def register(self, typename: str, kind: DeviceKind) -> None:
         """Make `kind` the model of every device of type `typename`."""
@@ -295,7 +309,8 @@ def attach_device(qdev: Qdev, driver: str, props: Mapping[str, str], *,
             blk = block.new_on_node(drive)
             created = blk is not None
         if blk is None:
-            raise GenericError(f"Property '{driver}.drive' can't find value '{drive}'")
+            owner = "virtio-blk-device" if kind.inner_path else driver
+            raise GenericError(f"Property '{owner}.drive' can't find value '{drive}'")
         if block.is_attached(blk):
             if created:
                 block.unref(blk)
@@ -425,7 +440,7 @@ def _ancestor_bus(ancestors: tuple[str, ...]) -> str | None:
 
 def type_info(catalog: Any, typename: str) -> TypeInfo | None:
     """The facts of a QOM type from the catalogue, or None for an unknown type."""
-    types = {t["name"]: t for t in catalog.qom_type_list()}
+    types = catalog.qom_type_index()
     if typename not in types:
         return None
     chain: list[str] = []
@@ -807,7 +822,14 @@ def set_property(qdev: Qdev, dev: Device, info: TypeInfo, name: str, value: str)
     if name not in info.props and name not in dev.node.props:
         raise GenericError(f"Property '.{name}' not found")
     type_, desc = info.props.get(name, ("str", ""))
-    parsed = parse_prop(info.name, name, type_, value, desc)
+    owner = info.name
+    inner = inner_type(info.name)
+    if inner != info.name:
+        inner_info = type_info(qdev.catalog, inner)
+        if inner_info is not None and name in inner_info.props:
+            owner = inner  # a virtio proxy forwards it to its virtio device
+    parsed = parse_prop(owner, name, type_, value, desc,
+                        dev_id=(dev.id or "") if owner == info.name else "")
     if name in BACKEND_PROPS and name in qdev.resolvers and dev.typename not in DEVICE_KINDS:
         claimed = qdev.resolvers[name].claim(qdev, dev, inner_type(info.name), name, value)
         dev.claims[name] = claimed

@@ -196,10 +196,19 @@ class Catalog:
         with its parent and abstract flag, in the recorded (hash) order."""
         return self._data("qom-list-types.json.gz")["all+abstract"]["response"]["return"]
 
+    def qom_type_index(self) -> dict[str, dict[str, Any]]:
+        """`qom_type_list` by type name."""
+        if "type-index" not in self._files:
+            self._files["type-index"] = {t["name"]: t for t in self.qom_type_list()}
+        return self._files["type-index"]
+
     def all_device_properties(self) -> dict[str, list[dict[str, Any]]]:
         """`device-list-properties` of every non-abstract device type, by type."""
-        return {t: r["return"] for t, r in
+        if "device-properties" not in self._files:
+            self._files["device-properties"] = {
+                t: r["return"] for t, r in
                 self._data("device-list-properties.json.gz").items() if "return" in r}
+        return self._files["device-properties"]
 
     def qom_templates(self) -> dict[str, Any]:
         """Per device and bus type, its recorded property values and internal objects

@@ -248,8 +248,9 @@ def test_nbd_filename(b: Block) -> None:
 
 
 def test_device_drive_not_found(b: Block) -> None:
-    """parse_drive: `Property '%s.%s' can't find value '%s'`."""
-    with fails("Property 'virtio-blk-pci.drive' can't find value 'zz'"):
+    """parse_drive: `Property '%s.%s' can't find value '%s'`, naming the virtio device
+    the proxy forwards `drive` to (devices.md §2.2)."""
+    with fails("Property 'virtio-blk-device.drive' can't find value 'zz'"):
         b.device("virtio-blk-pci", drive="zz")
 
 

@@ -74,7 +74,7 @@ def test_blockdev_json_and_keyval(vm_cmdline) -> None:
      "-drive file=/nonexistent.qcow2: Could not open '/nonexistent.qcow2': "
      "No such file or directory"),
     (("-device", "virtio-blk-pci,drive=nope"),
-     "-device virtio-blk-pci,drive=nope: Property 'virtio-blk-pci.drive' can't find value "
+     "-device virtio-blk-pci,drive=nope: Property 'virtio-blk-device.drive' can't find value "
      "'nope'"),
     (("-drive", "if=none,id=x,werror=bogus"),
      "-drive if=none,id=x,werror=bogus: 'bogus' invalid write error action"),

@@ -181,8 +181,7 @@ def test_argument_checks_before_the_qmp_command(vm_factory) -> None:
 
 
 @pytest.mark.parametrize(("line", "name"), [
-    ("netdev_add user,id=n0", "netdev_add"), ("object_add memory-backend-ram,id=m,size=1M",
-                                               "object-add"),
+    ("netdev_add user,id=n0", "netdev_add"),
     ("migrate tcp:localhost:4444", "migrate"), ("migrate_cancel", "migrate_cancel"),
     ("migrate_set_speed 1G", "migrate_set_speed"),
     ("info chardev", "query-chardev"),

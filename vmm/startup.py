@@ -92,8 +92,26 @@ def configure_devices(vm: Vm, cl: CommandLine) -> None:
     """vl.c after the chardevs, up to machine start: the board's devices (its QOM
     tree is built when first needed), the block devices, then -device."""
     vm.qdev.board = board_config(vm, cl)
+    vm.qdev.hotplug_done = False
+    configure_objects(vm, cl)
     configure_block(vm.block, vm.qdev, cl, vm.machine.schema, vm.machine.options.machine_type)
     configure_port_devices(vm, cl)
+    vm.qdev.hotplug_done = True  # qdev_machine_creation_done
+
+
+def configure_objects(vm: Vm, cl: CommandLine) -> None:
+    """-object: vl.c object_create (user_creatable_add_opts), before the devices."""
+    from devices.objects import props_from_opts
+
+    for opts in cl.objects:
+        typename = opts.get("qom-type")
+        if typename is None or opts.id is None:
+            continue  # the option parser already refused it
+        items = [(k, v) for k, v in opts if k != "qom-type"]
+        try:
+            vm.qdev.objects.add(typename, opts.id, props_from_opts(typename, items))
+        except QMPError as err:
+            raise _fail(err, opts.location) from None
 
 
 def board_config(vm: Vm, cl: CommandLine) -> BoardConfig:

@@ -564,10 +564,14 @@ def hmp_netdev_add(hmp: Hmp, args: Args) -> None:
 
 
 def hmp_object_add(hmp: Hmp, args: Args) -> None:
-    """hmp.c hmp_object_add -> user_creatable_add_opts, as object-add does."""
-    props = {k: v for k, v in args.items() if k not in ("qom-type", "id")}
-    hmp.qmp("object-add", args.get("qom-type"), args.get("id"),
-            props=props or None)
+    """hmp.c hmp_object_add -> user_creatable_add_opts: the values are read by the
+    opts visitor (text to the property's type), then added as object-add adds."""
+    from devices.objects import props_from_opts
+
+    typename = args.get("qom-type")
+    props = props_from_opts(str(typename), [(k, str(v)) for k, v in args.items()
+                                            if k not in ("qom-type", "id")])
+    hmp.qmp("object-add", typename, args.get("id"), props=props or None)
 
 
 def hmp_qom_list(hmp: Hmp, args: Args) -> None:
