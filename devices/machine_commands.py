@@ -22,7 +22,7 @@ import attrs
 
 from devices.balloon import PFN_SHIFT, STAT_NAMES, Balloon, check_target, have_balloon
 from devices.cpus import Cpus, Topology, Vcpu
-from devices.memory import Dimm, MemoryBackend, MemoryDevices
+from devices.memory import Dimm, MemoryDevices
 from schema.errors import GenericError
 from schema.handlers import Behaviour, BehaviourError, choice, flag, qmp_command, seconds
 
@@ -106,6 +106,11 @@ class MachineDevices:
     wall: Callable[[], float] = lambda: 0.0  # gettimeofday for the stats' last-update
     # qdev's DEVICE_DELETED for a device the guest ejected (id, canonical path).
     device_deleted: Callable[[str | None, str], None] | None = None
+    # builds the QOM tree (qdev's, on first use), where the CPUs get their paths
+    tree: Callable[[], object] = lambda: None
+    # devices.objects' use/release of a backend (object-del refuses one in use)
+    backend_used: Callable[[str, str], None] = lambda ident, user: None
+    backend_released: Callable[[str, str], None] = lambda ident, user: None
     _balloon_timer: TimerHandle | None = None
     _stats_timer: TimerHandle | None = None
     _ost_timers: list[TimerHandle] = attrs.Factory(list)
@@ -136,16 +141,6 @@ class MachineDevices:
 
     # -- memory devices -------------------------------------------------------------
 
-    def add_backend(self, backend: MemoryBackend) -> None:
-        """-object / object-add of a memory-backend-*."""
-        self.memory.backends[backend.id] = backend
-
-    def remove_backend(self, backend_id: str) -> None:
-        """object-del of a memory backend (user_creatable_can_be_deleted)."""
-        if self.memory.backend_busy(backend_id):
-            raise GenericError(f"object '{backend_id}' is in use, can not be deleted")
-        self.memory.backends.pop(backend_id, None)
-
     def plug_dimm(self, *, ident: str | None, qom_path: str, memdev: str | None,
                   addr: int = 0, slot: int = -1, node: int = 0, nvdimm: bool = False,
                   nvdimm_enabled: bool = False, hotplugged: bool = True) -> Dimm:
@@ -154,9 +149,16 @@ class MachineDevices:
         dimm = self.memory.plug(ident=ident, qom_path=qom_path, memdev=memdev, addr=addr,
                                 slot=slot, node=node, nvdimm=nvdimm,
                                 nvdimm_enabled=nvdimm_enabled, hotplugged=hotplugged)
+        self.backend_used(dimm.backend.id, qom_path)
         if hotplugged:
             self._guest_ost(dimm, OST_DEVICE_CHECK)
         return dimm
+
+    def unplug_dimm(self, dimm: Dimm) -> None:
+        """pc_dimm_unplug: the DIMM goes and its backend is free again."""
+        if dimm in self.memory.dimms:
+            self.memory.unplug(dimm)
+            self.backend_released(dimm.backend.id, dimm.qom_path)
 
     def unplug_request_dimm(self, dimm: Dimm) -> None:
         """device_del of a DIMM: only a request; the guest decides."""
@@ -168,7 +170,7 @@ class MachineDevices:
             return
 
         def eject() -> None:
-            self.memory.unplug(dimm)
+            self.unplug_dimm(dimm)
             if dimm.ejected is None or not dimm.ejected():
                 self._deleted(dimm.id, dimm.qom_path)
 
@@ -381,10 +383,12 @@ class MachineDeviceCommands:
 
     @qmp_command("query-cpus")
     def query_cpus(self) -> list[dict[str, Any]]:
+        self.devices.tree()  # the CPUs' canonical paths
         return self.devices.cpus.query_cpus()
 
     @qmp_command("query-hotpluggable-cpus")
     def query_hotpluggable_cpus(self) -> list[dict[str, Any]]:
+        self.devices.tree()
         return self.devices.cpus.query_hotpluggable_cpus()
 
     @qmp_command("cpu-add")

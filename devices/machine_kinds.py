@@ -19,6 +19,7 @@ import attrs
 
 from devices.cpus import Vcpu
 from devices.machine_commands import MachineDevices
+from devices.memory import MemoryBackend
 from devices.misc import GuestMisc, I6300esb
 from devices.qdev import (
     Device,
@@ -99,8 +100,8 @@ class DimmKind:
         dev.state = dimm
 
     def unrealize(self, qdev: Qdev, dev: Device) -> None:
-        if dev.state is not None and dev.state in self.devices.memory.dimms:
-            self.devices.memory.unplug(dev.state)
+        if dev.state is not None:
+            self.devices.unplug_dimm(dev.state)
 
     def unplug_request(self, qdev: Qdev, dev: Device) -> UnplugStyle:
         self.devices.unplug_request_dimm(dev.state)
@@ -184,11 +185,37 @@ DIMM_TYPES = ("pc-dimm", "nvdimm")
 BALLOON_TYPES = ("virtio-balloon-pci", "virtio-balloon-device")
 
 
+def memory_backends(qdev: Qdev) -> tuple[list[str], dict[str, MemoryBackend]]:
+    """The ids of /objects and its memory backends as query-memdev and pc-dimm see
+    them (hostmem.c properties)."""
+    store = qdev.objects
+    backends = {}
+    for ident in store.objects:
+        obj = store.get(ident, "memory-backend")
+        if obj is not None:
+            v = obj.values
+            backends[ident] = MemoryBackend(
+                id=ident, size=int(v["size"]), merge=bool(v["merge"]), dump=bool(v["dump"]),
+                prealloc=bool(v["prealloc"]), policy=str(v["policy"]),
+                host_nodes=tuple(v["host-nodes"] or ()))
+    return list(store.objects), backends
+
+
+def connect_objects(qdev: Qdev, devices: MachineDevices) -> None:
+    """The DIMMs' backends are qdev's user-creatable objects."""
+    devices.memory.objects = lambda: memory_backends(qdev)
+    devices.tree = lambda: qdev.root
+    devices.backend_used = qdev.objects.use
+    devices.backend_released = qdev.objects.release
+
+
 def register_kinds(qdev: Qdev, devices: MachineDevices, misc: GuestMisc,
                    cpu_types: Iterable[str], *, nvdimm_enabled: bool = False) -> None:
     """Make `device_add` of the CPU types, DIMMs, the balloon and the i6300esb reach
     their models."""
     qdev.register("i6300esb", I6300esbKind(misc))
+    if qdev.catalog is not None:
+        connect_objects(qdev, devices)
     cpu = CpuKind(devices)
     for typename in cpu_types:
         qdev.register(typename, cpu)

@@ -92,6 +92,9 @@ class MemoryDevices:
     above_4g: int = 0
     new_glib: bool = False  # GLib >= 2.60's hash order (MachineOptions.new_glib)
     backends: dict[str, MemoryBackend] = attrs.Factory(dict)
+    # The machine's /objects when it has them (devices.objects): every object id in
+    # creation order, and the memory backends among them; else `backends`.
+    objects: Callable[[], tuple[list[str], dict[str, MemoryBackend]]] | None = None
     dimms: list[Dimm] = attrs.Factory(list)
     ost: list[OstSlot] = attrs.Factory(list)
 
@@ -124,7 +127,7 @@ class MemoryDevices:
         """pc-dimm.c pc_dimm_realize: the backend's checks."""
         if memdev is None:
             raise GenericError("'memdev' property is not set")
-        backend = self.backends.get(memdev)
+        backend = self._backends()[1].get(memdev)
         if backend is None:  # qom/object.c object_resolve_link
             raise DeviceNotFound(f"Device '{memdev}' not found")
         if self.backend_busy(memdev):
@@ -255,7 +258,13 @@ class MemoryDevices:
         table (a GHashTable: "type", then the children) prepending each backend, so
         the reply is that table's iteration order reversed."""
         table = GHashTable(self.new_glib)
-        for key in ("type", *self.backends):
+        ids, backends = self._backends()
+        for key in ("type", *ids):
             table.insert(key)
-        order = [k for k in table.keys if k is not None and k in self.backends]
-        return [self.backends[k].query() for k in reversed(order)]
+        order = [k for k in table.keys if k is not None and k in backends]
+        return [backends[k].query() for k in reversed(order)]
+
+    def _backends(self) -> tuple[list[str], dict[str, MemoryBackend]]:
+        if self.objects is not None:
+            return self.objects()
+        return list(self.backends), self.backends

@@ -487,3 +487,11 @@ def test_device_del_of_the_boot_cpu(vms: list[SyncVm]) -> None:
     assert vm.execute({"execute": "device_del",
                        "arguments": {"id": "/machine/unattached/device[0]"}}) == {
         "error": {"class": "GenericError", "desc": "Boot CPU is unpluggable"}}
+
+
+def test_cpus_take_the_board_s_unattached_numbers(vms: list[SyncVm]) -> None:
+    """hw/core/qdev.c device_set_realized names an unattached device before its
+    realize, and the first CPU's APIC realize creates kvmvapic: CPU 1 is device[2]."""
+    vm = machine(vms, "-smp", "2")
+    assert [c["qom_path"] for c in ok(vm, "query-cpus")] == [
+        "/machine/unattached/device[0]", "/machine/unattached/device[2]"]

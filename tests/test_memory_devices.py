@@ -230,9 +230,8 @@ def test_query_acpi_ospm_status_without_acpi(vms: list[SyncVm]) -> None:
 
 
 def test_query_memdev_and_hmp(vms: list[SyncVm]) -> None:
-    """numa.c qmp_query_memdev and hmp.c hmp_info_memdev."""
-    vm = machine(vms, "-S")
-    vm.vm.devices.add_backend(MemoryBackend(id="m1", size=64 * MIB))
+    """numa.c qmp_query_memdev and hmp.c hmp_info_memdev over -object's backends."""
+    vm = machine(vms, "-S", "-object", "memory-backend-ram,id=m1,size=64M")
     assert ok(vm, "query-memdev") == [{"id": "m1", "size": 64 * MIB, "merge": True,
                                        "dump": True, "prealloc": False, "policy": "default",
                                        "host-nodes": []}]
@@ -242,23 +241,34 @@ def test_query_memdev_and_hmp(vms: list[SyncVm]) -> None:
 
 
 def test_backend_in_use_cannot_be_deleted(vms: list[SyncVm]) -> None:
-    """qom/object_interfaces.c user_creatable_del (devices.md §3, verified)."""
-    vm = machine(vms, "-S", "-m", "128,slots=1,maxmem=1G")
-    devices = vm.vm.devices
-    devices.add_backend(MemoryBackend(id="m1", size=64 * MIB))
-    devices.plug_dimm(ident="dimm1", qom_path="/machine/peripheral/dimm1", memdev="m1",
-                      hotplugged=False)
-    with pytest.raises(GenericError, match=r"^object 'm1' is in use, can not be deleted$"):
-        devices.remove_backend("m1")
+    """qom/object_interfaces.c user_creatable_del: a DIMM's backend is mapped
+    (devices.md §3, verified); free again once the DIMM is gone."""
+    vm = machine(vms, "-m", "128,slots=1,maxmem=1G", "-object",
+                 "memory-backend-ram,id=m1,size=64M")
+    ok(vm, "device_add", {"driver": "pc-dimm", "id": "dimm1", "memdev": "m1"})
+    assert vm.execute({"execute": "object-del", "arguments": {"id": "m1"}}) == {
+        "error": {"class": "GenericError", "desc": "object 'm1' is in use, can not be deleted"}}
+    ok(vm, "device_del", {"id": "dimm1"})
+    vm.tick(1)
+    assert ok(vm, "object-del", {"id": "m1"}) == {}
+
+
+def test_device_add_pc_dimm_busy_memdev(vms: list[SyncVm]) -> None:
+    """pc-dimm.c pc_dimm_realize through device_add (devices.md §2.3, verified)."""
+    vm = machine(vms, "-m", "128,slots=2,maxmem=1G", "-object",
+                 "memory-backend-ram,id=m1,size=64M")
+    ok(vm, "device_add", {"driver": "pc-dimm", "id": "dimm1", "memdev": "m1"})
+    assert vm.execute({"execute": "device_add",
+                       "arguments": {"driver": "pc-dimm", "id": "dimm2", "memdev": "m1"}}) == {
+        "error": {"class": "GenericError", "desc": "can't use already busy memdev: m1"}}
 
 
 # -- the guest's _OST answers -----------------------------------------------------------
 
 
 def running(vms: list[SyncVm], *argv: str) -> SyncVm:
-    vm = machine(vms, "-m", "128,slots=2,maxmem=1G", *argv)
-    vm.vm.devices.add_backend(MemoryBackend(id="m1", size=128 * MIB))
-    return vm
+    return machine(vms, "-m", "128,slots=2,maxmem=1G", "-object",
+                   "memory-backend-ram,id=m1,size=128M", *argv)
 
 
 def events(vm: SyncVm) -> list[tuple[str, Any]]:
