@@ -121,8 +121,12 @@ class BalloonKind:
         balloon = self.devices.add_balloon(qom_path=path, ident=dev.id)
         dev.state = balloon
         for node in (dev.node, backend):
-            if node is None or "guest-stats" in node.props:
+            if node is None:
                 continue
+            # the balloon's own getters and setter replace the recorded values
+            for name in ("guest-stats", "guest-stats-polling-interval"):
+                if name in node.props:
+                    node.remove(name)
             node.add_property("guest-stats", "guest statistics",
                               get=balloon.guest_stats)
             node.add_property("guest-stats-polling-interval", "int",

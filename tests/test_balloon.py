@@ -224,3 +224,32 @@ def test_unrealize_deactivates_the_balloon(vms: list[SyncVm]) -> None:
     dev = add_balloon(vm)
     vm.vm.qdev.kinds["virtio-balloon-pci"].unrealize(vm.vm.qdev, dev)
     assert reply(vm, "query-balloon")["error"]["class"] == "DeviceNotActive"
+
+
+# -- through -device / device_add and qom-set --------------------------------------------
+
+
+def test_balloon_from_the_command_line(vms: list[SyncVm]) -> None:
+    """-device virtio-balloon (qdev_alias_table: virtio-balloon-pci) activates the
+    balloon; a second one is refused (devices.md §2.3, verified)."""
+    vm = machine(vms, "-S", "-device", "virtio-balloon,id=b0", balloon=False)
+    assert reply(vm, "query-balloon") == {"return": {"actual": 128 * MIB}}
+    assert reply(vm, "device_add", {"driver": "virtio-balloon-pci", "id": "b1"}) == {
+        "error": {"class": "GenericError", "desc": "Only one balloon device is supported"}}
+
+
+def test_qom_set_polling_interval(vms: list[SyncVm]) -> None:
+    """qom-set guest-stats-polling-interval on the proxy (virtio-pci.c aliases the
+    balloon's properties): the setter's texts, and the stats once the guest polled."""
+    vm = machine(vms, "-device", "virtio-balloon,id=b0", balloon=False)
+    path = "/machine/peripheral/b0"
+    assert reply(vm, "qom-set", {"path": path, "property": "guest-stats-polling-interval",
+                                 "value": -1})["error"]["desc"] == (
+        "timer value must be greater than zero")
+    assert reply(vm, "qom-set", {"path": path, "property": "guest-stats-polling-interval",
+                                 "value": 3}) == {"return": {}}
+    vm.tick(0.1)
+    stats = reply(vm, "qom-get", {"path": path, "property": "guest-stats"})["return"]
+    assert stats["stats"]["stat-total-memory"] == 128 * MIB
+    assert reply(vm, "qom-get", {"path": path,
+                                 "property": "guest-stats-polling-interval"}) == {"return": 3}
