@@ -22,6 +22,7 @@ import attrs
 
 from devices.balloon import PFN_SHIFT, STAT_NAMES, Balloon, check_target, have_balloon
 from devices.cpus import Cpus, Topology, Vcpu
+from devices.guest_hooks import GuestTimedHooks
 from devices.memory import Dimm, MemoryDevices
 from schema.errors import GenericError
 from schema.handlers import Behaviour, BehaviourError, choice, flag, qmp_command, seconds
@@ -96,7 +97,7 @@ _GUEST_STATS = (0, 0, 312, 60718)
 
 
 @attrs.define(kw_only=True, eq=False)
-class MachineDevices:
+class MachineDevices(GuestTimedHooks):
     """CPUs, memory devices and the balloon of one machine (a Subsystem)."""
 
     host: MachineHost
@@ -346,25 +347,10 @@ class MachineDevices:
             self._balloon_timer = None
         self._schedule_balloon()
 
-    def before_cont(self) -> None:
-        pass
-
     def vm_start(self) -> None:
         """The guest runs: an ACPI OS switches to the modern CPU hotplug interface."""
         if self._behaviour("cpu-hotplug") == "modern":
             self.cpus.switch_to_modern()
-
-    def vm_stop(self) -> None:
-        pass
-
-    def next_deadline(self) -> float:
-        return float("inf")  # the guest's timers are the Machine's virtual timers
-
-    def run_due(self, now: float) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class MachineDeviceCommands:

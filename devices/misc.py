@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from devices.guest_hooks import GuestTimedHooks
 from devices.host import DeviceHost, TimerHandle
 from schema.catalog import Catalog
 from schema.errors import QERR_FEATURE_DISABLED, GenericError
@@ -129,7 +130,7 @@ class I6300esb:
 
 
 @attrs.define(kw_only=True, eq=False)
-class GuestMisc:
+class GuestMisc(GuestTimedHooks):
     """The watchdog devices and pvpanic of one machine, and the guest OS's use of
     them (a Subsystem: the guest acts only while the VM runs)."""
 
@@ -201,27 +202,12 @@ class GuestMisc:
             # spaces, which may come later in the Machine's order)
             self._boot_timer = self.host.vm_call_at(self.host.vm_clock_ns(), self._boot)
 
-    def before_cont(self) -> None:
-        pass
-
     def vm_start(self) -> None:
         if self.os and not self._booted:
             self._boot()
         if self._nmi_pending:
             self._nmi_pending = False
             self._panicked()
-
-    def vm_stop(self) -> None:
-        pass
-
-    def next_deadline(self) -> float:
-        return float("inf")  # the guest's timers are the Machine's virtual timers
-
-    def run_due(self, now: float) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class MiscCommands:

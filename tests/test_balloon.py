@@ -4,7 +4,6 @@ toward the target, BALLOON_CHANGE's rate limit, guest-stats and its polling inte
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,21 +12,13 @@ from devices.qdev import Device
 from devices.qom import QomObject
 from schema.errors import GenericError
 from tests.emulator import SyncVm
+from tests.syncvm_helpers import execute, new_vm
 
 MIB = 1 << 20
 
 
-@pytest.fixture
-def vms() -> Iterator[list[SyncVm]]:
-    made: list[SyncVm] = []
-    yield made
-    for vm in made:
-        vm.close()
-
-
 def machine(vms: list[SyncVm], *argv: str, balloon: bool = True) -> SyncVm:
-    vm = SyncVm(list(argv))
-    vms.append(vm)
+    vm = new_vm(vms, *argv)
     if balloon:
         add_balloon(vm)
     return vm
@@ -45,13 +36,7 @@ def add_balloon(vm: SyncVm, ident: str = "balloon0") -> Device:
 
 
 def reply(vm: SyncVm, name: str, arguments: dict[str, Any] | None = None) -> Any:
-    request: dict[str, Any] = {"execute": name}
-    if arguments is not None:
-        request["arguments"] = arguments
-    out = vm.execute(request)
-    assert out is not None
-    assert vm.mismatches() == []
-    return out
+    return execute(vm, name, arguments)
 
 
 def changes(vm: SyncVm) -> list[int]:

@@ -4,7 +4,6 @@ devices/machine_commands.py, vmm/hmp/machine_devices.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,43 +11,11 @@ import pytest
 from devices.cpus import Cpus, Topology, cpu_type
 from schema.errors import GenericError
 from tests.emulator import SyncVm
-
-
-@pytest.fixture
-def vms() -> Iterator[list[SyncVm]]:
-    made: list[SyncVm] = []
-    yield made
-    for vm in made:
-        vm.close()
+from tests.syncvm_helpers import error, events, hmp, new_vm, ok
 
 
 def machine(vms: list[SyncVm], *argv: str) -> SyncVm:
-    vm = SyncVm(["-S", *argv])
-    vms.append(vm)
-    return vm
-
-
-def ok(vm: SyncVm, name: str, arguments: dict[str, Any] | None = None) -> Any:
-    request: dict[str, Any] = {"execute": name}
-    if arguments is not None:
-        request["arguments"] = arguments
-    reply = vm.execute(request)
-    assert reply is not None and "return" in reply, reply
-    assert vm.mismatches() == []
-    return reply["return"]
-
-
-def error(vm: SyncVm, name: str, arguments: dict[str, Any] | None = None) -> tuple[str, str]:
-    request: dict[str, Any] = {"execute": name}
-    if arguments is not None:
-        request["arguments"] = arguments
-    reply = vm.execute(request)
-    assert reply is not None and "error" in reply, reply
-    return reply["error"]["class"], reply["error"]["desc"]
-
-
-def hmp(vm: SyncVm, line: str) -> str:
-    return ok(vm, "human-monitor-command", {"command-line": line})
+    return new_vm(vms, "-S", *argv)
 
 
 def counter() -> Any:
@@ -406,10 +373,7 @@ def cpu_device(vm: SyncVm, ident: str, **props: int) -> None:
 
 
 def acpi_events(vm: SyncVm) -> list[tuple[str, Any]]:
-    out = [(e.name, e.data) for e in vm.events
-           if e.name in ("ACPI_DEVICE_OST", "DEVICE_DELETED")]
-    vm.events.clear()
-    return out
+    return events(vm, "ACPI_DEVICE_OST", "DEVICE_DELETED")
 
 
 def test_unplug_refused_on_the_legacy_interface(vms: list[SyncVm]) -> None:

@@ -4,7 +4,6 @@ devices/machine_commands.py, devices/machine_kinds.py, vmm/hmp/machine_devices.p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,33 +13,15 @@ from devices.qdev import Device, Qdev, UnplugStyle
 from devices.qom import QomObject
 from schema.errors import DeviceNotFound, GenericError
 from tests.emulator import SyncVm
+from tests.syncvm_helpers import events as all_events
+from tests.syncvm_helpers import new_vm, ok
 
 MIB = 1 << 20
 GIB = 1 << 30
 
 
-@pytest.fixture
-def vms() -> Iterator[list[SyncVm]]:
-    made: list[SyncVm] = []
-    yield made
-    for vm in made:
-        vm.close()
-
-
 def machine(vms: list[SyncVm], *argv: str) -> SyncVm:
-    vm = SyncVm(list(argv))
-    vms.append(vm)
-    return vm
-
-
-def ok(vm: SyncVm, name: str, arguments: dict[str, Any] | None = None) -> Any:
-    request: dict[str, Any] = {"execute": name}
-    if arguments is not None:
-        request["arguments"] = arguments
-    reply = vm.execute(request)
-    assert reply is not None and "return" in reply, reply
-    assert vm.mismatches() == []
-    return reply["return"]
+    return new_vm(vms, *argv)
 
 
 def memory(slots: int = 2, maxmem: int = 4 * GIB) -> MemoryDevices:
@@ -272,10 +253,7 @@ def running(vms: list[SyncVm], *argv: str) -> SyncVm:
 
 
 def events(vm: SyncVm) -> list[tuple[str, Any]]:
-    out = [(e.name, e.data) for e in vm.events
-           if e.name in ("ACPI_DEVICE_OST", "DEVICE_DELETED")]
-    vm.events.clear()
-    return out
+    return all_events(vm, "ACPI_DEVICE_OST", "DEVICE_DELETED")
 
 
 def test_guest_acks_a_hotplugged_dimm(vms: list[SyncVm]) -> None:

@@ -4,7 +4,6 @@ a 2.11 x86_64 without them (devices/misc.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,36 +13,15 @@ from devices.misc import I6300esb
 from devices.qdev import Device
 from devices.qom import QomObject
 from tests.emulator import SyncVm
-
-
-@pytest.fixture
-def vms() -> Iterator[list[SyncVm]]:
-    made: list[SyncVm] = []
-    yield made
-    for vm in made:
-        vm.close()
+from tests.syncvm_helpers import events, execute, new_vm
 
 
 def machine(vms: list[SyncVm], *argv: str) -> SyncVm:
-    vm = SyncVm(list(argv))
-    vms.append(vm)
-    return vm
-
-
-def execute(vm: SyncVm, name: str, arguments: dict[str, Any] | None = None) -> Any:
-    request: dict[str, Any] = {"execute": name}
-    if arguments is not None:
-        request["arguments"] = arguments
-    out = vm.execute(request)
-    assert out is not None
-    assert vm.mismatches() == []
-    return out
+    return new_vm(vms, *argv)
 
 
 def names(vm: SyncVm) -> list[tuple[str, Any]]:
-    out = [(e.name, e.data) for e in vm.events]
-    vm.events.clear()
-    return out
+    return events(vm)
 
 
 # -- QMP commands of absent devices -------------------------------------------------------
