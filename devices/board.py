@@ -334,8 +334,12 @@ def _make(qdev: Qdev, step: Step, made: list[Device], sysbus: Bus, machine: Any)
             f"/machine/unattached/device[{qdev.unattached_count}]")
     realize(qdev, dev)
     for bus_type, bus_name in step.buses:
-        child = new_bus(qdev, dev, bus_type, bus_name)
+        child = new_bus(qdev, dev, bus_type, bus_name, hotplug=bus_type == "usb-bus")
         child.extra["realized"] = True
+        if bus_type == "usb-bus":
+            from devices.usb import setup_usb_bus
+
+            setup_usb_bus(child, dev.typename)
     if step.hotplug_handler_of is not None:
         target = made[step.hotplug_handler_of[0]].buses[step.hotplug_handler_of[1]]
         target.extra["handler"] = dev

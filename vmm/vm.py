@@ -159,7 +159,7 @@ class Vm:
                                                                  apic)),
                                 MiscCommands(catalog), per_monitor=MonitorCommands)
         hub = MonitorHub(machine, dispatcher, core,
-                         HmpState(block=block, vnc=vnc, memory=memory))
+                         HmpState(block=block, vnc=vnc, memory=memory, qdev=qdev))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
                    qdev=qdev, vnc=vnc, guest_memory=memory, devices=devices, misc=misc)
 

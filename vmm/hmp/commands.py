@@ -584,6 +584,106 @@ def hmp_qom_list(hmp: Hmp, args: Args) -> None:
         hmp.printf(f"{prop['name']} ({prop['type']})\n")
 
 
+def hmp_qom_set(hmp: Hmp, args: Args) -> None:
+    """hmp.c hmp_qom_set: the value as text (object_property_parse)."""
+    hmp.qmp("qom-set", args["path"], args["property"], args["value"])
+
+
+def hmp_info_qom_tree(hmp: Hmp, args: Args) -> None:
+    """hmp.c hmp_info_qom_tree / print_qom_composition: `/name (type)` for the object
+    and, two columns further in, each child (in property order; QEMU's is GLib hash
+    order)."""
+    qdev = hmp.state.qdev
+    if qdev is None:
+        return
+    from devices.qom import resolve_path
+
+    path = args.get("path")
+    if path is not None:
+        obj, _ = resolve_path(qdev.root, path)
+        if obj is None:
+            hmp.printf(f"Path '{path}' could not be resolved.\n")
+            return
+    else:
+        obj = qdev.root.child("machine")
+        if obj is None:
+            return
+    stack = [(obj, 0)]
+    while stack:
+        node, indent = stack.pop()
+        name = "" if node.parent is None else node.name
+        hmp.printf(f"{' ' * indent}/{name} ({node.typename})\n")
+        stack.extend((child, indent + 2) for child in reversed(list(node.children())))
+
+
+def hmp_info_pci(hmp: Hmp, args: Args) -> None:
+    """hmp.c hmp_info_pci / hmp_info_pci_device."""
+    for bus in hmp.qmp("query-pci"):
+        for dev in bus["devices"]:
+            hmp.printf(f"  Bus {dev['bus']:2}, device {dev['slot']:3}, function "
+                       f"{dev['function']}:\n    ")
+            cls = dev["class_info"]
+            hmp.printf(cls["desc"] if "desc" in cls else f"Class {cls['class']:04}")
+            hmp.printf(f": PCI device {dev['id']['vendor']:04x}:{dev['id']['device']:04x}\n")
+            if "irq" in dev:
+                hmp.printf(f"      IRQ {dev['irq']}.\n")
+            for region in dev["regions"]:
+                addr = region["address"] & 0xFFFFFFFFFFFFFFFF
+                end = (addr + region["size"] - 1) & 0xFFFFFFFFFFFFFFFF
+                hmp.printf(f"      BAR{region['bar']}: ")
+                if region["type"] == "io":
+                    hmp.printf(f"I/O at 0x{addr:04x} [0x{end:04x}].\n")
+                else:
+                    bits = 64 if region.get("mem_type_64") else 32
+                    pref = " prefetchable" if region.get("prefetch") else ""
+                    hmp.printf(f"{bits} bit{pref} memory at 0x{addr:08x} [0x{end:08x}].\n")
+            hmp.printf(f'      id "{dev["qdev_id"]}"\n')
+
+
+def hmp_info_usb(hmp: Hmp, args: Args) -> None:
+    """hw/usb/bus.c hmp_info_usb: every used port of every USB bus (the device's
+    USB address is the one the guest gave it: 0 until it does)."""
+    qdev = hmp.state.qdev
+    buses = [b for b in qdev.buses if b.type == "usb-bus"] if qdev is not None else []
+    if not buses:
+        hmp.printf("USB support not enabled\n")
+        return
+    from devices.usb import PRODUCT
+
+    for number, bus in enumerate(buses):
+        for port, dev in bus.extra.get("used", {}).items():
+            ident = f", ID: {dev.id}" if dev.id else ""
+            hmp.printf(f"  Device {number}.0, Port {port}, Speed 12 Mb/s, Product "
+                       f"{PRODUCT.get(dev.typename, dev.typename)}{ident}\n")
+
+
+def hmp_usb_add(hmp: Hmp, args: Args) -> None:
+    """vl.c usb_device_add (hmp_usb_add): `tablet`, `mouse`, `keyboard` and the other
+    legacy names become a device on the first USB bus; the error is printed."""
+    from devices.qdev import QMPError, device_add
+
+    qdev = hmp.state.qdev
+    legacy = {"tablet": "usb-tablet", "mouse": "usb-mouse", "keyboard": "usb-kbd",
+              "wacom-tablet": "usb-wacom-tablet", "braille": "usb-braille"}
+    name = args["devname"]
+    driver = legacy.get(name)
+    hmp.printf("usb_add is deprecated, please use device_add instead\n")
+    if qdev is None or driver is None or not getattr(qdev.board, "usb", False):
+        hmp.printf(f"could not add USB device '{name}'\n")  # machine_usb() is off
+        return
+    try:
+        device_add(qdev, [("driver", driver)], None)
+    except QMPError:
+        hmp.printf(f"could not add USB device '{name}'\n")
+
+
+def hmp_usb_del(hmp: Hmp, args: Args) -> None:
+    """vl.c usb_device_del: `bus.addr` of a USB device (the guest gives the
+    addresses; none has been given here, so none matches)."""
+    hmp.printf("usb_del is deprecated, please use device_del instead\n")
+    hmp.printf(f"could not delete USB device '{args['devname']}'\n")
+
+
 def hmp_acl(hmp: Hmp, args: Args) -> None:
     """monitor.c hmp_acl_* -> find_acl: access control lists exist only for a VNC
     server with `acl`, and there is no display."""

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from blockdev.layer import BlockLayer
     from devices.address_space import AddressSpaces
     from devices.display.vnc import VncDisplays
+    from devices.qdev import Qdev
 
 
 @attrs.define(kw_only=True)
@@ -38,6 +39,7 @@ class HmpState:
     block: BlockLayer | None = None
     vnc: VncDisplays | None = None
     memory: Callable[[], AddressSpaces] | None = None  # built on first use
+    qdev: Qdev | None = None  # the devices (info usb, usb_add/usb_del, info qtree)
     # savevm's RAM, by the vmstate image's snapshot it belongs to (kept alive here).
     vm_states: dict[int, tuple[object, dict[int, bytes]]] = attrs.Factory(dict)
     formats: DumpFormat = attrs.Factory(DumpFormat)
