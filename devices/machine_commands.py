@@ -7,10 +7,13 @@ of `devices.cpus`, `devices.memory` and `devices.balloon`, with the Subsystem ho
 `MachineDeviceCommands` holds the QMP handlers, registered by schema name. The
 guest's side is played here on QEMU_CLOCK_VIRTUAL (the guest only acts while the VM
 runs): its balloon driver moving `actual` toward the target at `balloon-rate`, the
-statistics it reports every `guest-stats-polling-interval`, and the ACPI _OST
-answers of its memory hotplug driver (`memory-ost`, `memory-ost-delay`). qdev's
-device_add/device_del reach the models through `plug_dimm`, `unplug_request_dimm`,
-`add_balloon`, `remove_balloon`, `cpus.pre_plug`/`cpus.plug`.
+statistics it reports every `guest-stats-polling-interval`, the switch of its ACPI
+interpreter to the modern CPU hotplug interface (`cpu-hotplug`), and the _OST
+answers and ejects of its memory and CPU hotplug drivers (`memory-ost`,
+`memory-ost-delay`, `cpu-ost`, `cpu-ost-delay`). qdev's device_add/device_del reach
+the models through `devices.machine_kinds` (`plug_dimm`, `unplug_request_dimm`,
+`add_balloon`, `remove_balloon`, `cpus.pre_plug`/`cpus.plug`, `unplug_request_cpu`),
+which also connects the DIMMs' backends to /objects (`devices.objects`).
 """
 
 from __future__ import annotations
