@@ -116,6 +116,15 @@ class Catalog:
                 if ex.execute == "query-cpu-model-expansion" and ex.session == session
                 and "return" in ex.reply]
 
+    def cpu_model_expansion(self, model: str, type: str) -> dict[str, Any] | None:
+        """The recorded reply of query-cpu-model-expansion of `model` without
+        properties (`type` full or static), or None for a model the binary does
+        not have; read on first use (`data/qemu-2.11.0-cpu-model-expansion.json.gz`,
+        a TCG binary)."""
+        reply = self._data("qemu-2.11.0-cpu-model-expansion.json.gz").get(model, {}).get(type)
+        return None if reply is None or "return" not in reply else \
+            copy.deepcopy(reply["return"])
+
     # -- devices, QOM --------------------------------------------------------------------
 
     def qom_types(self) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ import pytest
 
 from schema import Schema, load_schema
 from schema.catalog import Catalog
+from tests.syncvm_helpers import vms  # noqa: F401  (the device tests' machines)
 from vmm.machine.core import Clock, MachineOptions
 from vmm.qmp.monitor import QmpMonitor
 from vmm.startup import build_vm

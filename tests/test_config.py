@@ -108,12 +108,16 @@ def test_guest_profile_and_behaviours(catalog) -> None:
 @pytest.mark.parametrize(("arg", "message"), [
     ("--emu-behaviour=powerdown", "--emu-behaviour: expects NAME=VALUE"),
     ("--emu-behaviour=nosuch=1", "--emu-behaviour: unknown behaviour 'nosuch' (known: "
-                                 "cdrom-eject-delay, cdrom-eject-request, "
-                                 "device-unplug, device-unplug-delay, "
+                                 "balloon-rate, balloon-stats, "
+                                 "cdrom-eject-delay, cdrom-eject-request, cpu-hotplug, "
+                                 "cpu-ost, cpu-ost-delay, device-unplug, "
+                                 "device-unplug-delay, "
                                  "firmware-reboot, firmware-reboot-delay, guest-agent, "
                                  "guest-workload, guest-workload-pattern, "
-                                 "guest-workload-rate, guest-workload-request, powerdown, "
-                                 "powerdown-delay, serial-console)"),
+                                 "guest-workload-rate, guest-workload-request, memory-ost, "
+                                 "memory-ost-delay, nmi, panic, panic-delay, powerdown, "
+                                 "powerdown-delay, serial-console, watchdog, "
+                                 "watchdog-timeout)"),
     ("--emu-behaviour=powerdown=later", "--emu-behaviour: powerdown: expects one of "
                                         "shutdown, ignore"),
     ("--emu-behaviour=powerdown-delay=-1", "--emu-behaviour: powerdown-delay: expects a "

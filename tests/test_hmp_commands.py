@@ -182,11 +182,10 @@ def test_argument_checks_before_the_qmp_command(vm_factory) -> None:
 
 @pytest.mark.parametrize(("line", "name"), [
     ("migrate tcp:localhost:4444", "migrate"), ("migrate_cancel", "migrate_cancel"),
-    ("migrate_set_speed 1G", "migrate_set_speed"), ("balloon 64", "balloon"),
-    ("info cpus", "query-cpus"), ("info migrate", "query-migrate"),
-    ("info balloon", "query-balloon"), ("info block-jobs", "query-block-jobs"),
-    ("info rocker sw0", "query-rocker"), ("info tpm", "query-tpm"),
-    ("block_job_pause d", "block-job-pause"), ("cpu-add 1", "cpu-add"),
+    ("migrate_set_speed 1G", "migrate_set_speed"),
+    ("info migrate", "query-migrate"),
+    ("info block-jobs", "query-block-jobs"),
+    ("block_job_pause d", "block-job-pause"),
 ])
 def test_commands_of_missing_subsystems(vm_factory, line: str, name: str) -> None:
     """The QMP command hmp.c calls answers "not implemented", printed as

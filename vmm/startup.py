@@ -258,11 +258,13 @@ def configure_port_devices(vm: Vm, cl: CommandLine) -> None:
             raise CommandLineError(Diagnostic(f"No 'ISA' bus found for device '{driver}'",
                                               location=opts.location))
         from devices.chipset import add_ib700, add_pvpanic
+        from devices.misc import Ib700Watchdog
 
         if driver == "pvpanic":
             add_pvpanic(vm.memory, vm.machine, _uint16_property(opts, "ioport", 0x505))
+            vm.misc.pvpanic = True
         else:
-            add_ib700(vm.memory, vm.machine)
+            vm.misc.add_watchdog(Ib700Watchdog(add_ib700(vm.memory, vm.machine)))
 
 
 def configure_display(vm: Vm, cl: CommandLine) -> None:

@@ -27,8 +27,16 @@ from devices.chardev.model import Chardevs
 from devices.chardev.ports import CHARDEV_BEHAVIOURS, GuestPorts
 from devices.chardev.resolver import ChardevResolver
 from devices.commands import DEVICE_BEHAVIOURS, DeviceCommands
+from devices.cpus import Topology, cpu_type
 from devices.display.commands import DisplayCommands, InputCommands
 from devices.dump.commands import DumpCommands
+from devices.machine_commands import (
+    MACHINE_DEVICE_BEHAVIOURS,
+    MachineDeviceCommands,
+    MachineDevices,
+)
+from devices.machine_kinds import new_cpu, register_kinds
+from devices.misc import MISC_BEHAVIOURS, GuestMisc, MiscCommands
 from devices.net.commands import NetCommands
 from devices.net.resolver import NetdevResolver
 from devices.qdev import Qdev, find_device_state
@@ -65,7 +73,8 @@ RECURSION_FLOOR = 8 * 1024 + 1000
 # --emu-behaviour names).
 BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS,
                                      *WORKLOAD_BEHAVIOURS, *CHARDEV_BEHAVIOURS,
-                                     *DEVICE_BEHAVIOURS)
+                                     *DEVICE_BEHAVIOURS, *MACHINE_DEVICE_BEHAVIOURS,
+                                     *MISC_BEHAVIOURS)
 
 
 class GuestMemory:
@@ -207,6 +216,38 @@ def _vnc_edge(displays: VncDisplays) -> VncListen:
     return VncEdge(displays)
 
 
+class _UnattachedNumbers:
+    """/machine/unattached/device[N] for the devices the board creates without a
+    parent, in creation order (hw/core/qdev.c device_set_realized); the CPUs come
+    first (pc_cpus_init). A placeholder until the QOM tree numbers them: it does
+    not count the board's other unattached devices yet."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def __call__(self) -> str:
+        path = f"/machine/unattached/device[{self.next}]"
+        self.next += 1
+        return path
+
+
+def _machine_devices(machine: Machine, unattached: Callable[[], str]) -> MachineDevices:
+    """The CPUs of -smp, the memory of -m and (later, by -device) the balloon."""
+    options = machine.options
+    topology = Topology(cpus=options.smp_cpus, sockets=options.smp_sockets,
+                        cores=options.smp_cores, threads=options.smp_threads,
+                        max_cpus=options.max_cpus)
+    devices = MachineDevices.create(
+        machine, topology=topology, machine_type=options.machine_type,
+        cpu_type=cpu_type(options.machine_type, options.cpu_model),
+        pc=machine.board.nmi,  # the PC boards (Board.of)
+        boot_cpus=machine.board.vcpus, thread_id=options.pid, ram_size=options.ram_bytes,
+        max_ram_size=max(options.max_ram_bytes, options.ram_bytes),
+        slots=options.ram_slots, new_glib=options.new_glib, unattached_path=unattached)
+    devices.wall = machine.clock.wall
+    return devices
+
+
 @attrs.define(kw_only=True)
 class Vm:
     machine: Machine
@@ -221,6 +262,8 @@ class Vm:
     chardevs: Chardevs
     netdevs: NetCommands
     guest_ports: GuestPorts
+    devices: MachineDevices
+    misc: GuestMisc
 
     @classmethod
     def build(cls, *, options: MachineOptions, schema: Schema, catalog: Catalog,
@@ -263,6 +306,16 @@ class Vm:
         dumps = DumpCommands(machine, machine.fdsets, memory, lambda: _dump_blocks(options),
                              nr_cpus=machine.board.vcpus, plug=machine.plug)
         machine.dump_in_progress = dumps.in_progress
+        unattached = _UnattachedNumbers()
+        devices = _machine_devices(machine, unattached)
+        machine.plug(devices)
+        misc = GuestMisc(host=machine, behaviours=machine.behaviours,
+                         os=options.accel != "qtest",
+                         running=lambda: machine.runstate.running)
+        machine.plug(misc)
+        machine.nmi = misc.nmi
+        register_kinds(qdev, devices, misc, [d["typename"] for d in
+                                             catalog.cpu_definitions(options.accel)])
         core = CoreCommands(machine)
         screens = DisplayCommands(display.vnc, display.console, machine.clock.wall,
                                   machine.fdsets)
@@ -272,6 +325,11 @@ class Vm:
                                 InputCommands(display.input, lambda: machine.runstate.state in (
                                     "running", "suspended")),
                                 DeviceCommands(qdev, machine, machine.behaviours),
+                                MachineDeviceCommands(
+                                    devices, unattached_path=unattached,
+                                    new_cpu=lambda apic: new_cpu(qdev, devices.cpus.cpu_type,
+                                                                 apic)),
+                                MiscCommands(catalog),
                                 nbd, ChardevCommands(chardevs), net_commands,
                                 per_monitor=MonitorCommands)
         screens.get_fd = dumps.get_fd = dispatcher.monitor_get_fd
@@ -280,7 +338,8 @@ class Vm:
                                   memory=memory, net=net_commands, qdev=qdev))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
                    nbd=nbd, qdev=qdev, display=display, guest_memory=memory,
-                   chardevs=chardevs, netdevs=net_commands, guest_ports=guest_ports)
+                   chardevs=chardevs, netdevs=net_commands, guest_ports=guest_ports,
+                   devices=devices, misc=misc)
 
     @property
     def net(self) -> NetClients:

@@ -173,15 +173,6 @@ def hmp_watchdog_action(hmp: Hmp, args: Args) -> None:
     hmp.qmp("watchdog-set-action", action=lowered)
 
 
-def hmp_cpu(hmp: Hmp, args: Args) -> None:
-    """hmp.c hmp_cpu: the monitor's current CPU (qemu_get_cpu by index)."""
-    index = _c_int(args["index"])
-    if not 0 <= index < hmp.machine.board.vcpus:
-        hmp.printf("invalid CPU index\n")
-        return
-    hmp.cpu_index = index
-
-
 def hmp_gdbserver(hmp: Hmp, args: Args) -> None:
     """monitor.c hmp_gdbserver -> gdbstub.c gdbserver_start. `none` with no stub
     running only says so; a stub on a chardev is not modelled."""

@@ -14,7 +14,7 @@ entry's function is in `vmm.hmp.commands`, `vmm.hmp.block`, `vmm.hmp.savevm` or
 
 from __future__ import annotations
 
-from vmm.hmp import block, chardevs, commands, display, memory, savevm
+from vmm.hmp import block, chardevs, commands, display, machine_devices, memory, savevm
 from vmm.hmp.commands import info_via_qmp, not_modelled, via_qmp
 from vmm.hmp.interpreter import HmpCommand, command_table
 
@@ -38,7 +38,7 @@ INFO = command_table((
     HmpCommand('ioapic', '', '', 'show io apic state',
                not_modelled("info ioapic")),
     HmpCommand('cpus', '', '', 'show infos for each CPU',
-               info_via_qmp("query-cpus", "cpus")),
+               machine_devices.hmp_info_cpus),
     HmpCommand('history', '', '', 'show the command line history',
                commands.hmp_info_history),
     HmpCommand('irq', '', '', 'show the interrupts statistics (if available)',
@@ -94,7 +94,7 @@ INFO = command_table((
     HmpCommand('migrate_cache_size', '', '', 'show current migration xbzrle cache size',
                info_via_qmp("query-migrate-cache-size", "migrate_cache_size")),
     HmpCommand('balloon', '', '', 'show balloon information',
-               info_via_qmp("query-balloon", "balloon")),
+               machine_devices.hmp_info_balloon),
     HmpCommand('qtree', '', '', 'show device tree',
                not_modelled("info qtree")),
     HmpCommand('qdm', '', '', 'show qdev device model list',
@@ -106,31 +106,31 @@ INFO = command_table((
     HmpCommand('trace-events', 'name:s?,vcpu:i?', '[name] [vcpu]', 'show available trace-events & their state (name: event name pattern; vcpu: vCPU to query, default is any)',
                commands.hmp_info_trace_events),
     HmpCommand('tpm', '', '', 'show the TPM device',
-               info_via_qmp("query-tpm", "tpm")),
+               machine_devices.hmp_info_tpm),
     HmpCommand('memdev', '', '', 'show memory backends',
-               info_via_qmp("query-memdev", "memdev")),
+               machine_devices.hmp_info_memdev),
     HmpCommand('memory-devices', '', '', 'show memory devices',
-               info_via_qmp("query-memory-devices", "memory-devices")),
+               machine_devices.hmp_info_memory_devices),
     HmpCommand('iothreads', '', '', 'show iothreads',
                commands.hmp_info_iothreads),
     HmpCommand('rocker', 'name:s', 'name', 'Show rocker switch',
-               info_via_qmp("query-rocker", "rocker", name="name")),
+               machine_devices.hmp_rocker),
     HmpCommand('rocker-ports', 'name:s', 'name', 'Show rocker ports',
-               info_via_qmp("query-rocker-ports", "rocker-ports", name="name")),
+               machine_devices.hmp_rocker_ports),
     HmpCommand('rocker-of-dpa-flows', 'name:s,tbl_id:i?', 'name [tbl_id]', 'Show rocker OF-DPA flow tables',
-               info_via_qmp("query-rocker-of-dpa-flows", "rocker-of-dpa-flows", name="name", tbl_id="tbl_id")),
+               machine_devices.hmp_rocker_of_dpa_flows),
     HmpCommand('rocker-of-dpa-groups', 'name:s,type:i?', 'name [type]', 'Show rocker OF-DPA groups',
-               info_via_qmp("query-rocker-of-dpa-groups", "rocker-of-dpa-groups", name="name", type="type")),
+               machine_devices.hmp_rocker_of_dpa_groups),
     HmpCommand('dump', '', '', 'Display the latest dump status',
                display.hmp_info_dump),
     HmpCommand('ramblock', '', '', 'Display system ramblock information',
                not_modelled("info ramblock")),
     HmpCommand('hotpluggable-cpus', '', '', 'Show information about hotpluggable CPUs',
-               info_via_qmp("query-hotpluggable-cpus", "hotpluggable-cpus")),
+               machine_devices.hmp_hotpluggable_cpus),
     HmpCommand('vm-generation-id', '', '', 'Show Virtual Machine Generation ID',
                commands.hmp_info_vm_generation_id),
     HmpCommand('memory_size_summary', '', '', 'show the amount of initially allocated and present hotpluggable (if enabled) memory in bytes.',
-               info_via_qmp("query-memory-size-summary", "memory_size_summary")),
+               machine_devices.hmp_info_memory_size_summary),
 ))
 
 TABLE = command_table((
@@ -215,7 +215,7 @@ TABLE = command_table((
     HmpCommand('device_del', 'id:s', 'device', 'remove device',
                via_qmp("device_del", id="id")),
     HmpCommand('cpu', 'index:i', 'index', 'set the default CPU',
-               commands.hmp_cpu),
+               machine_devices.hmp_cpu),
     HmpCommand('mouse_move', 'dx_str:s,dy_str:s,dz_str:s?', 'dx dy [dz]', 'send mouse move events',
                display.hmp_mouse_move),
     HmpCommand('mouse_button', 'button_state:i', 'state', 'change mouse button state (1=L, 2=M, 4=R)',

@@ -99,6 +99,7 @@ class CoreCommands:
         visible on QMP); without one, QERR_UNSUPPORTED."""
         if not self.machine.board.nmi:
             raise GenericError("this feature or command is not currently supported")
+        self.machine.nmi()
 
     @qmp_command("watchdog-set-action")
     def watchdog_set_action(self, action: str) -> None:
@@ -166,21 +167,22 @@ class CoreCommands:
 
     @qmp_command("query-cpu-model-expansion")
     def query_cpu_model_expansion(self, type: str, model: dict[str, Any]) -> dict[str, Any]:
-        """target/i386/cpu.c arch_query_cpu_model_expansion, answered from the recording."""
-        accel = self.machine.options.accel
-        name = model["name"]
-        known = {d["name"] for d in self.machine.catalog.cpu_definitions(accel)} | {"base"}
-        if accel == "kvm":
-            known.add("host")
-        if name not in known:
-            raise GenericError(f"CPU model '{name}' not found")
-        wanted = {"type": type, "model": model}
-        for arguments, reply in self.machine.catalog.cpu_model_expansions(accel):
-            if arguments == wanted:
-                reply["model"]["props"] = insertion_for_wire_order(reply["model"]["props"])
-                return reply
-        raise GenericError(f"qmp-emulator has no recorded {type} expansion of CPU model "
-                           f"'{name}' with these properties for accelerator {accel}")
+        """target/i386/cpu.c arch_query_cpu_model_expansion (devices.cpus): a KVM
+        machine answers what the KVM probe recorded for the same arguments, anything
+        else is the TCG binary's expansion with `props` applied."""
+        from devices.cpus import expand_cpu_model
+
+        catalog = self.machine.catalog
+        if self.machine.options.accel == "kvm":
+            wanted = {"type": type, "model": model}
+            for arguments, recorded in catalog.cpu_model_expansions("kvm"):
+                if arguments == wanted:
+                    recorded["model"]["props"] = insertion_for_wire_order(
+                        recorded["model"]["props"])
+                    return recorded
+        reply = expand_cpu_model(catalog.cpu_model_expansion, type, model)
+        reply["model"]["props"] = insertion_for_wire_order(reply["model"]["props"])
+        return reply
 
     @qmp_command("query-command-line-options")
     def query_command_line_options(self, option: str | None = None) -> list[dict[str, Any]]:

@@ -66,6 +66,11 @@ class MachineOptions:
     ram_bytes: int = 128 * 1024 * 1024
     smp_cpus: int = 1
     max_cpus: int = 1
+    smp_sockets: int = 1
+    smp_cores: int = 1
+    smp_threads: int = 1
+    max_ram_bytes: int = 0  # -m maxmem (0: the same as ram_bytes)
+    ram_slots: int = 0      # -m slots
     start_paused: bool = False  # -S
     incoming: str | None = None
     no_shutdown: bool = False
@@ -157,6 +162,7 @@ class Machine:
     dump_in_progress: Callable[[], bool] = lambda: False
     # qdev's find_device_state (devices.qdev), set by the composition root
     device_lookup: Callable[[str], object] | None = None
+    nmi: Callable[[], None] = lambda: None  # hw/i386/pc.c x86_nmi: every CPU takes an NMI
     timers: TimerQueue = attrs.Factory(TimerQueue)     # host clock, seconds
     vm_timers: TimerQueue = attrs.Factory(TimerQueue)  # virtual clock, nanoseconds
     guest: Guest = attrs.field(init=False)  # needs the machine: set by `create`
@@ -495,4 +501,6 @@ class Machine:
             self.exit_code = 0
         elif action == "pause":
             self.request_vmstop("watchdog")
-        # debug, none, inject-nmi change nothing a monitor can see
+        elif action == "inject-nmi":
+            self.nmi()  # nmi_monitor_handle(0): what the guest does with it
+        # debug and none change nothing
