@@ -109,7 +109,8 @@ def test_guest_profile_and_behaviours(catalog) -> None:
     ("--emu-behaviour=powerdown", "--emu-behaviour: expects NAME=VALUE"),
     ("--emu-behaviour=nosuch=1", "--emu-behaviour: unknown behaviour 'nosuch' (known: "
                                  "cdrom-eject-delay, cdrom-eject-request, "
-                                 "firmware-reboot, firmware-reboot-delay, powerdown, "
+                                 "firmware-reboot, firmware-reboot-delay, "
+                                 "migration-dirty-rate, migration-ram-used, powerdown, "
                                  "powerdown-delay)"),
     ("--emu-behaviour=powerdown=later", "--emu-behaviour: powerdown: expects one of "
                                         "shutdown, ignore"),

@@ -21,6 +21,8 @@ from blockdev.host import TRAY_BEHAVIOURS
 from blockdev.layer import BlockLayer
 from devices.display.vnc import VncDisplays
 from devices.qdev import Qdev
+from migration.commands import Migration, MigrationCommands
+from migration.ram import RAM_BEHAVIOURS
 from schema.catalog import Catalog
 from schema.handlers import Behaviour
 from schema.model import Schema
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 
 # Every guest behaviour of the subsystems composed here (the command line's
 # --emu-behaviour names).
-BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS)
+BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS, *RAM_BEHAVIOURS)
 
 
 class GuestMemory:
@@ -79,6 +81,7 @@ class Vm:
     qdev: Qdev
     vnc: VncDisplays
     guest_memory: GuestMemory
+    migration: Migration
 
     @classmethod
     def build(cls, *, options: MachineOptions, schema: Schema, catalog: Catalog,
@@ -93,12 +96,18 @@ class Vm:
         qdev = Qdev(block=DeviceBackends(block))
         vnc = VncDisplays()  # -vnc is not applied yet: no display, as QEMU without -vnc
         core = CoreCommands(machine)
+        migration = Migration(host=machine, allow_exec=options.allow_exec_migration)
+        machine.plug(migration)
         dispatcher = Dispatcher(machine, core, BlockCommands(block), ChangeCommand(block, vnc),
-                                MemoryDumpCommands(memory), per_monitor=MonitorCommands)
+                                MemoryDumpCommands(memory), MigrationCommands(migration),
+                                per_monitor=MonitorCommands)
+        migration.take_fd = dispatcher.take_monitor_fd
+        if options.incoming is not None:
+            migration.start_incoming(options.incoming)
         hub = MonitorHub(machine, dispatcher, core,
                          HmpState(block=block, vnc=vnc, memory=memory))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
-                   qdev=qdev, vnc=vnc, guest_memory=memory)
+                   qdev=qdev, vnc=vnc, guest_memory=memory, migration=migration)
 
     @property
     def memory(self) -> AddressSpaces:

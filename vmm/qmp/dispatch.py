@@ -132,6 +132,9 @@ class Dispatcher:
         self.registration_order = [*generated, *hand]
         self.registered = set(self.registration_order)
         self.mismatches: list[str] = []
+        # monitor.c cur_mon: the session whose command runs (migrate fd:NAME takes
+        # that monitor's descriptor).
+        self.current: MonitorSession | None = None
 
     def unimplemented(self) -> list[str]:
         """Registered commands without a handler (they answer 'not implemented')."""
@@ -143,9 +146,20 @@ class Dispatcher:
         handler = self.table.get(name)
         if handler is None:
             raise GenericError(not_implemented(name))
-        if handler.per_monitor:
-            return handler.fn(self._owner(session), *args, **kwargs)
-        return handler.fn(*args, **kwargs)
+        outer, self.current = self.current, session
+        try:
+            if handler.per_monitor:
+                return handler.fn(self._owner(session), *args, **kwargs)
+            return handler.fn(*args, **kwargs)
+        finally:
+            self.current = outer
+
+    def take_monitor_fd(self, name: str) -> int | None:
+        """monitor_get_fd(cur_mon, name): the running command's monitor gives up its
+        descriptor of that name (None: it has none)."""
+        if self.current is None:
+            return None
+        return self.current.fds.named.pop(name, None)
 
     def _owner(self, session: MonitorSession) -> object:
         if session.commands is None:
