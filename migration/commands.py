@@ -28,7 +28,7 @@ import attrs
 from migration import uri as uris
 from migration.host import Channel, Edge, MigrationHost
 from migration.params import MIGRATION_ACTIVE, PAGE_SIZE, Settings
-from migration.ram import DIRTY_RATE, RAM_USED, RamMigration
+from migration.ram import DIRTY_RATE, RAM_USED, RamMigration, ram_total
 from migration.states import (
     INCOMING,
     MIGRATE_BUSY,
@@ -321,7 +321,7 @@ class Migration:
                 params["block-incremental"] = True
         now = self._now()
         ram = RamMigration(
-            total_bytes=self.host.options.ram_bytes,
+            total_bytes=ram_total(self.host.options.machine_type, self.host.options.ram_bytes),
             used_fraction=self.host.behaviours.get(RAM_USED.name),
             xbzrle=caps["xbzrle"],
             xbzrle_cache_size=params["xbzrle-cache-size"])
@@ -537,8 +537,8 @@ class Migration:
             o.total_time = _ms(end - o.start)
             if not o.entered_postcopy:
                 o.downtime = _ms(end - (o.stop_time or end))
-            if o.total_time:
-                o.mbps = o.wire_bytes * 8.0 / o.total_time / 1000
+            if o.total_time:  # bytes of the (modelled) stream per ms, as Mbit/s
+                o.mbps = o.ram.transferred * 8.0 / o.total_time / 1000
             self._set(state, "completed")
             self._cleanup(o)
             self.host.runstate.set("postmigrate")

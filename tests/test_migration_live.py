@@ -9,11 +9,13 @@ under trio's MockClock: the RAM model's passes take the Machine's (virtual) time
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -126,3 +128,229 @@ async def test_precopy_of_a_running_source_over_tcp(tmp_path: Path, nursery: tri
     assert dst.names() == ["active", "RESUME", "completed"]
     assert (await dst.cmd("query-status"))["return"]["status"] == "running"
     assert (await dst.cmd("query-migrate"))["return"] == {}
+
+
+def after(names: list[str], first: str) -> list[str]:
+    return names[names.index(first):]
+
+
+async def migrate(src: Side, uri: str) -> None:
+    """`migrate`, checking that MIGRATION setup precedes the reply (§6.1 step 5)."""
+    await src.client.send({"execute": "migrate", "arguments": {"uri": uri}})
+    setup = await src.client.line()
+    assert setup["event"] == "MIGRATION" and setup["data"] == {"status": "setup"}
+    src.events.append(setup)
+    assert await src.client.line() == {"return": {}}
+
+
+async def test_precopy_of_a_paused_source_over_unix(tmp_path: Path, nursery: trio.Nursery,
+                                                    mock_clock: trio.testing.MockClock) -> None:
+    """§8.6: a paused source sends no STOP/RESUME: setup, pass 1, active, pass 2,
+    completed, runstate postmigrate; the destination ends `paused`, silently. (A
+    firmware-only guest: its RAM fits in the first 100 ms period, as in the
+    verified run.)"""
+    mock_clock.autojump_threshold = 0
+    uri = f"unix:{tmp_path / 'mig.sock'}"
+    src, dst = await pair(nursery, tmp_path, uri, src_args=["--emu-guest=firmware"])
+    await src.cmd("stop")
+    await src.event("STOP")
+    await migrate(src, uri)
+    await src.event("MIGRATION", "completed")
+    assert after(src.names(), "setup") == ["setup", "pass 1", "active", "pass 2",
+                                           "completed"]
+    assert (await src.cmd("query-status"))["return"]["status"] == "postmigrate"
+    await dst.event("MIGRATION", "completed")
+    assert dst.names() == ["active", "completed"]
+    assert (await dst.cmd("query-status"))["return"] == {
+        "running": False, "singlestep": False, "status": "paused"}
+
+
+async def test_destination_with_dash_s_ends_paused(tmp_path: Path, nursery: trio.Nursery,
+                                                   mock_clock: trio.testing.MockClock) -> None:
+    """§7.3: a running source, a -S destination: `paused`, no RESUME."""
+    mock_clock.autojump_threshold = 0
+    uri = f"unix:{tmp_path / 'mig.sock'}"
+    src, dst = await pair(nursery, tmp_path, uri, dst_args=["-S"])
+    await migrate(src, uri)
+    await dst.event("MIGRATION", "completed")
+    assert dst.names() == ["active", "completed"]
+    assert (await dst.cmd("query-status"))["return"]["status"] == "paused"
+
+
+async def test_pause_before_switchover(tmp_path: Path, nursery: trio.Nursery,
+                                       mock_clock: trio.testing.MockClock) -> None:
+    """§8.2: STOP, pre-switchover (runstate finish-migrate, full stats); then
+    migrate-continue: device, the final pass, completed."""
+    mock_clock.autojump_threshold = 0
+    uri = f"tcp:127.0.0.1:{free_port()}"
+    src, dst = await pair(nursery, tmp_path, uri)
+    await src.cmd("migrate-set-capabilities", capabilities=[
+        {"capability": "pause-before-switchover", "state": True}])
+    await migrate(src, uri)
+    await src.event("MIGRATION", "pre-switchover")
+    names = src.names()
+    assert names[-2:] == ["STOP", "pre-switchover"]
+    assert (await src.cmd("query-status"))["return"]["status"] == "finish-migrate"
+    info = (await src.cmd("query-migrate"))["return"]
+    assert info["status"] == "pre-switchover"
+    assert {"total-time", "expected-downtime", "setup-time", "ram"} <= set(info)
+    assert await src.cmd("migrate-continue", state="pre-switchover") == {"return": {}}
+    await src.event("MIGRATION", "completed")
+    passes = [n for n in names if n.startswith("pass ")]
+    assert after(src.names(), "pre-switchover") == [
+        "pre-switchover", "device", f"pass {len(passes) + 1}", "completed"]
+    await dst.event("MIGRATION", "completed")
+    assert dst.names() == ["active", "RESUME", "completed"]
+
+
+async def test_postcopy(tmp_path: Path, nursery: trio.Nursery,
+                        mock_clock: trio.testing.MockClock) -> None:
+    """§8.3: a guest that dirties faster than the link: migrate-start-postcopy
+    switches: postcopy-active, STOP, the final pass, completed; the destination runs
+    early (active, postcopy-active, RESUME, completed)."""
+    mock_clock.autojump_threshold = 0
+    uri = f"tcp:127.0.0.1:{free_port()}"
+    src, dst = await pair(nursery, tmp_path, uri,
+                          src_args=["--emu-behaviour=migration-dirty-rate=100000"])
+    await src.cmd("migrate-set-capabilities", capabilities=[
+        {"capability": "postcopy-ram", "state": True}])
+    await migrate(src, uri)
+    await src.event("MIGRATION", "active")
+    assert await src.cmd("migrate-start-postcopy") == {"return": {}}
+    await src.event("MIGRATION", "completed")
+    names = after(src.names(), "postcopy-active")
+    assert names[:2] == ["postcopy-active", "STOP"]
+    assert names[2].startswith("pass ") and names[3:] == ["completed"]
+    assert (await src.cmd("query-status"))["return"]["status"] == "postmigrate"
+    await dst.event("MIGRATION", "completed")
+    assert dst.names() == ["active", "postcopy-active", "RESUME", "completed"]
+    assert (await dst.cmd("query-status"))["return"]["status"] == "running"
+
+
+async def test_cancel_during_active(tmp_path: Path, nursery: trio.Nursery,
+                                    mock_clock: trio.testing.MockClock) -> None:
+    """§8.4: cancelling before the reply, then cancelled; the source keeps running.
+    The destination sees `failed` and exits with status 1 (§6.2)."""
+    mock_clock.autojump_threshold = 0
+    uri = f"tcp:127.0.0.1:{free_port()}"
+    src, dst = await pair(nursery, tmp_path, uri,
+                          src_args=["--emu-behaviour=migration-dirty-rate=100000"])
+    await migrate(src, uri)
+    await src.event("MIGRATION", "active")
+    await src.client.send({"execute": "migrate_cancel"})
+    ev = await src.client.line()
+    assert ev["data"] == {"status": "cancelling"}
+    src.events.append(ev)
+    assert await src.client.line() == {"return": {}}
+    await src.event("MIGRATION", "cancelled")
+    assert "STOP" not in src.names() and "RESUME" not in src.names()
+    assert (await src.cmd("query-migrate"))["return"] == {"status": "cancelled"}
+    assert (await src.cmd("query-status"))["return"]["status"] == "running"
+    await dst.event("MIGRATION", "failed")
+    await trio.testing.wait_all_tasks_blocked()
+    assert dst.exit_code == [1]
+
+
+async def test_connection_refused(tmp_path: Path, nursery: trio.Nursery,
+                                  mock_clock: trio.testing.MockClock) -> None:
+    """§8.5/§6.1: setup, the reply, then failed; error-desc says why."""
+    mock_clock.autojump_threshold = 0
+    src = await start(nursery, tmp_path, "src")
+    await migrate(src, f"tcp:127.0.0.1:{free_port()}")
+    await src.event("MIGRATION", "failed")
+    assert (await src.cmd("query-migrate"))["return"] == {
+        "status": "failed", "error-desc": "Failed to connect socket: Connection refused"}
+
+
+async def test_unix_socket_missing(tmp_path: Path, nursery: trio.Nursery,
+                                   mock_clock: trio.testing.MockClock) -> None:
+    """§6.1: unix: to a path nobody listens on."""
+    mock_clock.autojump_threshold = 0
+    src = await start(nursery, tmp_path, "src")
+    path = tmp_path / "nobody.sock"
+    await migrate(src, f"unix:{path}")
+    await src.event("MIGRATION", "failed")
+    assert (await src.cmd("query-migrate"))["return"] == {
+        "status": "failed",
+        "error-desc": f"Failed to connect socket {path}: No such file or directory"}
+
+
+async def test_destination_gone_mid_stream(tmp_path: Path, nursery: trio.Nursery,
+                                           mock_clock: trio.testing.MockClock) -> None:
+    """§8.5: the destination goes away during transfer: the source says `failed`
+    without error-desc and keeps running."""
+    mock_clock.autojump_threshold = 0
+    uri = f"tcp:127.0.0.1:{free_port()}"
+    src, dst = await pair(nursery, tmp_path, uri,
+                          src_args=["--emu-behaviour=migration-dirty-rate=100000"])
+    await migrate(src, uri)
+    await src.event("MIGRATION", "active")
+    await dst.client.send({"execute": "quit"})
+    await src.event("MIGRATION", "failed")
+    assert (await src.cmd("query-migrate"))["return"] == {"status": "failed"}
+    assert (await src.cmd("query-status"))["return"]["status"] == "running"
+
+
+@pytest.mark.parametrize(("dst_args", "message"), [
+    (["-M", "q35"], "Machine type received is 'pc-i440fx-2.11' and local is 'pc-q35-2.11'"),
+    (["-m", "256"], "Length mismatch: pc.ram: 0x8000000 in != 0x10000000: Invalid argument"),
+])
+async def test_configuration_mismatch(tmp_path: Path, nursery: trio.Nursery,
+                                      mock_clock: trio.testing.MockClock,
+                                      capsys: pytest.CaptureFixture[str],
+                                      dst_args: list[str], message: str) -> None:
+    """savevm.c configuration_post_load / exec.c qemu_ram_resize: the destination
+    reports, says `failed` and exits 1; the source sees `failed`."""
+    mock_clock.autojump_threshold = 0
+    uri = f"tcp:127.0.0.1:{free_port()}"
+    src, dst = await pair(nursery, tmp_path, uri, dst_args=dst_args)
+    await migrate(src, uri)
+    await dst.event("MIGRATION", "failed")
+    await src.event("MIGRATION", "failed")
+    await trio.testing.wait_all_tasks_blocked()
+    assert dst.exit_code == [1]
+    err = capsys.readouterr().err
+    assert f": {message}\n" in err
+    assert ": load of migration failed: Invalid argument\n" in err
+
+
+async def test_getfd_then_migrate_fd_to_a_file_and_restore(
+        tmp_path: Path, nursery: trio.Nursery, mock_clock: trio.testing.MockClock) -> None:
+    """libvirt's save: getfd with the file's descriptor over SCM_RIGHTS, `migrate
+    fd:NAME` (the descriptor is consumed, §6.1), then restore with -incoming fd:N."""
+    mock_clock.autojump_threshold = 0
+    src = await start(nursery, tmp_path, "src")
+    await src.cmd("stop")
+    path = tmp_path / "saved"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        await src.client.send({"execute": "getfd", "arguments": {"fdname": "mig"}}, fds=[fd])
+        assert await src.client.line() == {"return": {}}
+    finally:
+        os.close(fd)
+    await migrate(src, "fd:mig")
+    await src.event("MIGRATION", "completed")
+    assert await src.cmd("closefd", fdname="mig") == {"error": {
+        "class": "GenericError", "desc": "File descriptor named 'mig' not found"}}
+    assert path.read_bytes().startswith(b"QMPEMU-MIGRATE\r\n")
+    rfd = os.open(path, os.O_RDONLY)
+    dst = await start(nursery, tmp_path, "dst", "-incoming", f"fd:{rfd}")
+    await dst.event("MIGRATION", "completed")
+    assert (await dst.cmd("query-status"))["return"]["status"] == "paused"
+
+
+async def test_exec_save_and_restore(tmp_path: Path, nursery: trio.Nursery,
+                                     mock_clock: trio.testing.MockClock) -> None:
+    """virsh save/restore with exec: (allowed by --emu-allow-exec-migration):
+    `exec:cat > FILE`, then `-incoming "exec:cat FILE"`; the running source's guest
+    runs again on the destination."""
+    mock_clock.autojump_threshold = 0
+    src = await start(nursery, tmp_path, "src", "--emu-allow-exec-migration")
+    path = tmp_path / "saved"
+    await migrate(src, f"exec:cat > {path}")
+    await src.event("MIGRATION", "completed")
+    assert path.stat().st_size > 0
+    dst = await start(nursery, tmp_path, "dst", "--emu-allow-exec-migration",
+                      "-incoming", f"exec:cat {path}")
+    await dst.event("MIGRATION", "completed")
+    assert (await dst.cmd("query-status"))["return"]["status"] == "running"
