@@ -616,7 +616,7 @@ class Migration:
         if state == "none" or o is None:
             return {}
         info: dict[str, Any] = {"status": state}
-        if state in WITH_STATS and o.phase != "connecting":
+        if state in WITH_STATS and o.channel is not None:
             now = self._now()
             info["total-time"] = _ms(now - o.start)
             info["expected-downtime"] = o.expected_downtime
