@@ -541,6 +541,10 @@ class Migration:
                 o.mbps = o.ram.transferred * 8.0 / o.total_time / 1000
             self._set(state, "completed")
             self._cleanup(o)
+            if self.host.runstate.running:
+                # `cont` restarted the VM during the switch-over: QEMU 2.11 aborts on
+                # 'running' -> 'postmigrate'; the emulator stops it instead.
+                self.host.vm_stop("finish-migrate")
             self.host.runstate.set("postmigrate")
         else:
             if state == "setup":

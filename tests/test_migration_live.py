@@ -317,7 +317,8 @@ async def test_configuration_mismatch(tmp_path: Path, nursery: trio.Nursery,
 async def test_getfd_then_migrate_fd_to_a_file_and_restore(
         tmp_path: Path, nursery: trio.Nursery, mock_clock: trio.testing.MockClock) -> None:
     """libvirt's save: getfd with the file's descriptor over SCM_RIGHTS, `migrate
-    fd:NAME` (the descriptor is consumed, §6.1), then restore with -incoming fd:N."""
+    fd:NAME` (the descriptor is consumed, §6.1), then restore from the descriptor
+    number with -incoming defer and migrate-incoming fd:N (§7.1)."""
     mock_clock.autojump_threshold = 0
     src = await start(nursery, tmp_path, "src")
     await src.cmd("stop")
@@ -334,7 +335,9 @@ async def test_getfd_then_migrate_fd_to_a_file_and_restore(
         "class": "GenericError", "desc": "File descriptor named 'mig' not found"}}
     assert path.read_bytes().startswith(b"QMPEMU-MIGRATE\r\n")
     rfd = os.open(path, os.O_RDONLY)
-    dst = await start(nursery, tmp_path, "dst", "-incoming", f"fd:{rfd}")
+    # -incoming defer, so that the events capability is on before the load starts
+    dst = await start(nursery, tmp_path, "dst", "-incoming", "defer")
+    assert await dst.cmd("migrate-incoming", uri=f"fd:{rfd}") == {"return": {}}
     await dst.event("MIGRATION", "completed")
     assert (await dst.cmd("query-status"))["return"]["status"] == "paused"
 
@@ -351,6 +354,7 @@ async def test_exec_save_and_restore(tmp_path: Path, nursery: trio.Nursery,
     await src.event("MIGRATION", "completed")
     assert path.stat().st_size > 0
     dst = await start(nursery, tmp_path, "dst", "--emu-allow-exec-migration",
-                      "-incoming", f"exec:cat {path}")
+                      "-incoming", "defer")
+    assert await dst.cmd("migrate-incoming", uri=f"exec:cat {path}") == {"return": {}}
     await dst.event("MIGRATION", "completed")
     assert (await dst.cmd("query-status"))["return"]["status"] == "running"
