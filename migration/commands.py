@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 
 from migration import uri as uris
-from migration.host import Channel, Edge, MigrationHost
+from migration.host import Channel, Edge, FileAccess, MemoryFiles, MigrationHost
 from migration.params import MIGRATION_ACTIVE, PAGE_SIZE, Settings
 from migration.ram import DIRTY_RATE, RAM_USED, RamMigration, ram_total
 from migration.states import (
@@ -147,6 +147,7 @@ class Migration:
     # error_report: a line on stderr (the program prefixes its name).
     report: Callable[[str], None] = lambda line: None
     allow_exec: bool = False
+    files: FileAccess = attrs.Factory(MemoryFiles)
     sections: list[Section] = attrs.Factory(list)
     blockers: list[str] = attrs.Factory(list)
     current: Outgoing | None = None
@@ -646,6 +647,42 @@ class Migration:
                 info["cpu-throttle-percentage"] = o.ram.throttle
         return info
 
+    # -- device state files (Xen) ----------------------------------------------------
+
+    def save_devices_state(self, filename: str) -> None:
+        """qmp_xen_save_devices_state: the VM stops (save-vm) while the device state
+        is written, then runs again if it ran."""
+        was_running = self.host.runstate.running
+        self.host.vm_stop("save-vm")
+        try:
+            state: dict[str, Any] = {
+                "runstate": "running" if was_running else self.host.runstate.state,
+                     "sections": {s.name: s.save() for s in self.sections}}
+            self.files.write(filename, HEADER + json_record(STATE, state) + record(END))
+        finally:
+            if was_running:
+                self.host.vm_start()
+
+    def load_devices_state(self, filename: str) -> None:
+        """qmp_xen_load_devices_state: only on a stopped VM; a stream that does not
+        load is QERR_IO_ERROR."""
+        if self.host.runstate.running:
+            raise GenericError("Cannot update device state while vm is running")
+        data = self.files.read(filename)
+        reader = StreamReader()
+        try:
+            records = list(reader.feed(data))
+            for rec in records:
+                if rec.tag == STATE:
+                    value = rec.json()
+                    for section in self.sections:
+                        if section.name in value.get("sections", {}):
+                            section.load(value["sections"][section.name])
+        except LoadError:
+            raise GenericError("An IO error has occurred") from None
+        if not reader.ended:
+            raise GenericError("An IO error has occurred")
+
     # -- the incoming side -----------------------------------------------------------
 
     def migrate_incoming(self, uri: str) -> None:
@@ -821,6 +858,39 @@ class MigrationCommands:
     @qmp_command("query-migrate-cache-size")
     def query_migrate_cache_size(self) -> int:
         return int(self.m.settings.parameters["xbzrle-cache-size"])
+
+    @qmp_command("x-colo-lost-heartbeat")
+    def x_colo_lost_heartbeat(self) -> None:
+        """migration/colo-failover.c: COLO is never set up here."""
+        raise GenericError("The feature 'colo' is not enabled")
+
+    @qmp_command("xen-set-replication")
+    def xen_set_replication(self, enable: bool, primary: bool,
+                            failover: bool | None = None) -> None:
+        """migration/colo.c qmp_xen_set_replication: no block driver replicates, so
+        starting or stopping does nothing else."""
+        if failover is not None and enable:
+            raise GenericError("Parameter 'failover' is only for stopping replication")
+
+    @qmp_command("query-xen-replication-status")
+    def query_xen_replication_status(self) -> dict[str, Any]:
+        return {"error": False}
+
+    @qmp_command("xen-colo-do-checkpoint")
+    def xen_colo_do_checkpoint(self) -> None:
+        """replication_do_checkpoint_all over no replication driver."""
+
+    @qmp_command("xen-set-global-dirty-log")
+    def xen_set_global_dirty_log(self, enable: bool) -> None:
+        """Dirty logging of a Xen guest: nothing QMP can see."""
+
+    @qmp_command("xen-save-devices-state")
+    def xen_save_devices_state(self, filename: str, live: bool | None = None) -> None:
+        self.m.save_devices_state(filename)
+
+    @qmp_command("xen-load-devices-state")
+    def xen_load_devices_state(self, filename: str) -> None:
+        self.m.load_devices_state(filename)
 
     @qmp_command("client_migrate_info")
     def client_migrate_info(self, protocol: str, hostname: str, port: int | None = None,

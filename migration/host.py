@@ -116,6 +116,32 @@ class IncomingEnd(Protocol):
     def listen_failed(self, desc: str) -> None: ...
 
 
+class FileAccess(Protocol):
+    """Whole files (xen-save-devices-state, xen-load-devices-state); a GenericError
+    with QEMU's text when a file cannot be opened."""
+
+    def write(self, path: str, data: bytes) -> None: ...
+
+    def read(self, path: str) -> bytes: ...
+
+
+@attrs.define(kw_only=True)
+class MemoryFiles:
+    """FileAccess in a dict (tests)."""
+
+    files: dict[str, bytes] = attrs.Factory(dict)
+
+    def write(self, path: str, data: bytes) -> None:
+        self.files[path] = data
+
+    def read(self, path: str) -> bytes:
+        if path not in self.files:
+            from schema.errors import GenericError
+
+            raise GenericError(f"Unable to open {path}: No such file or directory")
+        return self.files[path]
+
+
 class Edge(Protocol):
     """The real transport. `connect` and `listen` may raise a GenericError at once
     (a spawn or bind failure, QEMU's synchronous errors); everything later arrives

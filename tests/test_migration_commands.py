@@ -455,3 +455,41 @@ def test_cont_and_stop_while_inmigrate_only_change_autostart() -> None:
     vm.ok("stop")
     vm.ok("cont")
     assert vm.events() == [] and status(vm) == "inmigrate"
+
+
+# -- COLO and Xen's device state -----------------------------------------------------------
+
+def test_colo_lost_heartbeat_without_colo(vm: Vm) -> None:
+    """migration/colo-failover.c qmp_x_colo_lost_heartbeat: QERR_FEATURE_DISABLED."""
+    assert vm.error("x-colo-lost-heartbeat") == "The feature 'colo' is not enabled"
+
+
+def test_xen_replication_commands(vm: Vm) -> None:
+    """migration/colo.c: no replication driver, so nothing to start, stop or report;
+    `failover` only when stopping."""
+    assert vm.error("xen-set-replication", enable=True, primary=True, failover=True) == \
+        "Parameter 'failover' is only for stopping replication"
+    assert vm.ok("xen-set-replication", enable=False, primary=True, failover=True) == {}
+    assert vm.ok("query-xen-replication-status") == {"error": False}
+    assert vm.ok("xen-colo-do-checkpoint") == {}
+    assert vm.ok("xen-set-global-dirty-log", enable=True) == {}
+
+
+def test_xen_save_and_load_devices_state(vm: Vm, tmp_path) -> None:
+    """migration/savevm.c qmp_xen_save_devices_state: STOP, the file, RESUME;
+    qmp_xen_load_devices_state refuses a running VM, reads the file, QERR_IO_ERROR
+    on what is not a stream, io/channel-file.c's text for a missing file."""
+    path = str(tmp_path / "dev")
+    assert vm.ok("xen-save-devices-state", filename=path) == {}
+    assert vm.events() == [("STOP", None), ("RESUME", None)]
+    assert vm.error("xen-load-devices-state", filename=path) == \
+        "Cannot update device state while vm is running"
+    vm.ok("stop")
+    assert vm.ok("xen-load-devices-state", filename=path) == {}
+    (tmp_path / "junk").write_bytes(b"junk")
+    assert vm.error("xen-load-devices-state", filename=str(tmp_path / "junk")) == \
+        "An IO error has occurred"
+    assert vm.error("xen-load-devices-state", filename=str(tmp_path / "none")) == \
+        f"Unable to open {tmp_path / 'none'}: No such file or directory"
+    assert vm.error("xen-save-devices-state", filename="/nonexistent/x") == \
+        "Unable to open /nonexistent/x: No such file or directory"

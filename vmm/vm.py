@@ -22,6 +22,7 @@ from blockdev.layer import BlockLayer
 from devices.display.vnc import VncDisplays
 from devices.qdev import Qdev
 from migration.commands import Migration, MigrationCommands
+from migration.files import LocalFiles
 from migration.ram import RAM_BEHAVIOURS
 from schema.catalog import Catalog
 from schema.handlers import Behaviour
@@ -96,7 +97,8 @@ class Vm:
         qdev = Qdev(block=DeviceBackends(block))
         vnc = VncDisplays()  # -vnc is not applied yet: no display, as QEMU without -vnc
         core = CoreCommands(machine)
-        migration = Migration(host=machine, allow_exec=options.allow_exec_migration)
+        migration = Migration(host=machine, allow_exec=options.allow_exec_migration,
+                              files=LocalFiles())
         machine.plug(migration)
         dispatcher = Dispatcher(machine, core, BlockCommands(block), ChangeCommand(block, vnc),
                                 MemoryDumpCommands(memory), MigrationCommands(migration),
