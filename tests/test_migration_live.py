@@ -358,3 +358,25 @@ async def test_exec_save_and_restore(tmp_path: Path, nursery: trio.Nursery,
     assert await dst.cmd("migrate-incoming", uri=f"exec:cat {path}") == {"return": {}}
     await dst.event("MIGRATION", "completed")
     assert (await dst.cmd("query-status"))["return"]["status"] == "running"
+
+
+async def test_incoming_listener_that_cannot_bind_exits(
+        tmp_path: Path, nursery: trio.Nursery, mock_clock: trio.testing.MockClock,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """vl.c: a failed -incoming is `-incoming URI: <error>` on stderr and exit 1
+    (util/qemu-sockets.c inet_listen_saddr: Failed to bind socket)."""
+    mock_clock.autojump_threshold = 0
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        built = emulator.build_from_argv(["--emu-strict", "-incoming",
+                                          f"tcp:127.0.0.1:{port}"], emulator.mock_clock())
+        built.start()
+        codes: list[int] = []
+        await emulator.serve(nursery, built.vm, [emulator.unix_monitor(tmp_path / "q")],
+                             exited=codes.append)
+        await trio.testing.wait_all_tasks_blocked()
+    assert codes == [1]
+    assert (f": -incoming tcp:127.0.0.1:{port}: Failed to bind socket: Address already in "
+            "use\n") in capsys.readouterr().err
