@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from migration.host import RecordingChannel, RecordingEdge
+from migration.host import RecordingChannel
 from migration.states import SETUP_OR_ACTIVE
-from tests import emulator
+from tests.test_migration_commands import Vm
 
 TERMINAL = {"completed", "failed", "cancelled"}
 CAPS = st.sampled_from(["xbzrle", "auto-converge", "compress", "postcopy-ram",
@@ -38,31 +38,18 @@ URIS = st.sampled_from(["tcp:127.0.0.1:4444", "tcp:127.0.0.1:4444", "unix:/nonex
 class MigrationMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.vm = emulator.SyncVm(["--emu-strict", "-M", "pc", "-m", "16",
-                                   "--emu-behaviour=migration-dirty-rate=3000"])
-        self.edge = RecordingEdge()
-        self.vm.vm.migration.edge = self.edge
+        self.source = Vm("-M", "pc", "-m", "16", "--emu-behaviour=migration-dirty-rate=3000")
+        self.vm = self.source.sync
+        self.edge = self.source.edge
+        self.run = self.source.run
+        self.ok = self.source.ok
         self.channels: list[RecordingChannel] = []
-        self.ok("migrate-set-capabilities",
-                capabilities=[{"capability": "events", "state": True}])
+        self.source.caps(events=True)
 
     def teardown(self) -> None:
         self.vm.close()
 
     # -- helpers -------------------------------------------------------------------
-
-    def run(self, name: str, **arguments: Any) -> dict[str, Any]:
-        req: dict[str, Any] = {"execute": name}
-        if arguments:
-            req["arguments"] = arguments
-        reply = self.vm.execute(req)
-        assert reply is not None
-        return reply
-
-    def ok(self, name: str, **arguments: Any) -> Any:
-        reply = self.run(name, **arguments)
-        assert "return" in reply, reply
-        return reply["return"]
 
     def status(self) -> str:
         return str(self.ok("query-migrate").get("status", "none"))
