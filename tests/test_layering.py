@@ -30,6 +30,7 @@ FIRST_PARTY = {"schema", "blockdev", "devices", "migration", "vmm"}
 # The modules of those packages that may import trio: their I/O edges.
 TRIO_EDGES = {
     "blockdev/io_edge.py",
+    "migration/transport.py",  # migration streams (tcp, unix, fd, exec)
     "devices/chardev/edge.py",
     "blockdev/nbd/edge.py",
     "devices/display/vnc_edge.py",

@@ -45,6 +45,8 @@ EMU_OPTIONS = (
               help="treat a reply or event the schema rejects as a fatal error"),
     EmuOption("glib", choices=("2.56", "2.74"), metavar="VERSION",
               help="GLib whose hash order names unexpected arguments (default 2.56)"),
+    EmuOption("allow-exec-migration", takes_value=False,
+              help="let migrate and -incoming run the shell commands of exec: URIs"),
     EmuOption("guest", choices=PROFILES, metavar="PROFILE",
               help="the simulated guest: a cooperative OS (default), or firmware only"),
     EmuOption("behaviour", metavar="NAME=VALUE",
@@ -231,6 +233,7 @@ def build_config(cl: CommandLine, catalog: Catalog) -> Config:
         strict="strict" in emu and emu["strict"] != "off",
         new_glib=emu.get("glib") == "2.74",
         guest_profile=emu.get("guest", "os"),
+        allow_exec_migration="allow-exec-migration" in emu,
         behaviours=behaviour_overrides(cl),
         iothreads=tuple(_iothread(o) for o in cl.objects
                         if o.get("qom-type") == "iothread" and o.id is not None),

@@ -261,6 +261,7 @@ class Server:
                     nursery.start_soon(self._serve_stdio, monitor)
                 nursery.start_soon(self._main_loop)
                 nursery.start_soon(serve_chardevs, self.vm.chardevs)
+                self._attach_migration(nursery)
                 task_status.started(addresses)
                 await self.exiting.wait()
                 await self._flush_all()
@@ -275,6 +276,15 @@ class Server:
                 self.qtest_log.close()
             machine.fdsets.close_all()
         return machine.exit_code if machine.exit_code is not None else 0
+
+    def _attach_migration(self, nursery: trio.Nursery) -> None:
+        """Migration streams are real: their edge runs in this nursery, and the
+        destination's load errors go to stderr as QEMU's error_report does."""
+        from migration.transport import TrioEdge
+
+        migration = self.vm.migration
+        migration.report = _report
+        migration.attach_edge(TrioEdge(nursery, self.vm.machine.kick))
 
     async def _accept_loop(self, listener: Listener, monitor: Frontend) -> None:
         while True:
@@ -314,6 +324,10 @@ class Server:
     async def _flush_all(self) -> None:
         for conn in list(self.connections):
             await conn.flush()
+
+
+def _report(line: str) -> None:
+    print(f"{progname()}: {line}", file=sys.stderr, flush=True)
 
 
 def _to_stderr(text: str) -> None:

@@ -40,6 +40,9 @@ from devices.misc import MISC_BEHAVIOURS, GuestMisc, MiscCommands
 from devices.net.commands import NetCommands
 from devices.net.resolver import NetdevResolver
 from devices.qdev import Qdev, find_device_state
+from migration.commands import Migration, MigrationCommands
+from migration.files import LocalFiles
+from migration.ram import RAM_BEHAVIOURS
 from schema.catalog import Catalog
 from schema.errors import GenericError
 from schema.handlers import Behaviour
@@ -74,7 +77,7 @@ RECURSION_FLOOR = 8 * 1024 + 1000
 BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS,
                                      *WORKLOAD_BEHAVIOURS, *CHARDEV_BEHAVIOURS,
                                      *DEVICE_BEHAVIOURS, *MACHINE_DEVICE_BEHAVIOURS,
-                                     *MISC_BEHAVIOURS)
+                                     *MISC_BEHAVIOURS, *RAM_BEHAVIOURS)
 
 
 class GuestMemory:
@@ -264,6 +267,7 @@ class Vm:
     guest_ports: GuestPorts
     devices: MachineDevices
     misc: GuestMisc
+    migration: Migration
 
     @classmethod
     def build(cls, *, options: MachineOptions, schema: Schema, catalog: Catalog,
@@ -319,6 +323,9 @@ class Vm:
         core = CoreCommands(machine)
         screens = DisplayCommands(display.vnc, display.console, machine.clock.wall,
                                   machine.fdsets)
+        migration = Migration(host=machine, allow_exec=options.allow_exec_migration,
+                              files=LocalFiles())
+        machine.plug(migration)
         dispatcher = Dispatcher(machine, core, BlockCommands(block),
                                 ChangeCommand(block, display.vnc),
                                 MemoryDumpCommands(memory, machine.board.vcpus), screens, dumps,
@@ -331,15 +338,19 @@ class Vm:
                                                                  apic)),
                                 MiscCommands(catalog),
                                 nbd, ChardevCommands(chardevs), net_commands,
+                                MigrationCommands(migration),
                                 per_monitor=MonitorCommands)
         screens.get_fd = dumps.get_fd = dispatcher.monitor_get_fd
+        migration.take_fd = dispatcher.take_monitor_fd
+        if options.incoming is not None:
+            migration.start_incoming(options.incoming)
         hub = MonitorHub(machine, dispatcher, core,
                          HmpState(block=block, vnc=display.vnc, input=display.input,
                                   memory=memory, net=net_commands, qdev=qdev))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
                    nbd=nbd, qdev=qdev, display=display, guest_memory=memory,
                    chardevs=chardevs, netdevs=net_commands, guest_ports=guest_ports,
-                   devices=devices, misc=misc)
+                   devices=devices, misc=misc, migration=migration)
 
     @property
     def net(self) -> NetClients:

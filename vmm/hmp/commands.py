@@ -677,12 +677,6 @@ def hmp_acl(hmp: Hmp, args: Args) -> None:
 # -- migration (not modelled yet: each reaches its QMP command) ------------------------
 
 
-def hmp_migrate(hmp: Hmp, args: Args) -> None:
-    """hmp.c hmp_migrate."""
-    hmp.qmp("migrate", args["uri"], blk=args.get("blk", False),
-            inc=args.get("inc", False))
-
-
 def hmp_migrate_continue(hmp: Hmp, args: Args) -> None:
     """hmp.c hmp_migrate_continue."""
     hmp.qmp("migrate-continue", qapi_enum_parse(hmp, "MigrationStatus", args["state"]))
@@ -692,12 +686,6 @@ def hmp_migrate_set_capability(hmp: Hmp, args: Args) -> None:
     """hmp.c hmp_migrate_set_capability."""
     cap = qapi_enum_parse(hmp, "MigrationCapability", args["capability"])
     hmp.qmp("migrate-set-capabilities", [{"capability": cap, "state": args["state"]}])
-
-
-def hmp_migrate_set_parameter(hmp: Hmp, args: Args) -> None:
-    """hmp.c hmp_migrate_set_parameter: the parameter's name is checked first."""
-    param = qapi_enum_parse(hmp, "MigrationParameter", args["parameter"])
-    hmp.qmp("migrate-set-parameters", {param: args["value"]})
 
 
 def hmp_client_migrate_info(hmp: Hmp, args: Args) -> None:

@@ -14,8 +14,8 @@ entry's function is in `vmm.hmp.commands`, `vmm.hmp.block`, `vmm.hmp.savevm` or
 
 from __future__ import annotations
 
-from vmm.hmp import block, chardevs, commands, display, machine_devices, memory, savevm
-from vmm.hmp.commands import info_via_qmp, not_modelled, via_qmp
+from vmm.hmp import block, chardevs, commands, display, machine_devices, memory, migration, savevm
+from vmm.hmp.commands import not_modelled, via_qmp
 from vmm.hmp.interpreter import HmpCommand, command_table
 
 INFO = command_table((
@@ -86,13 +86,13 @@ INFO = command_table((
     HmpCommand('usernet', '', '', 'show user network stack connection states',
                chardevs.hmp_info_usernet),
     HmpCommand('migrate', '', '', 'show migration status',
-               info_via_qmp("query-migrate", "migrate")),
+               migration.hmp_info_migrate),
     HmpCommand('migrate_capabilities', '', '', 'show current migration capabilities',
-               info_via_qmp("query-migrate-capabilities", "migrate_capabilities")),
+               migration.hmp_info_migrate_capabilities),
     HmpCommand('migrate_parameters', '', '', 'show current migration parameters',
-               info_via_qmp("query-migrate-parameters", "migrate_parameters")),
+               migration.hmp_info_migrate_parameters),
     HmpCommand('migrate_cache_size', '', '', 'show current migration xbzrle cache size',
-               info_via_qmp("query-migrate-cache-size", "migrate_cache_size")),
+               migration.hmp_info_migrate_cache_size),
     HmpCommand('balloon', '', '', 'show balloon information',
                machine_devices.hmp_info_balloon),
     HmpCommand('qtree', '', '', 'show device tree',
@@ -239,7 +239,7 @@ TABLE = command_table((
     HmpCommand('ringbuf_read', 'device:s,size:i', 'device size', 'Read from a ring buffer character device',
                commands.hmp_ringbuf_read),
     HmpCommand('migrate', 'detach:-d,blk:-b,inc:-i,uri:s', '[-d] [-b] [-i] uri', 'migrate to URI (using -d to not wait for completion)\n\t\t\t -b for migration without shared storage with full copy of disk\n\t\t\t -i for migration without shared storage with incremental copy of disk (base image shared between src and destination)',
-               commands.hmp_migrate),
+               migration.hmp_migrate),
     HmpCommand('migrate_cancel', '', '', 'cancel the current VM migration',
                via_qmp("migrate_cancel")),
     HmpCommand('migrate_continue', 'state:s', 'state', 'Continue migration from the given paused state',
@@ -255,7 +255,7 @@ TABLE = command_table((
     HmpCommand('migrate_set_capability', 'capability:s,state:b', 'capability state', 'Enable/Disable the usage of a capability for migration',
                commands.hmp_migrate_set_capability),
     HmpCommand('migrate_set_parameter', 'parameter:s,value:s', 'parameter value', 'Set the parameter for migration',
-               commands.hmp_migrate_set_parameter),
+               migration.hmp_migrate_set_parameter),
     HmpCommand('migrate_start_postcopy', '', '', 'Followup to a migration command to switch the migration to postcopy mode. The postcopy-ram capability must be set before the original migration command.',
                via_qmp("migrate-start-postcopy")),
     HmpCommand('x_colo_lost_heartbeat', '', '', 'Tell COLO that heartbeat is lost,\n\t\t\ta failover or takeover is needed.',

@@ -87,6 +87,7 @@ class MachineOptions:
     iothreads: tuple[tuple[str, int, int, int], ...] = ()
     pid: int = 0  # the emulator's process id (reported as every iothread's thread id)
     vmgenid_guid: str | None = None
+    allow_exec_migration: bool = False  # --emu-allow-exec-migration: exec: URIs run
 
 
 @attrs.frozen

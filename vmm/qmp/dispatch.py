@@ -132,7 +132,8 @@ class Dispatcher:
         self.registration_order = [*generated, *hand]
         self.registered = set(self.registration_order)
         self.mismatches: list[str] = []
-        # The monitor whose command runs (monitor.c cur_mon): monitor_fd_param's.
+        # monitor.c cur_mon: the session whose command runs (monitor_fd_param,
+        # migrate fd:NAME, dump-guest-memory fd:NAME take that monitor's descriptors).
         self.current: MonitorSession | None = None
 
     def unimplemented(self) -> list[str]:
@@ -153,11 +154,17 @@ class Dispatcher:
         finally:
             self.current = outer
 
+    def take_monitor_fd(self, name: str) -> int | None:
+        """monitor_get_fd(cur_mon, name): the running command's monitor gives up its
+        descriptor of that name (None: it has none)."""
+        if self.current is None:
+            return None
+        return self.current.fds.named.pop(name, None)
+
     def monitor_get_fd(self, fdname: str) -> int:
-        """monitor.c monitor_get_fd(cur_mon, ...): the running command's monitor gives
-        up its descriptor named `fdname` (a consumer such as `add_client` or
-        `dump-guest-memory fd:NAME` owns it from now on)."""
-        fd = None if self.current is None else self.current.fds.named.pop(fdname, None)
+        """monitor.c monitor_get_fd(cur_mon, ...) with its error: the consumer (such as
+        `add_client` or `dump-guest-memory fd:NAME`) owns the descriptor from now on."""
+        fd = self.take_monitor_fd(fdname)
         if fd is None:
             raise GenericError(f"File descriptor named '{fdname}' has not been found")
         return fd

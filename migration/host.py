@@ -1,0 +1,259 @@
+"""What the migration model needs from the machine, and from the I/O edge.
+
+Part of the pure `migration` layer. The model never imports `vmm` or trio. It sees
+the Machine through `MigrationHost` (events, the run state and the cpus.c
+primitives, the clock, behaviours, exit), which `vmm.machine.core.Machine`
+satisfies structurally; and the real transport through `Edge` and `Channel`, which
+`migration.transport` implements on trio. Tests use `RecordingHost` and
+`RecordingEdge`, plain in-memory fakes: the edge fake keeps what the model asked for
+and lets a test play the other side (a connection made or refused, a destination
+that answers).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import attrs
+
+from migration.uri import Uri
+
+
+class RunStateLike(Protocol):
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    def set(self, new: str) -> None: ...
+
+
+class ClockLike(Protocol):
+    def now(self) -> float: ...
+
+
+class BehavioursLike(Protocol):
+    def get(self, name: str) -> Any: ...
+
+
+class OptionsLike(Protocol):
+    @property
+    def machine_type(self) -> str: ...
+
+    @property
+    def ram_bytes(self) -> int: ...
+
+
+class MigrationHost(Protocol):
+    """The Machine as the migration sees it."""
+
+    @property
+    def runstate(self) -> RunStateLike: ...
+
+    @property
+    def clock(self) -> ClockLike: ...
+
+    @property
+    def behaviours(self) -> BehavioursLike: ...
+
+    @property
+    def options(self) -> OptionsLike: ...
+
+    autostart: bool
+    exit_code: int | None
+
+    def emit(self, name: str, data: dict[str, Any] | None = None) -> Any: ...
+
+    def vm_stop(self, state: str) -> None: ...
+
+    def vm_start(self) -> None: ...
+
+    def vm_stop_force(self, state: str) -> None: ...
+
+    def kick(self) -> None: ...
+
+
+class Channel(Protocol):
+    """One open migration stream, as the model writes to it (outgoing) or answers
+    on it (incoming)."""
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes; the edge sends them in order."""
+
+    def finish(self) -> None:
+        """Outgoing: everything is queued; flush, then report the outcome through
+        `OutgoingEnd.done`."""
+
+    def answer(self, data: bytes) -> None:
+        """Incoming: send the one-byte verdict to the source, then close."""
+
+    def abort(self) -> None:
+        """Shut the stream down now (cancel)."""
+
+
+class OutgoingEnd(Protocol):
+    """The model's side of an outgoing stream, called by the edge."""
+
+    def connected(self, channel: Channel) -> None: ...
+
+    def connect_failed(self, desc: str) -> None: ...
+
+    def done(self, ok: bool) -> None: ...
+
+
+class IncomingEnd(Protocol):
+    """The model's side of an incoming stream, called by the edge."""
+
+    def accepted(self, channel: Channel) -> None: ...
+
+    def received(self, data: bytes) -> None: ...
+
+    def closed(self) -> None: ...
+
+    def listen_failed(self, desc: str) -> None: ...
+
+
+class FileAccess(Protocol):
+    """Whole files (xen-save-devices-state, xen-load-devices-state); a GenericError
+    with QEMU's text when a file cannot be opened."""
+
+    def write(self, path: str, data: bytes) -> None: ...
+
+    def read(self, path: str) -> bytes: ...
+
+
+@attrs.define(kw_only=True)
+class MemoryFiles:
+    """FileAccess in a dict (tests)."""
+
+    files: dict[str, bytes] = attrs.Factory(dict)
+
+    def write(self, path: str, data: bytes) -> None:
+        self.files[path] = data
+
+    def read(self, path: str) -> bytes:
+        if path not in self.files:
+            from schema.errors import GenericError
+
+            raise GenericError(f"Unable to open {path}: No such file or directory")
+        return self.files[path]
+
+
+class Edge(Protocol):
+    """The real transport. `connect` and `listen` may raise a GenericError at once
+    (a spawn or bind failure, QEMU's synchronous errors); everything later arrives
+    through the end's methods."""
+
+    def connect(self, uri: Uri, fd: int | None, end: OutgoingEnd) -> None: ...
+
+    def listen(self, uri: Uri, end: IncomingEnd) -> None: ...
+
+
+@attrs.define(kw_only=True)
+class FakeRunState:
+    state: str = "running"
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def set(self, new: str) -> None:
+        self.state = new
+
+
+@attrs.define(kw_only=True)
+class FakeClock:
+    value: float = 0.0
+
+    def now(self) -> float:
+        return self.value
+
+
+@attrs.define(kw_only=True)
+class FakeOptions:
+    machine_type: str = "pc-i440fx-2.11"
+    ram_bytes: int = 128 * 1024 * 1024
+
+
+@attrs.define(kw_only=True)
+class FakeBehaviours:
+    values: dict[str, Any] = attrs.Factory(dict)
+
+    def get(self, name: str) -> Any:
+        return self.values[name]
+
+
+@attrs.define(kw_only=True)
+class RecordingHost:
+    """A plain host: the run state is a string, events and stops are recorded."""
+
+    runstate: FakeRunState = attrs.Factory(FakeRunState)
+    clock: FakeClock = attrs.Factory(FakeClock)
+    behaviours: FakeBehaviours = attrs.Factory(FakeBehaviours)
+    options: FakeOptions = attrs.Factory(FakeOptions)
+    autostart: bool = True
+    exit_code: int | None = None
+    events: list[tuple[str, dict[str, Any] | None]] = attrs.Factory(list)
+    rng: random.Random = attrs.Factory(random.Random)
+
+    def emit(self, name: str, data: dict[str, Any] | None = None) -> None:
+        self.events.append((name, data))
+
+    def vm_stop(self, state: str) -> None:
+        if self.runstate.running:
+            self.runstate.set(state)
+            self.events.append(("STOP", None))
+
+    def vm_start(self) -> None:
+        if not self.runstate.running:
+            self.runstate.set("running")
+            self.events.append(("RESUME", None))
+
+    def vm_stop_force(self, state: str) -> None:
+        if self.runstate.running:
+            self.vm_stop(state)
+        else:
+            self.runstate.set(state)
+
+    def kick(self) -> None:
+        pass
+
+
+@attrs.define(kw_only=True)
+class RecordingChannel:
+    written: bytearray = attrs.Factory(bytearray)
+    finished: bool = False
+    aborted: bool = False
+    answers: bytearray = attrs.Factory(bytearray)
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def finish(self) -> None:
+        self.finished = True
+
+    def answer(self, data: bytes) -> None:
+        self.answers += data
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+@attrs.define(kw_only=True)
+class RecordingEdge:
+    """Keeps each connect/listen request; a test completes them by hand."""
+
+    outgoing: list[tuple[Uri, int | None, OutgoingEnd]] = attrs.Factory(list)
+    incoming: list[tuple[Uri, IncomingEnd]] = attrs.Factory(list)
+    on_connect: Callable[[Uri], None] | None = None
+
+    def connect(self, uri: Uri, fd: int | None, end: OutgoingEnd) -> None:
+        self.outgoing.append((uri, fd, end))
+        if self.on_connect is not None:
+            self.on_connect(uri)
+
+    def listen(self, uri: Uri, end: IncomingEnd) -> None:
+        self.incoming.append((uri, end))
