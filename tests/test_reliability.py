@@ -252,3 +252,17 @@ def test_qcow2_grow_beyond_the_l1_limit_fails_as_qemu(vm_factory, tmp_path: Path
               if n["node-name"] == "q"]
     assert node["image"]["virtual-size"] == 1 << 20
     assert image.read_bytes() == before
+
+
+def test_request_nested_990_deep_is_answered_and_the_next_one_too(vm_factory) -> None:
+    """Defect 1: an array nested 990 deep (QEMU accepts 1 024 levels) got no reply,
+    and a request sent in the same write was lost with it. QEMU answers "QMP input
+    must be a JSON object" (monitor.c handle_qmp_command) and goes on."""
+    talk = vm_factory().talk()
+    out = talk.send(b"[" * 990 + b"]" * 990 + b'\n{"execute":"query-status","id":1}\n')
+    lines = out.split(b"\r\n")
+    assert lines[0] == (b'{"error": {"class": "GenericError", '
+                        b'"desc": "QMP input must be a JSON object"}}')
+    if len(lines) < 3:  # the second reply may come in its own read
+        lines = [lines[0], *talk.send(b"").split(b"\r\n")]
+    assert json.loads(lines[1])["id"] == 1
