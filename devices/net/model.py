@@ -112,6 +112,7 @@ class Nic:
     device_id: str | None
     rx_filter: RxFilter | None = None  # None: the model cannot be queried
     notify_armed: bool = True  # NIC_RX_FILTER_CHANGED until the next query-rx-filter
+    driver_loaded: bool = False  # the guest's driver has set the filter since reset
 
 
 class EventSink(Protocol):
@@ -134,6 +135,12 @@ class NetClients:
     macs_in_use: set[int] = attrs.Factory(set)
     hub_port_counter: dict[int, int] = attrs.Factory(dict)
     on_change: Callable[[], None] = lambda: None
+    # a named guest behaviour's current value (the Machine's registry): nic-driver
+    behaviour: Callable[[str], Any] = lambda name: None
+    running: bool = False
+    # the Machine's guest-time timers (vm_call_later): the guest boots after a reset
+    call_later: Callable[[float, Callable[[], None]], Any] | None = None
+    boot_pending: bool = False
 
     # -- lookup ------------------------------------------------------------------------
 
@@ -230,6 +237,26 @@ class NetClients:
             data = {"name": nic.device_id, **data}
         self.events.emit("NIC_RX_FILTER_CHANGED", data)
 
+    def guest_driver_starts(self, nic: Nic) -> None:
+        """The guest's virtio-net driver (with `nic-driver=filter`) opens the
+        interface and sets its receive mode as Linux's virtnet_set_rx_mode does:
+        promiscuous and all-multicast off, then the MAC table with the multicast
+        groups an IPv4/IPv6 host joins (all-hosts, all-nodes, the solicited-node
+        group of its link-local address). Each control command would notify; the
+        first one does [hw/net/virtio-net.c virtio_net_handle_rx_mode,
+        virtio_net_handle_mac]."""
+        rx = nic.rx_filter
+        if rx is None or nic.driver_loaded or self.behaviour("nic-driver") != "filter":
+            return
+        nic.driver_loaded = True
+        rx.promiscuous = False
+        self.rx_filter_changed(nic)
+        rx.allmulti = False
+        rx.unicast_table = []
+        rx.multicast_table = ["01:00:5e:00:00:01", "33:33:00:00:00:01",
+                              "33:33:ff:" + nic.mac[9:]]
+        self.rx_filter_changed(nic)
+
     # -- commands' model -----------------------------------------------------------------
 
     def set_link(self, name: str, up: bool) -> None:
@@ -287,18 +314,35 @@ class NetClients:
     # -- Subsystem hooks ---------------------------------------------------------------
 
     def reset(self) -> None:
+        """virtio_net_reset: the filter as after power-on (the notification stays as
+        it was); a guest that keeps running boots again and its driver starts, after
+        the reset (in guest time, at once in this model)."""
         for client in self.clients:
             if client.nic is not None and client.nic.rx_filter is not None:
                 client.nic.rx_filter = RxFilter()
+                client.nic.driver_loaded = False
+        if self.running and self.call_later is not None and not self.boot_pending:
+            self.boot_pending = True
+            self.call_later(0.0, self._guest_booted)
+
+    def _guest_booted(self) -> None:
+        self.boot_pending = False
+        self._drivers_start()
 
     def before_cont(self) -> None:
         pass
 
     def vm_start(self) -> None:
-        pass
+        self.running = True
+        self._drivers_start()
 
     def vm_stop(self) -> None:
-        pass
+        self.running = False
+
+    def _drivers_start(self) -> None:
+        for client in list(self.clients):
+            if client.nic is not None:
+                self.guest_driver_starts(client.nic)
 
     def next_deadline(self) -> float:
         return math.inf
