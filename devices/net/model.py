@@ -6,7 +6,9 @@ forwarding rule, a passed tap descriptor) it asks `NetHost` for
 (`devices.net.hostnet` is the real one). `NetClients` is the machine's list of
 net clients in creation order (QEMU's net_clients queue), with the lookup API qdev
 calls for a NIC's `netdev=` property (`attach_nic`, "... it's in use") and the
-commands' model (set_link, query-rx-filter, info network).
+commands' model (set_link, query-rx-filter, info network). The guest's virtio-net
+driver (the `nic-driver` behaviour of `devices.net.resolver`) sets the receive filter
+when the guest runs, after a reset and for a NIC hot-plugged into a running guest.
 """
 
 from __future__ import annotations
@@ -212,6 +214,8 @@ class NetClients:
                   device_id=device_id, rx_filter=RxFilter() if rx_filter else None)
         client.nic = nic
         self.add(client)
+        if self.running:
+            self._guest_probes()  # a NIC hot-plugged into a running guest
         return nic
 
     def detach_nic(self, nic: Nic) -> None:
@@ -321,7 +325,13 @@ class NetClients:
             if client.nic is not None and client.nic.rx_filter is not None:
                 client.nic.rx_filter = RxFilter()
                 client.nic.driver_loaded = False
-        if self.running and self.call_later is not None and not self.boot_pending:
+        if self.running:
+            self._guest_probes()
+
+    def _guest_probes(self) -> None:
+        """The running guest's drivers find their NICs (after a reset, or a
+        hot-plug), in guest time: after what caused it (at once in this model)."""
+        if self.call_later is not None and not self.boot_pending:
             self.boot_pending = True
             self.call_later(0.0, self._guest_booted)
 
