@@ -116,7 +116,7 @@ def test_guest_profile_and_behaviours(catalog) -> None:
                                  "guest-workload, guest-workload-pattern, "
                                  "guest-workload-rate, guest-workload-request, memory-ost, "
                                  "memory-ost-delay, migration-dirty-rate, migration-ram-used, "
-                                 "nmi, panic, panic-delay, powerdown, "
+                                 "nic-driver, nmi, panic, panic-delay, powerdown, "
                                  "powerdown-delay, serial-console, watchdog, "
                                  "watchdog-timeout)"),
     ("--emu-behaviour=powerdown=later", "--emu-behaviour: powerdown: expects one of "

@@ -38,7 +38,7 @@ from devices.machine_commands import (
 from devices.machine_kinds import new_cpu, register_kinds
 from devices.misc import MISC_BEHAVIOURS, GuestMisc, MiscCommands
 from devices.net.commands import NetCommands
-from devices.net.resolver import NetdevResolver
+from devices.net.resolver import NET_BEHAVIOURS, NetdevResolver
 from devices.qdev import Qdev, find_device_state
 from migration.commands import Migration, MigrationCommands
 from migration.files import LocalFiles
@@ -77,7 +77,7 @@ RECURSION_FLOOR = 8 * 1024 + 1000
 BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS,
                                      *WORKLOAD_BEHAVIOURS, *CHARDEV_BEHAVIOURS,
                                      *DEVICE_BEHAVIOURS, *MACHINE_DEVICE_BEHAVIOURS,
-                                     *MISC_BEHAVIOURS, *RAM_BEHAVIOURS)
+                                     *MISC_BEHAVIOURS, *RAM_BEHAVIOURS, *NET_BEHAVIOURS)
 
 
 class GuestMemory:
@@ -133,7 +133,10 @@ class LazyNet:
         if self._net is None:
             from devices.net.model import NetClients
 
-            self._net = NetClients(host=LazyHostNet(), events=self._machine)
+            self._net = NetClients(host=LazyHostNet(), events=self._machine,
+                                   behaviour=self._machine.behaviours.get,
+                                   running=self._machine.runstate.running,
+                                   call_later=self._machine.vm_call_later)
             self._machine.plug(self._net)
         return self._net
 

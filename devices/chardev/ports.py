@@ -38,6 +38,7 @@ class GuestPorts:
         self.behaviour = behaviour
         self.serials: list[SerialConsole] = []
         self.ports: list[VirtioSerialPort] = []
+        self.running = False
 
     def add_serial(self, chardevs: Chardevs, ident: str) -> SerialConsole:
         """A serial port (isa-serial) on chardev `ident` (-serial, or qdev's
@@ -56,13 +57,20 @@ class GuestPorts:
         return port
 
     def reset(self) -> None:
+        """The virtio reset closes every port [hw/char/virtio-serial-bus.c
+        guest_reset]; a guest that keeps running boots again, and its agent reopens
+        its port (at once in this model)."""
         for port in self.ports:
             port.set_guest_connected(False)
+        if self.running:
+            for port in self.ports:
+                port.guest_runs()
 
     def before_cont(self) -> None:
         pass
 
     def vm_start(self) -> None:
+        self.running = True
         for console in self.serials:
             console.mode = self.behaviour(CONSOLE.name)
             console.guest_runs()
@@ -71,7 +79,7 @@ class GuestPorts:
             port.guest_runs()
 
     def vm_stop(self) -> None:
-        pass
+        self.running = False
 
     def next_deadline(self) -> float:
         return math.inf

@@ -60,5 +60,8 @@ class ChardevResolver:
         if claimed in self.ports.serials:
             self.ports.serials.remove(claimed)
         if claimed in self.ports.ports:
-            claimed.set_guest_connected(False)
+            # unplugging a port tells the guest it went (remove_port), and no
+            # VSERPORT_CHANGE follows [hw/char/virtio-serial-bus.c
+            # virtser_port_device_unrealize]
+            claimed.guest_open = False
             self.ports.ports.remove(claimed)

@@ -6,7 +6,9 @@ forwarding rule, a passed tap descriptor) it asks `NetHost` for
 (`devices.net.hostnet` is the real one). `NetClients` is the machine's list of
 net clients in creation order (QEMU's net_clients queue), with the lookup API qdev
 calls for a NIC's `netdev=` property (`attach_nic`, "... it's in use") and the
-commands' model (set_link, query-rx-filter, info network).
+commands' model (set_link, query-rx-filter, info network). The guest's virtio-net
+driver (the `nic-driver` behaviour of `devices.net.resolver`) sets the receive filter
+when the guest runs, after a reset and for a NIC hot-plugged into a running guest.
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ class Nic:
     device_id: str | None
     rx_filter: RxFilter | None = None  # None: the model cannot be queried
     notify_armed: bool = True  # NIC_RX_FILTER_CHANGED until the next query-rx-filter
+    driver_loaded: bool = False  # the guest's driver has set the filter since reset
 
 
 class EventSink(Protocol):
@@ -134,6 +137,12 @@ class NetClients:
     macs_in_use: set[int] = attrs.Factory(set)
     hub_port_counter: dict[int, int] = attrs.Factory(dict)
     on_change: Callable[[], None] = lambda: None
+    # a named guest behaviour's current value (the Machine's registry): nic-driver
+    behaviour: Callable[[str], Any] = lambda name: None
+    running: bool = False
+    # the Machine's guest-time timers (vm_call_later): the guest boots after a reset
+    call_later: Callable[[float, Callable[[], None]], Any] | None = None
+    boot_pending: bool = False
 
     # -- lookup ------------------------------------------------------------------------
 
@@ -205,6 +214,8 @@ class NetClients:
                   device_id=device_id, rx_filter=RxFilter() if rx_filter else None)
         client.nic = nic
         self.add(client)
+        if self.running:
+            self._guest_probes()  # a NIC hot-plugged into a running guest
         return nic
 
     def detach_nic(self, nic: Nic) -> None:
@@ -229,6 +240,26 @@ class NetClients:
         if nic.device_id is not None:
             data = {"name": nic.device_id, **data}
         self.events.emit("NIC_RX_FILTER_CHANGED", data)
+
+    def guest_driver_starts(self, nic: Nic) -> None:
+        """The guest's virtio-net driver (with `nic-driver=filter`) opens the
+        interface and sets its receive mode as Linux's virtnet_set_rx_mode does:
+        promiscuous and all-multicast off, then the MAC table with the multicast
+        groups an IPv4/IPv6 host joins (all-hosts, all-nodes, the solicited-node
+        group of its link-local address). Each control command would notify; the
+        first one does [hw/net/virtio-net.c virtio_net_handle_rx_mode,
+        virtio_net_handle_mac]."""
+        rx = nic.rx_filter
+        if rx is None or nic.driver_loaded or self.behaviour("nic-driver") != "filter":
+            return
+        nic.driver_loaded = True
+        rx.promiscuous = False
+        self.rx_filter_changed(nic)
+        rx.allmulti = False
+        rx.unicast_table = []
+        rx.multicast_table = ["01:00:5e:00:00:01", "33:33:00:00:00:01",
+                              "33:33:ff:" + nic.mac[9:]]
+        self.rx_filter_changed(nic)
 
     # -- commands' model -----------------------------------------------------------------
 
@@ -287,18 +318,41 @@ class NetClients:
     # -- Subsystem hooks ---------------------------------------------------------------
 
     def reset(self) -> None:
+        """virtio_net_reset: the filter as after power-on (the notification stays as
+        it was); a guest that keeps running boots again and its driver starts, after
+        the reset (in guest time, at once in this model)."""
         for client in self.clients:
             if client.nic is not None and client.nic.rx_filter is not None:
                 client.nic.rx_filter = RxFilter()
+                client.nic.driver_loaded = False
+        if self.running:
+            self._guest_probes()
+
+    def _guest_probes(self) -> None:
+        """The running guest's drivers find their NICs (after a reset, or a
+        hot-plug), in guest time: after what caused it (at once in this model)."""
+        if self.call_later is not None and not self.boot_pending:
+            self.boot_pending = True
+            self.call_later(0.0, self._guest_booted)
+
+    def _guest_booted(self) -> None:
+        self.boot_pending = False
+        self._drivers_start()
 
     def before_cont(self) -> None:
         pass
 
     def vm_start(self) -> None:
-        pass
+        self.running = True
+        self._drivers_start()
 
     def vm_stop(self) -> None:
-        pass
+        self.running = False
+
+    def _drivers_start(self) -> None:
+        for client in list(self.clients):
+            if client.nic is not None:
+                self.guest_driver_starts(client.nic)
 
     def next_deadline(self) -> float:
         return math.inf

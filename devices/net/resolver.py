@@ -4,7 +4,8 @@ Pure model of `devices.net`, the lookup API qdev calls (it satisfies
 `devices.qdev.BackendResolver` structurally) [hw/core/qdev-properties-system.c
 set_netdev: "can't find value", "it's in use"; net/net.c qemu_new_nic,
 qemu_del_nic]. The NIC's net client is created when the property is set; virtio-net
-NICs answer query-rx-filter.
+NICs answer query-rx-filter. `NIC_DRIVER` is the guest behaviour of their driver
+(`devices.net.model.NetClients.vm_start`), declared here to stay light at start-up.
 """
 
 from __future__ import annotations
@@ -12,8 +13,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from schema.handlers import Behaviour, choice
+
 if TYPE_CHECKING:
     from devices.net.model import NetClients
+
+NIC_DRIVER = Behaviour(
+    "nic-driver", "what the guest's virtio-net driver does when the guest runs: "
+    "'filter' sets the receive filter as a Linux guest does (promiscuous off, the "
+    "all-hosts multicast groups), so NIC_RX_FILTER_CHANGED follows",
+    choice("off", "filter"), os="off", firmware="off")
+NET_BEHAVIOURS = (NIC_DRIVER,)
 
 
 class NetdevResolver:
