@@ -41,6 +41,8 @@ from typing import Protocol
 
 import attrs
 
+from schema.handlers import SubsystemHooks
+
 PAGE_SIZE = 4096
 ADDRESS_MASK = (1 << 64) - 1  # hwaddr arithmetic wraps at 2^64
 IO_SPACE_SIZE = 0x10000       # memory_map_init: the "io" region is 65536 bytes
@@ -408,7 +410,7 @@ class Resettable(Protocol):
 
 
 @attrs.define(kw_only=True, eq=False)
-class AddressSpaces:
+class AddressSpaces(SubsystemHooks):
     """The guest's memory and port spaces and the board devices in them (a
     Subsystem of the Machine)."""
 
@@ -448,20 +450,5 @@ class AddressSpaces:
         for device in self.devices:
             device.reset()
 
-    def before_cont(self) -> None:
-        pass
-
-    def vm_start(self) -> None:
-        pass
-
-    def vm_stop(self) -> None:
-        pass
-
     def next_deadline(self) -> float:
         return float("inf")
-
-    def run_due(self, now: float) -> None:
-        pass
-
-    def close(self) -> None:
-        pass

@@ -8,24 +8,9 @@ Machine's virtual timers have no deadlines of their own and nothing to do before
 
 from __future__ import annotations
 
-import math
+from schema.handlers import SubsystemHooks
 
 
-class GuestTimedHooks:
-    """No-op hooks: no own deadline (the guest's timers are the Machine's virtual
-    timers), nothing before cont, on a stop, or at exit."""
-
-    def before_cont(self) -> None:
-        pass
-
-    def vm_stop(self) -> None:
-        pass
-
-    def next_deadline(self) -> float:
-        return math.inf
-
-    def run_due(self, now: float) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+class GuestTimedHooks(SubsystemHooks):
+    """No own deadline (the guest's timers are the Machine's virtual timers), nothing
+    before cont, on a stop, or at exit: the no-op hooks of `schema.handlers`."""

@@ -27,6 +27,32 @@ F = TypeVar("F", bound=Callable[..., Any])
 ATTRIBUTE = "__qmp_command__"
 
 
+class SubsystemHooks:
+    """The hooks the Machine calls on every subsystem (vmm.machine.subsystem), each
+    with nothing to do: a subsystem inherits these and writes only those it uses."""
+
+    def reset(self) -> None:
+        pass
+
+    def before_cont(self) -> None:
+        pass
+
+    def vm_start(self) -> None:
+        pass
+
+    def vm_stop(self) -> None:
+        pass
+
+    def next_deadline(self) -> float:
+        return math.inf
+
+    def run_due(self, now: float) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def qmp_command(name: str) -> Callable[[F], F]:
     """Mark a callable as the handler of the QMP command `name` (its wire name)."""
 

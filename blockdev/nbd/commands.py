@@ -11,14 +11,13 @@ everything but RESIZE), so the node is "in use" while exported.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 from blockdev.graph import Backend
 from blockdev.image.lock import Perm
 from blockdev.layer import BlockLayer
 from schema.errors import GenericError
-from schema.handlers import qmp_command
+from schema.handlers import SubsystemHooks, qmp_command
 
 if TYPE_CHECKING:
     from blockdev.nbd.server import NbdServer
@@ -85,7 +84,7 @@ class BackendDevice:
             raise _export_error(err.errno) from None
 
 
-class Nbd:
+class Nbd(SubsystemHooks):
     """The NBD server of one machine: its state and its commands."""
 
     def __init__(self, layer: BlockLayer) -> None:
@@ -120,24 +119,6 @@ class Nbd:
             self._server.medium_removed(blk)
 
     # -- Subsystem hooks --------------------------------------------------------------------
-
-    def reset(self) -> None:
-        pass
-
-    def before_cont(self) -> None:
-        pass
-
-    def vm_start(self) -> None:
-        pass
-
-    def vm_stop(self) -> None:
-        pass
-
-    def next_deadline(self) -> float:
-        return math.inf
-
-    def run_due(self, now: float) -> None:
-        pass
 
     def close(self) -> None:
         """At exit the exports close before the block layer closes its nodes."""

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import attrs
 
 from schema.errors import GenericError
+from schema.handlers import SubsystemHooks
 
 # What Python's socket module reports as an address: a unix path, or an inet tuple
 # ((host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6).
@@ -306,7 +307,7 @@ class EventSink(Protocol):
 
 
 @attrs.define(kw_only=True, eq=False)
-class Chardevs:
+class Chardevs(SubsystemHooks):
     """The chardevs of one machine (QEMU's /chardevs container), with the lookup API
     frontends use: `find`, `attach` (qemu_chr_fe_init's "is already in use" check),
     `detach`. A subsystem of the Machine (`vmm.machine.subsystem`): its deadlines are
@@ -469,18 +470,6 @@ class Chardevs:
                 for fd in c.io.read_fds()]
 
     # -- Subsystem hooks ---------------------------------------------------------------
-
-    def reset(self) -> None:
-        pass
-
-    def before_cont(self) -> None:
-        pass
-
-    def vm_start(self) -> None:
-        pass
-
-    def vm_stop(self) -> None:
-        pass
 
     def next_deadline(self) -> float:
         return min((c.retry_at for c in self.devices.values()), default=math.inf)

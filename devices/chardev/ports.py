@@ -10,11 +10,10 @@ Both are off by default.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from schema.handlers import Behaviour, choice
+from schema.handlers import Behaviour, SubsystemHooks, choice
 
 if TYPE_CHECKING:
     from devices.chardev.frontends import SerialConsole, VirtioSerialPort
@@ -29,7 +28,7 @@ GUEST_AGENT = Behaviour(
 CHARDEV_BEHAVIOURS = (CONSOLE, GUEST_AGENT)
 
 
-class GuestPorts:
+class GuestPorts(SubsystemHooks):
     """Serial consoles and virtio-serial ports: a subsystem of the Machine whose guest
     starts using them when the VM runs. `behaviour` reads a named guest behaviour's
     current value (the Machine's registry)."""
@@ -66,9 +65,6 @@ class GuestPorts:
             for port in self.ports:
                 port.guest_runs()
 
-    def before_cont(self) -> None:
-        pass
-
     def vm_start(self) -> None:
         self.running = True
         for console in self.serials:
@@ -80,12 +76,3 @@ class GuestPorts:
 
     def vm_stop(self) -> None:
         self.running = False
-
-    def next_deadline(self) -> float:
-        return math.inf
-
-    def run_due(self, now: float) -> None:
-        pass
-
-    def close(self) -> None:
-        pass

@@ -27,6 +27,7 @@ import attrs
 from devices.display import AUTH_NONE, AUTH_VNC
 from devices.display.console import Console
 from schema.errors import DeviceNotFound, GenericError
+from schema.handlers import SubsystemHooks
 
 if TYPE_CHECKING:
     from devices.display.rfb import RfbServer
@@ -158,7 +159,7 @@ def parse_address(addr: str, to: int | None, ipv4: bool | None,
 
 
 @attrs.define(kw_only=True)
-class VncDisplays:
+class VncDisplays(SubsystemHooks):
     """The displays of one machine, in creation order (ui/vnc.c vnc_displays)."""
 
     displays: list[VncDisplay] = attrs.Factory(list)
@@ -349,24 +350,6 @@ class VncDisplays:
         return out
 
     # -- the Machine's hooks (vmm.machine.subsystem) ---------------------------------
-
-    def reset(self) -> None:
-        pass
-
-    def before_cont(self) -> None:
-        pass
-
-    def vm_start(self) -> None:
-        pass
-
-    def vm_stop(self) -> None:
-        pass
-
-    def next_deadline(self) -> float:
-        return math.inf
-
-    def run_due(self, now: float) -> None:
-        pass
 
     def close(self) -> None:
         """At exit: the listeners and clients close (no events: QEMU exits)."""

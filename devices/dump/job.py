@@ -21,6 +21,8 @@ from typing import Protocol
 
 import attrs
 
+from schema.handlers import SubsystemHooks
+
 CHUNK = 16 << 20  # bytes a detached dump writes per step
 RATE = 1 << 30    # bytes per second of the Machine's clock
 
@@ -73,7 +75,7 @@ class DumpError(Exception):
 
 
 @attrs.define(kw_only=True)
-class DumpState:
+class DumpState(SubsystemHooks):
     """dump.c dump_state_global: the last dump's status and progress."""
 
     status: str = "none"  # DumpStatus: none, active, completed, failed
@@ -142,18 +144,6 @@ class DumpState:
             self._finish(None)
         else:
             self.next_at = now + CHUNK / RATE
-
-    def reset(self) -> None:
-        pass
-
-    def before_cont(self) -> None:
-        pass
-
-    def vm_start(self) -> None:
-        pass
-
-    def vm_stop(self) -> None:
-        pass
 
     def close(self) -> None:
         if self.job is not None:

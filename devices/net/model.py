@@ -13,13 +13,13 @@ when the guest runs, after a reset and for a NIC hot-plugged into a running gues
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import attrs
 
 from schema.errors import DeviceNotFound, GenericError
+from schema.handlers import SubsystemHooks
 
 
 class HostHandle(Protocol):
@@ -126,7 +126,7 @@ def _mac_text(index: int) -> str:
 
 
 @attrs.define(kw_only=True, eq=False)
-class NetClients:
+class NetClients(SubsystemHooks):
     """The net clients of one machine (net/net.c net_clients) and its hubs."""
 
     host: NetHost
@@ -339,9 +339,6 @@ class NetClients:
         self.boot_pending = False
         self._drivers_start()
 
-    def before_cont(self) -> None:
-        pass
-
     def vm_start(self) -> None:
         self.running = True
         self._drivers_start()
@@ -353,12 +350,6 @@ class NetClients:
         for client in list(self.clients):
             if client.nic is not None:
                 self.guest_driver_starts(client.nic)
-
-    def next_deadline(self) -> float:
-        return math.inf
-
-    def run_due(self, now: float) -> None:
-        pass
 
     def close(self) -> None:
         for client in self.clients:

@@ -33,7 +33,15 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from schema.handlers import PROFILES, Behaviour, BehaviourError, choice, flag, seconds
+from schema.handlers import (
+    PROFILES,
+    Behaviour,
+    BehaviourError,
+    SubsystemHooks,
+    choice,
+    flag,
+    seconds,
+)
 from vmm.machine.clock import Timer
 
 if TYPE_CHECKING:
@@ -106,7 +114,7 @@ class Behaviours:
 
 
 @attrs.define(kw_only=True)
-class Guest:
+class Guest(SubsystemHooks):
     """The guest OS and the firmware of one machine (a Subsystem of the Machine)."""
 
     machine: Machine
@@ -188,20 +196,8 @@ class Guest:
             self._reboot.cancel()
             self._reboot = None
 
-    def before_cont(self) -> None:
-        pass
-
     def vm_start(self) -> None:
         self._firmware_runs()
 
-    def vm_stop(self) -> None:
-        pass
-
     def next_deadline(self) -> float:
         return float("inf")
-
-    def run_due(self, now: float) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
