@@ -17,6 +17,7 @@ use `RecordingHost`, a plain in-memory host.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -118,6 +119,14 @@ class BlockHost(Protocol):
     def error_report(self, text: str) -> None:
         """error_report outside a monitor command (QEMU's stderr)."""
 
+    def qemu_open(self, name: str, flags: int, mode: int = 0o666) -> int:
+        """util/osdep.c qemu_open: `/dev/fdset/N` dups a descriptor of the host's fd
+        set N (monitor_fdset_get_fd, monitor_fdset_dup_fd_add), any other name is
+        opened; raises OSError with errno set."""
+
+    def qemu_close(self, fd: int) -> None:
+        """util/osdep.c qemu_close: a descriptor dup'ed from an fd set leaves it."""
+
     def find_device_state(self, qdev_id: str) -> object:
         """qdev-monitor.c find_device_state: the device `qdev_id` names (an id under
         /machine/peripheral, or an absolute QOM path); DeviceNotFound `Device '<id>'
@@ -182,6 +191,13 @@ class RecordingHost:
 
     def vm_clock_ns(self) -> int:
         return self.vm_clock
+
+    def qemu_open(self, name: str, flags: int, mode: int = 0o666) -> int:
+        """No fd sets: every name is a file."""
+        return os.open(name, flags | os.O_CLOEXEC, mode)
+
+    def qemu_close(self, fd: int) -> None:
+        os.close(fd)
 
     def emit(self, name: str, data: dict[str, Any] | None = None) -> None:
         self.events.append((name, data))

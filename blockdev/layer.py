@@ -70,7 +70,8 @@ class BlockLayer:
 
     @classmethod
     def create(cls, host: BlockHost, *, seed: int | None = None) -> BlockLayer:
-        return cls(host=host, names=NameGenerator(rng=random.Random(seed)))
+        return cls(host=host, names=NameGenerator(rng=random.Random(seed)),
+                   io=ImageIO(opener=host))
 
     def has_tls_creds(self, ident: str) -> bool:
         return self.tls_creds(ident)
