@@ -90,6 +90,7 @@ class DeviceBackends:
             shared |= Perm.RESIZE
         if share_rw:
             shared |= Perm.WRITE
+        blk.dev_shared = int(shared)
         try:
             layer.blk_set_perm(blk, int(perm), int(shared))
         except GenericError:

@@ -53,6 +53,13 @@ class BlockDevOps(Protocol):
         """The device has an is_medium_locked callback."""
         ...
 
+    @property
+    def perms_follow_medium(self) -> bool:
+        """The change_media_cb drops the BlockBackend's permissions when the medium
+        goes and applies the device's (write unless the new medium is read-only)
+        when one comes [hw/block/fdc.c fd_change_cb]."""
+        ...
+
     # The state behind is_tray_open / is_medium_locked, and the eject request the
     # guest has not answered yet; the guest's side (blockdev.media) moves them.
     tray_open: bool
@@ -85,6 +92,7 @@ class RecordingDevice:
     tray_open: bool = False
     locked: bool = False
     eject_request: bool = False
+    perms_follow_medium: bool = False
     calls: list[tuple[str, bool]] = attrs.Factory(list)
 
     def qdev_id(self) -> str:

@@ -410,6 +410,8 @@ class Backend:
     root_state: RootState = attrs.Factory(RootState)
     legacy_dinfo: DriveInfo | None = None
     disable_perm: bool = False
+    # The permissions the attached device shares (blkconf_apply_backend_options).
+    dev_shared: int = PERM_ALL
     refcnt: int = 1
     # Requests a device queued after a stop-action error, retried on `cont`.
     queued: list[Any] = attrs.Factory(list)

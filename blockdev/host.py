@@ -11,12 +11,15 @@ run an edge's task on the machine's nursery (the NBD server), report an error as
 QEMU's error_report does, and read the current value of a guest behaviour the block
 layer declares (`TRAY_BEHAVIOURS`, declared here: how the guest answers an eject
 request; the Machine's registry holds their values, `blockdev.media` reads them), and
-the guest's disk workload (`WORKLOAD_BEHAVIOURS`, read by `blockdev.workload`). Tests
-use `RecordingHost`, a plain in-memory host.
+the guest's disk workload (`WORKLOAD_BEHAVIOURS`, read by `blockdev.workload`), open
+and close files as qemu_open/qemu_close do (a `/dev/fdset/N` name is a descriptor of
+the machine's fd sets), and print on QEMU's stdout. Tests use `RecordingHost`, a plain
+in-memory host.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -118,6 +121,17 @@ class BlockHost(Protocol):
     def error_report(self, text: str) -> None:
         """error_report outside a monitor command (QEMU's stderr)."""
 
+    #: QEMU's own stdout (printf outside a monitor: bdrv_img_create's `Formatting` line).
+    stdout: Callable[[str], None]
+
+    def qemu_open(self, name: str, flags: int, mode: int = 0o666) -> int:
+        """util/osdep.c qemu_open: `/dev/fdset/N` dups a descriptor of the host's fd
+        set N (monitor_fdset_get_fd, monitor_fdset_dup_fd_add), any other name is
+        opened; raises OSError with errno set."""
+
+    def qemu_close(self, fd: int) -> None:
+        """util/osdep.c qemu_close: a descriptor dup'ed from an fd set leaves it."""
+
     def find_device_state(self, qdev_id: str) -> object:
         """qdev-monitor.c find_device_state: the device `qdev_id` names (an id under
         /machine/peripheral, or an absolute QOM path); DeviceNotFound `Device '<id>'
@@ -173,6 +187,8 @@ class RecordingHost:
         self.kicks = 0
         self.spawned: list[Callable[[], Awaitable[None]]] = []
         self.reports: list[str] = []
+        self.printed: list[str] = []  # what QEMU would print on its stdout
+        self.stdout: Callable[[str], None] = self.printed.append
 
     def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
         self.spawned.append(fn)
@@ -182,6 +198,13 @@ class RecordingHost:
 
     def vm_clock_ns(self) -> int:
         return self.vm_clock
+
+    def qemu_open(self, name: str, flags: int, mode: int = 0o666) -> int:
+        """No fd sets: every name is a file."""
+        return os.open(name, flags | os.O_CLOEXEC, mode)
+
+    def qemu_close(self, fd: int) -> None:
+        os.close(fd)
 
     def emit(self, name: str, data: dict[str, Any] | None = None) -> None:
         self.events.append((name, data))

@@ -37,6 +37,7 @@ from blockdev.device_ops import BlockDevOps
 from blockdev.graph import Backend, Child, Node, OpenFlags, Reason
 from blockdev.host import BlockHost
 from blockdev.image.io import FileHandle, ImageIO
+from blockdev.image.lock import Perm
 from blockdev.media import TrayScheduler
 from blockdev.names import NameGenerator, id_wellformed
 from blockdev.options import Flat
@@ -69,7 +70,8 @@ class BlockLayer:
 
     @classmethod
     def create(cls, host: BlockHost, *, seed: int | None = None) -> BlockLayer:
-        return cls(host=host, names=NameGenerator(rng=random.Random(seed)))
+        return cls(host=host, names=NameGenerator(rng=random.Random(seed)),
+                   io=ImageIO(opener=host))
 
     def has_tls_creds(self, ident: str) -> bool:
         return self.tls_creds(ident)
@@ -623,6 +625,14 @@ class BlockLayer:
         if dev is None or not dev.removable:
             return
         was_open = blk.is_tray_open()
+        if dev.perms_follow_medium:
+            # fd_change_cb: no permissions without a medium; with one, read and
+            # write unless it is read-only (blkconf_apply_backend_options).
+            if load:
+                write = Perm.NONE if blk.is_read_only() else Perm.WRITE
+                self.blk_set_perm(blk, int(Perm.CONSISTENT_READ | write), blk.dev_shared)
+            else:
+                self.blk_set_perm(blk, 0, int(Perm.ALL))
         dev.change_media_cb(load)
         if blk.is_tray_open() != was_open:
             self.host.emit("DEVICE_TRAY_MOVED", {"device": blk.display_name(),

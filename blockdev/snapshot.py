@@ -29,6 +29,7 @@ import attrs
 
 from blockdev.drivers.registry import DRIVERS, find_protocol
 from blockdev.graph import Node
+from blockdev.image.create_opts import formatting_line
 from blockdev.image.io import FormatImage
 from blockdev.options import Flat
 from schema.errors import QERR_DEVICE_HAS_NO_MEDIUM, QERR_FEATURE_DISABLED, GenericError
@@ -172,6 +173,10 @@ def create_new_image(layer: BlockLayer, path: str, fmt: str, size: int, *,
                            "creation")
     if os.path.lexists(path):
         raise GenericError(f"Could not create file: {os.strerror(17)}")
+    line = formatting_line(path, fmt, size, backing_file=backing_file or None,
+                           backing_format=backing_format or None)
+    if line is not None:
+        layer.host.stdout(line)
     layer.io.create(path, fmt, size, backing_file=backing_file or None,
                     backing_format=backing_format or None, now=layer.host.clock.wall(),
                     rng=layer.host.rng)

@@ -29,7 +29,8 @@ class DeviceKind:
     needs_media: bool  # "Device needs media, but drive is empty"
     rejects_readonly: bool = False  # ide-hd: "Can't use a read-only drive"
     error_options: bool = True  # accepts rerror/werror (fdc refuses them)
-    inner_path: str = ""  # virtio-blk: the attached device is <proxy>/virtio-backend
+    inner_path: str = ""
+    perms_follow_medium: bool = False  # fd_change_cb re-applies the permissions  # virtio-blk: the attached device is <proxy>/virtio-backend
 
 
 _CD = dict(removable=True, tray=True, lock=True, iostatus=True, resizable=False,
@@ -51,7 +52,7 @@ DEVICE_KINDS: dict[str, DeviceKind] = {
     "usb-storage": DeviceKind("usb-storage", **_HD),  # type: ignore[arg-type]
     "floppy": DeviceKind("floppy", removable=True, tray=False, lock=False, iostatus=False,
                          resizable=False, readonly=None, needs_media=False,
-                         error_options=False),
+                         error_options=False, perms_follow_medium=True),
     "sd-card": DeviceKind("sd-card", removable=True, tray=False, lock=False, iostatus=False,
                           resizable=False, readonly=None, needs_media=False),
     "pflash": DeviceKind("pflash", removable=False, tray=False, lock=False, iostatus=False,
@@ -91,6 +92,10 @@ class BlockDevice:
     @property
     def has_lock(self) -> bool:
         return self.kind.lock
+
+    @property
+    def perms_follow_medium(self) -> bool:
+        return self.kind.perms_follow_medium
 
     def qdev_id(self) -> str:
         """What blk_get_attached_dev_id returns: the id, else the canonical QOM path

@@ -44,6 +44,21 @@ DEVICE_BEHAVIOURS = (UNPLUG, UNPLUG_DELAY)
 _HIDDEN = ("type", "realized", "hotpluggable", "hotplugged", "parent_bus")
 
 
+def device_properties(catalog: Any, typename: str) -> list[dict[str, Any]]:
+    """qmp_device_list_properties [qmp.c]: a device type's properties, or QEMU's error;
+    `-device DRIVER,help` prints the same list [qdev-monitor.c qdev_device_help]."""
+    info = type_info(catalog, typename)
+    if info is None:
+        raise DeviceNotFound(f"Device '{typename}' not found")
+    if not info.is_a("device"):
+        raise GenericError("Parameter 'typename' expects device")
+    if info.abstract:
+        raise GenericError("Parameter 'typename' expects non-abstract device type")
+    recorded = catalog.all_device_properties().get(typename, [])
+    return [dict(p) for p in recorded if p["name"] not in _HIDDEN and
+            not p["name"].startswith("legacy-")]
+
+
 def opt_text(value: Any) -> str | None:
     """qemu_opts_from_qdict_1: a string as is, a number as text, a bool as on/off;
     other JSON types are ignored (None)."""
@@ -130,16 +145,7 @@ class DeviceCommands:
 
     @qmp_command("device-list-properties")
     def device_list_properties(self, typename: str) -> list[dict[str, Any]]:
-        info = type_info(self.qdev.catalog, typename)
-        if info is None:
-            raise DeviceNotFound(f"Device '{typename}' not found")
-        if not info.is_a("device"):
-            raise GenericError("Parameter 'typename' expects device")
-        if info.abstract:
-            raise GenericError("Parameter 'typename' expects non-abstract device type")
-        recorded = self.qdev.catalog.all_device_properties().get(typename, [])
-        return [dict(p) for p in recorded if p["name"] not in _HIDDEN and
-                not p["name"].startswith("legacy-")]
+        return device_properties(self.qdev.catalog, typename)
 
     # -- devices -------------------------------------------------------------------
 

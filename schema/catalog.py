@@ -216,6 +216,17 @@ class Catalog:
         (`data/qom-templates.json.gz`, see data/README.md)."""
         return self._data("qom-templates.json.gz")
 
+    def cli_help(self, argv: str) -> dict[str, Any]:
+        """A recorded help listing of the 2.11.0 binary (`data/qemu-2.11.0-cli-help.json`):
+        `argv` is the option as typed (`-machine help`, `-machine pc,help`, `-cpu help`),
+        the value has its `stdout`, `stderr` and `exit-status`."""
+        entry: dict[str, Any] = self._data("qemu-2.11.0-cli-help.json")[argv]
+        return entry
+
+    def device_help_text(self) -> str:
+        """`-device help` as the 2.11.0 binary prints it (`data/device-help.txt`)."""
+        return (DATA / "device-help.txt").read_text(encoding="utf-8")
+
     def device_help(self) -> dict[str, tuple[str, str | None]]:
         """`-device help`: every user-creatable device type -> (its bus type, its
         alias or None), from `data/device-help.txt`."""

@@ -455,3 +455,33 @@ def test_external_snapshot_abort_restores_the_graph(b: Block, tmp_path: Path) ->
     assert after == before
     assert [n.node_name for n in b.layer.nodes if n.filename == str(tmp_path / "ov.qcow2")] \
         == []
+
+
+def test_snapshot_sync_prints_formatting_line(b: Block, tmp_path: Path) -> None:
+    """blockdev.c external_snapshot_prepare calls bdrv_img_create with quiet=false:
+    block.c prints "Formatting '%s', fmt=%s " and util/qemu-option.c qemu_opts_print of
+    the qcow2 create options in block/qcow2.c qcow2_create_opts order, the set ones
+    and those with a default (2.11 has no `encryption=off`), commas doubled."""
+    disk = make_image(tmp_path / "disk,1.raw", "raw", "8M")
+    overlay = tmp_path / "overlay.qcow2"
+    b.add(driver="raw", **{"node-name": "disk", "file": {"driver": "file",
+                                                         "filename": str(disk)}})
+    b.device("virtio-blk-pci", drive="disk", id="vd0")
+    b.qmp("blockdev-snapshot-sync", **{"node-name": "disk", "snapshot-file": str(overlay),
+                                       "snapshot-node-name": "ov"})
+    escaped = str(disk).replace(",", ",,")
+    assert b.host.printed == [
+        f"Formatting '{overlay}', fmt=qcow2 size=8388608 backing_file={escaped} "
+        "backing_fmt=raw cluster_size=65536 lazy_refcounts=off refcount_bits=16\n"]
+
+
+def test_existing_mode_and_drive_snapshot_print_nothing(b: Block, tmp_path: Path) -> None:
+    """mode=existing skips bdrv_img_create; -drive snapshot=on's temporary overlay is
+    bdrv_append_temp_snapshot's bdrv_create, which prints nothing."""
+    disk = make_image(tmp_path / "disk.raw", "raw", "8M")
+    b.drive(f"file={disk},format=raw,if=none,id=d0,snapshot=on")
+    b.device("virtio-blk-pci", drive="d0")
+    overlay = make_image(tmp_path / "ov.qcow2", "qcow2", "8M")
+    b.qmp("blockdev-snapshot-sync", device="d0", format="qcow2", mode="existing",
+          **{"snapshot-file": str(overlay)})
+    assert b.host.printed == []

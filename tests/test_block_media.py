@@ -9,6 +9,8 @@ the CD-ROM's own behaviour).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from blockdev import media
@@ -389,3 +391,26 @@ def test_eject_request_asks_the_host_for_a_new_deadline(cd: Block) -> None:
     cd.qmp("blockdev-open-tray", device="cd0")
     assert cd.host.kicks == 1
     assert cd.layer.next_deadline() == pytest.approx(0.1)
+
+
+def test_change_medium_read_only_on_a_read_write_floppy(b: Block, tmp_path: Path) -> None:
+    """qmp_blockdev_change_medium [blockdev.c] with read-only-mode read-only clears
+    BDRV_O_RDWR; the floppy's change callback [hw/block/fdc.c fd_change_cb] drops the
+    BlockBackend's permissions when the old medium goes (blk_set_perm(blk, 0,
+    BLK_PERM_ALL)) and applies blkconf_apply_backend_options with the new medium's
+    read-only flag when it comes, so a read-write drive takes a read-only medium
+    (qemu-iotests 118 TestChangeReadOnly.test_make_rw_ro)."""
+    old, new = tmp_path / "old.img", tmp_path / "new.img"
+    old.write_bytes(bytes(1474560))
+    new.write_bytes(bytes(1474560))
+    b.drive(f"file={old},format=raw,if=none,id=fd0")
+    b.device("floppy", drive="fd0")
+    assert b.block("fd0")["inserted"]["ro"] is False
+    b.qmp("blockdev-change-medium", device="fd0", filename=str(new), format="raw",
+          **{"read-only-mode": "read-only"})
+    inserted = b.block("fd0")["inserted"]
+    assert (inserted["ro"], inserted["image"]["filename"]) == (True, str(new))
+    # And back: retain keeps read-only, read-write makes it writable again.
+    b.qmp("blockdev-change-medium", device="fd0", filename=str(old), format="raw",
+          **{"read-only-mode": "read-write"})
+    assert b.block("fd0")["inserted"]["ro"] is False

@@ -29,6 +29,7 @@ from vmm.cmdline import CommandLine, CommandLineError, action_output, parse_comm
 from vmm.config import EMU_OPTIONS, Config, ConfigError, build_config
 from vmm.daemon import Daemon, PidfileError, create_pidfile, daemonize
 from vmm.launch import TERMINATING_SIGNALS, EarlySignals
+from vmm.listings import help_listing
 from vmm.machine.clock import Clock
 from vmm.server import BoundAddress, Server, ServerError, progname
 from vmm.vm import Vm
@@ -52,6 +53,11 @@ def main(argv: Sequence[str] | None = None, *,
         return status
     catalog = Catalog.load()
     try:
+        listing = help_listing(cl, catalog, prog)
+        if listing is not None:
+            sys.stdout.write(listing.stdout)
+            sys.stderr.write(listing.stderr)
+            return listing.exit_status
         config = build_config(cl, catalog)
     except CommandLineError as cl_err:
         sys.stderr.write(cl_err.render(prog))

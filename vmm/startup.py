@@ -136,6 +136,7 @@ def configure_devices(vm: Vm, cl: CommandLine) -> None:
     """vl.c from the chardevs up to machine start: the chardevs and netdevs, the
     board's devices (its QOM tree is built when first needed), -object, the block
     devices, then -device; the display last."""
+    configure_add_fds(vm, cl)
     configure_chardevs(vm, cl)
     vm.qdev.board = board_config(vm, cl)
     vm.qdev.hotplug_done = False
@@ -144,6 +145,22 @@ def configure_devices(vm: Vm, cl: CommandLine) -> None:
     configure_port_devices(vm, cl)
     vm.qdev.hotplug_done = True  # qdev_machine_creation_done
     configure_display(vm, cl)
+
+
+def configure_add_fds(vm: Vm, cl: CommandLine) -> None:
+    """vl.c parse_add_fd over every -add-fd (its option checks were the parser's),
+    then cleanup_add_fd: the inherited descriptors are closed, their duplicates stay
+    in the fd sets for `file=/dev/fdset/N`."""
+    from vmm.machine.fds import close_quietly
+
+    for opts in cl.add_fds:
+        try:
+            vm.machine.fdsets.add_inherited(opts.get_number("fd", -1), opts.get_number("set", -1),
+                                            opts.get("opaque"))
+        except QMPError as err:
+            raise _fail(err, opts.location) from None
+    for opts in cl.add_fds:
+        close_quietly(opts.get_number("fd", -1))
 
 
 def configure_objects(vm: Vm, cl: CommandLine) -> None:

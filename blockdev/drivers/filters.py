@@ -155,14 +155,22 @@ def _replication_child_perm(bs: Node, c: Child | None, role: str, perm: int,
 
 
 def _blkdebug_refresh_filename(bs: Node, options: Flat) -> None:
-    """blkdebug_refresh_filename: blkdebug::<image> when no rule options are set."""
+    """blkdebug_refresh_filename [block/blkdebug.c, 2.11]: with no option but
+    `config` and `x-image`, the name `blkdebug:<config>:<image>` (config empty when
+    none); any other option (rules, limits) needs the image's full options, or the
+    node keeps no name; the full options are the node's own, `x-image` dropped,
+    with the image's under `image`."""
     child = bs.file_bs
     assert child is not None
-    if child.exact_filename and not options:
-        bs.exact_filename = f"blkdebug::{child.exact_filename}"
+    force_json = any(k not in ("config", "x-image") for k in options)
+    if force_json and child.full_open_options is None:
+        return
+    if not force_json and child.exact_filename:
+        config = options.get("config") or ""
+        bs.exact_filename = f"blkdebug:{config}:{child.exact_filename}"
     if child.full_open_options is not None:
         opts: Flat = {"driver": "blkdebug", "image": child.full_open_options}
-        opts.update(options)
+        opts.update((k, v) for k, v in options.items() if k != "x-image")
         bs.full_open_options = opts
 
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from blockdev.image.formats.base import (
+    PLAIN_OPENER,
     BackingRead,
     DataContext,
     FileNode,
@@ -41,6 +42,7 @@ from blockdev.image.formats.base import (
     FormatData,
     ImageError,
     OpenContext,
+    Opener,
 )
 from blockdev.image.lock import FileLock
 from schema.errors import GenericError
@@ -201,17 +203,20 @@ class ImageIO:
     """The real-file operations the graph needs; one instance per block layer."""
 
     system_emulator: bool = True
+    #: qemu_open/qemu_close: the host's, which knows its fd sets (`BlockHost`).
+    opener: Opener = PLAIN_OPENER
 
     def open_file(self, path: str, *, writable: bool, locking: str, inactive: bool,
                   kind: str) -> FileHandle:
         """raw_open_common: the data descriptor, then the lock descriptor."""
         try:
-            file = FileNode.open(path, writable=writable)
+            file = FileNode.open(path, writable=writable, opener=self.opener)
         except ImageError as e:
             raise GenericError(e.desc) from None
         try:
             mode: Any = "on" if locking == "on" else locking
-            lock = FileLock.open(path, writable=writable, locking=mode, inactive=inactive)
+            lock = FileLock.open(path, writable=writable, locking=mode, inactive=inactive,
+                                 opener=self.opener)
         except ImageError as e:
             file.close()
             raise GenericError(e.desc) from None
@@ -223,7 +228,7 @@ class ImageIO:
         if handle.file.writable == writable or handle.file.fd is None:
             return
         try:
-            file = FileNode.open(handle.path, writable=writable)
+            file = FileNode.open(handle.path, writable=writable, opener=self.opener)
         except ImageError as e:
             raise GenericError(e.desc) from None
         handle.file.close()

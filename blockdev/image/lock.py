@@ -57,7 +57,7 @@ from typing import ClassVar, Literal
 
 import attrs
 
-from blockdev.image.formats.base import ImageError
+from blockdev.image.formats.base import PLAIN_OPENER, ImageError, Opener
 
 RAW_LOCK_PERM_BASE = 100
 RAW_LOCK_SHARED_BASE = 200
@@ -233,13 +233,15 @@ class FileLock:
     perm: Perm = Perm.NONE
     shared: Perm = Perm.ALL
     inactive: bool = False
+    opener: Opener = PLAIN_OPENER
     _pending: tuple[Perm, Perm] | None = None
     # The bytes actually locked on the descriptor: (held bits, unshared bits).
     _locked: tuple[Perm, Perm] = (Perm.NONE, Perm.NONE)
 
     @classmethod
     def open(
-        cls, path: str, *, writable: bool, locking: LockingMode = "auto", inactive: bool = False
+        cls, path: str, *, writable: bool, locking: LockingMode = "auto", inactive: bool = False,
+        opener: Opener = PLAIN_OPENER,
     ) -> FileLock:
         """Open the lock descriptor as raw_open_common does. With `locking="auto"` the
         locks are used only if OFD locks exist (2.11 does not fall back to POSIX
@@ -248,15 +250,15 @@ class FileLock:
         use_lock = locking != "off" and has_ofd_lock()
         fd: int | None = None
         if use_lock:
-            flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC
+            flags = os.O_RDWR if writable else os.O_RDONLY
             try:
-                fd = os.open(path, flags)
+                fd = opener.qemu_open(path, flags)
             except OSError as e:
                 raise ImageError(
                     f"Could not open '{path}' for locking: {os.strerror(e.errno or 0)}",
                     errno=e.errno,
                 ) from None
-        return cls(path=path, fd=fd, inactive=inactive)
+        return cls(path=path, fd=fd, inactive=inactive, opener=opener)
 
     @property
     def uses_lock(self) -> bool:
@@ -371,6 +373,6 @@ class FileLock:
     def close(self) -> None:
         """Closing the descriptor drops all of its OFD locks."""
         if self.fd is not None:
-            os.close(self.fd)
+            self.opener.qemu_close(self.fd)
             self.fd = None
         self._locked = (Perm.NONE, Perm.NONE)

@@ -243,6 +243,14 @@ class Machine:
         """Run an edge's async function on the server's nursery (vmm.machine.tasks)."""
         self.tasks.spawn(fn)
 
+    def qemu_open(self, name: str, flags: int, mode: int = 0o666) -> int:
+        """util/osdep.c qemu_open for the block layer: over the machine's fd sets."""
+        return self.fdsets.qemu_open(name, flags, mode)
+
+    def qemu_close(self, fd: int) -> None:
+        """util/osdep.c qemu_close: over the machine's fd sets."""
+        self.fdsets.qemu_close(fd)
+
     def error_report(self, text: str) -> None:
         """error_report outside a monitor command: QEMU prints it on stderr; here it
         goes to the machine's log."""

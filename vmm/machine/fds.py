@@ -70,6 +70,22 @@ class FdSets:
         fdset.fds.insert(0, FdsetFd(fd, opaque))
         return {"fdset-id": fdset.id, "fd": fd}
 
+    def add_inherited(self, fd: int, fdset_id: int, opaque: str | None) -> None:
+        """vl.c parse_add_fd (`-add-fd fd=FD,set=N`), the descriptor's part: FD must be
+        open and inherited (no FD_CLOEXEC); a close-on-exec duplicate joins set N.
+        The caller closes FD itself once every -add-fd is done (cleanup_add_fd)."""
+        try:
+            flags = fcntl.fcntl(fd, fcntl.F_GETFD)
+        except OSError:
+            flags = -1
+        if flags == -1 or flags & fcntl.FD_CLOEXEC:
+            raise GenericError("fd is not valid or already in use")
+        try:
+            dup = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0)
+        except OSError as e:
+            raise GenericError(f"error duplicating fd: {os.strerror(e.errno or 0)}") from None
+        self.add(dup, fdset_id, opaque)
+
     def remove(self, fdset_id: int, fd: int | None, *, running: bool,
                monitors_connected: int) -> None:
         """qmp_remove_fd."""

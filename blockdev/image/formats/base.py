@@ -64,6 +64,29 @@ def random_uuid(rng: random.Random) -> uuid.UUID:
     return uuid.UUID(int=rng.getrandbits(128), version=4)
 
 
+class Opener(Protocol):
+    """util/osdep.c qemu_open/qemu_close as the host provides them: a name of the form
+    `/dev/fdset/N` is a descriptor of a monitor fd set (the host's), anything else a
+    file opened with open(2). `qemu_open` raises OSError with errno set."""
+
+    def qemu_open(self, name: str, flags: int, mode: int = 0o666) -> int: ...
+
+    def qemu_close(self, fd: int) -> None: ...
+
+
+class PlainOpener:
+    """qemu_open without fd sets (a host that has none: tools, tests)."""
+
+    def qemu_open(self, name: str, flags: int, mode: int = 0o666) -> int:
+        return os.open(name, flags | os.O_CLOEXEC, mode)
+
+    def qemu_close(self, fd: int) -> None:
+        os.close(fd)
+
+
+PLAIN_OPENER = PlainOpener()
+
+
 class FileNode:
     """One open image file, as a file-posix node.
 
@@ -71,25 +94,29 @@ class FileNode:
     owner); two FileNodes on the same path are two independent opens, as in QEMU.
     """
 
-    def __init__(self, path: str, fd: int, *, writable: bool) -> None:
+    def __init__(self, path: str, fd: int, *, writable: bool,
+                 opener: Opener = PLAIN_OPENER) -> None:
         self.path = path
         self.fd: int | None = fd
         self.writable = writable
+        self.opener = opener
 
     @classmethod
-    def open(cls, path: str, *, writable: bool) -> FileNode:
-        """raw_open_common, then refresh_total_sectors as bdrv_open_driver does.
+    def open(cls, path: str, *, writable: bool, opener: Opener = PLAIN_OPENER) -> FileNode:
+        """raw_open_common (qemu_open of the file name, so `/dev/fdset/N` dups a
+        descriptor of that fd set), then refresh_total_sectors as bdrv_open_driver does.
 
         Errors: `Could not open '<path>': <strerror>` (ENOENT, EACCES, EISDIR for a
-        directory opened read-write, ...); a length that cannot be found gives
+        directory opened read-write, an fd set without a descriptor of the access
+        mode, ...); a length that cannot be found gives
         `Could not refresh total sector count: <strerror>`.
         """
-        flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC
+        flags = os.O_RDWR if writable else os.O_RDONLY
         try:
-            fd = os.open(path, flags, 0o644)
+            fd = opener.qemu_open(path, flags, 0o644)
         except OSError as e:
             fail_errno(f"Could not open '{path}'", e.errno or 0)
-        node = cls(path, fd, writable=writable)
+        node = cls(path, fd, writable=writable, opener=opener)
         try:
             node.refresh_length()
         except ImageError:
@@ -150,8 +177,9 @@ class FileNode:
         return os.fstat(self._fd()).st_blocks * 512
 
     def close(self) -> None:
+        """raw_close: qemu_close (a descriptor dup'ed from an fd set leaves it)."""
         if self.fd is not None:
-            os.close(self.fd)
+            self.opener.qemu_close(self.fd)
             self.fd = None
 
 
