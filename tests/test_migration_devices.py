@@ -1,0 +1,121 @@
+"""Save and restore with devices: the device state sections of `vmm.vmstate`.
+
+Two emulators in one trio run: the source saves with `exec:cat > FILE` (libvirt's
+`virsh save`), the destination restores with `migrate-incoming "exec:cat FILE"`
+after the same command line and the same `device_add` (libvirt's restore). QEMU's
+destination must have every device whose section the source sends
+[migration/savevm.c qemu_loadvm_section_start_full, vmstate_register_with_alias_id;
+hw/pci/pci.c pcibus_get_dev_path], else it reports and exits 1
+[migration/migration.c process_incoming_migration_co].
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from tests.test_migration_live import Side, migrate, start
+
+EXEC = "--emu-allow-exec-migration"
+
+
+def image(tmp_path: Path) -> Path:
+    path = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "16M"], check=True)
+    return path
+
+
+def command_line(disk: Path) -> list[str]:
+    """Shared storage opened by both emulators at once: without the image
+    inactivation of a switch-over, the second opener needs `file.locking=off`
+    [block/file-posix.c raw_open_common]. The format node is named: generated names
+    end in two random digits [util/id.c id_generate], in QEMU as here."""
+    return [EXEC, "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,id=net0",
+            "-drive", f"file={disk},format=qcow2,if=none,id=drive0,node-name=fmt0,file.locking=off",
+            "-device", "virtio-blk-pci,drive=drive0,id=disk0"]
+
+
+async def views(side: Side) -> dict[str, Any]:
+    return {"pci": (await side.cmd("query-pci"))["return"],
+            "qom": (await side.cmd("qom-list", path="/machine/peripheral"))["return"],
+            "block": (await side.cmd("query-block"))["return"]}
+
+
+async def saved(nursery: trio.Nursery, tmp_path: Path, disk: Path) -> tuple[Side, Path]:
+    src = await start(nursery, tmp_path, "src", *command_line(disk))
+    assert await src.cmd("device_add", driver="e1000", id="nic1") == {"return": {}}
+    path = tmp_path / "saved"
+    await migrate(src, f"exec:cat > {path}")
+    await src.event("MIGRATION", "completed")
+    return src, path
+
+
+async def test_save_and_restore_keeps_devices_and_block_views(
+        tmp_path: Path, nursery: trio.Nursery, mock_clock: trio.testing.MockClock) -> None:
+    """The destination started like the source (+ the device_add before
+    migrate-incoming) ends with the same query-pci, qom-list /machine/peripheral and
+    query-block as the source, and runs the guest."""
+    mock_clock.autojump_threshold = 0
+    disk = image(tmp_path)
+    src, path = await saved(nursery, tmp_path, disk)
+    before = await views(src)
+    dst = await start(nursery, tmp_path, "dst", *command_line(disk), "-incoming", "defer")
+    assert await dst.cmd("device_add", driver="e1000", id="nic1") == {"return": {}}
+    assert await dst.cmd("migrate-incoming", uri=f"exec:cat {path}") == {"return": {}}
+    await dst.event("MIGRATION", "completed")
+    assert dst.names() == ["setup", "active", "RESUME", "completed"]
+    assert await views(dst) == before
+    assert {p["name"] for p in before["qom"]} >= {"net0", "disk0", "nic1"}
+    assert (await dst.cmd("query-status"))["return"]["status"] == "running"
+
+
+async def test_restore_without_a_device_of_the_source_fails(
+        tmp_path: Path, nursery: trio.Nursery, mock_clock: trio.testing.MockClock,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The destination lacks the source's device_add'ed e1000 (slot 5): QEMU's
+    find_se fails on its section `0000:00:05.0/e1000`, instance 0
+    [migration/savevm.c qemu_loadvm_section_start_full], then
+    `load of migration failed: Invalid argument`; `failed` and exit 1."""
+    mock_clock.autojump_threshold = 0
+    disk = image(tmp_path)
+    src, path = await saved(nursery, tmp_path, disk)
+    slots = {d["slot"]: d["qdev_id"] for d in
+             (await src.cmd("query-pci"))["return"][0]["devices"]}
+    assert slots[5] == "nic1"
+    dst = await start(nursery, tmp_path, "dst", *command_line(disk), "-incoming", "defer")
+    assert await dst.cmd("migrate-incoming", uri=f"exec:cat {path}") == {"return": {}}
+    await dst.event("MIGRATION", "failed")
+    await trio.testing.wait_all_tasks_blocked()
+    assert dst.exit_code == [1]
+    err = capsys.readouterr().err
+    assert err.endswith(": Unknown savevm section or instance '0000:00:05.0/e1000' 0\n"
+                        "qmp-emulator: load of migration failed: Invalid argument\n")
+    assert "RESUME" not in dst.names()
+
+
+async def test_live_migration_to_a_destination_without_the_device(
+        tmp_path: Path, nursery: trio.Nursery, mock_clock: trio.testing.MockClock,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Over a unix socket: the destination (no device_add) reports QEMU's texts and
+    fails; the source, told so on the return path, sees `failed` and its guest runs
+    again (migration.md §8.5: RESUME after `failed`)."""
+    mock_clock.autojump_threshold = 0
+    disk = image(tmp_path)
+    uri = f"unix:{tmp_path / 'mig.sock'}"
+    dst = await start(nursery, tmp_path, "dst", *command_line(disk), "-incoming", uri)
+    src = await start(nursery, tmp_path, "src", *command_line(disk))
+    assert await src.cmd("device_add", driver="e1000", id="nic1") == {"return": {}}
+    await migrate(src, uri)
+    await dst.event("MIGRATION", "failed")
+    await src.event("MIGRATION", "failed")
+    await trio.testing.wait_all_tasks_blocked()
+    assert dst.exit_code == [1]
+    err = capsys.readouterr().err
+    assert ": Unknown savevm section or instance '0000:00:05.0/e1000' 0\n" in err
+    assert (await src.cmd("query-migrate"))["return"]["status"] == "failed"
+    assert (await src.cmd("query-status"))["return"]["status"] == "running"
