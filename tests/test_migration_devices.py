@@ -131,3 +131,27 @@ async def test_live_migration_to_a_destination_without_the_device(
     assert ": Unknown savevm section or instance '0000:00:05.0/e1000' 0\n" in err
     assert (await src.cmd("query-migrate"))["return"]["status"] == "failed"
     assert (await src.cmd("query-status"))["return"]["status"] == "running"
+
+
+async def test_balloon_target_and_actual_travel(
+        tmp_path: Path, nursery: trio.Nursery, mock_clock: trio.testing.MockClock) -> None:
+    """virtio-balloon's vmstate carries the config space (num_pages, actual)
+    [hw/virtio/virtio-balloon.c virtio_balloon_save_device,
+    virtio_balloon_load_device]: the restored guest has given up what it had on the
+    source, and query-balloon agrees on both sides."""
+    mock_clock.autojump_threshold = 0
+    argv = [EXEC, "-device", "virtio-balloon-pci,id=balloon0"]
+    src = await start(nursery, tmp_path, "src", *argv)
+    assert await src.cmd("balloon", value=64 << 20) == {"return": {}}
+    while (await src.event("BALLOON_CHANGE"))["data"]["actual"] != 64 << 20:
+        pass
+    path = tmp_path / "saved"
+    await migrate(src, f"exec:cat > {path}")
+    await src.event("MIGRATION", "completed")
+    dst = await start(nursery, tmp_path, "dst", *argv, "-incoming", "defer")
+    assert (await dst.cmd("query-balloon"))["return"] == {"actual": 128 << 20}
+    rfd = os.open(path, os.O_RDONLY)
+    assert await dst.cmd("migrate-incoming", uri=f"fd:{rfd}") == {"return": {}}
+    await dst.event("MIGRATION", "completed")
+    assert (await dst.cmd("query-balloon"))["return"] == {"actual": 64 << 20}
+    assert (await src.cmd("query-balloon"))["return"] == {"actual": 64 << 20}
