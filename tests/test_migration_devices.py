@@ -20,7 +20,9 @@ import pytest
 import trio
 import trio.testing
 
+from tests import emulator
 from tests.test_migration_live import Side, migrate, start
+from vmm.vmstate import section_ids
 
 EXEC = "--emu-allow-exec-migration"
 
@@ -155,3 +157,21 @@ async def test_balloon_target_and_actual_travel(
     await dst.event("MIGRATION", "completed")
     assert (await dst.cmd("query-balloon"))["return"] == {"actual": 64 << 20}
     assert (await src.cmd("query-balloon"))["return"] == {"actual": 64 << 20}
+
+
+def test_section_ids_follow_qemus_dev_paths() -> None:
+    """vmstate_register_with_alias_id: `<pcibus_get_dev_path>/<vmsd name>` for PCI
+    devices, a virtio backend under its proxy's path, the proxy itself without a
+    section [hw/pci/pci.c pcibus_get_dev_path; hw/virtio/virtio-bus.c
+    virtio_bus_get_dev_path]; instance ids count per idstr
+    [migration/savevm.c calculate_new_instance_id]."""
+    built = emulator.build_from_argv(
+        ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,addr=5",
+         "-device", "e1000,id=n1,addr=6.1,multifunction=on"],
+        emulator.mock_clock(lambda: 0.0))
+    built.start()
+    ids = [(idstr, instance) for idstr, instance, _ in section_ids(built.vm.qdev)]
+    assert ids[-2:] == [("0000:00:05.0/virtio-net", 0), ("0000:00:06.1/e1000", 0)]
+    assert ("0000:00:02.0/vga", 0) in ids and ("0000:00:01.3/piix4_pm", 0) in ids
+    assert ("isa-i8259", 1) in ids
+    assert not any(idstr.endswith("virtio-net-pci") for idstr, _ in ids)

@@ -35,8 +35,9 @@ from schema.jsontypes import JSONValue
 # The vmstate names of device types whose VMStateDescription is not named after the
 # type [hw/net/virtio-net.c, hw/block/virtio-blk.c, hw/virtio/virtio-balloon.c,
 # hw/char/virtio-serial-bus.c, hw/scsi/virtio-scsi.c, hw/virtio/virtio-rng.c,
-# hw/input/virtio-input.c, hw/display/virtio-gpu.c, hw/net/pcnet-pci.c]; every
-# other type's vmstate carries its type name (e1000, rtl8139, ne2000, ...).
+# hw/input/virtio-input.c, hw/display/virtio-gpu.c, hw/net/pcnet-pci.c,
+# hw/display/vga-pci.c, hw/acpi/piix4.c]; every other type's vmstate is taken to
+# carry its type name (e1000, rtl8139, ne2000, I440FX, PIIX3, ...).
 VMSD_NAMES = {
     "virtio-net-device": "virtio-net",
     "virtio-blk-device": "virtio-blk",
@@ -49,6 +50,8 @@ VMSD_NAMES = {
     "virtio-tablet-device": "virtio-input",
     "virtio-gpu-device": "virtio-gpu",
     "pcnet": "pcnet",
+    "VGA": "vga",
+    "PIIX4_PM": "piix4_pm",
 }
 PCI_BUSES = ("PCI", "PCIE")
 INVALID = "load of migration failed: Invalid argument"
