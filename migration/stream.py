@@ -8,7 +8,8 @@ travels: the source's machine configuration (checked by the destination as QEMU'
 configuration_post_load, migration/ram.c ram_load]), the guest RAM as the model sent
 it, the postcopy switch, and at the end the device state: the run state (QEMU's
 "global state") and one section per subsystem, each written and read through the
-`Section` Protocol (schema/qobject JSON).
+`Section` Protocol (schema/qobject JSON); `vmm.vmstate` supplies the devices' (their
+savevm section ids, checked by the destination) and the balloon's.
 
 Layout: `MAGIC` (16 bytes) and the version (4 bytes, big-endian), then records, each
 one tag byte, a 4-byte big-endian length and the payload:

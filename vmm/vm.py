@@ -56,6 +56,7 @@ from vmm.machine.trace import TraceEvents
 from vmm.memdump import MemoryDumpCommands
 from vmm.qmp.dispatch import Dispatcher, MonitorSession
 from vmm.qmp.monitor import HmpMonitor, MonitorHub, QmpMonitor
+from vmm.vmstate import BalloonSection, DevicesSection
 
 if TYPE_CHECKING:
     from devices.address_space import AddressSpaces
@@ -329,6 +330,8 @@ class Vm:
         migration = Migration(host=machine, allow_exec=options.allow_exec_migration,
                               files=LocalFiles())
         machine.plug(migration)
+        migration.add_section(DevicesSection(qdev))
+        migration.add_section(BalloonSection(devices))
         dispatcher = Dispatcher(machine, core, BlockCommands(block),
                                 ChangeCommand(block, display.vnc),
                                 MemoryDumpCommands(memory, machine.board.vcpus), screens, dumps,
