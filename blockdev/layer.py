@@ -103,6 +103,38 @@ class BlockLayer:
             bs.monitor_owned = False
             self.unref(bs)
 
+    def inactivate_all(self) -> None:
+        """bdrv_inactivate_all (the source of a migration, before its last device
+        state): every BlockBackend drops its permissions (blk_root_inactivate), then
+        each node is marked inactive top-down and its permissions updated, so a file
+        node still active below an inactive format node releases the lock bytes of
+        what it no longer needs, before it becomes inactive itself and stops locking
+        [block.c bdrv_inactivate_recurse, block/file-posix.c raw_handle_perm_lock].
+        The destination can then take the images; `invalidate_cache_all` takes them
+        back if the migration fails."""
+        for blk in self.backends:
+            if not blk.disable_perm and blk.root is not None:
+                g.child_try_set_perm(blk.root, 0, g.PERM_ALL)
+                blk.disable_perm = True
+        done: set[int] = set()
+
+        def inactivate(bs: Node) -> None:
+            if id(bs) in done:
+                return
+            done.add(id(bs))
+            if not bs.open_flags.inactive:
+                bs.open_flags.inactive = True
+                g.guarded(lambda: g.check_perm(bs, *g.cumulative_perm(bs), []), bs)
+                g.set_perm(bs, *g.cumulative_perm(bs))
+                if isinstance(bs.state, FileHandle):
+                    bs.state.lock.inactive = True
+            for c in bs.children:
+                if c.bs is not None:
+                    inactivate(c.bs)
+
+        for bs in self.bdrv_next_roots():
+            inactivate(bs)
+
     def invalidate_cache_all(self) -> None:
         """bdrv_invalidate_cache_all (incoming migration done, or `cont` after it):
         inactive nodes become active, file nodes start locking, and devices' BlockBackends

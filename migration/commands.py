@@ -87,6 +87,7 @@ class Outgoing:
     stop_time: float | None = None
     was_running: bool = False
     entered_postcopy: bool = False
+    inactivated: bool = False  # the images were handed over (bdrv_inactivate_all)
     start_postcopy: bool = False
     finish_at: float = math.inf
     downtime: int = 0
@@ -146,6 +147,11 @@ class Migration:
     take_fd: Callable[[str], int | None] = lambda name: None
     # error_report: a line on stderr (the program prefixes its name).
     report: Callable[[str], None] = lambda line: None
+    # The block layer's hand-over of the images: bdrv_inactivate_all on the source
+    # before its last device state, bdrv_invalidate_cache_all where a side takes them
+    # back (the destination once loaded; the source when the migration fails).
+    block_inactivate: Callable[[], None] = lambda: None
+    block_activate: Callable[[], None] = lambda: None
     allow_exec: bool = False
     files: FileAccess = attrs.Factory(MemoryFiles)
     sections: list[Section] = attrs.Factory(list)
@@ -494,6 +500,10 @@ class Migration:
 
     def _end_stream(self, o: Outgoing) -> None:
         if not o.entered_postcopy:
+            # migration_completion: the images are released before the last device
+            # state goes, so the destination can take them [migration/migration.c]
+            self.block_inactivate()
+            o.inactivated = True
             o.write(json_record(STATE, self._device_state()))
         o.write(record(END))
         o.phase = "flushing"
@@ -557,7 +567,11 @@ class Migration:
         self.host.kick()
 
     def _restart_after(self, o: Outgoing) -> None:
-        """The end of migration_thread when it did not complete."""
+        """The end of migration_thread when it did not complete: the images come
+        back first (bdrv_invalidate_cache_all), then the VM runs again if it ran."""
+        if o.inactivated:
+            o.inactivated = False
+            self.block_activate()
         if o.stop_time is None:
             return
         if o.was_running and not o.entered_postcopy:
@@ -765,9 +779,11 @@ class Migration:
                             "load of migration failed: Invalid argument")
 
     def _start_guest(self, source_state: str) -> None:
-        """process_incoming_migration_bh / loadvm_postcopy_handle_run_bh (§7.3)."""
+        """process_incoming_migration_bh / loadvm_postcopy_handle_run_bh (§7.3): the
+        images are taken over (bdrv_invalidate_cache_all), then the guest's run state."""
         if self.host.runstate.state != "inmigrate":
             return
+        self.block_activate()
         if source_state == "running":
             if self.host.autostart:
                 self.host.vm_start()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,44 @@ def test_precopy_between_two_processes(spawn, tmp_path: Path, transport: str) ->
     assert src.cmd("query-status")["return"]["status"] == "postmigrate"
     assert dst.cmd("query-status")["return"]["status"] == "running"
     assert src.cmd("query-migrate")["return"]["status"] == "completed"
+    for side, proc in ((src, src_proc), (dst, dst_proc)):
+        side.sock.sendall(b'{"execute":"quit"}')
+        assert proc.wait(timeout=HANG_GUARD) == 0
+
+
+def test_shared_image_is_handed_over(spawn, tmp_path: Path) -> None:
+    """Shared storage: the destination, started while the source runs on the same
+    qcow2 image, opens it inactive and takes no lock (vl.c sets inmigrate while it
+    reads -incoming; block/file-posix.c raw_handle_perm_lock skips inactive nodes).
+    At the switch-over the source releases the image (bdrv_inactivate_all in
+    migration_completion) and the destination takes it (bdrv_invalidate_cache_all in
+    process_incoming_migration_bh): then another writer is refused by the
+    destination's lock."""
+    image = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], check=True)
+    src_q, dst_q = tmp_path / "src.sock", tmp_path / "dst.sock"
+    uri = f"unix:{tmp_path / 'mig.sock'}"
+    common = ("-machine", "pc", "-m", "64", "-nodefaults", "-display", "none",
+              "-drive", f"file={image},format=qcow2,if=none,id=d0",
+              "-device", "virtio-blk-pci,drive=d0,id=vd0")
+    src_proc = spawn(*common, "-qmp", f"unix:{src_q},server,nowait")
+    wait_for_socket(src_q, src_proc)
+    dst_proc = spawn(*common, "-qmp", f"unix:{dst_q},server,nowait", "-incoming", uri)
+    wait_for_socket(dst_q, dst_proc)
+    src, dst = Qmp(src_q), Qmp(dst_q)
+    for side in (src, dst):
+        assert side.cmd("migrate-set-capabilities", capabilities=[
+            {"capability": "events", "state": True}]) == {"return": {}}
+    assert src.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 40}) == {"return": {}}
+    assert src.cmd("migrate", uri=uri) == {"return": {}}
+    src.until("MIGRATION", "completed")
+    dst.until("MIGRATION", "completed")
+    assert dst.cmd("query-status")["return"]["status"] == "running"
+    [blk] = dst.cmd("query-block")["return"]
+    assert blk["device"] == "d0" and blk["inserted"]["file"] == str(image)
+    busy = subprocess.run(["qemu-io", "-c", "write 0 4k", str(image)], capture_output=True,
+                          text=True)
+    assert busy.returncode != 0 and 'Failed to get "write" lock' in busy.stderr
     for side, proc in ((src, src_proc), (dst, dst_proc)):
         side.sock.sendall(b'{"execute":"quit"}')
         assert proc.wait(timeout=HANG_GUARD) == 0

@@ -330,6 +330,8 @@ class Vm:
         migration = Migration(host=machine, allow_exec=options.allow_exec_migration,
                               files=LocalFiles())
         machine.plug(migration)
+        migration.block_inactivate = block.inactivate_all
+        migration.block_activate = block.invalidate_cache_all
         migration.add_section(DevicesSection(qdev))
         migration.add_section(BalloonSection(devices))
         dispatcher = Dispatcher(machine, core, BlockCommands(block),

@@ -206,6 +206,10 @@ class Machine:
         runs = options.accel != "qtest"
         machine.guest = Guest(machine=machine, firmware=board.firmware and runs, os=runs)
         machine.plug(machine.guest)
+        if options.incoming is not None:
+            # vl.c sets inmigrate while it reads -incoming, before any device or
+            # drive exists: the images of an incoming machine open inactive
+            machine.runstate.set("inmigrate")
         return machine
 
     def plug(self, subsystem: Subsystem) -> None:
@@ -217,7 +221,8 @@ class Machine:
         wait for an incoming migration."""
         self.system_reset("none")
         if self.options.incoming is not None:
-            self.runstate.set("inmigrate")
+            if self.runstate.state != "inmigrate":
+                self.runstate.set("inmigrate")
         elif self.autostart:
             # The start-up RESUME goes out before any monitor could have negotiated.
             self.vm_start()
