@@ -54,7 +54,7 @@ from migration.stream import (
     record,
 )
 from schema.errors import GenericError
-from schema.handlers import qmp_command
+from schema.handlers import SubsystemHooks, qmp_command
 
 BUFFER_DELAY = 0.1  # seconds: migration.c's rate-limiting period
 LINK_BYTES_PER_SECOND = 1_250_000_000  # max-bandwidth 0 (no limit): a 10 Gbit/s link
@@ -135,7 +135,7 @@ class Incoming:
 
 
 @attrs.define(kw_only=True, eq=False)
-class Migration:
+class Migration(SubsystemHooks):
     """Both migration state machines of one machine, and the commands on them."""
 
     host: MigrationHost
@@ -252,18 +252,6 @@ class Migration:
         self.incoming = incoming
 
     # -- Subsystem hooks -------------------------------------------------------------
-
-    def reset(self) -> None:
-        pass
-
-    def before_cont(self) -> None:
-        pass
-
-    def vm_start(self) -> None:
-        pass
-
-    def vm_stop(self) -> None:
-        pass
 
     def close(self) -> None:
         if self.current is not None and self.current.channel is not None \
