@@ -27,6 +27,7 @@ from schema.errors import (
     GenericError,
 )
 from schema.handlers import qmp_command
+from schema.jsontypes import qemu_bytes
 
 
 def blockdev_add_options(options: dict[str, Any]) -> Flat:
@@ -402,7 +403,7 @@ def check_can_store_bitmap(layer: BlockLayer, bs: Node, name: str, granularity: 
     prefix = f"Can't make bitmap '{name}' persistent in '{bs.device_or_node_name()}'"
     if granularity > 1 << 31:
         raise GenericError(f"{prefix}: Granularity exceeds maximum ({1 << 31} bytes)")
-    if len(name.encode()) > 1023:
+    if len(qemu_bytes(name)) > 1023:
         raise GenericError(f"{prefix}: Name length exceeds maximum (1023 characters)")
     count = len(stored) + sum(1 for bm in bs.bitmaps if bm.persistent)
     if count >= 65535:

@@ -266,3 +266,22 @@ def test_request_nested_990_deep_is_answered_and_the_next_one_too(vm_factory) ->
     if len(lines) < 3:  # the second reply may come in its own read
         lines = [lines[0], *talk.send(b"").split(b"\r\n")]
     assert json.loads(lines[1])["id"] == 1
+
+
+def test_client_strings_are_bytes_as_qemu_holds_them(vm_factory, tmp_path: Path) -> None:
+    """What the long fuzzing run found in the NBD server: a string QEMU's JSON reader
+    hands over may hold any bytes (here a lone 0xFF, kept as a surrogate escape), and
+    QEMU measures and uses the bytes (util/qemu-sockets.c unix_listen_saddr's path
+    length check). The emulator did the same through `str.encode()` and crashed; it
+    now answers as QEMU does."""
+    talk = vm_factory().talk()
+    path = str(tmp_path) + "/x\udcff.sock"
+    reply = talk.execute("nbd-server-start", {"addr": {"type": "unix",
+                                                       "data": {"path": path}}})
+    assert reply == {"return": {}}
+    long = str(tmp_path) + "/" + "\udcff" * 120
+    talk.execute("nbd-server-stop")
+    reply = talk.execute("nbd-server-start", {"addr": {"type": "unix",
+                                                       "data": {"path": long}}})
+    desc = reply["error"]["desc"]
+    assert desc.startswith(f"UNIX socket path '{tmp_path}/") and desc.endswith("' is too long")

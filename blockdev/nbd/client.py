@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from blockdev.nbd import codec as c
 from schema.errors import GenericError
+from schema.jsontypes import qemu_bytes
 
 CONNECT_TIMEOUT = 10.0
 
@@ -214,7 +215,7 @@ class NbdClient:
         cflags = (c.NBD_FLAG_C_FIXED_NEWSTYLE if fixed else 0) | \
                  (0 if zeroes else c.NBD_FLAG_C_NO_ZEROES)
         self.sock.sendall(struct.pack(">I", cflags))
-        name = (export or "").encode()
+        name = qemu_bytes(export or "")
         if fixed:
             self._option(c.NBD_OPT_STRUCTURED_REPLY)
             rep, _ = self._reply(c.NBD_OPT_STRUCTURED_REPLY)

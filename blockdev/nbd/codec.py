@@ -34,6 +34,8 @@ from typing import Protocol, TypeVar
 
 import attrs
 
+from schema.jsontypes import qemu_bytes
+
 T = TypeVar("T")
 
 # include/block/nbd.h and nbd/nbd-internal.h
@@ -239,7 +241,7 @@ def chunk_header(flags: int, kind: int, handle: int, length: int) -> bytes:
 
 def structured_error(handle: int, error: int, msg: str) -> bytes:
     """nbd_co_send_structured_error."""
-    text = msg.encode()
+    text = qemu_bytes(msg)
     return (chunk_header(NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, handle, 6 + len(text))
             + struct.pack(">IH", system_errno_to_nbd_errno(error), len(text)) + text)
 
@@ -394,7 +396,7 @@ class ServerSession:
 
     def _rep_err(self, opt: int, rep: int, msg: str) -> None:
         """nbd_negotiate_send_rep_err."""
-        self._rep(opt, rep, msg.encode())
+        self._rep(opt, rep, qemu_bytes(msg))
 
     def _reject_length(self, opt: int, *, fatal: bool) -> None:
         """nbd_reject_length."""
@@ -435,8 +437,8 @@ class ServerSession:
                 self._reject_length(opt, fatal=False)
                 return
             for export in self.exports.listed():
-                name = export.name.encode()
-                desc = (export.description or "").encode()
+                name = qemu_bytes(export.name)
+                desc = qemu_bytes(export.description or "")
                 self._rep(opt, NBD_REP_SERVER, struct.pack(">I", len(name)) + name + desc)
             self._rep(opt, NBD_REP_ACK)
         elif opt == NBD_OPT_ABORT:
@@ -510,7 +512,7 @@ class ServerSession:
             self._rep(opt, NBD_REP_INFO, struct.pack(">H", NBD_INFO_NAME) + name)
         if export.description:
             self._rep(opt, NBD_REP_INFO,
-                      struct.pack(">H", NBD_INFO_DESCRIPTION) + export.description.encode())
+                      struct.pack(">H", NBD_INFO_DESCRIPTION) + qemu_bytes(export.description))
         minimum = BDRV_SECTOR_SIZE if opt == NBD_OPT_INFO or blocksize else 1
         maximum = min(export.max_transfer, NBD_MAX_BUFFER_SIZE)
         self._rep(opt, NBD_REP_INFO, struct.pack(">HIII", NBD_INFO_BLOCK_SIZE, minimum,

@@ -15,6 +15,7 @@ import tempfile
 from typing import Any
 
 from schema.errors import GenericError
+from schema.jsontypes import qemu_bytes
 
 # QEMU 2.11 listens with a backlog of 1; a burst of clients connecting at once (the
 # NBD server's many clients) then waits for TCP's SYN retransmissions, seconds each.
@@ -87,7 +88,7 @@ def listen(addr: dict[str, Any]) -> socket.socket:
 def _unix_listen(path: str) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        if len(path.encode()) > 108:
+        if len(qemu_bytes(path)) > 108:
             raise GenericError(f"UNIX socket path '{path}' is too long")
         if "\0" in path:
             # a C string ends at its first NUL

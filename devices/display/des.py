@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from functools import cache
 
+from schema.jsontypes import qemu_bytes
+
 _PC1 = (57, 49, 41, 33, 25, 17, 9, 1, 58, 50, 42, 34, 26, 18,
         10, 2, 59, 51, 43, 35, 27, 19, 11, 3, 60, 52, 44, 36,
         63, 55, 47, 39, 31, 23, 15, 7, 62, 54, 46, 38, 30, 22,
@@ -119,7 +121,7 @@ def vnc_key(password: str) -> bytes:
     """The DES key of VNC authentication: the password's first 8 bytes, zero padded,
     each byte's bits mirrored (QEMU ui/vnc.c protocol_client_auth_vnc with the
     DES-RFB cipher)."""
-    raw = password.encode()[:8].ljust(8, b"\0")
+    raw = qemu_bytes(password)[:8].ljust(8, b"\0")
     return bytes(_mirror(b) for b in raw)
 
 

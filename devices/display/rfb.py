@@ -28,6 +28,7 @@ import attrs
 from devices.display import AUTH_INVALID, AUTH_NONE, AUTH_VNC
 from devices.display.console import Console
 from devices.display.des import vnc_response
+from schema.jsontypes import qemu_bytes
 
 SERVER_VERSION = b"RFB 003.008\n"
 # ui/vnc.c: the text of every failed authentication (sizeof includes the NUL).
@@ -220,7 +221,7 @@ class RfbServer:
     def _on_client_init(self) -> bool:
         if self._take(1) is None:  # the shared flag: QEMU's default policy shares
             return False
-        name = self.name.encode()
+        name = qemu_bytes(self.name)
         self._out += struct.pack(">HH", self.console.width, self.console.height)
         self._out += self.pixel_format.pack()
         self._out += struct.pack(">I", len(name)) + name

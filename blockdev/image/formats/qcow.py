@@ -29,6 +29,7 @@ from blockdev.image.formats.base import (
 )
 from blockdev.image.formats.facts import ImageFacts
 from blockdev.image.formats.mapped import COMPRESSED, DATA, UNALLOCATED, Extent, MappedData
+from schema.jsontypes import qemu_bytes
 
 QCOW_MAGIC = 0x514649FB
 QCOW_VERSION = 1
@@ -158,7 +159,7 @@ def create(file: FileNode, plan: CreatePlan) -> None:
     backing_offset = 0
     name = b""
     if backing_file is not None and backing_file != "fat:":
-        name = backing_file.encode()
+        name = qemu_bytes(backing_file)
         backing_offset = header_size
         header_size += len(name)
     if backing_file is not None:

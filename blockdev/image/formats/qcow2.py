@@ -45,6 +45,7 @@ from blockdev.image.formats.facts import (
     Qcow2Specific,
     SnapshotInfo,
 )
+from schema.jsontypes import qemu_bytes
 
 QCOW_MAGIC = 0x514649FB
 MIN_CLUSTER_BITS = 9
@@ -183,7 +184,7 @@ class Qcow2Header:
             out += self.unknown_header_fields
         exts: list[tuple[int, bytes]] = []
         if self.backing_format is not None:
-            exts.append((EXT_BACKING_FORMAT, self.backing_format.encode()))
+            exts.append((EXT_BACKING_FORMAT, qemu_bytes(self.backing_format)))
         if self.crypto_header is not None and self.crypto_header[0] != 0:
             exts.append((EXT_CRYPTO_HEADER, struct.pack(">QQ", *self.crypto_header)))
         if self.version >= 3:
@@ -212,7 +213,7 @@ class Qcow2Header:
         if len(out) > cluster:
             raise OSError(28, "No space left on device")
         if self.backing_file is not None:
-            name = self.backing_file.encode()
+            name = qemu_bytes(self.backing_file)
             if cluster - len(out) < len(name):
                 raise OSError(28, "No space left on device")
             struct.pack_into(">QI", out, 8, len(out), len(name))
@@ -814,7 +815,7 @@ def create(file: FileNode, opts: CreateOptions) -> None:
     if opts.backing_file is not None:
         fmt = opts.backing_format
         try:
-            if len(opts.backing_file.encode()) > 1023:
+            if len(qemu_bytes(opts.backing_file)) > 1023:
                 raise OSError(22, "Invalid argument")
             header.backing_file = opts.backing_file
             header.backing_format = fmt

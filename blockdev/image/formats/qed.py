@@ -30,6 +30,7 @@ from blockdev.image.formats.base import (
 )
 from blockdev.image.formats.facts import ImageFacts
 from blockdev.image.formats.mapped import DATA, UNALLOCATED, ZERO, Extent, MappedData
+from schema.jsontypes import qemu_bytes
 
 QED_MAGIC = 0x00444551  # "QED\0" little-endian
 QED_F_BACKING_FILE = 0x01
@@ -220,7 +221,7 @@ def create(file: FileNode, plan: CreatePlan) -> None:
     backing_offset = 0
     if plan.backing_file is not None:
         features |= QED_F_BACKING_FILE
-        name = plan.backing_file.encode()
+        name = qemu_bytes(plan.backing_file)
         backing_offset = _HEADER.size
         if plan.backing_format == "raw":
             features |= QED_F_BACKING_FORMAT_NO_PROBE
