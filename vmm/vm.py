@@ -44,7 +44,6 @@ from migration.commands import Migration, MigrationCommands
 from migration.files import LocalFiles
 from migration.ram import RAM_BEHAVIOURS
 from schema.catalog import Catalog
-from schema.errors import GenericError
 from schema.handlers import Behaviour
 from schema.model import Schema
 from vmm.change import ChangeCommand
@@ -54,7 +53,7 @@ from vmm.machine.core import Clock, Machine, MachineOptions
 from vmm.machine.guest import GUEST_BEHAVIOURS
 from vmm.machine.trace import TraceEvents
 from vmm.memdump import MemoryDumpCommands
-from vmm.qmp.dispatch import Dispatcher, MonitorSession
+from vmm.qmp.dispatch import Dispatcher
 from vmm.qmp.monitor import HmpMonitor, MonitorHub, QmpMonitor
 from vmm.vmstate import BalloonSection, DevicesSection
 
@@ -149,19 +148,6 @@ class LazyHostNet:
         from devices.net.hostnet import HostNet
 
         return getattr(HostNet(), name)
-
-
-def monitor_fd_param(session: MonitorSession | None, fdname: str) -> int:
-    """monitor.c monitor_fd_param: a name is taken out of the current monitor's
-    getfd list (the caller owns it now); a number is parsed (qemu_parse_fd)."""
-    if fdname[:1].isdigit() or session is None:
-        if fdname.isdigit() and fdname.isascii() and int(fdname) <= 0x7FFFFFFF:
-            return int(fdname)
-        raise GenericError(f"Invalid file descriptor number '{fdname}'")
-    fd = session.fds.named.pop(fdname, None)
-    if fd is None:
-        raise GenericError(f"File descriptor named '{fdname}' has not been found")
-    return fd
 
 
 class Display:
@@ -301,7 +287,7 @@ class Vm:
             return found.kind, str(addr.get("type", ""))
 
         def fd_param(name: str) -> int:
-            return monitor_fd_param(dispatcher.current, name)
+            return dispatcher.monitor_fd_param(name)
 
         net_commands = NetCommands(net, schema, fd_param, find_chardev, error_report)
         qdev = Qdev(block=DeviceBackends(block), catalog=catalog, host=machine,

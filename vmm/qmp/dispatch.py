@@ -169,6 +169,15 @@ class Dispatcher:
             raise GenericError(f"File descriptor named '{fdname}' has not been found")
         return fd
 
+    def monitor_fd_param(self, fdname: str) -> int:
+        """monitor.c monitor_fd_param: a name is taken out of the running command's
+        monitor (monitor_get_fd); a number is parsed (qemu_parse_fd)."""
+        if fdname[:1].isdigit() or self.current is None:
+            if fdname.isdigit() and fdname.isascii() and int(fdname) <= 0x7FFFFFFF:
+                return int(fdname)
+            raise GenericError(f"Invalid file descriptor number '{fdname}'")
+        return self.monitor_get_fd(fdname)
+
     def _owner(self, session: MonitorSession) -> object:
         if session.commands is None:
             assert self.per_monitor is not None
