@@ -260,7 +260,13 @@ def test_chardevs_come_before_block_devices(spawn, tmp_path: Path) -> None:
         time.sleep(0.01)
     assert proc.poll() is None  # waiting for a client, the drive not opened yet
     sock = socket.socket(socket.AF_UNIX)
-    sock.connect(str(sock_path))
+    while True:
+        try:
+            sock.connect(str(sock_path))
+            break
+        except ConnectionRefusedError:  # the file is bound, listen() not called yet
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
     assert proc.wait(timeout=20) == 1
     assert sock.recv(65536) == b""
     sock.close()

@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from blockdev.image.formats.base import (
-    PLAIN_OPENER,
     BackingRead,
     DataContext,
     FileNode,
@@ -42,10 +41,10 @@ from blockdev.image.formats.base import (
     FormatData,
     ImageError,
     OpenContext,
-    Opener,
 )
 from blockdev.image.lock import FileLock
 from schema.errors import GenericError
+from schema.osdep import PLAIN_OPENER, Opener
 
 if TYPE_CHECKING:
     # The format drivers (and their facts) load on the first image opened or

@@ -57,7 +57,8 @@ from typing import ClassVar, Literal
 
 import attrs
 
-from blockdev.image.formats.base import PLAIN_OPENER, ImageError, Opener
+from blockdev.image.formats.base import ImageError
+from schema.osdep import PLAIN_OPENER, Opener
 
 RAW_LOCK_PERM_BASE = 100
 RAW_LOCK_SHARED_BASE = 200

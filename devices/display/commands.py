@@ -20,10 +20,10 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from devices.dump.files import FileOpener, PlainFiles
 from schema.errors import DeviceNotActive, DeviceNotFound, GenericError
 from schema.handlers import qmp_command
 from schema.opts.cutils import strtoull
+from schema.osdep import PLAIN_OPENER, Opener
 
 if TYPE_CHECKING:
     from devices.display.console import Console
@@ -48,11 +48,11 @@ class DisplayCommands:
     """The display commands of one machine."""
 
     def __init__(self, vnc: Callable[[], VncDisplays], console: Callable[[], Console | None],
-                 wall: Callable[[], float], files: FileOpener | None = None) -> None:
+                 wall: Callable[[], float], files: Opener | None = None) -> None:
         self.vnc = vnc  # built on first use
         self.console = console  # the first console, None on a board without one
         self.wall = wall  # time(NULL), for expire_password's `+SECONDS`
-        self.files = PlainFiles() if files is None else files
+        self.files = PLAIN_OPENER if files is None else files
         # monitor.c monitor_get_fd(cur_mon, ...): set by the composition root.
         self.get_fd: Callable[[str], int] = _no_fd
 

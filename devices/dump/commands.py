@@ -15,9 +15,10 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from devices.dump.files import FileOpener, strerror
+from devices.dump.files import strerror
 from schema.errors import GenericError
 from schema.handlers import qmp_command
+from schema.osdep import Opener
 
 if TYPE_CHECKING:
     from devices.dump.job import DumpState
@@ -74,7 +75,7 @@ class FdSink:
 class DumpCommands:
     """The dump commands of one machine."""
 
-    def __init__(self, host: DumpHost, files: FileOpener, memory: Callable[[], Any],
+    def __init__(self, host: DumpHost, files: Opener, memory: Callable[[], Any],
                  blocks: Callable[[], list[Any]], nr_cpus: int,
                  plug: Callable[[Any], None]) -> None:
         self.host = host

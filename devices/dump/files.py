@@ -1,31 +1,12 @@
-"""How the dump and display commands open the files they name.
+"""How the dump and display commands word the errors of the files they name.
 
-Part of the pure `devices.dump` package: a Protocol for util/osdep.c qemu_open /
-qemu_close, which the Machine's fd sets satisfy (`/dev/fdset/N` names a descriptor
-passed with `add-fd`), and `PlainFiles`, the same without fd sets, for tests.
+Part of the pure `devices.dump` package. They open files through util/osdep.c's
+qemu_open (`schema.osdep.Opener`, which the Machine's fd sets satisfy).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Protocol
-
-
-class FileOpener(Protocol):
-    def qemu_open(self, name: str, flags: int, mode: int = 0o666) -> int:
-        """A descriptor for `name`, or OSError with errno set."""
-
-    def qemu_close(self, fd: int) -> None: ...
-
-
-class PlainFiles:
-    """qemu_open without fd sets: open(2) with O_CLOEXEC."""
-
-    def qemu_open(self, name: str, flags: int, mode: int = 0o666) -> int:
-        return os.open(name, flags | os.O_CLOEXEC, mode)
-
-    def qemu_close(self, fd: int) -> None:
-        os.close(fd)
 
 
 def strerror(err: OSError) -> str:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 
 from devices.display.console import Console
-from devices.dump.files import FileOpener, PlainFiles, strerror
+from devices.dump.files import strerror
 from schema.errors import GenericError
+from schema.osdep import PLAIN_OPENER, Opener
 
 
 def ppm_header(width: int, height: int) -> bytes:
@@ -22,10 +23,10 @@ def ppm_bytes(console: Console) -> bytes:
     return ppm_header(console.width, console.height) + console.rgb()
 
 
-def save_ppm(filename: str, console: Console, files: FileOpener | None = None) -> None:
+def save_ppm(filename: str, console: Console, files: Opener | None = None) -> None:
     """ppm_save: the file opened with qemu_open (so `/dev/fdset/N` too), created or
     truncated with mode 0666; a failed write removes it."""
-    files = PlainFiles() if files is None else files
+    files = PLAIN_OPENER if files is None else files
     try:
         fd = files.qemu_open(filename, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     except OSError as err:

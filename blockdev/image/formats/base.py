@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import attrs
 
+from schema.osdep import PLAIN_OPENER, Opener
+
 if TYPE_CHECKING:
     from blockdev.image.formats.facts import ImageFacts
 
@@ -62,29 +64,6 @@ def round_up(value: int, align: int) -> int:
 def random_uuid(rng: random.Random) -> uuid.UUID:
     """qemu_uuid_generate: a version 4 UUID from the image creator's random source."""
     return uuid.UUID(int=rng.getrandbits(128), version=4)
-
-
-class Opener(Protocol):
-    """util/osdep.c qemu_open/qemu_close as the host provides them: a name of the form
-    `/dev/fdset/N` is a descriptor of a monitor fd set (the host's), anything else a
-    file opened with open(2). `qemu_open` raises OSError with errno set."""
-
-    def qemu_open(self, name: str, flags: int, mode: int = 0o666) -> int: ...
-
-    def qemu_close(self, fd: int) -> None: ...
-
-
-class PlainOpener:
-    """qemu_open without fd sets (a host that has none: tools, tests)."""
-
-    def qemu_open(self, name: str, flags: int, mode: int = 0o666) -> int:
-        return os.open(name, flags | os.O_CLOEXEC, mode)
-
-    def qemu_close(self, fd: int) -> None:
-        os.close(fd)
-
-
-PLAIN_OPENER = PlainOpener()
 
 
 class FileNode:
