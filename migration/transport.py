@@ -283,7 +283,11 @@ def _bind(uri: Tcp | Unix) -> socket.socket:
                 sock.bind(addr)
             except OSError as err:
                 sock.close()
-                raise GenericError(f"Failed to bind socket: {_strerror(err)}") from None
+                # inet_listen_saddr: a port in use is "no port available" in its range
+                # [util/qemu-sockets.c]; other bind errors are "Failed to bind socket"
+                what = "Failed to find an available port" if err.errno == errno.EADDRINUSE \
+                    else "Failed to bind socket"
+                raise GenericError(f"{what}: {_strerror(err)}") from None
         sock.listen(1)
         sock.setblocking(False)
         return sock

@@ -364,7 +364,8 @@ async def test_incoming_listener_that_cannot_bind_exits(
         tmp_path: Path, nursery: trio.Nursery, mock_clock: trio.testing.MockClock,
         capsys: pytest.CaptureFixture[str]) -> None:
     """vl.c: a failed -incoming is `-incoming URI: <error>` on stderr and exit 1
-    (util/qemu-sockets.c inet_listen_saddr: Failed to bind socket)."""
+    (util/qemu-sockets.c inet_listen_saddr: a port in use is "Failed to find an available
+    port")."""
     mock_clock.autojump_threshold = 0
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -378,5 +379,5 @@ async def test_incoming_listener_that_cannot_bind_exits(
                              exited=codes.append)
         await trio.testing.wait_all_tasks_blocked()
     assert codes == [1]
-    assert (f": -incoming tcp:127.0.0.1:{port}: Failed to bind socket: Address already in "
-            "use\n") in capsys.readouterr().err
+    assert (f": -incoming tcp:127.0.0.1:{port}: Failed to find an available port: Address "
+            "already in use\n") in capsys.readouterr().err

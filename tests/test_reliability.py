@@ -285,3 +285,23 @@ def test_client_strings_are_bytes_as_qemu_holds_them(vm_factory, tmp_path: Path)
                                                        "data": {"path": long}}})
     desc = reply["error"]["desc"]
     assert desc.startswith(f"UNIX socket path '{tmp_path}/") and desc.endswith("' is too long")
+
+
+def test_monitor_on_a_port_in_use(spawn) -> None:
+    """A `-qmp tcp:` monitor on a port someone else listens on: QEMU's listener tries
+    its port range and, every port being taken, answers "Failed to find an available
+    port: Address already in use" (util/qemu-sockets.c inet_listen_saddr); the
+    program exits 1."""
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        proc = spawn("-nodefaults", "-display", "none", "-qmp",
+                     f"tcp:127.0.0.1:{port},server,nowait")
+        assert proc.wait(timeout=HANG_GUARD) == 1
+        assert proc.stderr is not None
+        assert "Failed to find an available port: Address already in use" in \
+            proc.stderr.read().decode()
+    finally:
+        busy.close()

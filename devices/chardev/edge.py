@@ -231,7 +231,10 @@ async def open_listener(spec: ChardevSpec) -> Listener:
     except OSError as e:
         sock.close()
         if e.errno == errno.EADDRINUSE:
-            raise ChardevError("Failed to bind socket: Address already in use") from None
+            # inet_listen_saddr tries the port range, and with every port taken says
+            # so [util/qemu-sockets.c]
+            raise ChardevError("Failed to find an available port: Address already in use") \
+                from None
         raise ChardevError(f"Failed to bind socket: {e.strerror}") from None
     sock.listen(1)
     return Listener(spec, sock, listening=True)
