@@ -67,6 +67,14 @@ WORKLOAD_PATTERN = Behaviour(
     _positive_int("a byte value", 0, 255), os=0xA5, firmware=0xA5)
 WORKLOAD_BEHAVIOURS = (WORKLOAD, WORKLOAD_RATE, WORKLOAD_REQUEST, WORKLOAD_PATTERN)
 
+# The simulated disks' speed for block jobs without a rate limit (speed 0).
+JOB_BANDWIDTH = Behaviour(
+    "block-job-bandwidth",
+    "bytes per second the disks move for a block job that has no speed limit",
+    _positive_int("a number of bytes per second from 1", 1, 2**50), os=1 << 30,
+    firmware=1 << 30)
+JOB_BEHAVIOURS = (JOB_BANDWIDTH,)
+
 
 class RunStateLike(Protocol):
     @property

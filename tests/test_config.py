@@ -108,7 +108,7 @@ def test_guest_profile_and_behaviours(catalog) -> None:
 @pytest.mark.parametrize(("arg", "message"), [
     ("--emu-behaviour=powerdown", "--emu-behaviour: expects NAME=VALUE"),
     ("--emu-behaviour=nosuch=1", "--emu-behaviour: unknown behaviour 'nosuch' (known: "
-                                 "balloon-rate, balloon-stats, "
+                                 "balloon-rate, balloon-stats, block-job-bandwidth, "
                                  "cdrom-eject-delay, cdrom-eject-request, cpu-hotplug, "
                                  "cpu-ost, cpu-ost-delay, device-unplug, "
                                  "device-unplug-delay, "

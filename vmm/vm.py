@@ -18,7 +18,9 @@ import attrs
 
 from blockdev.commands import BlockCommands
 from blockdev.device_backends import DeviceBackends
-from blockdev.host import TRAY_BEHAVIOURS, WORKLOAD_BEHAVIOURS
+from blockdev.host import JOB_BEHAVIOURS, TRAY_BEHAVIOURS, WORKLOAD_BEHAVIOURS
+from blockdev.jobs.commands import BlockJobCommands
+from blockdev.jobs.core import Jobs
 from blockdev.layer import BlockLayer
 from blockdev.nbd.commands import Nbd
 from devices.board import BoardConfig
@@ -75,7 +77,7 @@ RECURSION_FLOOR = 8 * 1024 + 1000
 # Every guest behaviour of the subsystems composed here (the command line's
 # --emu-behaviour names).
 BEHAVIOURS: tuple[Behaviour, ...] = (*GUEST_BEHAVIOURS, *TRAY_BEHAVIOURS,
-                                     *WORKLOAD_BEHAVIOURS, *CHARDEV_BEHAVIOURS,
+                                     *WORKLOAD_BEHAVIOURS, *JOB_BEHAVIOURS, *CHARDEV_BEHAVIOURS,
                                      *DEVICE_BEHAVIOURS, *MACHINE_DEVICE_BEHAVIOURS,
                                      *MISC_BEHAVIOURS, *RAM_BEHAVIOURS, *NET_BEHAVIOURS)
 
@@ -248,6 +250,7 @@ class Vm:
     dispatcher: Dispatcher
     hub: MonitorHub
     block: BlockLayer
+    jobs: Jobs
     nbd: Nbd
     qdev: Qdev
     display: Display
@@ -268,6 +271,8 @@ class Vm:
                                  clock=clock, behaviours=BEHAVIOURS)
         block = BlockLayer.create(machine)
         machine.plug(block)
+        jobs = Jobs(layer=block)
+        machine.plug(jobs)
         nbd = Nbd(block)
         machine.plug(nbd)
         memory = GuestMemory(machine)
@@ -320,7 +325,7 @@ class Vm:
         migration.block_activate = block.invalidate_cache_all
         migration.add_section(DevicesSection(qdev))
         migration.add_section(BalloonSection(devices))
-        dispatcher = Dispatcher(machine, core, BlockCommands(block),
+        dispatcher = Dispatcher(machine, core, BlockCommands(block), BlockJobCommands(jobs),
                                 ChangeCommand(block, display.vnc),
                                 MemoryDumpCommands(memory, machine.board.vcpus), screens, dumps,
                                 InputCommands(display.input, lambda: machine.runstate.state in (
@@ -341,7 +346,7 @@ class Vm:
         hub = MonitorHub(machine, dispatcher, core,
                          HmpState(block=block, vnc=display.vnc, input=display.input,
                                   memory=memory, net=net_commands, qdev=qdev))
-        return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
+        return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block, jobs=jobs,
                    nbd=nbd, qdev=qdev, display=display, guest_memory=memory,
                    chardevs=chardevs, netdevs=net_commands, guest_ports=guest_ports,
                    devices=devices, misc=misc, migration=migration)
