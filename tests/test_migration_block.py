@@ -226,3 +226,34 @@ def test_model_bulk_dirty_and_stats() -> None:
                              "load of migration failed: Input/output error")
     else:
         raise AssertionError("a chunk past the destination's end loaded")
+
+
+def test_hmp_migrate_b_info_migrate_and_the_op_blocker() -> None:
+    """HMP `migrate -d -b` turns the block capability on for the run (hmp.c
+    hmp_migrate, migration.c qmp_migrate); `info migrate` prints the disk lines
+    (hmp_info_migrate); the devices are op-blocked while migrating
+    (init_blk_migration's bdrv_op_block_all: block_resize says `Device 'd0' is in
+    use`), and given back by the cleanup after a cancel (block_migration_cleanup)."""
+    from migration.host import RecordingChannel
+    from tests.test_migration_commands import Vm
+
+    vm = Vm("-M", "pc", "-m", "16", "-drive", "driver=null-co,size=3145728,if=none,id=d0")
+
+    def hmp(line: str) -> str:
+        return str(vm.ok("human-monitor-command", **{"command-line": line}))
+
+    assert hmp("migrate -d -b tcp:127.0.0.1:4444") == ""
+    vm.edge.outgoing[-1][2].connected(RecordingChannel())
+    info = hmp("info migrate")
+    assert "block: on" in info
+    assert info.endswith("transferred disk: 0 kbytes\r\nremaining disk: 3072 kbytes\r\n"
+                         "total disk: 3072 kbytes\r\n")
+    assert vm.error("block_resize", device="d0", size=4 << 20) == "Device 'd0' is in use"
+    assert vm.ok("migrate_cancel") == {}
+    vm.sync.tick(0.01)
+    assert vm.ok("query-migrate") == {"status": "cancelled"}
+    # the blocker is gone: null-co's own answer comes through
+    assert vm.error("block_resize", device="d0", size=4 << 20) == \
+        "Image format driver does not support resize"
+    caps = {c["capability"]: c["state"] for c in vm.ok("query-migrate-capabilities")}
+    assert caps["block"] is False
