@@ -462,7 +462,11 @@ class Migration(SubsystemHooks):
                 # qemu_savevm_state_iterate: "block" comes before "ram" and takes what
                 # the rate limit allows; RAM has the rest of it
                 o.credit += budget
-                payloads, block_bytes = o.block.iterate(o.credit)
+                try:
+                    payloads, block_bytes = o.block.iterate(o.credit)
+                except OSError:
+                    self._save_failed(o)
+                    return
                 self._write_block(o, payloads)
                 o.period_bytes += block_bytes
                 o.credit -= block_bytes
@@ -510,7 +514,11 @@ class Migration(SubsystemHooks):
         """qemu_savevm_state_complete_precopy: the last sync (MIGRATION_PASS), the
         remaining pages, then the device state; the end comes once sent."""
         self._sync(o, now)
-        sent = self._complete_block(o)
+        try:
+            sent = self._complete_block(o)
+        except OSError:
+            self._save_failed(o)
+            return
         ram_sent = o.ram.send_all()
         sent += ram_sent
         o.write(ram_record(ram_sent))
@@ -526,6 +534,17 @@ class Migration(SubsystemHooks):
         payloads, spent = o.block.complete()
         self._write_block(o, payloads)
         return spent
+
+    def _save_failed(self, o: Outgoing) -> None:
+        """A section's save failed (block migration's read error: flush_blks sets the
+        file's error): migration_thread ends `failed`, no error-desc, the stream is
+        closed (the destination's load sees EOF), the VM runs again if it ran."""
+        if o.channel is not None:
+            o.channel.abort()
+        self._set(self.out.state, "failed")
+        self._restart_after(o)
+        self._cleanup(o)
+        self.host.kick()
 
     def _device_state(self) -> dict[str, Any]:
         return {"runstate": self._global_state(),
@@ -569,7 +588,11 @@ class Migration(SubsystemHooks):
     def _postcopy_switch(self, o: Outgoing, now: float) -> None:
         o.entered_postcopy = True
         self._sync(o, now)
-        self._complete_block(o)  # the non-postcopiable sections end before LISTEN
+        try:
+            self._complete_block(o)  # the non-postcopiable sections end before LISTEN
+        except OSError:
+            self._save_failed(o)
+            return
         o.write(json_record(LISTEN, {}))
         o.write(json_record(STATE, self._device_state()))
         o.write(json_record(RUN, {"runstate": self._global_state()}))

@@ -257,3 +257,35 @@ def test_hmp_migrate_b_info_migrate_and_the_op_blocker() -> None:
         "Image format driver does not support resize"
     caps = {c["capability"]: c["state"] for c in vm.ok("query-migrate-capabilities")}
     assert caps["block"] is False
+
+
+def test_a_read_error_fails_the_migration() -> None:
+    """A source disk that cannot be read: block_save_iterate returns flush_blks's
+    error, the stream's error is set and migration_thread ends `failed` (no
+    error-desc); the bitmap and the blocker go (block_migration_cleanup), the
+    stream is closed."""
+    from migration.commands import Migration
+    from migration.host import RecordingChannel, RecordingEdge, RecordingHost
+    from migration.ram import DIRTY_RATE, RAM_USED
+
+    class Broken(MemoryDisk):
+        def pread(self, offset: int, length: int) -> bytes:
+            raise OSError(5, "Input/output error")
+
+    disk = Broken(name="d0", data=bytearray(2 * MiB))
+    h = RecordingHost()
+    h.behaviours.values.update({DIRTY_RATE.name: 0.0, RAM_USED.name: 0.01})
+    edge = RecordingEdge()
+    m = Migration(host=h, edge=edge, disks=lambda: MemoryDisks(disks=[disk]))
+    m.settings.capabilities["events"] = True
+    m.migrate("unix:/x", blk=True)
+    channel = RecordingChannel()
+    edge.outgoing[0][2].connected(channel)
+    assert disk.blocked is not None and disk.dirty is not None
+    while m.query_migrate()["status"] == "active":
+        h.clock.value = max(h.clock.value, m.next_deadline())
+        m.run_due(h.clock.value)
+    assert m.query_migrate() == {"status": "failed"}
+    assert h.events[-1] == ("MIGRATION", {"status": "failed"})
+    assert channel.aborted and disk.blocked is None and disk.dirty is None
+    assert h.runstate.state == "running"
