@@ -289,3 +289,31 @@ def test_a_read_error_fails_the_migration() -> None:
     assert h.events[-1] == ("MIGRATION", {"status": "failed"})
     assert channel.aborted and disk.blocked is None and disk.dirty is None
     assert h.runstate.state == "running"
+
+
+async def test_guest_workload_during_migration_reaches_the_destination(
+        tmp_path: Path, nursery: trio.Nursery, mock_clock: trio.testing.MockClock) -> None:
+    """A guest that writes its disk while the bulk phase runs (the guest-workload
+    behaviour): its writes behind the bulk cursor are sent by the dirty phase and
+    the completion [mig_save_device_dirty, block_save_complete], so the
+    destination's image equals the source's once the source has stopped."""
+    mock_clock.autojump_threshold = 0
+    src_image, dst_image = tmp_path / "src.qcow2", tmp_path / "dst.qcow2"
+    for image in (src_image, dst_image):
+        assert qemu_img("create", "-q", "-f", "qcow2", str(image), "8M").returncode == 0
+    uri = f"unix:{tmp_path / 'mig.sock'}"
+    src, dst = await pair(nursery, tmp_path, uri, src_args=(
+        *drive(src_image), "--emu-behaviour=guest-workload=sequential",
+        "--emu-behaviour=guest-workload-rate=1048576",
+        "--emu-behaviour=guest-workload-pattern=60"), dst_args=drive(dst_image))
+    assert (await src.cmd("migrate-set-parameters", **{"max-bandwidth": 4 * MiB})) \
+        == {"return": {}}
+    await migrate_blk(src, uri)
+    await src.event("MIGRATION", "completed")
+    await dst.event("MIGRATION", "completed")
+    await quit_both(src, dst)
+    written = subprocess.run(["qemu-io", "-f", "qcow2", "-c", "read -P 60 0 1M",
+                              str(src_image)], capture_output=True, text=True)
+    assert "Pattern verification failed" not in written.stdout  # the guest wrote
+    cmp = qemu_img("compare", str(src_image), str(dst_image))
+    assert cmp.returncode == 0, cmp.stdout + cmp.stderr
