@@ -4,8 +4,10 @@ Part of the pure `migration` layer. The model never imports `vmm` or trio. It se
 the Machine through `MigrationHost` (events, the run state and the cpus.c
 primitives, the clock, behaviours, exit), which `vmm.machine.core.Machine`
 satisfies structurally; and the real transport through `Edge` and `Channel`, which
-`migration.transport` implements on trio. Tests use `RecordingHost` and
-`RecordingEdge`, plain in-memory fakes: the edge fake keeps what the model asked for
+`migration.transport` implements on trio; and the disks of a block migration
+through `Disks` and `Disk`, which `blockdev.block_migration` implements on the block
+layer's data path (`vmm.vm` wires it). Tests use `RecordingHost`, `RecordingEdge` and
+`MemoryDisks`, plain in-memory fakes: the edge fake keeps what the model asked for
 and lets a test play the other side (a connection made or refused, a destination
 that answers).
 """
