@@ -317,3 +317,27 @@ async def test_guest_workload_during_migration_reaches_the_destination(
     assert "Pattern verification failed" not in written.stdout  # the guest wrote
     cmp = qemu_img("compare", str(src_image), str(dst_image))
     assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+
+
+async def test_destination_disk_of_another_size(tmp_path: Path, nursery: trio.Nursery,
+                                                mock_clock: trio.testing.MockClock) -> None:
+    """2.11's block_load checks no size: it writes each chunk at the source's offset
+    into the destination's device, so a smaller destination fails with the write's
+    EIO past its end (blk_check_byte_request): `error while loading state section
+    id 1(block)`, `load of migration failed: Input/output error`, exit 1; the
+    source sees `failed`."""
+    mock_clock.autojump_threshold = 0
+    src_image, dst_image = tmp_path / "src.qcow2", tmp_path / "dst.qcow2"
+    assert qemu_img("create", "-q", "-f", "qcow2", str(src_image), "4M").returncode == 0
+    assert qemu_img("create", "-q", "-f", "qcow2", str(dst_image), "2M").returncode == 0
+    src, dst, uri = await block_pair(nursery, tmp_path, src_image, dst_image)
+    reports: list[str] = []
+    dst.vm.migration.report = reports.append
+    await migrate_blk(src, uri)
+    await dst.event("MIGRATION", "failed")
+    await src.event("MIGRATION", "failed")
+    await trio.testing.wait_all_tasks_blocked()
+    assert dst.exit_code == [1]
+    assert reports == ["error while loading state section id 1(block)",
+                       "load of migration failed: Input/output error"]
+    assert (await src.cmd("query-status"))["return"]["status"] == "running"
