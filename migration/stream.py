@@ -126,16 +126,20 @@ class StreamReader:
                                 "load of migration failed: Invalid argument")
             del self.buffer[:len(HEADER)]
             self.header_seen = True
-        while len(self.buffer) >= 5 and not self.ended:
-            tag = bytes(self.buffer[:1])
-            (length,) = struct.unpack(">I", self.buffer[1:5])
-            if tag not in TAGS or length > MAX_RECORD:
-                raise LoadError(f"Unknown savevm section type {self.buffer[0]}",
-                                "load of migration failed: Invalid argument")
-            if len(self.buffer) < 5 + length:
-                return
-            payload = bytes(self.buffer[5:5 + length])
-            del self.buffer[:5 + length]
-            if tag == END:
-                self.ended = True
-            yield Record(tag, payload)
+        buf, pos = self.buffer, 0
+        try:
+            while len(buf) - pos >= 5 and not self.ended:
+                tag = bytes(buf[pos:pos + 1])
+                (length,) = struct.unpack_from(">I", buf, pos + 1)
+                if tag not in TAGS or length > MAX_RECORD:
+                    raise LoadError(f"Unknown savevm section type {buf[pos]}",
+                                    "load of migration failed: Invalid argument")
+                if len(buf) - pos < 5 + length:
+                    return
+                payload = bytes(buf[pos + 5:pos + 5 + length])
+                pos += 5 + length
+                if tag == END:
+                    self.ended = True
+                yield Record(tag, payload)
+        finally:
+            del buf[:pos]  # once per call: the records taken leave the buffer
