@@ -99,6 +99,9 @@ class BlockSave:
     prev_progress: int = -1
     bulk_completed: bool = False
     active: bool = True  # the device list exists (blk_mig_active)
+    # init_blk_migration met a node without sectors: it returned before giving any
+    # device its BlockBackend, so every read fails (ENOMEDIUM) and the migration too
+    unattached: bool = False
 
     @classmethod
     def setup(cls, disks: Disks, *, incremental: bool, zero_blocks: bool) -> BlockSave:
@@ -107,12 +110,13 @@ class BlockSave:
         for disk in disks.migratable():
             length = disk.length()
             if length <= 0:
-                # init_blk_migration stops at a node without sectors (`ret = sectors`)
+                save.unattached = True
                 break
             save.devices.append(DevState(disk=disk, name=disk.name, shared_base=incremental,
                                          total_sectors=length // SECTOR))
         for dev in save.devices:
-            dev.disk.block_ops(BLOCKER)
+            if not save.unattached:
+                dev.disk.block_ops(BLOCKER)
         for dev in save.devices:
             dev.disk.dirty_start(BLOCK_SIZE)
         return save
@@ -160,6 +164,8 @@ class BlockSave:
     def _send(self, dev: DevState, sector: int, nr_sectors: int) -> tuple[bytes, int]:
         """Read a chunk and make its record (blk_send): (payload, wire cost). With
         `zero-blocks`, an all-zero chunk goes as its header alone."""
+        if self.unattached:
+            raise OSError(errno.ENOMEDIUM, os.strerror(errno.ENOMEDIUM))
         data = dev.disk.pread(sector * SECTOR, nr_sectors * SECTOR)
         name = dev.name.encode()
         if self.zero_blocks and not any(data):
@@ -293,7 +299,8 @@ class BlockSave:
         for dev in self.devices:
             dev.disk.dirty_stop()
         for dev in self.devices:
-            dev.disk.unblock_ops()
+            if not self.unattached:
+                dev.disk.unblock_ops()
         self.devices = []
 
 

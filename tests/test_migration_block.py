@@ -15,6 +15,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
@@ -341,3 +342,16 @@ async def test_destination_disk_of_another_size(tmp_path: Path, nursery: trio.Nu
     assert reports == ["error while loading state section id 1(block)",
                        "load of migration failed: Input/output error"]
     assert (await src.cmd("query-status"))["return"]["status"] == "running"
+
+
+def test_a_disk_without_sectors_fails_the_reads() -> None:
+    """init_blk_migration meets a node with no sectors: it returns before any
+    device gets its BlockBackend (no op blockers), so the bulk phase's first read
+    fails (ENOMEDIUM) and with it the migration."""
+    empty = MemoryDisk(name="d0", data=bytearray())
+    other = MemoryDisk(name="d1", data=bytearray(MiB))
+    disks = MemoryDisks(disks=[other, empty])
+    save = BlockSave.setup(disks, incremental=False, zero_blocks=False)
+    assert other.blocked is None and [d.name for d in save.devices] == ["d1"]
+    with pytest.raises(OSError):
+        save.iterate(4 * MiB)
