@@ -355,3 +355,32 @@ def test_a_disk_without_sectors_fails_the_reads() -> None:
     assert other.blocked is None and [d.name for d in save.devices] == ["d1"]
     with pytest.raises(OSError):
         save.iterate(4 * MiB)
+
+
+async def test_block_migration_to_a_file_and_back(tmp_path: Path, nursery: trio.Nursery,
+                                                  mock_clock: trio.testing.MockClock) -> None:
+    """Save with blk through exec: into a file, restore from it into an empty
+    image: the disk's contents travel in the saved stream like any section's
+    (block_save_* write them, block_load reads them back)."""
+    from tests.test_migration_live import start
+
+    mock_clock.autojump_threshold = 0
+    src_image, dst_image = tmp_path / "src.qcow2", tmp_path / "dst.qcow2"
+    for image in (src_image, dst_image):
+        assert qemu_img("create", "-q", "-f", "qcow2", str(image), "2M").returncode == 0
+    qemu_io(src_image, "write -P 0x2b 1M 256k")
+    src = await start(nursery, tmp_path, "src", "--emu-allow-exec-migration",
+                      *drive(src_image))
+    path = tmp_path / "saved"
+    await migrate_blk(src, f"exec:cat > {path}")
+    await src.event("MIGRATION", "completed")
+    src.built.vm.close()
+    dst = await start(nursery, tmp_path, "dst", "--emu-allow-exec-migration",
+                      "-incoming", "defer", *drive(dst_image))
+    dst.vm.machine.stdout = lambda text: None
+    assert await dst.cmd("migrate-incoming", uri=f"exec:cat {path}") == {"return": {}}
+    await dst.event("MIGRATION", "completed")
+    assert (await dst.cmd("query-status"))["return"]["status"] == "running"
+    dst.built.vm.close()
+    cmp = qemu_img("compare", str(src_image), str(dst_image))
+    assert cmp.returncode == 0, cmp.stdout + cmp.stderr
