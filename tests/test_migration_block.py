@@ -384,3 +384,23 @@ async def test_block_migration_to_a_file_and_back(tmp_path: Path, nursery: trio.
     dst.built.vm.close()
     cmp = qemu_img("compare", str(src_image), str(dst_image))
     assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+
+
+def test_hmp_migrate_i_is_incremental_for_the_run() -> None:
+    """HMP `migrate -d -i`: qmp_migrate turns on `block` and `block-incremental`
+    for this migration (migrate_set_block_incremental); the cleanup turns both off
+    again (block_cleanup_parameters)."""
+    from migration.host import RecordingChannel
+    from tests.test_migration_commands import Vm
+
+    vm = Vm("-M", "pc", "-m", "16", "-drive", "driver=null-co,size=1048576,if=none,id=d0")
+    assert vm.ok("human-monitor-command", **{"command-line": "migrate -d -i tcp:1.2.3.4:5"}) \
+        == ""
+    assert vm.ok("query-migrate-parameters")["block-incremental"] is True
+    vm.edge.outgoing[-1][2].connected(RecordingChannel())
+    assert vm.ok("query-migrate")["disk"]["total"] == 1 << 20
+    assert vm.ok("migrate_cancel") == {}
+    vm.sync.tick(0.01)
+    assert vm.ok("query-migrate-parameters")["block-incremental"] is False
+    caps = {c["capability"]: c["state"] for c in vm.ok("query-migrate-capabilities")}
+    assert caps["block"] is False
