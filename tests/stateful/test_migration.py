@@ -1,9 +1,10 @@
 """A Hypothesis state machine over a migration source, the destination simulated.
 
 Rules issue the source's commands (migrate-set-capabilities, migrate-set-parameters,
-migrate (with blk/inc: a block migration of a null-co disk), migrate_cancel, migrate-continue, migrate-start-postcopy, stop, cont)
-through `Dispatcher.execute` on a strict machine (`--emu-strict`: every reply and
-event conforms to the schema or the step fails), and play the other side through
+migrate (with blk/inc: a block migration of a null-co disk), migrate_cancel,
+migrate-continue, migrate-start-postcopy, stop, cont) through `Dispatcher.execute`
+on a strict machine (`--emu-strict`: every reply and event conforms to the schema or
+the step fails), and play the other side through
 `migration.host.RecordingEdge`: the connection is made or refused, the destination
 accepts the stream or breaks it, and time passes. Rules in the wrong state assert
 QEMU 2.11's error [migration/migration.c qmp_migrate, qmp_migrate_set_capabilities,
