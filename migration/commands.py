@@ -6,8 +6,9 @@ through `migration.host.MigrationHost` and the real transport through
 `migration.host.Edge` (`migration.transport` on trio). Time moves through
 `next_deadline()`/`run_due(now)` on the Machine's clock: the outgoing side iterates
 in BUFFER_DELAY (100 ms) periods, sending what `max-bandwidth` allows of the RAM
-model (`migration.ram`) and writing the stream (`migration.stream`) as it goes, so a
-slow migration is slow on the wire too.
+model (`migration.ram`) and, with the `block` capability, the disks
+(`migration.block`, loaded with the first block migration), writing the stream
+(`migration.stream`) as it goes, so a slow migration is slow on the wire too.
 
 Behaviour and texts are QEMU 2.11's [migration/migration.c qmp_migrate,
 migrate_fd_cancel, migration_thread, migration_completion, postcopy_start,
@@ -21,12 +22,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from migration import uri as uris
-from migration.host import Channel, Edge, FileAccess, MemoryFiles, MigrationHost
+from migration.host import Channel, Disks, Edge, FileAccess, MemoryFiles, MigrationHost
 from migration.params import MIGRATION_ACTIVE, PAGE_SIZE, Settings
 from migration.ram import DIRTY_RATE, RAM_USED, RamMigration, ram_total
 from migration.states import (
@@ -40,6 +41,7 @@ from migration.states import (
 from migration.stream import (
     ACK_DONE,
     ACK_FAILED,
+    BLOCK,
     CONFIG,
     END,
     HEADER,
@@ -55,6 +57,9 @@ from migration.stream import (
 )
 from schema.errors import GenericError
 from schema.handlers import SubsystemHooks, qmp_command
+
+if TYPE_CHECKING:
+    from migration.block import BlockLoad, BlockSave
 
 BUFFER_DELAY = 0.1  # seconds: migration.c's rate-limiting period
 LINK_BYTES_PER_SECOND = 1_250_000_000  # max-bandwidth 0 (no limit): a 10 Gbit/s link
@@ -93,6 +98,8 @@ class Outgoing:
     downtime: int = 0
     total_time: int = 0
     block_flags: tuple[bool, bool] | None = None  # caps blk/inc turned on for this run
+    block: BlockSave | None = None  # block migration (the `block` capability)
+    credit: float = 0.0  # wire bytes the bandwidth allowed and nothing used yet
 
     # -- the edge's callbacks (OutgoingEnd) ------------------------------------------
 
@@ -120,6 +127,7 @@ class Incoming:
     channel: Channel | None = None
     over: bool = False
     device_state: dict[str, Any] | None = None  # the S record, applied at the end
+    block: BlockLoad | None = None  # block_load's state, from the first B record
 
     def accepted(self, channel: Channel) -> None:
         self.owner.incoming_accepted(self, channel)
@@ -152,6 +160,8 @@ class Migration(SubsystemHooks):
     # back (the destination once loaded; the source when the migration fails).
     block_inactivate: Callable[[], None] = lambda: None
     block_activate: Callable[[], None] = lambda: None
+    # The disks of a block migration (`migration.host.Disks`), made on first use.
+    disks: Callable[[], Disks] | None = None
     allow_exec: bool = False
     files: FileAccess = attrs.Factory(MemoryFiles)
     sections: list[Section] = attrs.Factory(list)
@@ -272,7 +282,9 @@ class Migration(SubsystemHooks):
 
     def _step(self, o: Outgoing) -> float:
         ram = o.ram
-        cost = ram.dirty_normal * (PAGE_SIZE + 8) + ram.dirty_zero * 9
+        cost: float = ram.dirty_normal * (PAGE_SIZE + 8) + ram.dirty_zero * 9
+        if o.block is not None and o.phase == "iterating":
+            cost += max(0.0, o.block.cost_left() - o.credit)
         if cost == 0:
             return 0.0
         period_left = max(0.0, o.period_start + BUFFER_DELAY - o.last_tick)
@@ -358,6 +370,8 @@ class Migration(SubsystemHooks):
     def _cleanup(self, o: Outgoing) -> None:
         """migrate_fd_cleanup's part that QMP sees: the blk/inc flags go back off."""
         o.phase = "over"
+        if o.block is not None:
+            o.block.cleanup()  # block_migration_cleanup (save_cleanup)
         if o.block_flags is not None:
             self.settings.capabilities["block"] = False
             if o.block_flags[1]:
@@ -392,12 +406,29 @@ class Migration(SubsystemHooks):
         o.write(json_record(CONFIG, {"machine-type": self.host.options.machine_type,
                                      "ram-bytes": self.host.options.ram_bytes,
                                      "page-size": PAGE_SIZE}))
+        if self.settings.cap("block"):
+            from migration.block import BlockSave
+
+            o.block = BlockSave.setup(
+                self._disks(), incremental=bool(self.settings.parameters["block-incremental"]),
+                zero_blocks=self.settings.cap("zero-blocks"))
         o.ram.setup(now)
         self._pass(1)
         self._set("setup", "active")
         o.phase = "iterating"
         o.last_tick = o.period_start = now
         self.host.kick()
+
+    def _disks(self) -> Disks:
+        if self.disks is None:
+            from migration.host import MemoryDisks
+
+            return MemoryDisks()
+        return self.disks()
+
+    def _write_block(self, o: Outgoing, payloads: list[bytes]) -> None:
+        for payload in payloads:
+            o.write(record(BLOCK, payload))
 
     def _iterate(self, o: Outgoing, now: float) -> None:
         """One turn of migration_thread's loop."""
@@ -419,13 +450,30 @@ class Migration(SubsystemHooks):
         # ram_save_pending: a bitmap sync once what remains fits the threshold
         if o.threshold and ram.remaining() < o.threshold:
             self._sync(o, now)
-        pending = ram.remaining()
+        pending: float = ram.remaining()
+        if o.block is not None:
+            pending += o.block.pending(o.threshold)
         if (self.settings.cap("postcopy-ram") and o.start_postcopy
                 and self.out.state == "active"):
             self._postcopy_start(o, now)
             return
         if pending and pending >= o.threshold:
-            sent = ram.send(budget)
+            if o.block is not None:
+                # qemu_savevm_state_iterate: "block" comes before "ram" and takes what
+                # the rate limit allows; RAM has the rest of it
+                o.credit += budget
+                try:
+                    payloads, block_bytes = o.block.iterate(o.credit)
+                except OSError:
+                    self._save_failed(o)
+                    return
+                self._write_block(o, payloads)
+                o.period_bytes += block_bytes
+                o.credit -= block_bytes
+                budget = max(o.credit, 0.0)
+            sent = ram.send(budget) if ram.remaining() else 0
+            if o.block is not None:
+                o.credit -= sent
             o.period_bytes += sent
             o.write(ram_record(sent))
         else:
@@ -466,10 +514,36 @@ class Migration(SubsystemHooks):
         """qemu_savevm_state_complete_precopy: the last sync (MIGRATION_PASS), the
         remaining pages, then the device state; the end comes once sent."""
         self._sync(o, now)
-        sent = o.ram.send_all()
-        o.write(ram_record(sent))
+        try:
+            sent = self._complete_block(o)
+        except OSError:
+            self._save_failed(o)
+            return
+        ram_sent = o.ram.send_all()
+        sent += ram_sent
+        o.write(ram_record(ram_sent))
         o.phase = "finishing"
         o.finish_at = now + sent / self._bandwidth()
+        self.host.kick()
+
+    def _complete_block(self, o: Outgoing) -> int:
+        """block_save_complete (qemu_savevm_state_complete_precopy runs it before
+        RAM's): the wire bytes it sent."""
+        if o.block is None or not o.block.active:
+            return 0
+        payloads, spent = o.block.complete()
+        self._write_block(o, payloads)
+        return spent
+
+    def _save_failed(self, o: Outgoing) -> None:
+        """A section's save failed (block migration's read error: flush_blks sets the
+        file's error): migration_thread ends `failed`, no error-desc, the stream is
+        closed (the destination's load sees EOF), the VM runs again if it ran."""
+        if o.channel is not None:
+            o.channel.abort()
+        self._set(self.out.state, "failed")
+        self._restart_after(o)
+        self._cleanup(o)
         self.host.kick()
 
     def _device_state(self) -> dict[str, Any]:
@@ -514,6 +588,11 @@ class Migration(SubsystemHooks):
     def _postcopy_switch(self, o: Outgoing, now: float) -> None:
         o.entered_postcopy = True
         self._sync(o, now)
+        try:
+            self._complete_block(o)  # the non-postcopiable sections end before LISTEN
+        except OSError:
+            self._save_failed(o)
+            return
         o.write(json_record(LISTEN, {}))
         o.write(json_record(STATE, self._device_state()))
         o.write(json_record(RUN, {"runstate": self._global_state()}))
@@ -629,8 +708,8 @@ class Migration(SubsystemHooks):
             info["expected-downtime"] = o.expected_downtime
             info["setup-time"] = o.setup_time
             info["ram"] = o.ram.stats(mbps=o.mbps, completed=False)
-            # `disk` (populate_disk_info) needs block migration's device list, which
-            # the emulator does not build yet: blk/inc copy no disk contents.
+            if o.block is not None and o.block.devices:
+                info["disk"] = o.block.stats()  # populate_disk_info: blk_mig_active
         elif state == "completed":
             info["total-time"] = o.total_time
             info["downtime"] = o.downtime
@@ -729,6 +808,13 @@ class Migration(SubsystemHooks):
     def _load(self, incoming: Incoming, tag: bytes, rec: Any) -> None:
         if tag == CONFIG:
             self._check_config(rec.json())
+        elif tag == BLOCK:
+            if incoming.block is None:
+                from migration.block import BlockLoad
+
+                incoming.block = BlockLoad(disks=self._disks(), stdout=self.host.stdout,
+                                           stderr=self.host.stderr, report=self.report)
+            incoming.block.load(rec.payload)
         elif tag == LISTEN:
             self._set_inc("active", "postcopy-active")
         elif tag == STATE:

@@ -4,8 +4,10 @@ Part of the pure `migration` layer. The model never imports `vmm` or trio. It se
 the Machine through `MigrationHost` (events, the run state and the cpus.c
 primitives, the clock, behaviours, exit), which `vmm.machine.core.Machine`
 satisfies structurally; and the real transport through `Edge` and `Channel`, which
-`migration.transport` implements on trio. Tests use `RecordingHost` and
-`RecordingEdge`, plain in-memory fakes: the edge fake keeps what the model asked for
+`migration.transport` implements on trio; and the disks of a block migration
+through `Disks` and `Disk`, which `blockdev.block_migration` implements on the block
+layer's data path (`vmm.vm` wires it). Tests use `RecordingHost`, `RecordingEdge` and
+`MemoryDisks`, plain in-memory fakes: the edge fake keeps what the model asked for
 and lets a test play the other side (a connection made or refused, a destination
 that answers).
 """
@@ -13,7 +15,7 @@ that answers).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -75,6 +77,12 @@ class MigrationHost(Protocol):
 
     def kick(self) -> None: ...
 
+    def stdout(self, text: str) -> None:
+        """The process's stdout (QEMU's printf outside a monitor)."""
+
+    def stderr(self, text: str) -> None:
+        """The process's stderr (QEMU's fprintf(stderr), without the program name)."""
+
 
 class Channel(Protocol):
     """One open migration stream, as the model writes to it (outgoing) or answers
@@ -114,6 +122,168 @@ class IncomingEnd(Protocol):
     def closed(self) -> None: ...
 
     def listen_failed(self, desc: str) -> None: ...
+
+
+class Disk(Protocol):
+    """One block device as block migration sees it [migration/block.c]: the root
+    node of a BlockBackend (or a monitor-owned node), reached through the block
+    layer's data path. Failures raise OSError with the errno QEMU's call returns."""
+
+    @property
+    def name(self) -> str:
+        """bdrv_get_device_name: the BlockBackend's name, "" for a node without one."""
+
+    def length(self) -> int:
+        """bdrv_nb_sectors in bytes."""
+
+    def is_allocated(self, offset: int, length: int) -> tuple[bool, int]:
+        """bdrv_is_allocated on this (top) node only: (allocated, bytes with the
+        same answer)."""
+
+    def pread(self, offset: int, length: int) -> bytes: ...
+
+    # -- the source's dirty bitmap (bdrv_create_dirty_bitmap, anonymous) -----------
+
+    def dirty_start(self, granularity: int) -> None: ...
+
+    def dirty_get(self, offset: int) -> bool: ...
+
+    def dirty_reset(self, offset: int, length: int) -> None: ...
+
+    def dirty_count(self) -> int:
+        """bdrv_get_dirty_count: dirty bytes."""
+
+    def dirty_stop(self) -> None: ...
+
+    def block_ops(self, reason: str) -> None:
+        """bdrv_op_block_all: every operation on the node is refused with `reason`."""
+
+    def unblock_ops(self) -> None: ...
+
+    # -- the destination ---------------------------------------------------------
+
+    def activate(self) -> None:
+        """blk_invalidate_cache: the node (opened inactive for the incoming
+        migration) is taken over now; a GenericError with the block layer's text
+        when it cannot be."""
+
+    def cluster_size(self) -> int:
+        """bdrv_get_info's cluster size, 0 where the driver has none."""
+
+    def pwrite(self, offset: int, data: bytes) -> None: ...
+
+    def pwrite_zeroes(self, offset: int, length: int) -> None:
+        """blk_pwrite_zeroes with BDRV_REQ_MAY_UNMAP."""
+
+
+class Disks(Protocol):
+    """The block layer as block migration sees it; `vmm.vm` wires
+    `blockdev.block_migration`'s, which loads with the first block migration."""
+
+    def migratable(self) -> Sequence[Disk]:
+        """bdrv_first/bdrv_next, without the read-only nodes: the source's devices
+        in QEMU's order."""
+
+    def by_name(self, name: str) -> Disk | None:
+        """blk_by_name on the destination."""
+
+
+@attrs.define(kw_only=True, eq=False)
+class MemoryDisk:
+    """A Disk in memory (tests): `data` is the image, `allocated` the offsets of the
+    4 KiB blocks its top layer holds."""
+
+    name: str
+    data: bytearray
+    allocated: set[int] = attrs.Factory(set)
+    read_only: bool = False
+    dirty: set[int] | None = None
+    granularity: int = 0
+    blocked: str | None = None
+    active: bool = False
+    cluster: int = 65536
+    zero_writes: list[tuple[int, int]] = attrs.Factory(list)
+
+    def length(self) -> int:
+        return len(self.data)
+
+    def is_allocated(self, offset: int, length: int) -> tuple[bool, int]:
+        first = offset in self.allocated or (offset // 4096 * 4096) in self.allocated
+        end = min(offset + length, len(self.data))
+        pos = offset // 4096 * 4096 + 4096
+        while pos < end and ((pos in self.allocated) == first):
+            pos += 4096
+        return first, min(pos, end) - offset
+
+    def pread(self, offset: int, length: int) -> bytes:
+        if offset + length > len(self.data):
+            raise OSError(5, "Input/output error")
+        return bytes(self.data[offset:offset + length])
+
+    def mark(self, offset: int, length: int) -> None:
+        if self.dirty is not None:
+            self.dirty.update(range(offset // self.granularity,
+                                    (offset + length - 1) // self.granularity + 1))
+
+    def write(self, offset: int, data: bytes) -> None:
+        """A guest write: the data, its allocation, the dirty bitmap."""
+        self.data[offset:offset + len(data)] = data
+        self.allocated.update(range(offset // 4096 * 4096, offset + len(data), 4096))
+        self.mark(offset, len(data))
+
+    def dirty_start(self, granularity: int) -> None:
+        self.dirty, self.granularity = set(), granularity
+
+    def dirty_get(self, offset: int) -> bool:
+        return self.dirty is not None and offset // self.granularity in self.dirty
+
+    def dirty_reset(self, offset: int, length: int) -> None:
+        if self.dirty is not None:
+            self.dirty.difference_update(range(offset // self.granularity,
+                                               (offset + length - 1) // self.granularity + 1))
+
+    def dirty_count(self) -> int:
+        return len(self.dirty or ()) * self.granularity
+
+    def dirty_stop(self) -> None:
+        self.dirty = None
+
+    def block_ops(self, reason: str) -> None:
+        self.blocked = reason
+
+    def unblock_ops(self) -> None:
+        self.blocked = None
+
+    def activate(self) -> None:
+        self.active = True
+
+    def cluster_size(self) -> int:
+        return self.cluster
+
+    def pwrite(self, offset: int, data: bytes) -> None:
+        if offset + len(data) > len(self.data):
+            raise OSError(5, "Input/output error")
+        self.data[offset:offset + len(data)] = data
+
+    def pwrite_zeroes(self, offset: int, length: int) -> None:
+        self.pwrite(offset, bytes(length))
+        self.zero_writes.append((offset, length))
+
+
+@attrs.define(kw_only=True)
+class MemoryDisks:
+    """Disks in memory (tests)."""
+
+    disks: list[MemoryDisk] = attrs.Factory(list)
+
+    def migratable(self) -> Sequence[Disk]:
+        return [d for d in self.disks if not d.read_only]
+
+    def by_name(self, name: str) -> Disk | None:
+        for d in self.disks:
+            if d.name == name:
+                return d
+        return None
 
 
 class FileAccess(Protocol):
@@ -198,6 +368,14 @@ class RecordingHost:
     exit_code: int | None = None
     events: list[tuple[str, dict[str, Any] | None]] = attrs.Factory(list)
     rng: random.Random = attrs.Factory(random.Random)
+    printed: list[str] = attrs.Factory(list)
+    errors: list[str] = attrs.Factory(list)
+
+    def stdout(self, text: str) -> None:
+        self.printed.append(text)
+
+    def stderr(self, text: str) -> None:
+        self.errors.append(text)
 
     def emit(self, name: str, data: dict[str, Any] | None = None) -> None:
         self.events.append((name, data))

@@ -6,8 +6,9 @@ talk to each other, and a saved file is restored by an emulator. What QMP can ob
 travels: the source's machine configuration (checked by the destination as QEMU's
 `configuration` section and RAM block lengths are [migration/savevm.c
 configuration_post_load, migration/ram.c ram_load]), the guest RAM as the model sent
-it, the postcopy switch, and at the end the device state: the run state (QEMU's
-"global state") and one section per subsystem, each written and read through the
+it, the disks' contents of a block migration, the postcopy switch, and at the end
+the device state: the run state (QEMU's "global state") and one section per
+subsystem, each written and read through the
 `Section` Protocol (schema/qobject JSON); `vmm.vmstate` supplies the devices' (their
 savevm section ids, checked by the destination) and the balloon's.
 
@@ -17,6 +18,8 @@ one tag byte, a 4-byte big-endian length and the payload:
 - `C` configuration: JSON `{"machine-type", "ram-bytes", "page-size"}`;
 - `R` RAM: opaque bytes, one for every 4 KiB of modelled transfer (`RAM_SCALE`), so
   the stream's size follows the RAM model without carrying a guest's zeroes;
+- `B` block migration: one record of migration/block.c's section (a device block or
+  a progress mark, `migration.block` makes and loads them);
 - `L` postcopy listen: JSON `{}` (the destination enters postcopy-active);
 - `G` postcopy run: JSON `{"runstate": ...}` (the destination starts the guest);
 - `S` device state: JSON `{"runstate": ..., "sections": {name: value}}`;
@@ -42,8 +45,8 @@ VERSION = 1
 HEADER = MAGIC + struct.pack(">I", VERSION)
 RAM_SCALE = 4096  # modelled bytes per stream byte
 
-CONFIG, RAM, LISTEN, RUN, STATE, END = b"C", b"R", b"L", b"G", b"S", b"E"
-TAGS = frozenset({CONFIG, RAM, LISTEN, RUN, STATE, END})
+CONFIG, RAM, BLOCK, LISTEN, RUN, STATE, END = b"C", b"R", b"B", b"L", b"G", b"S", b"E"
+TAGS = frozenset({CONFIG, RAM, BLOCK, LISTEN, RUN, STATE, END})
 MAX_RECORD = 64 * 1024 * 1024
 
 ACK_DONE = b"D"
@@ -123,16 +126,20 @@ class StreamReader:
                                 "load of migration failed: Invalid argument")
             del self.buffer[:len(HEADER)]
             self.header_seen = True
-        while len(self.buffer) >= 5 and not self.ended:
-            tag = bytes(self.buffer[:1])
-            (length,) = struct.unpack(">I", self.buffer[1:5])
-            if tag not in TAGS or length > MAX_RECORD:
-                raise LoadError(f"Unknown savevm section type {self.buffer[0]}",
-                                "load of migration failed: Invalid argument")
-            if len(self.buffer) < 5 + length:
-                return
-            payload = bytes(self.buffer[5:5 + length])
-            del self.buffer[:5 + length]
-            if tag == END:
-                self.ended = True
-            yield Record(tag, payload)
+        buf, pos = self.buffer, 0
+        try:
+            while len(buf) - pos >= 5 and not self.ended:
+                tag = bytes(buf[pos:pos + 1])
+                (length,) = struct.unpack_from(">I", buf, pos + 1)
+                if tag not in TAGS or length > MAX_RECORD:
+                    raise LoadError(f"Unknown savevm section type {buf[pos]}",
+                                    "load of migration failed: Invalid argument")
+                if len(buf) - pos < 5 + length:
+                    return
+                payload = bytes(buf[pos + 5:pos + 5 + length])
+                pos += 5 + length
+                if tag == END:
+                    self.ended = True
+                yield Record(tag, payload)
+        finally:
+            del buf[:pos]  # once per call: the records taken leave the buffer

@@ -117,7 +117,9 @@ def test_start_up_loads_what_a_plain_machine_needs() -> None:
             # chardevs' host side, guest frontends and net clients: with the first
             # chardev, port or netdev that needs them
             "devices.chardev.hostio", "devices.chardev.frontends", "devices.net.model",
-            "devices.net.hostnet"]
+            "devices.net.hostnet",
+            # block migration: with the first migration that copies disks
+            "migration.block", "blockdev.block_migration"]
     probe = ("import sys, vmm.program; "
              f"print([m for m in {lazy!r} if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

@@ -44,6 +44,7 @@ from devices.net.resolver import NET_BEHAVIOURS, NetdevResolver
 from devices.qdev import Qdev, find_device_state
 from migration.commands import Migration, MigrationCommands
 from migration.files import LocalFiles
+from migration.host import Disks
 from migration.ram import RAM_BEHAVIOURS
 from schema.catalog import Catalog
 from schema.handlers import Behaviour
@@ -197,6 +198,13 @@ class Display:
         return self._vnc
 
 
+def _block_migration_disks(block: BlockLayer) -> Disks:
+    """The disks of a block migration, loaded with the first one."""
+    from blockdev.block_migration import disks
+
+    return disks(block)
+
+
 def _dump_blocks(options: MachineOptions) -> list[GuestBlock]:
     """The guest's memory blocks a dump writes (loaded with the first dump)."""
     from devices.dump.elf import machine_blocks
@@ -323,6 +331,7 @@ class Vm:
         machine.plug(migration)
         migration.block_inactivate = block.inactivate_all
         migration.block_activate = block.invalidate_cache_all
+        migration.disks = lambda: _block_migration_disks(block)
         migration.add_section(DevicesSection(qdev))
         migration.add_section(BalloonSection(devices))
         dispatcher = Dispatcher(machine, core, BlockCommands(block), BlockJobCommands(jobs),

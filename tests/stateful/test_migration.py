@@ -1,9 +1,10 @@
 """A Hypothesis state machine over a migration source, the destination simulated.
 
 Rules issue the source's commands (migrate-set-capabilities, migrate-set-parameters,
-migrate, migrate_cancel, migrate-continue, migrate-start-postcopy, stop, cont)
-through `Dispatcher.execute` on a strict machine (`--emu-strict`: every reply and
-event conforms to the schema or the step fails), and play the other side through
+migrate (with blk/inc: a block migration of a null-co disk), migrate_cancel,
+migrate-continue, migrate-start-postcopy, stop, cont) through `Dispatcher.execute`
+on a strict machine (`--emu-strict`: every reply and event conforms to the schema or
+the step fails), and play the other side through
 `migration.host.RecordingEdge`: the connection is made or refused, the destination
 accepts the stream or breaks it, and time passes. Rules in the wrong state assert
 QEMU 2.11's error [migration/migration.c qmp_migrate, qmp_migrate_set_capabilities,
@@ -38,7 +39,9 @@ URIS = st.sampled_from(["tcp:127.0.0.1:4444", "tcp:127.0.0.1:4444", "unix:/nonex
 class MigrationMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.source = Vm("-M", "pc", "-m", "16", "--emu-behaviour=migration-dirty-rate=3000")
+        # A 3 MiB writable null-co disk: a block migration has a device to copy.
+        self.source = Vm("-M", "pc", "-m", "16", "--emu-behaviour=migration-dirty-rate=3000",
+                         "-drive", "driver=null-co,size=3145728,if=none,id=d0")
         self.vm = self.source.sync
         self.edge = self.source.edge
         self.run = self.source.run
@@ -85,6 +88,22 @@ class MigrationMachine(RuleBasedStateMachine):
             assert reply == {"return": {}}, (reply, runstate)
         else:
             assert "error" in reply and self.status() == "failed"
+
+    @rule(inc=st.booleans())
+    def migrate_blk(self, inc: bool) -> None:
+        """migrate blk/inc: refused while the `block` capability or
+        block-incremental is on already [qmp_migrate]."""
+        before = self.status()
+        caps = {c["capability"]: c["state"] for c in self.ok("query-migrate-capabilities")}
+        incremental = self.ok("query-migrate-parameters")["block-incremental"]
+        reply = self.run("migrate", uri="tcp:127.0.0.1:4444", blk=True, inc=inc)
+        if before in SETUP_OR_ACTIVE | {"cancelling"}:
+            assert reply["error"]["desc"] == "There's a migration process in progress"
+        elif caps["block"] or incremental:
+            assert reply["error"]["desc"] == \
+                "Command options are incompatible with current migration capabilities"
+        else:
+            assert reply == {"return": {}}
 
     @rule()
     def migrate_and_connect(self) -> None:
@@ -180,6 +199,17 @@ class MigrationMachine(RuleBasedStateMachine):
         statuses = self._migration_events()
         if statuses:
             assert self.status() == statuses[-1]
+
+    @invariant()
+    def disk_counters_only_while_block_migration_runs(self) -> None:
+        """populate_disk_info: `disk` only in the running states, its counters
+        adding up to the 3 MiB disk."""
+        info = self.ok("query-migrate")
+        if "disk" in info:
+            assert info["status"] in SETUP_OR_ACTIVE | {"cancelling"}
+            disk = info["disk"]
+            assert disk["total"] == 3 << 20
+            assert disk["transferred"] + disk["remaining"] == disk["total"]
 
     @invariant()
     def run_state_agrees_with_the_status(self) -> None:
