@@ -33,6 +33,7 @@ discard=unmap [bdrv_co_pdiscard].
     bdrv_is_allocated_above(top, base, offset, length) -> tuple[bool, int]
     bdrv_getlength(bs) -> int
     bdrv_truncate(bs, size) -> None           (a format engine resizing its file)
+    bdrv_make_empty(bs) -> None               (the image allocates nothing afterwards)
     bdrv_close(bs) -> None                    (the data engine's close; the layer calls it)
 
 Every failure raises `BlockIOError` with a positive `errno` (its `strerror` is the
@@ -78,7 +79,8 @@ if TYPE_CHECKING:
 __all__ = [
     "BlockIOError", "BlockStatus", "bdrv_block_status", "bdrv_block_status_above",
     "bdrv_flush", "bdrv_getlength", "bdrv_is_allocated", "bdrv_is_allocated_above",
-    "bdrv_pdiscard", "bdrv_pread", "bdrv_pwrite", "bdrv_pwrite_zeroes", "bdrv_truncate",
+    "bdrv_make_empty", "bdrv_pdiscard", "bdrv_pread", "bdrv_pwrite", "bdrv_pwrite_zeroes",
+    "bdrv_truncate",
     "blk_flush", "blk_getlength", "blk_pdiscard", "blk_pread", "blk_pwrite",
     "blk_pwrite_zeroes", "blk_throttle_deadline",
 ]
@@ -295,6 +297,25 @@ def bdrv_truncate(bs: Node, size: int) -> None:
         bdrv_truncate(child, size + shift)
         return
     raise BlockIOError(errno_mod.ENOTSUP)
+
+
+def bdrv_make_empty(bs: Node) -> None:
+    """drv->bdrv_make_empty (block/commit.c bdrv_commit's last step): the image
+    drops everything it allocates, so that it reads as its backing file again.
+    ENOTSUP where the node's data engine has no make_empty (the caller knows
+    which drivers have one in QEMU)."""
+    if bs.driver is None:
+        raise BlockIOError(errno_mod.ENOMEDIUM)
+    if bs.read_only:
+        raise BlockIOError(errno_mod.EPERM)
+    if getattr(bs.state, "facts", None) is None:
+        raise BlockIOError(errno_mod.ENOTSUP)
+    from blockdev.drivers.format_io import engine
+
+    make_empty = getattr(engine(_IO, bs), "make_empty", None)
+    if make_empty is None:
+        raise BlockIOError(errno_mod.ENOTSUP)
+    make_empty()
 
 
 def bdrv_close(bs: Node) -> None:

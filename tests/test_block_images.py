@@ -435,9 +435,11 @@ def test_chain_built_from_references(b: Block, tmp_path: Path) -> None:
 
 
 def test_external_snapshot_abort_restores_the_graph(b: Block, tmp_path: Path) -> None:
-    """external_snapshot_abort (what a failing `transaction` will run): the overlay
-    leaves, the old node is the device's root again and stays writable."""
+    """external_snapshot_abort (what a failing `transaction` runs): the overlay
+    leaves, the old node is the device's root again and stays writable; the clean
+    after the abort deletes the overlay file the action created (issue 9)."""
     from blockdev import snapshot
+    from blockdev.action import TransactionProperties
 
     disk = make_image(tmp_path / "disk.qcow2", "qcow2")
     b.drive(f"file={disk},if=none,id=d0,node-name=disk")
@@ -445,7 +447,7 @@ def test_external_snapshot_abort_restores_the_graph(b: Block, tmp_path: Path) ->
     before = b.qmp("query-block")
     action = snapshot.ExternalSnapshot(kind="blockdev-snapshot-sync", device="d0",
                                        snapshot_file=str(tmp_path / "ov.qcow2"))
-    action.prepare(b.layer)
+    action.prepare(b.layer, TransactionProperties())
     assert b.block("d0")["inserted"]["file"] == str(tmp_path / "ov.qcow2")
     action.abort(b.layer)
     action.clean(b.layer)
@@ -455,6 +457,7 @@ def test_external_snapshot_abort_restores_the_graph(b: Block, tmp_path: Path) ->
     assert after == before
     assert [n.node_name for n in b.layer.nodes if n.filename == str(tmp_path / "ov.qcow2")] \
         == []
+    assert not (tmp_path / "ov.qcow2").exists()
 
 
 def test_snapshot_sync_prints_formatting_line(b: Block, tmp_path: Path) -> None:
