@@ -16,9 +16,12 @@ with the same objects.
   the emulator refuses to overwrite a file that already exists (QEMU truncates it):
   existing files are never modified; and an aborted action deletes the overlay file
   it created (QEMU leaves it behind).
-* Internal: the snapshot is recorded in the emulator's model of the qcow2 image; the
-  image file itself is not rewritten (a decision of this project), so `qemu-img
-  snapshot -l` on the file does not see it.
+* Internal: the snapshot is written into the qcow2 image (its table, a copy of the
+  L1 table, the refcounts: `blockdev.image.formats.qcow2_snapshot` through
+  `blockdev.io`), so `qemu-img snapshot -l` sees it, and kept in the emulator's model
+  of the image that the queries read. An image that keeps no snapshots in its file
+  has them in the model only, and so do the VM snapshots of HMP savevm
+  (`vmm.hmp.savevm`); deleting one of those changes the model only.
 """
 
 from __future__ import annotations
@@ -279,20 +282,40 @@ class InternalSnapshot(Action):
         usec = int((wall - sec) * 1_000_000)
         vm_ns = layer.host.vm_clock_ns()  # QEMU_CLOCK_VIRTUAL
         # the format readers (and their facts) load with the first image opened
+        from blockdev import io
         from blockdev.image.formats.facts import SnapshotInfo
 
         sn = SnapshotInfo(id=new_id, name=self.name, vm_state_size=0, date_sec=sec,
                           date_nsec=usec * 1000, vm_clock_sec=vm_ns // 1_000_000_000,
                           vm_clock_nsec=vm_ns % 1_000_000_000)
+        try:
+            io.bdrv_snapshot_create(_snapshot_owner(bs), id_str=new_id, name=self.name,
+                                    date_sec=sec, date_nsec=usec * 1000, vm_clock_nsec=vm_ns)
+        except io.BlockIOError as e:
+            raise GenericError(f"Failed to create snapshot '{self.name}' on device "
+                               f"'{self.device}': {os.strerror(e.errno)}") from None
         snaps.append(sn)
         self.created = sn
 
     def abort(self, layer: BlockLayer) -> None:
-        """internal_snapshot_abort: the snapshot this action took is deleted."""
-        if self.created is not None and self.bs is not None:
-            snaps = snapshot_list(self.bs)
-            if self.created in snaps:
-                snaps.remove(self.created)
+        """internal_snapshot_abort: the snapshot this action took is deleted (a
+        failure is only reported)."""
+        from blockdev import io
+
+        sn, bs = self.created, self.bs
+        if sn is None or bs is None:
+            return
+        snaps = snapshot_list(bs)
+        if sn in snaps:
+            snaps.remove(sn)
+        try:
+            io.bdrv_snapshot_delete(_snapshot_owner(bs), sn.id, sn.name)
+        except io.BlockIOError as e:
+            if e.errno == errno.ENOENT:
+                return  # kept in the model only
+            layer.host.error_report(
+                f"Failed to delete snapshot with id '{sn.id}' and name '{sn.name}' on "
+                f"device '{bs.device_name()}' in abort: {e.desc or os.strerror(e.errno)}")
 
 
 def delete_internal(layer: BlockLayer, device: str, snap_id: str | None,
@@ -315,5 +338,14 @@ def delete_internal(layer: BlockLayer, device: str, snap_id: str | None,
         fmt = bs.driver.format_name if bs.driver else ""
         raise GenericError(f"Block format '{fmt}' used by device '{bs.device_name()}' does "
                            "not support internal snapshot deletion")
+    from blockdev import io
+
+    try:
+        io.bdrv_snapshot_delete(owner, sn.id, sn.name)
+    except io.BlockIOError as e:
+        # ENOENT: a snapshot of the model alone (savevm's, which vmm.hmp.savevm keeps
+        # in the model only), not in the file
+        if e.errno != errno.ENOENT:
+            raise GenericError(e.desc or os.strerror(e.errno)) from None
     snapshot_list(bs).remove(sn)
     return sn.as_qapi()

@@ -222,6 +222,46 @@ def test_internal_snapshot_undone_on_abort(vms: list[SyncVm], tmp_path: Path) ->
     assert snapshots() == [("1", "s1")]
     transaction(vm, action("blockdev-snapshot-internal-sync", device="d0", name="s3"))
     assert snapshots() == [("1", "s1"), ("2", "s3")]
+    vm.close()
+    assert on_disk(tmp_path / "a.qcow2") == [("1", "s1"), ("2", "s3")]
+    assert on_disk(tmp_path / "b.qcow2") == [("1", "s1")]
+    for image in ("a.qcow2", "b.qcow2"):
+        assert qemu_img("check", "-q", str(tmp_path / image), check=False).returncode == 0
+
+
+def on_disk(image: Path) -> list[tuple[str, str]]:
+    """The internal snapshots `qemu-img snapshot -l` finds in the file."""
+    lines = qemu_img("snapshot", "-l", str(image)).stdout.splitlines()[2:]
+    return [(line.split()[0], line.split()[1]) for line in lines]
+
+
+def test_internal_snapshot_keeps_its_data(vms: list[SyncVm], tmp_path: Path) -> None:
+    """qcow2_snapshot_create writes the snapshot into the image: its table entry, a
+    copy of the L1 table, and one more reference to every cluster, which loses its
+    COPIED flag, so that the guest's next write copies the cluster and the snapshot
+    keeps the old data; qcow2_snapshot_delete frees what only the snapshot used.
+    `qemu-img snapshot -l`, `convert -l` and `check` read the result."""
+    vm = two_disks(vms, tmp_path)
+    img = tmp_path / "a.qcow2"
+    assert hmp(vm, 'qemu-io d0 "write -P 0x11 0 192k"') == ""
+    transaction(vm, action("blockdev-snapshot-internal-sync", device="d0", name="old"))
+    assert hmp(vm, 'qemu-io d0 "write -P 0x22 64k 64k"') == ""
+    transaction(vm, action("blockdev-snapshot-internal-sync", device="d0", name="mid"))
+    assert hmp(vm, 'qemu-io d0 "write -P 0x33 0 4k"') == ""
+    ok(vm, "blockdev-snapshot-delete-internal-sync", {"device": "d0", "name": "mid"})
+    vm.close()
+    assert on_disk(img) == [("1", "old")]
+    assert qemu_img("check", "-q", str(img), check=False).returncode == 0
+    snap = tmp_path / "old.raw"
+    qemu_img("convert", "-l", "old", "-O", "raw", str(img), str(snap))
+    data = snap.read_bytes()
+    assert data[:192 << 10] == b"\x11" * (192 << 10) and not any(data[192 << 10:])
+    active = tmp_path / "active.raw"
+    qemu_img("convert", "-O", "raw", str(img), str(active))
+    data = active.read_bytes()
+    assert data[:4096] == b"\x33" * 4096
+    assert data[4096:64 << 10] == b"\x11" * ((64 << 10) - 4096)
+    assert data[64 << 10:128 << 10] == b"\x22" * (64 << 10)
 
 
 @pytest.mark.parametrize("kind_data", [
