@@ -226,14 +226,14 @@ class BlockCommands:
 
     @qmp_command("blockdev-snapshot-internal-sync")
     def blockdev_snapshot_internal_sync(self, device: str, name: str) -> None:
-        """blockdev.c qmp_blockdev_snapshot_internal_sync: recorded in the emulator's
-        model of the qcow2 image; the image file is not rewritten."""
+        """blockdev.c qmp_blockdev_snapshot_internal_sync (written into a qcow2 image:
+        blockdev.snapshot)."""
         run_single(self.layer, snapshot.InternalSnapshot(device=device, name=name))
 
     @qmp_command("blockdev-snapshot-delete-internal-sync")
     def blockdev_snapshot_delete_internal_sync(self, device: str, id: str | None = None,
                                                name: str | None = None) -> dict[str, Any]:
-        """blockdev.c qmp_blockdev_snapshot_delete_internal_sync (model only)."""
+        """blockdev.c qmp_blockdev_snapshot_delete_internal_sync."""
         return snapshot.delete_internal(self.layer, device, id, name)
 
     @qmp_command("change-backing-file")
