@@ -127,3 +127,21 @@ def test_commit_all_stops_at_the_first_failure(vms: list[SyncVm], tmp_path: Path
     assert hmp(vm, "commit all") == "'commit' error for 'all': Permission denied\r\n"
     vm.close()
     assert base1.read_bytes() == base1_bytes
+
+
+def test_commit_of_a_snapshot_drive(vms: list[SyncVm], tmp_path: Path) -> None:
+    """What `commit` is for ("commit changes to the disk images (if -snapshot is
+    used)", hmp-commands.hx): the guest's writes to a -drive snapshot=on go to the
+    temporary overlay; `commit` writes them into the image itself, which keeps them
+    after the emulator (and the overlay) is gone."""
+    img = make_image(tmp_path / "disk.qcow2", "qcow2", "4M")
+    qemu_io(img, "write -P 0x11 0 1M")
+    vm = new_vm(vms, "-M", "none", "-nodefaults", "-S",
+                "-drive", f"file={img},if=none,id=d0,snapshot=on")
+    assert hmp(vm, 'qemu-io d0 "write -P 0x22 64k 64k"') == ""
+    assert hmp(vm, "commit d0") == ""
+    vm.close()
+    data = subprocess.run(["qemu-io", "-f", "qcow2", "-c", "read -P 0x22 64k 64k",
+                           "-c", "read -P 0x11 0 64k", "-c", "read -P 0x11 128k 896k",
+                           str(img)], capture_output=True, text=True, check=True).stdout
+    assert "fail" not in data and data.count("read ") == 3
