@@ -20,6 +20,11 @@ import struct
 import attrs
 
 from blockdev.image.formats.base import BlockIOError, round_up
+from blockdev.image.formats.qcow2 import (
+    _SNAPSHOT,
+    QCOW_MAX_SNAPSHOTS,
+    QCOW_MAX_SNAPSHOTS_SIZE,
+)
 from blockdev.image.formats.qcow2_check import (
     COMPRESSED,
     L1E_OFFSET_MASK,
@@ -31,14 +36,12 @@ from blockdev.image.formats.qcow2_check import (
 )
 from blockdev.image.formats.qcow2_data import Qcow2Data, _Corrupt
 
-# QCowSnapshotHeader: l1_table_offset, l1_size, id_str_size, name_size, date_sec,
-# date_nsec, vm_clock_nsec, vm_state_size, extra_data_size.
-_ENTRY = struct.Struct(">QIHHIIQII")
+# QCowSnapshotHeader (qcow2.py reads it): l1_table_offset, l1_size, id_str_size,
+# name_size, date_sec, date_nsec, vm_clock_nsec, vm_state_size, extra_data_size.
+_ENTRY = _SNAPSHOT
 # QCowSnapshotExtraData: vm_state_size_large, disk_size.
 _EXTRA = struct.Struct(">QQ")
 _OFF_SNAPSHOTS = 60  # nb_snapshots (u32) then snapshots_offset (u64)
-QCOW_MAX_SNAPSHOTS = 65536
-QCOW_MAX_SNAPSHOTS_SIZE = 1024 * QCOW_MAX_SNAPSHOTS
 
 
 @attrs.define(kw_only=True)
