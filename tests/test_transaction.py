@@ -382,3 +382,16 @@ def test_action_without_a_handler(tmp_path: Path) -> None:
                          action("drive-backup", device="d0", target="/nonexistent/t",
                                 sync="full")])
     assert "dirty-bitmaps" not in b.block("d0")
+
+
+def test_no_resize_with_internal_snapshots(vms: list[SyncVm], tmp_path: Path) -> None:
+    """qcow2_truncate refuses while the image has internal snapshots (its check
+    after the sector alignment); after the snapshot is deleted the resize works."""
+    vm = two_disks(vms, tmp_path)
+    transaction(vm, action("blockdev-snapshot-internal-sync", device="d0", name="s"))
+    assert error(vm, "block_resize", {"device": "d0", "size": 1000}) == \
+        ("GenericError", "The new size must be a multiple of 512")
+    assert error(vm, "block_resize", {"device": "d0", "size": 8 << 20}) == \
+        ("GenericError", "Can't resize an image which has snapshots")
+    ok(vm, "blockdev-snapshot-delete-internal-sync", {"device": "d0", "name": "s"})
+    ok(vm, "block_resize", {"device": "d0", "size": 8 << 20})
