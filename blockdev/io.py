@@ -33,6 +33,9 @@ discard=unmap [bdrv_co_pdiscard].
     bdrv_is_allocated_above(top, base, offset, length) -> tuple[bool, int]
     bdrv_getlength(bs) -> int
     bdrv_truncate(bs, size) -> None           (a format engine resizing its file)
+    bdrv_make_empty(bs) -> None               (the image allocates nothing afterwards)
+    bdrv_snapshot_create(bs, ...) -> bool     (an internal snapshot written into the image)
+    bdrv_snapshot_delete(bs, id, name) -> bool
     bdrv_close(bs) -> None                    (the data engine's close; the layer calls it)
 
 Every failure raises `BlockIOError` with a positive `errno` (its `strerror` is the
@@ -78,7 +81,8 @@ if TYPE_CHECKING:
 __all__ = [
     "BlockIOError", "BlockStatus", "bdrv_block_status", "bdrv_block_status_above",
     "bdrv_flush", "bdrv_getlength", "bdrv_is_allocated", "bdrv_is_allocated_above",
-    "bdrv_pdiscard", "bdrv_pread", "bdrv_pwrite", "bdrv_pwrite_zeroes", "bdrv_truncate",
+    "bdrv_make_empty", "bdrv_pdiscard", "bdrv_pread", "bdrv_pwrite", "bdrv_pwrite_zeroes",
+    "bdrv_snapshot_create", "bdrv_snapshot_delete", "bdrv_truncate",
     "blk_flush", "blk_getlength", "blk_pdiscard", "blk_pread", "blk_pwrite",
     "blk_pwrite_zeroes", "blk_throttle_deadline",
 ]
@@ -295,6 +299,67 @@ def bdrv_truncate(bs: Node, size: int) -> None:
         bdrv_truncate(child, size + shift)
         return
     raise BlockIOError(errno_mod.ENOTSUP)
+
+
+def bdrv_make_empty(bs: Node) -> None:
+    """drv->bdrv_make_empty (block/commit.c bdrv_commit's last step): the image
+    drops everything it allocates, so that it reads as its backing file again.
+    ENOTSUP where the node's data engine has no make_empty (the caller knows
+    which drivers have one in QEMU)."""
+    if bs.driver is None:
+        raise BlockIOError(errno_mod.ENOMEDIUM)
+    if bs.read_only:
+        raise BlockIOError(errno_mod.EPERM)
+    if getattr(bs.state, "facts", None) is None:
+        raise BlockIOError(errno_mod.ENOTSUP)
+    from blockdev.drivers.format_io import engine
+
+    make_empty = getattr(engine(_IO, bs), "make_empty", None)
+    if make_empty is None:
+        raise BlockIOError(errno_mod.ENOTSUP)
+    make_empty()
+
+
+def _snapshot_engine(bs: Node) -> Any:
+    """The data engine of an image that keeps internal snapshots in its file (qcow2),
+    else None."""
+    if bs.driver is None:
+        raise BlockIOError(errno_mod.ENOMEDIUM)
+    if getattr(bs.state, "facts", None) is None:
+        return None
+    from blockdev.drivers.format_io import engine
+    from blockdev.image.formats.qcow2_data import Qcow2Data
+
+    eng = engine(_IO, bs)
+    return eng if isinstance(eng, Qcow2Data) else None
+
+
+def bdrv_snapshot_create(bs: Node, *, id_str: str, name: str, date_sec: int,
+                         date_nsec: int, vm_clock_nsec: int, vm_state_size: int = 0) -> bool:
+    """The driver's bdrv_snapshot_create on the node that keeps the snapshots: the
+    image's data engine writes the snapshot into the file (qcow2). False when the
+    node's image keeps none in its file (the caller's model holds it alone)."""
+    eng = _snapshot_engine(bs)
+    if eng is None:
+        return False
+    from blockdev.image.formats import qcow2_snapshot
+
+    qcow2_snapshot.create(eng, id_str=id_str, name=name, date_sec=date_sec,
+                          date_nsec=date_nsec, vm_clock_nsec=vm_clock_nsec,
+                          vm_state_size=vm_state_size)
+    return True
+
+
+def bdrv_snapshot_delete(bs: Node, snapshot_id: str | None, name: str | None) -> bool:
+    """The driver's bdrv_snapshot_delete, as bdrv_snapshot_create; False when the
+    image keeps no snapshots in its file."""
+    eng = _snapshot_engine(bs)
+    if eng is None:
+        return False
+    from blockdev.image.formats import qcow2_snapshot
+
+    qcow2_snapshot.delete(eng, snapshot_id, name)
+    return True
 
 
 def bdrv_close(bs: Node) -> None:

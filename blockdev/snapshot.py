@@ -4,19 +4,24 @@ Pure model of the `blockdev` layer, with image creation through `blockdev.image.
 [blockdev.c external_snapshot_prepare/commit/abort/clean, internal_snapshot_*,
 qmp_blockdev_snapshot_delete_internal_sync; block/qcow2-snapshot.c].
 
-Each snapshot kind is a transaction action (prepare, commit, abort, clean), because
-QEMU runs even the stand-alone commands as one-action transactions; the
-`transaction` command (next issue) will run several of them with the same objects.
+Each snapshot kind is a transaction action (`blockdev.action`: prepare, commit,
+abort, clean), because QEMU runs even the stand-alone commands as one-action
+transactions; the `transaction` command (`blockdev.transaction`) runs several of them
+with the same objects.
 
 * External: the overlay file is created for real (a valid image of the requested
   format whose backing file is the old node's file name) unless `mode` is
   `existing`; it is opened, put above the old node (every parent of the old node now
   uses the overlay) and, on commit, the old node becomes read-only. Unlike QEMU,
   the emulator refuses to overwrite a file that already exists (QEMU truncates it):
-  existing files are never modified.
-* Internal: the snapshot is recorded in the emulator's model of the qcow2 image; the
-  image file itself is not rewritten (a decision of this project), so `qemu-img
-  snapshot -l` on the file does not see it.
+  existing files are never modified; and an aborted action deletes the overlay file
+  it created (QEMU leaves it behind).
+* Internal: the snapshot is written into the qcow2 image (its table, a copy of the
+  L1 table, the refcounts: `blockdev.image.formats.qcow2_snapshot` through
+  `blockdev.io`), so `qemu-img snapshot -l` sees it, and kept in the emulator's model
+  of the image that the queries read. An image that keeps no snapshots in its file
+  has them in the model only, and so do the VM snapshots of HMP savevm
+  (`vmm.hmp.savevm`); deleting one of those changes the model only.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from blockdev.action import Action, TransactionProperties, check_completion_mode
 from blockdev.drivers.registry import DRIVERS, find_protocol
 from blockdev.graph import Node
 from blockdev.image.create_opts import formatting_line
@@ -37,43 +43,6 @@ from schema.errors import QERR_DEVICE_HAS_NO_MEDIUM, QERR_FEATURE_DISABLED, Gene
 if TYPE_CHECKING:
     from blockdev.image.formats.facts import SnapshotInfo
     from blockdev.layer import BlockLayer
-
-
-class Action:
-    """One transaction action: prepare may fail; then commit or abort; then clean."""
-
-    completion_mode_ok = False
-
-    def prepare(self, layer: BlockLayer, completion_mode: str = "individual") -> None:
-        raise NotImplementedError
-
-    def commit(self, layer: BlockLayer) -> None:
-        pass
-
-    def abort(self, layer: BlockLayer) -> None:
-        pass
-
-    def clean(self, layer: BlockLayer) -> None:
-        pass
-
-
-def check_completion_mode(kind: str, completion_mode: str) -> None:
-    """action_check_completion_mode."""
-    if completion_mode != "individual":
-        raise GenericError(f"Action '{kind}' does not support Transaction property "
-                           f"completion-mode = {completion_mode}")
-
-
-def run_single(layer: BlockLayer, action: Action) -> None:
-    """blockdev_do_action: a transaction of one action."""
-    try:
-        action.prepare(layer)
-    except GenericError:
-        action.abort(layer)
-        action.clean(layer)
-        raise
-    action.commit(layer)
-    action.clean(layer)
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -91,9 +60,26 @@ class ExternalSnapshot(Action):
     old_bs: Node | None = None
     new_bs: Node | None = None
     overlay_appended: bool = False
+    created_file: str | None = None
+    aborted: bool = False
 
-    def prepare(self, layer: BlockLayer, completion_mode: str = "individual") -> None:
-        check_completion_mode(self.kind, completion_mode)
+    @classmethod
+    def from_sync(cls, data: dict[str, Any]) -> ExternalSnapshot:
+        """The action of a BlockdevSnapshotSync (wire names)."""
+        return cls(kind="blockdev-snapshot-sync", device=data.get("device"),
+                   node_name=data.get("node-name"), snapshot_file=data["snapshot-file"],
+                   snapshot_node_name=data.get("snapshot-node-name"),
+                   format=data.get("format"), mode=data.get("mode"))
+
+    @classmethod
+    def from_overlay(cls, data: dict[str, Any]) -> ExternalSnapshot:
+        """The action of a BlockdevSnapshot: `node` is looked up as device or node."""
+        return cls(kind="blockdev-snapshot", device=data["node"], node_name=data["node"],
+                   overlay=data["overlay"])
+
+    def prepare(self, layer: BlockLayer, props: TransactionProperties) -> None:
+        """external_snapshot_prepare."""
+        check_completion_mode(self.kind, props)
         self.old_bs = old = layer.lookup_bs(self.device, self.node_name)
         if not old.is_inserted():
             raise GenericError(QERR_DEVICE_HAS_NO_MEDIUM % self.device)
@@ -121,6 +107,7 @@ class ExternalSnapshot(Action):
                 create_new_image(layer, self.snapshot_file, fmt, size,
                                  backing_file=old.filename,
                                  backing_format=old.driver.format_name if old.driver else "")
+                self.created_file = self.snapshot_file
             options = {}
             if self.snapshot_node_name is not None:
                 options["node-name"] = self.snapshot_node_name
@@ -139,6 +126,8 @@ class ExternalSnapshot(Action):
         self.overlay_appended = True
 
     def commit(self, layer: BlockLayer) -> None:
+        """external_snapshot_commit: the old node becomes read-only (a failed reopen
+        is ignored)."""
         old = self.old_bs
         assert old is not None
         if not old.open_flags.copy_on_read:
@@ -148,6 +137,9 @@ class ExternalSnapshot(Action):
                 pass
 
     def abort(self, layer: BlockLayer) -> None:
+        """external_snapshot_abort: the overlay leaves the graph; its parents use
+        the old node again."""
+        self.aborted = True
         new, old = self.new_bs, self.old_bs
         if new is not None and self.overlay_appended and old is not None:
             old.refcnt += 1
@@ -156,9 +148,17 @@ class ExternalSnapshot(Action):
             layer.unref(old)
 
     def clean(self, layer: BlockLayer) -> None:
+        """external_snapshot_clean: our reference to the overlay goes (after an
+        abort that closes it). Unlike QEMU, which leaves the image it created behind,
+        an aborted action deletes the overlay file it created (issue 9: no file of an
+        aborted transaction is left); a file given with mode=existing is never
+        deleted, and create_new_image never overwrites one."""
         if self.new_bs is not None:
             layer.unref(self.new_bs)
             self.new_bs = None
+        if self.aborted and self.created_file is not None:
+            layer.io.remove_temporary(self.created_file)
+            self.created_file = None
 
 
 def create_new_image(layer: BlockLayer, path: str, fmt: str, size: int, *,
@@ -251,8 +251,14 @@ class InternalSnapshot(Action):
     bs: Node | None = None
     created: SnapshotInfo | None = None
 
-    def prepare(self, layer: BlockLayer, completion_mode: str = "individual") -> None:
-        check_completion_mode("blockdev-snapshot-internal-sync", completion_mode)
+    @classmethod
+    def from_qmp(cls, data: dict[str, Any]) -> InternalSnapshot:
+        """The action of a BlockdevSnapshotInternal (wire names)."""
+        return cls(device=data["device"], name=data["name"])
+
+    def prepare(self, layer: BlockLayer, props: TransactionProperties) -> None:
+        """internal_snapshot_prepare."""
+        check_completion_mode("blockdev-snapshot-internal-sync", props)
         self.bs = bs = layer.get_root_bs(self.device)
         bs.check_op("internal-snapshot")
         if bs.read_only:
@@ -276,19 +282,40 @@ class InternalSnapshot(Action):
         usec = int((wall - sec) * 1_000_000)
         vm_ns = layer.host.vm_clock_ns()  # QEMU_CLOCK_VIRTUAL
         # the format readers (and their facts) load with the first image opened
+        from blockdev import io
         from blockdev.image.formats.facts import SnapshotInfo
 
         sn = SnapshotInfo(id=new_id, name=self.name, vm_state_size=0, date_sec=sec,
                           date_nsec=usec * 1000, vm_clock_sec=vm_ns // 1_000_000_000,
                           vm_clock_nsec=vm_ns % 1_000_000_000)
+        try:
+            io.bdrv_snapshot_create(_snapshot_owner(bs), id_str=new_id, name=self.name,
+                                    date_sec=sec, date_nsec=usec * 1000, vm_clock_nsec=vm_ns)
+        except io.BlockIOError as e:
+            raise GenericError(f"Failed to create snapshot '{self.name}' on device "
+                               f"'{self.device}': {os.strerror(e.errno)}") from None
         snaps.append(sn)
         self.created = sn
 
     def abort(self, layer: BlockLayer) -> None:
-        if self.created is not None and self.bs is not None:
-            snaps = snapshot_list(self.bs)
-            if self.created in snaps:
-                snaps.remove(self.created)
+        """internal_snapshot_abort: the snapshot this action took is deleted (a
+        failure is only reported)."""
+        from blockdev import io
+
+        sn, bs = self.created, self.bs
+        if sn is None or bs is None:
+            return
+        snaps = snapshot_list(bs)
+        if sn in snaps:
+            snaps.remove(sn)
+        try:
+            io.bdrv_snapshot_delete(_snapshot_owner(bs), sn.id, sn.name)
+        except io.BlockIOError as e:
+            if e.errno == errno.ENOENT:
+                return  # kept in the model only
+            layer.host.error_report(
+                f"Failed to delete snapshot with id '{sn.id}' and name '{sn.name}' on "
+                f"device '{bs.device_name()}' in abort: {e.desc or os.strerror(e.errno)}")
 
 
 def delete_internal(layer: BlockLayer, device: str, snap_id: str | None,
@@ -311,5 +338,14 @@ def delete_internal(layer: BlockLayer, device: str, snap_id: str | None,
         fmt = bs.driver.format_name if bs.driver else ""
         raise GenericError(f"Block format '{fmt}' used by device '{bs.device_name()}' does "
                            "not support internal snapshot deletion")
+    from blockdev import io
+
+    try:
+        io.bdrv_snapshot_delete(owner, sn.id, sn.name)
+    except io.BlockIOError as e:
+        # ENOENT: a snapshot of the model alone (savevm's, which vmm.hmp.savevm keeps
+        # in the model only), not in the file
+        if e.errno != errno.ENOENT:
+            raise GenericError(e.desc or os.strerror(e.errno)) from None
     snapshot_list(bs).remove(sn)
     return sn.as_qapi()

@@ -209,15 +209,15 @@ def test_two_emulators_cannot_open_one_qcow2_for_writing(b: Block, tmp_path: Pat
 
 
 def test_existing_files_are_never_written(b: Block, tmp_path: Path) -> None:
-    """Project rule: opening read-write, resizing, internal snapshots, a backing file
-    change, bitmaps and closing leave every existing file byte for byte unchanged."""
+    """Project rule: opening read-write, resizing, a backing file change, bitmaps and
+    closing leave every existing file byte for byte unchanged. (An internal snapshot
+    is written into the image, as QEMU writes it: tests/test_transaction.py.)"""
     base = make_image(tmp_path / "base.qcow2", "qcow2")
     top = make_image(tmp_path / "top.qcow2", "qcow2", "16M", "-b", str(base), "-F", "qcow2")
     before = {p: digest(p) for p in (base, top)}
     b.drive(f"file={top},if=none,id=d0,node-name=top")
     b.device("virtio-blk-pci", drive="d0")
     b.qmp("block_resize", device="d0", size=32 << 20)
-    b.qmp("blockdev-snapshot-internal-sync", device="d0", name="s1")
     b.qmp("change-backing-file", device="d0", **{"image-node-name": "top",
                                                  "backing-file": "elsewhere.qcow2"})
     b.qmp("block-dirty-bitmap-add", node="top", name="bm", persistent=True)
@@ -435,9 +435,11 @@ def test_chain_built_from_references(b: Block, tmp_path: Path) -> None:
 
 
 def test_external_snapshot_abort_restores_the_graph(b: Block, tmp_path: Path) -> None:
-    """external_snapshot_abort (what a failing `transaction` will run): the overlay
-    leaves, the old node is the device's root again and stays writable."""
+    """external_snapshot_abort (what a failing `transaction` runs): the overlay
+    leaves, the old node is the device's root again and stays writable; the clean
+    after the abort deletes the overlay file the action created (issue 9)."""
     from blockdev import snapshot
+    from blockdev.action import TransactionProperties
 
     disk = make_image(tmp_path / "disk.qcow2", "qcow2")
     b.drive(f"file={disk},if=none,id=d0,node-name=disk")
@@ -445,7 +447,7 @@ def test_external_snapshot_abort_restores_the_graph(b: Block, tmp_path: Path) ->
     before = b.qmp("query-block")
     action = snapshot.ExternalSnapshot(kind="blockdev-snapshot-sync", device="d0",
                                        snapshot_file=str(tmp_path / "ov.qcow2"))
-    action.prepare(b.layer)
+    action.prepare(b.layer, TransactionProperties())
     assert b.block("d0")["inserted"]["file"] == str(tmp_path / "ov.qcow2")
     action.abort(b.layer)
     action.clean(b.layer)
@@ -455,6 +457,7 @@ def test_external_snapshot_abort_restores_the_graph(b: Block, tmp_path: Path) ->
     assert after == before
     assert [n.node_name for n in b.layer.nodes if n.filename == str(tmp_path / "ov.qcow2")] \
         == []
+    assert not (tmp_path / "ov.qcow2").exists()
 
 
 def test_snapshot_sync_prints_formatting_line(b: Block, tmp_path: Path) -> None:

@@ -174,12 +174,15 @@ INT_MAX = 2**31 - 1
 
 
 def _qcow2_truncate(bs: Node, size: int) -> None:
-    """qcow2_truncate: whole sectors only, its first check on the size; growing needs
+    """qcow2_truncate: whole sectors only, its first check on the size; not while
+    the image has internal snapshots (nb_snapshots); growing needs
     an L1 table that covers the new size, and qcow2_grow_l1_table refuses one of more
     than QCOW_MAX_L1_SIZE bytes (or INT_MAX / 8 entries) with EFBIG [block/qcow2.c,
     block/qcow2-cluster.c, size_to_l1 in block/qcow2.h]."""
     if size & (SECTOR - 1):
         raise GenericError(f"The new size must be a multiple of {SECTOR}")
+    if bs.state.snapshots:
+        raise GenericError("Can't resize an image which has snapshots")
     cluster_size = bs.state.cluster_size or 65536
     shift = 2 * cluster_size.bit_length() - 5  # cluster_bits + l2_bits (cluster_bits - 3)
     new_l1_size = (size + (1 << shift) - 1) >> shift

@@ -12,7 +12,9 @@ of it are separate nodes with separate permissions:
   description and the lock descriptor, with QEMU's check/set/abort permission steps;
 * `FormatImage` is what a format node holds: the facts read from the header at open,
   and the emulator's *model* of the image, which commands change where QEMU would
-  rewrite metadata (resize, internal snapshots, backing file string, bitmaps).
+  rewrite metadata (resize, backing file string, bitmaps, savevm's snapshots); the
+  internal snapshots of blockdev-snapshot-internal-sync are in it and, for qcow2,
+  also written into the file (`formats.qcow2_snapshot`).
   Existing image files are never written by the header readers: they get a
   read-only view. `ImageIO.open_data` hands out the node's data engine
   (`formats.base.FormatData`) over the file view the request path gives it.

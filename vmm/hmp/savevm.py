@@ -14,9 +14,10 @@ puts back, as cpus.c's vmstate_timers does); it is kept with the vmstate image's
 snapshot (`HmpState.vm_states`). Its recorded size is that of the RAM part of the
 migration stream QEMU would write (migration/ram.c: a zero page is an 8-byte page
 header and one byte, any other page its header and its 4096 bytes) plus the
-stream's header and end mark; the device sections are not modelled. Like the block
-layer's other internal snapshots, they live in the emulator's model of each image:
-image files are not rewritten.
+stream's header and end mark; the device sections are not modelled. Unlike the
+block layer's internal snapshots (written into qcow2 images, blockdev.snapshot),
+they live in the emulator's model of each image only: image files are not
+rewritten.
 """
 
 from __future__ import annotations

@@ -612,6 +612,16 @@ class Qcow2Data:
         self._check_writable()
         self._guard(lambda: self._discard(offset, length))
 
+    def make_empty(self) -> None:
+        """qcow2_make_empty, by its general path: every cluster of the disk is
+        discarded in full (qcow2_cluster_discard with QCOW2_DISCARD_SNAPSHOT and
+        full_discard), so that the image allocates nothing and reads fall through to
+        its backing file. (2.11 takes make_completely_empty instead for a v3 image
+        without snapshots or bitmaps, which also shrinks the file; what the image
+        reads is the same.)"""
+        self._check_writable()
+        self._guard(lambda: self._cluster_discard(0, self.size, full=True))
+
     def flush(self) -> None:
         """bdrv_co_flush: qcow2_co_flush_to_os (L2 tables; refcount blocks unless
         lazy refcounts defer them), then the file's flush."""
