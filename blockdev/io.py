@@ -279,8 +279,10 @@ def bdrv_flush(bs: Node) -> None:
 
 def bdrv_truncate(bs: Node, size: int) -> None:
     """bdrv_truncate's data part, as a format engine grows or shrinks its file:
-    file-posix truncates the real file; filters and raw pass it down; EACCES on a
-    read-only node ("Image is read-only"), ENOTSUP elsewhere."""
+    file-posix truncates the real file; filters and raw pass it down; a format node
+    with a data engine and a resizing driver has its engine resize the image (a
+    commit job growing its base); EACCES on a read-only node ("Image is
+    read-only"), ENOTSUP elsewhere."""
     if bs.driver is None:
         raise BlockIOError(errno_mod.ENOMEDIUM)
     if bs.read_only:
@@ -298,6 +300,12 @@ def bdrv_truncate(bs: Node, size: int) -> None:
         if bs.driver.format_name == "raw" and bs.state is not None:
             shift = int(bs.state.raw_options.get("offset", 0))
         bdrv_truncate(child, size + shift)
+        return
+    if getattr(bs.state, "facts", None) is not None and bs.driver.truncate is not None:
+        # a format with a data engine resizes its image (qcow2_truncate)
+        from blockdev.drivers.format_io import engine
+
+        engine(_IO, bs).truncate(size)
         return
     raise BlockIOError(errno_mod.ENOTSUP)
 

@@ -331,3 +331,25 @@ def test_hmp_commit_all_and_busy(vms: list[SyncVm], tmp_path: Path) -> None:
     vm.close()
     assert identical(top, tmp_path / "twin.qcow2")
     assert backing_chain(top)[0] == (str(top), str(mid))
+
+
+def test_commit_grows_a_smaller_base(vms: list[SyncVm], tmp_path: Path) -> None:
+    """commit_run: a base smaller than top is grown first (blk_truncate), so what top
+    has past base's end lands in base (block.md §4.5)."""
+    base, mid, top = (tmp_path / n for n in ("base.qcow2", "mid.qcow2", "top.qcow2"))
+    run("qemu-img", "create", "-f", "qcow2", str(base), "2M")
+    run("qemu-io", "-c", "write -P 0x11 0 1M", str(base))
+    run("qemu-img", "create", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(mid), "4M")
+    run("qemu-io", "-c", "write -P 0x22 3M 512k", str(mid))
+    run("qemu-img", "create", "-f", "qcow2", "-b", str(mid), "-F", "qcow2", str(top))
+    shutil.copy(top, tmp_path / "twin.qcow2")
+    vm = new_vm(vms, "-S", "-nodefaults", "-drive", f"if=none,id=drive0,file={top}")
+    ok(vm, "block-commit", {"device": "drive0", "top": str(mid)})
+    vm.tick(1)
+    assert events(vm)[0][1]["offset"] == 4 * MIB
+    vm.close()
+    info = json.loads(run("qemu-img", "info", "--output=json", str(base)))
+    assert info["virtual-size"] == 4 * MIB
+    assert backing_chain(top) == [(str(top), str(base)), (str(base), None)]
+    assert identical(top, tmp_path / "twin.qcow2")
+    check_clean(base)

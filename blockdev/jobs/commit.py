@@ -84,9 +84,13 @@ class CommitJob(BlockJob):
         except io.BlockIOError as e:
             return -e.errno
         if base_len < self.len:
+            # blk_truncate: the image grows, then the model's size follows
             assert base.bs is not None
             try:
+                io.bdrv_truncate(base.bs, self.len)
                 truncate(self.layer, base.bs, self.len)
+            except io.BlockIOError as e:
+                return -e.errno
             except GenericError as e:
                 return -_truncate_errno(e)
         offset = 0
