@@ -19,8 +19,9 @@ import pytest
 from blockdev import guest_io
 from tests.emulator import SyncVm
 from tests.syncvm_helpers import error, events, hmp, new_vm, ok, vms
+from tests.test_block_io import chain, run
 
-__all__ = ["vms"]
+__all__ = ["run", "vms"]
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-io") is None, reason="needs qemu-utils")
 
@@ -28,29 +29,12 @@ MIB = 1 << 20
 BANDWIDTH = 10 * MIB  # the simulated disk: 1 MiB per 0.1 s
 
 
-def run(*argv: str) -> str:
-    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-
-
-def qemu_io(path: Path, *cmds: str) -> None:
-    args = ["qemu-io"]
-    for c in cmds:
-        args += ["-c", c]
-    run(*args, str(path))
-
-
 def make_chain(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """base <- mid <- top, 4 MiB, patterns in every layer (the test_block_io chain),
+    """base <- mid <- top, 4 MiB, patterns in every layer (test_block_io's chain),
     and `twin.qcow2`: a copy of top on the same chain, what the data must stay."""
-    base, mid, top = (tmp_path / n for n in ("base.qcow2", "mid.qcow2", "top.qcow2"))
-    run("qemu-img", "create", "-f", "qcow2", str(base), "4M")
-    qemu_io(base, "write -P 0x11 0 1M", "write -P 0x12 3M 512k")
-    run("qemu-img", "create", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(mid))
-    qemu_io(mid, "write -P 0x22 512k 1M", "write -z 3M 4k")
-    run("qemu-img", "create", "-f", "qcow2", "-b", str(mid), "-F", "qcow2", str(top))
-    qemu_io(top, "write -P 0x33 1M 4k", "write -P 0x34 1000 3000")
+    top = chain(tmp_path)
     shutil.copy(top, tmp_path / "twin.qcow2")
-    return base, mid, top
+    return tmp_path / "base.qcow2", tmp_path / "mid.qcow2", top
 
 
 def backing_chain(path: Path) -> list[tuple[str, str | None]]:
