@@ -20,7 +20,9 @@ from blockdev.commands import BlockCommands
 from blockdev.device_backends import DeviceBackends
 from blockdev.host import JOB_BEHAVIOURS, TRAY_BEHAVIOURS, WORKLOAD_BEHAVIOURS
 from blockdev.jobs.commands import BlockJobCommands
+from blockdev.jobs.commit import CommitCommands
 from blockdev.jobs.core import Jobs
+from blockdev.jobs.stream import StreamCommands
 from blockdev.layer import BlockLayer
 from blockdev.nbd.commands import Nbd
 from blockdev.transaction import Transactions
@@ -337,6 +339,7 @@ class Vm:
         migration.add_section(BalloonSection(devices))
         dispatcher = Dispatcher(machine, core, BlockCommands(block), BlockJobCommands(jobs),
                                 Transactions(block, not_implemented=not_implemented),
+                                StreamCommands(jobs), CommitCommands(jobs),
                                 ChangeCommand(block, display.vnc),
                                 MemoryDumpCommands(memory, machine.board.vcpus), screens, dumps,
                                 InputCommands(display.input, lambda: machine.runstate.state in (
