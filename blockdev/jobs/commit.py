@@ -47,7 +47,6 @@ if TYPE_CHECKING:
     from blockdev.layer import BlockLayer
 
 COMMIT_BUFFER_SIZE = 512 * 1024  # bytes per iteration [block/commit.c]
-COMMIT_BUF_SIZE = 2048 * 512  # bdrv_commit's buffer
 
 # blockdev.jobs.mirror.commit_active_start(jobs, job_id, bs, base, speed, on_error,
 # filter_node_name): the active commit.
