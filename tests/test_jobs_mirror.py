@@ -1,0 +1,163 @@
+"""Mirror jobs (drive-mirror, blockdev-mirror, active block-commit) and their filter
+nodes, on real images written by qemu-io / qemu-img. Texts from block.md §1.4, §4.5,
+§4.6 and §4.8; QEMU sources cited per test."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from blockdev.jobs.filters import COMMIT_TOP, MIRROR_TOP, drop_filter, new_filter_node
+from tests.emulator import SyncVm
+from tests.syncvm_helpers import error, events, hmp, new_vm, ok, vms
+
+__all__ = ["vms"]
+
+pytestmark = pytest.mark.skipif(shutil.which("qemu-io") is None, reason="needs qemu-utils")
+
+MIB = 1 << 20
+
+
+def run(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def qemu_io(path: Path, *cmds: str) -> None:
+    args = ["qemu-io"]
+    for cmd in cmds:
+        args += ["-c", cmd]
+    run(*args, str(path))
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Path:
+    """base.qcow2 <- top.qcow2 (4 MiB), written with patterns by real qemu-io."""
+    base, top = tmp_path / "base.qcow2", tmp_path / "top.qcow2"
+    run("qemu-img", "create", "-f", "qcow2", str(base), "4M")
+    qemu_io(base, "write -P 0x11 0 1M", "write -P 0x22 2M 1M")
+    run("qemu-img", "create", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(top))
+    qemu_io(top, "write -P 0x33 512k 1M")
+    return top
+
+
+def machine(vms: list[SyncVm], top: Path, *extra: str) -> SyncVm:
+    return new_vm(vms, "-S", "-nodefaults", "-display", "none",
+                  "-drive", f"if=none,id=drive0,file={top},format=qcow2", *extra)
+
+
+@pytest.fixture
+def vm(vms: list[SyncVm], chain: Path) -> Iterator[SyncVm]:
+    yield machine(vms, chain, "--emu-behaviour=block-job-bandwidth=10485760")
+
+
+def named(vm: SyncVm) -> dict[str, dict[str, object]]:
+    return {n["node-name"]: n for n in ok(vm, "query-named-block-nodes")}
+
+
+# --- the filter nodes (block.md §1.4) -------------------------------------------------------
+
+
+def test_implicit_mirror_top_is_hidden_from_query_block(vm: SyncVm, chain: Path) -> None:
+    """block/mirror.c mirror_start_job: the mirror_top node made without a name is
+    implicit with a generated `#block` name; block/qapi.c bdrv_query_info skips it,
+    bdrv_named_nodes_list shows it with the filename of the node below
+    (bdrv_mirror_top_refresh_filename). Requests pass through it; taking it out
+    leaves the graph as it was."""
+    layer = vm.block
+    src = layer.lookup_bs("drive0", None)
+    before = ok(vm, "query-block")
+    top = new_filter_node(layer, MIRROR_TOP, None, rdwr=True,
+                          total_sectors=src.total_sectors)
+    assert top.implicit and top.node_name.startswith("#block")
+    top.refcnt += 1
+    layer.append(top, src)
+    assert layer.blk_by_name("drive0").bs is top  # type: ignore[union-attr]
+    assert ok(vm, "query-block") == before
+    node = named(vm)[top.node_name]
+    assert node["drv"] == "mirror_top"
+    assert node["file"] == str(chain)
+    assert node["backing_file"] == str(chain)
+    assert node["ro"] is False
+    assert hmp(vm, 'qemu-io drive0 "write -P 0x44 0 64k"') == ""  # report on stdout
+    drop_filter(layer, top)
+    layer.unref(top)
+    assert layer.blk_by_name("drive0").bs is src  # type: ignore[union-attr]
+    assert top.node_name not in named(vm)
+    vm.close()
+    run("qemu-io", "-c", "read -P 0x44 0 64k", str(chain))
+
+
+def test_named_filter_shows_in_query_block(vm: SyncVm, chain: Path) -> None:
+    """With filter-node-name the filter is not implicit: query-block's `inserted` is
+    the filter itself (drv mirror_top) (block.md §1.4)."""
+    layer = vm.block
+    src = layer.lookup_bs("drive0", None)
+    top = new_filter_node(layer, MIRROR_TOP, "mtop", rdwr=True,
+                          total_sectors=src.total_sectors)
+    top.refcnt += 1
+    layer.append(top, src)
+    [info] = ok(vm, "query-block")
+    assert info["inserted"]["drv"] == "mirror_top"
+    assert info["inserted"]["node-name"] == "mtop"
+    assert info["inserted"]["file"] == str(chain)
+    drop_filter(layer, top)
+    layer.unref(top)
+    assert "mtop" not in named(vm)
+
+
+def test_filter_name_rules(vm: SyncVm) -> None:
+    """bdrv_new_open_driver -> bdrv_assign_node_name: the node-name rules and texts."""
+    from schema.errors import GenericError
+
+    layer = vm.block
+    with pytest.raises(GenericError, match=r"^Invalid node name$"):
+        new_filter_node(layer, COMMIT_TOP, "1x", rdwr=False, total_sectors=0)
+    ok(vm, "blockdev-add", {"driver": "null-co", "node-name": "taken"})
+    with pytest.raises(GenericError, match=r"^Duplicate node name$"):
+        new_filter_node(layer, COMMIT_TOP, "taken", rdwr=False, total_sectors=0)
+    with pytest.raises(GenericError, match="conflicting with a device id"):
+        new_filter_node(layer, COMMIT_TOP, "drive0", rdwr=False, total_sectors=0)
+
+
+def test_commit_top_between_overlay_and_top(vms: list[SyncVm], tmp_path: Path,
+                                             chain: Path) -> None:
+    """block/commit.c commit_start: a read-only commit_top above `top`; the overlay's
+    reads pass through it; query-block's image chain skips it, the named nodes show
+    it (block/qapi.c bdrv_block_device_info)."""
+    active = tmp_path / "active.qcow2"
+    run("qemu-img", "create", "-f", "qcow2", "-b", str(chain), "-F", "qcow2", str(active))
+    vm = machine(vms, active)
+    layer = vm.block
+    act = layer.lookup_bs("drive0", None)
+    mid = act.backing_bs
+    assert mid is not None
+    before = ok(vm, "query-block")
+    ctop = new_filter_node(layer, COMMIT_TOP, None, rdwr=False,
+                           total_sectors=mid.total_sectors)
+    layer.set_backing_hd(ctop, mid)
+    layer.replace_node(mid, ctop)
+    layer.unref(ctop)
+    assert act.backing_bs is ctop
+    after = ok(vm, "query-block")
+    # bdrv_backing_attach copies the new backing node's driver name into the overlay's
+    # backing_format, so 2.11 shows the filter's there; the chain itself skips it.
+    image = after[0]["inserted"]["image"]
+    assert image["backing-filename-format"] == "commit_top"
+    image["backing-filename-format"] = "qcow2"
+    assert after == before
+    node = named(vm)[ctop.node_name]
+    assert node["drv"] == "commit_top" and node["ro"] is True
+    assert node["file"] == str(chain)
+    assert hmp(vm, 'qemu-io drive0 "read -P 0x33 512k 1M"') == ""
+    ctop.refcnt += 1
+    drop_filter(layer, ctop)
+    layer.unref(ctop)
+    assert act.backing_bs is mid
+    assert ctop.node_name not in named(vm)
+    assert error(vm, "blockdev-add", {"driver": "mirror_top", "node-name": "x"})[0] \
+        == "GenericError"
+    events(vm)
