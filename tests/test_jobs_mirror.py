@@ -4,10 +4,12 @@ nodes, on real images written by qemu-io / qemu-img. Texts from block.md §1.4, 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,3 +163,93 @@ def test_commit_top_between_overlay_and_top(vms: list[SyncVm], tmp_path: Path,
     assert error(vm, "blockdev-add", {"driver": "mirror_top", "node-name": "x"})[0] \
         == "GenericError"
     events(vm)
+
+
+# --- drive-mirror ---------------------------------------------------------------------------
+
+
+def until(vm: SyncVm, name: str, limit: float = 60.0, step: float = 0.05) -> list[tuple[str, Any]]:
+    """Tick until the event `name` was sent; every event so far."""
+    seen: list[tuple[str, Any]] = []
+    waited = 0.0
+    while waited <= limit:
+        seen += events(vm)
+        if any(n == name for n, _ in seen):
+            return seen
+        vm.tick(step)
+        waited += step
+    raise AssertionError(f"no {name} in {limit} s: {seen}")
+
+
+def image_chain(path: Path) -> list[dict[str, Any]]:
+    out = run("qemu-img", "info", "--backing-chain", "--output=json", str(path))
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def test_drive_mirror_full_then_complete(vms: list[SyncVm], chain: Path,
+                                         tmp_path: Path) -> None:
+    """blockdev.c qmp_drive_mirror (sync full: a new image without backing file, its
+    Formatting line), block/mirror.c mirror_run (what the chain allocates is copied;
+    len = offset + dirty), BLOCK_JOB_READY, block-job-complete pivots
+    (mirror_exit: bdrv_replace_node) before BLOCK_JOB_COMPLETED (block.md §4.6, §4.8).
+    After exit the target equals the source's view and has no backing file."""
+    vm = machine(vms, chain, "--emu-behaviour=block-job-bandwidth=10485760")
+    printed: list[str] = []
+    vm.machine.stdout = printed.append
+    target = tmp_path / "target.qcow2"
+    assert ok(vm, "drive-mirror", {"device": "drive0", "target": str(target),
+                                   "sync": "full"}) == {}
+    assert printed == [f"Formatting '{target}', fmt=qcow2 size=4194304 cluster_size=65536 "
+                       "lazy_refcounts=off refcount_bits=16\n"]
+    [job] = ok(vm, "query-block-jobs")
+    assert job["type"] == "mirror" and job["device"] == "drive0" and job["ready"] is False
+    seen = until(vm, "BLOCK_JOB_READY")
+    data = 2621440  # 0-1.5M and 2M-3M are allocated somewhere in the chain
+    assert seen == [("BLOCK_JOB_READY", {"type": "mirror", "device": "drive0", "len": data,
+                                         "offset": data, "speed": 0})]
+    [job] = ok(vm, "query-block-jobs")
+    assert job["ready"] is True and job["offset"] == job["len"] == data
+    assert ok(vm, "block-job-complete", {"device": "drive0"}) == {}
+    seen = until(vm, "BLOCK_JOB_COMPLETED")
+    assert seen == [("BLOCK_JOB_COMPLETED", {"type": "mirror", "device": "drive0",
+                                             "len": data, "offset": data, "speed": 0})]
+    assert ok(vm, "query-block-jobs") == []
+    [info] = ok(vm, "query-block")
+    assert info["inserted"]["file"] == str(target)
+    assert info["inserted"]["backing_file_depth"] == 0
+    assert "dirty-bitmaps" not in info
+    assert not any(n["drv"] == "mirror_top" for n in ok(vm, "query-named-block-nodes"))
+    vm.close()
+    assert run("qemu-img", "compare", str(chain), str(target)).strip() \
+        == "Images are identical."
+    [only] = image_chain(target)
+    assert "backing-filename" not in only
+    assert "No errors were found" in run("qemu-img", "check", str(target))
+
+
+def test_drive_mirror_top_then_complete(vms: list[SyncVm], chain: Path,
+                                        tmp_path: Path) -> None:
+    """sync top: the target is created with the source's backing file; only what the
+    top allocates is copied; on complete the target gets the source's backing node
+    and replaces the source (mirror_exit, MIRROR_SOURCE_BACKING_CHAIN)."""
+    vm = machine(vms, chain, "--emu-behaviour=block-job-bandwidth=10485760")
+    printed: list[str] = []
+    vm.machine.stdout = printed.append
+    base = tmp_path / "base.qcow2"
+    target = tmp_path / "target.qcow2"
+    ok(vm, "drive-mirror", {"device": "drive0", "target": str(target), "sync": "top"})
+    assert printed == [f"Formatting '{target}', fmt=qcow2 size=4194304 backing_file={base} "
+                       "backing_fmt=qcow2 cluster_size=65536 lazy_refcounts=off "
+                       "refcount_bits=16\n"]
+    seen = until(vm, "BLOCK_JOB_READY")
+    assert seen[-1][1]["len"] == seen[-1][1]["offset"] == MIB
+    ok(vm, "block-job-complete", {"device": "drive0"})
+    until(vm, "BLOCK_JOB_COMPLETED")
+    [info] = ok(vm, "query-block")
+    assert info["inserted"]["file"] == str(target)
+    assert info["inserted"]["backing_file"] == str(base)
+    assert info["inserted"]["backing_file_depth"] == 1
+    vm.close()
+    assert run("qemu-img", "compare", str(chain), str(target)).strip() \
+        == "Images are identical."
+    assert [i["filename"] for i in image_chain(target)] == [str(target), str(base)]

@@ -21,6 +21,7 @@ from blockdev.device_backends import DeviceBackends
 from blockdev.host import JOB_BEHAVIOURS, TRAY_BEHAVIOURS, WORKLOAD_BEHAVIOURS
 from blockdev.jobs.commands import BlockJobCommands
 from blockdev.jobs.core import Jobs
+from blockdev.jobs.mirror import MirrorCommands
 from blockdev.layer import BlockLayer
 from blockdev.nbd.commands import Nbd
 from devices.board import BoardConfig
@@ -326,6 +327,7 @@ class Vm:
         migration.add_section(DevicesSection(qdev))
         migration.add_section(BalloonSection(devices))
         dispatcher = Dispatcher(machine, core, BlockCommands(block), BlockJobCommands(jobs),
+                                MirrorCommands(jobs),
                                 ChangeCommand(block, display.vnc),
                                 MemoryDumpCommands(memory, machine.board.vcpus), screens, dumps,
                                 InputCommands(display.input, lambda: machine.runstate.state in (
