@@ -253,3 +253,81 @@ def test_drive_mirror_top_then_complete(vms: list[SyncVm], chain: Path,
     assert run("qemu-img", "compare", str(chain), str(target)).strip() \
         == "Images are identical."
     assert [i["filename"] for i in image_chain(target)] == [str(target), str(base)]
+
+
+# --- writes while the job runs --------------------------------------------------------------
+
+
+async def test_mirror_while_an_nbd_client_writes(tmp_path: Path) -> None:
+    """block/mirror.c: every write that reaches the source while the job runs dirties
+    the job's bitmap (bdrv_aligned_pwritev -> bdrv_set_dirty) and is copied again, so
+    after block-job-complete the target equals the source. The writes come from
+    real qemu-io over the emulator's NBD server (nbd+unix), before and after READY.
+    Real clock, no sleeps: the test waits for the events."""
+    import trio
+
+    from tests.emulator import build_from_argv, mock_clock, qmp_session, serve
+
+    base, top = tmp_path / "base.qcow2", tmp_path / "top.qcow2"
+    run("qemu-img", "create", "-f", "qcow2", str(base), "4M")
+    qemu_io(base, "write -P 0x11 0 1M", "write -P 0x22 2M 1M")
+    run("qemu-img", "create", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(top))
+    qemu_io(top, "write -P 0x33 512k 1M")
+    target = tmp_path / "target.qcow2"
+    sock = tmp_path / "nbd.sock"
+    built = build_from_argv(["-machine", "none", "-nodefaults", "--emu-strict",
+                             "-drive", f"if=none,id=drive0,file={top},format=qcow2",
+                             "--emu-behaviour=block-job-bandwidth=4194304"], mock_clock())
+    vm = built.vm
+    dispatcher, session = qmp_session(vm)
+
+    def qmp(command: str, **args: Any) -> Any:
+        return dispatcher.execute(session, {"execute": command, "arguments": args})
+
+    async def arun(*argv: str) -> None:
+        result = await trio.run_process(list(argv), capture_stdout=True,
+                                        capture_stderr=True, check=False)
+        assert result.returncode == 0, result
+
+    built.start()
+    async with trio.open_nursery() as nursery:
+        await serve(nursery, vm, [])
+        seen: dict[str, trio.Event] = {"BLOCK_JOB_READY": trio.Event(),
+                                       "BLOCK_JOB_COMPLETED": trio.Event()}
+        sent: list[Any] = []
+
+        def on_event(event: Any) -> None:
+            sent.append((event.name, event.data))
+            if event.name in seen:
+                seen[event.name].set()
+
+        vm.machine.events.subscribe(on_event)
+        vm.machine.stdout = lambda text: None
+        assert qmp("nbd-server-start",
+                   addr={"type": "unix", "data": {"path": str(sock)}}) == {"return": {}}
+        assert qmp("nbd-server-add", device="drive0", writable=True) == {"return": {}}
+        reply = qmp("drive-mirror", device="drive0", target=str(target), sync="full")
+        assert reply == {"return": {}}, reply
+        url = f"nbd+unix:///drive0?socket={sock}"
+        await arun("qemu-io", "-f", "raw", "-c", "write -P 0x44 1792k 512k",
+                   "-c", "write -P 0x55 0 64k", "-c", "write -z 2560k 64k", url)
+        with trio.fail_after(30):
+            await seen["BLOCK_JOB_READY"].wait()
+        # after READY the job keeps the target in sync
+        await arun("qemu-io", "-f", "raw", "-c", "write -P 0x66 3584k 128k",
+                   "-c", "write -P 0x77 600k 4k", url)
+        assert qmp("block-job-complete", device="drive0") == {"return": {}}
+        with trio.fail_after(30):
+            await seen["BLOCK_JOB_COMPLETED"].wait()
+        completed = [d for n, d in sent if n == "BLOCK_JOB_COMPLETED"]
+        assert completed and "error" not in completed[0]
+        info = qmp("query-block")["return"][0]
+        assert info["inserted"]["file"] == str(target)
+        qmp("nbd-server-stop")
+        qmp("quit")
+    vm.close()
+    assert run("qemu-img", "compare", str(top), str(target)).strip() == "Images are identical."
+    out = run("qemu-io", "-c", "read -P 0x44 1792k 512k", "-c", "read -P 0x55 0 64k",
+              "-c", "read -P 0 2560k 64k", "-c", "read -P 0x66 3584k 128k",
+              "-c", "read -P 0x77 600k 4k", "-c", "read -P 0x33 604k 60k", str(target))
+    assert "Pattern verification failed" not in out
