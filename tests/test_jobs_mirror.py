@@ -331,3 +331,146 @@ async def test_mirror_while_an_nbd_client_writes(tmp_path: Path) -> None:
               "-c", "read -P 0 2560k 64k", "-c", "read -P 0x66 3584k 128k",
               "-c", "read -P 0x77 600k 4k", "-c", "read -P 0x33 604k 60k", str(target))
     assert "Pattern verification failed" not in out
+
+
+# --- the ends of a mirror -------------------------------------------------------------------
+
+
+def test_cancel_before_ready_is_cancelled(vm: SyncVm, chain: Path, tmp_path: Path) -> None:
+    """block-job-cancel before READY: BLOCK_JOB_CANCELLED after the reply, the graph
+    unchanged, the filter and the anonymous bitmap gone (block.md §4.6, §4.8);
+    completing a job that is not READY is refused (mirror_complete)."""
+    vm.machine.stdout = lambda text: None
+    target = tmp_path / "t.qcow2"
+    ok(vm, "drive-mirror", {"device": "drive0", "target": str(target), "sync": "full",
+                            "speed": MIB})
+    vm.tick(0.5)
+    [info] = ok(vm, "query-block")
+    assert info["dirty-bitmaps"][0]["granularity"] == 65536
+    assert "name" not in info["dirty-bitmaps"][0]
+    assert error(vm, "block-job-complete", {"device": "drive0"}) == (
+        "GenericError", "The active block job 'drive0' cannot be completed")
+    assert ok(vm, "block-job-cancel", {"device": "drive0"}) == {}
+    vm.tick(0.2)
+    [(name, data)] = events(vm)
+    assert name == "BLOCK_JOB_CANCELLED"
+    assert data["type"] == "mirror" and 0 < data["offset"] < data["len"]
+    [info] = ok(vm, "query-block")
+    assert info["inserted"]["file"] == str(chain) and "dirty-bitmaps" not in info
+    assert not any(n["drv"] == "mirror_top" for n in ok(vm, "query-named-block-nodes"))
+    assert ok(vm, "query-block-jobs") == []
+
+
+def test_cancel_after_ready_completes_without_pivot(vm: SyncVm, chain: Path,
+                                                    tmp_path: Path) -> None:
+    """block-job-cancel after READY: what is dirty is copied, then
+    BLOCK_JOB_COMPLETED without `error` and without the pivot (mirror_run clears
+    `cancelled` once in sync); the target is a point-in-time copy (block.md §4.6)."""
+    vm.machine.stdout = lambda text: None
+    target = tmp_path / "t.qcow2"
+    ok(vm, "drive-mirror", {"device": "drive0", "target": str(target), "sync": "full"})
+    until(vm, "BLOCK_JOB_READY")
+    hmp(vm, 'qemu-io drive0 "write -P 0x5a 3M 64k"')
+    ok(vm, "block-job-cancel", {"device": "drive0"})
+    seen = until(vm, "BLOCK_JOB_COMPLETED")
+    assert seen[-1] == ("BLOCK_JOB_COMPLETED", {"type": "mirror", "device": "drive0",
+                                                "len": 2686976, "offset": 2686976,
+                                                "speed": 0})
+    [info] = ok(vm, "query-block")
+    assert info["inserted"]["file"] == str(chain)
+    vm.close()
+    assert run("qemu-img", "compare", str(chain), str(target)).strip() \
+        == "Images are identical."
+
+
+def test_sync_none_copies_only_new_writes(vm: SyncVm, chain: Path, tmp_path: Path) -> None:
+    """sync none: the target's backing file is the source itself, nothing is copied
+    at the start (mirror_run skips mirror_dirty_init), READY at once; writes made
+    while the job runs are copied; on complete the target sits on the source."""
+    vm.machine.stdout = lambda text: None
+    target = tmp_path / "t.qcow2"
+    ok(vm, "drive-mirror", {"device": "drive0", "target": str(target), "sync": "none"})
+    seen = until(vm, "BLOCK_JOB_READY")
+    assert seen[-1][1]["len"] == seen[-1][1]["offset"] == 0
+    hmp(vm, 'qemu-io drive0 "write -P 0x5a 1M 128k"')
+    vm.tick(0.5)
+    [job] = ok(vm, "query-block-jobs")
+    assert job["offset"] == job["len"] == 131072
+    ok(vm, "block-job-complete", {"device": "drive0"})
+    until(vm, "BLOCK_JOB_COMPLETED")
+    [info] = ok(vm, "query-block")
+    assert info["inserted"]["file"] == str(target)
+    assert info["inserted"]["backing_file"] == str(chain)
+    vm.close()
+    assert [i["filename"] for i in image_chain(target)] == [
+        str(target), str(chain), str(tmp_path / "base.qcow2")]
+    assert run("qemu-img", "compare", str(chain), str(target)).strip() \
+        == "Images are identical."
+    out = run("qemu-img", "map", "--output=json", str(target))
+    mine = [m for m in json.loads(out) if m["depth"] == 0 and m["data"]]
+    assert [(m["start"], m["length"]) for m in mine] == [(MIB, 131072)]
+
+
+# --- arguments and their errors ---------------------------------------------------------
+
+
+def test_drive_mirror_errors(vm: SyncVm, chain: Path, tmp_path: Path) -> None:
+    """blockdev.c qmp_drive_mirror / blockdev_mirror_common / mirror_start_job texts,
+    in their order: the target is created before the common checks, so a bad
+    granularity leaves the file behind (block.md §4.6, verified on 2.11)."""
+    vm.machine.stdout = lambda text: None
+
+    def mirror(name: str, **args: Any) -> tuple[str, str]:
+        return error(vm, "drive-mirror", {"device": "drive0", "sync": "full",
+                                          "target": str(tmp_path / name), **args})
+
+    assert error(vm, "drive-mirror", {"device": "nope", "target": "x", "sync": "full"}) \
+        == ("GenericError", "Cannot find device=nope nor node_name=nope")
+    assert mirror("a.qcow2", replaces="x") == (
+        "GenericError",
+        "a node-name must be provided when replacing a named node of the graph")
+    assert mirror("a.qcow2", replaces="x", **{"node-name": "n"}) == (
+        "GenericError", "Node name 'x' not found")
+    assert not (tmp_path / "a.qcow2").exists()
+    assert mirror("g1.qcow2", granularity=256) == (
+        "GenericError", "Parameter 'granularity' expects a value in range [512B, 64MB]")
+    assert (tmp_path / "g1.qcow2").exists()
+    assert mirror("g2.qcow2", granularity=3 * 4096) == (
+        "GenericError", "Parameter 'granularity' expects power of 2")
+    assert mirror("b.qcow2", **{"buf-size": -1}) == (
+        "GenericError", "Invalid parameter 'buf-size'")
+    assert mirror("i.qcow2", sync="incremental") == (
+        "GenericError", "Sync mode 'incremental' not supported")
+    assert mirror("j.qcow2", **{"job-id": "1bad"}) == ("GenericError", "Invalid job ID '1bad'")
+    assert mirror("s.qcow2", speed=-1) == ("GenericError", "Invalid parameter 'speed'")
+    assert mirror("f.qcow2", format="nosuch") == (
+        "GenericError", "Unknown file format 'nosuch'")
+    # nothing of the failed starts is left in the graph
+    assert [n["drv"] for n in ok(vm, "query-named-block-nodes")].count("mirror_top") == 0
+    assert "dirty-bitmaps" not in ok(vm, "query-block")[0]
+    assert ok(vm, "query-block-jobs") == []
+    ok(vm, "drive-mirror", {"device": "drive0", "target": str(tmp_path / "ok.qcow2"),
+                            "sync": "full", "speed": 1})
+    # while the job runs, the device's root is below the job's filter (block.md §4.1)
+    assert mirror("c.qcow2") == ("GenericError", "Need a root block node")
+    assert error(vm, "blockdev-snapshot-sync", {
+        "device": "drive0", "snapshot-file": str(tmp_path / "sn.qcow2")}) == (
+        "GenericError", "Node 'drive0' is busy: block device is in use by block job: mirror")
+
+
+def test_job_id_needs_a_name(vms: list[SyncVm], chain: Path, tmp_path: Path) -> None:
+    """block_job_create: a node without a BlockBackend name needs `job-id`; with one
+    the job is found by it."""
+    vm = new_vm(vms, "-S", "-nodefaults", "-display", "none",
+                "-blockdev", f"driver=qcow2,node-name=src,file.driver=file,"
+                             f"file.filename={chain}",
+                "-blockdev", "driver=null-co,node-name=dst,size=4194304")
+    assert error(vm, "blockdev-mirror", {"device": "src", "target": "dst",
+                                         "sync": "full"}) == (
+        "GenericError", "An explicit job ID is required for this node")
+    ok(vm, "blockdev-mirror", {"device": "src", "target": "dst", "sync": "full",
+                               "job-id": "m0"})
+    assert error(vm, "blockdev-mirror", {"device": "src", "target": "dst", "sync": "full",
+                                         "job-id": "m1"})[1] == "Need a root block node"
+    [job] = ok(vm, "query-block-jobs")
+    assert job["device"] == "m0"
