@@ -474,3 +474,80 @@ def test_job_id_needs_a_name(vms: list[SyncVm], chain: Path, tmp_path: Path) -> 
                                          "job-id": "m1"})[1] == "Need a root block node"
     [job] = ok(vm, "query-block-jobs")
     assert job["device"] == "m0"
+
+
+def test_mode_existing_opens_the_targets_backing_at_complete(vm: SyncVm, chain: Path,
+                                                             tmp_path: Path) -> None:
+    """mode existing: nothing is created (no Formatting line), the format is probed,
+    the target is opened without its backing chain and opens it at
+    block-job-complete (mirror_complete, MIRROR_OPEN_BACKING_CHAIN)."""
+    printed: list[str] = []
+    vm.machine.stdout = printed.append
+    base = tmp_path / "base.qcow2"
+    target = tmp_path / "existing.qcow2"
+    run("qemu-img", "create", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(target))
+    ok(vm, "drive-mirror", {"device": "drive0", "target": str(target), "sync": "top",
+                            "mode": "existing", "node-name": "tgt"})
+    assert printed == []
+    node = named(vm)["tgt"]
+    assert node["drv"] == "qcow2" and node["backing_file_depth"] == 0
+    until(vm, "BLOCK_JOB_READY")
+    ok(vm, "block-job-complete", {"device": "drive0"})
+    until(vm, "BLOCK_JOB_COMPLETED")
+    [info] = ok(vm, "query-block")
+    assert info["inserted"]["node-name"] == "tgt"
+    assert info["inserted"]["backing_file"] == str(base)
+    assert info["inserted"]["backing_file_depth"] == 1
+    vm.close()
+    assert run("qemu-img", "compare", str(chain), str(target)).strip() \
+        == "Images are identical."
+
+
+def test_blockdev_mirror_named_filter_and_replaces(vms: list[SyncVm], chain: Path,
+                                                   tmp_path: Path) -> None:
+    """blockdev-mirror to an existing node with `filter-node-name` (the filter is not
+    implicit: query-block shows it) and `replaces` naming the source node; the
+    target's chain is left as configured (MIRROR_LEAVE_BACKING_CHAIN)."""
+    target = tmp_path / "target.qcow2"
+    run("qemu-img", "create", "-f", "qcow2", str(target), "4M")
+    vm = machine(vms, chain, "--emu-behaviour=block-job-bandwidth=10485760")
+    src = ok(vm, "query-block")[0]["inserted"]["node-name"]
+    ok(vm, "blockdev-add", {"driver": "qcow2", "node-name": "tgt",
+                            "file": {"driver": "file", "filename": str(target)}})
+    ok(vm, "blockdev-mirror", {"device": "drive0", "target": "tgt", "sync": "full",
+                               "filter-node-name": "mf", "replaces": src})
+    [info] = ok(vm, "query-block")
+    assert info["inserted"]["drv"] == "mirror_top"
+    assert info["inserted"]["node-name"] == "mf"
+    assert info["inserted"]["file"] == str(chain)
+    until(vm, "BLOCK_JOB_READY")
+    ok(vm, "block-job-complete", {"device": "drive0"})
+    until(vm, "BLOCK_JOB_COMPLETED")
+    [info] = ok(vm, "query-block")
+    assert info["inserted"]["node-name"] == "tgt"
+    assert info["inserted"]["backing_file_depth"] == 0
+    assert "mf" not in named(vm)
+    vm.close()
+    assert run("qemu-img", "compare", str(chain), str(target)).strip() \
+        == "Images are identical."
+
+
+def test_blockdev_mirror_target_in_use_by_a_device(vms: list[SyncVm], chain: Path,
+                                                   tmp_path: Path) -> None:
+    """A target a guest device writes to cannot be the mirror's: the job's
+    BlockBackend on it is a permission conflict, named after the device's BlockBackend
+    (block.c bdrv_check_update_perm, block-backend.c blk_root_get_parent_desc;
+    block.md §1.5, §4.6), and nothing
+    of the job is left."""
+    vm = new_vm(vms, "-S", "-nodefaults", "-display", "none",
+                "-drive", f"if=none,id=drive0,file={chain},format=qcow2",
+                "-drive", "if=none,id=other,driver=null-co,size=4194304",
+                "-device", "virtio-blk-pci,drive=other,id=vd1")
+    other = ok(vm, "query-block")[1]["inserted"]["node-name"]
+    assert error(vm, "blockdev-mirror", {"device": "drive0", "target": other,
+                                         "sync": "full"}) == (
+        "GenericError",
+        f"Conflicts with use by other as 'root', which does not allow 'write' on {other}")
+    assert ok(vm, "query-block-jobs") == []
+    assert not any(n["drv"] == "mirror_top" for n in ok(vm, "query-named-block-nodes"))
+    assert ok(vm, "query-block")[0]["inserted"]["drv"] == "qcow2"
