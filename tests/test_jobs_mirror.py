@@ -4,6 +4,7 @@ nodes, on real images written by qemu-io / qemu-img. Texts from block.md §1.4, 
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import subprocess
@@ -551,3 +552,76 @@ def test_blockdev_mirror_target_in_use_by_a_device(vms: list[SyncVm], chain: Pat
     assert ok(vm, "query-block-jobs") == []
     assert not any(n["drv"] == "mirror_top" for n in ok(vm, "query-named-block-nodes"))
     assert ok(vm, "query-block")[0]["inserted"]["drv"] == "qcow2"
+
+
+# --- errors inside the job (block.md §4.3) -------------------------------------------------
+
+
+def blkdebug_target(vm: SyncVm, path: Path, err: int, once: bool) -> None:
+    run("qemu-img", "create", "-f", "raw", str(path), "4M")
+    ok(vm, "blockdev-add", {"driver": "raw", "node-name": "tgt", "file": {
+        "driver": "blkdebug", "image": {"driver": "file", "filename": str(path)},
+        "inject-error": [{"event": "write_aio", "errno": err, "once": once}]}})
+
+
+def test_target_write_error_reported(vm: SyncVm, tmp_path: Path, chain: Path) -> None:
+    """on-target-error report: BLOCK_JOB_ERROR(write, report), then
+    BLOCK_JOB_COMPLETED with the strerror text; the graph is unchanged
+    (mirror_write_complete, blockjob.c block_job_error_action)."""
+    blkdebug_target(vm, tmp_path / "t.raw", 5, False)
+    ok(vm, "blockdev-mirror", {"device": "drive0", "target": "tgt", "sync": "full"})
+    seen = until(vm, "BLOCK_JOB_COMPLETED")
+    assert seen[0] == ("BLOCK_JOB_ERROR", {"device": "drive0", "operation": "write",
+                                           "action": "report"})
+    data = seen[-1][1]
+    assert data["error"] == "Input/output error" and data["offset"] == 0
+    assert [n for n, _ in seen] == ["BLOCK_JOB_ERROR", "BLOCK_JOB_COMPLETED"]
+    assert ok(vm, "query-block")[0]["inserted"]["file"] == str(chain)
+
+
+def test_target_enospc_stops_until_resumed(vm: SyncVm, tmp_path: Path) -> None:
+    """on-target-error enospc with ENOSPC: BLOCK_JOB_ERROR(write, stop); the job is
+    user-paused with io-status nospace, cancel needs force; resume retries and the
+    job reaches READY (block.md §4.3)."""
+    blkdebug_target(vm, tmp_path / "t.raw", 28, True)
+    ok(vm, "blockdev-mirror", {"device": "drive0", "target": "tgt", "sync": "full",
+                               "on-target-error": "enospc"})
+    vm.tick(1)
+    assert events(vm) == [("BLOCK_JOB_ERROR", {"device": "drive0", "operation": "write",
+                                               "action": "stop"})]
+    [job] = ok(vm, "query-block-jobs")
+    assert job["paused"] is True and job["io-status"] == "nospace" and job["busy"] is False
+    assert error(vm, "block-job-cancel", {"device": "drive0"}) == (
+        "GenericError", "The block job for device 'drive0' is currently paused")
+    assert error(vm, "block-job-complete", {"device": "drive0"}) == (
+        "GenericError", "The active block job 'drive0' cannot be completed")
+    ok(vm, "block-job-resume", {"device": "drive0"})
+    assert ok(vm, "query-block-jobs")[0]["io-status"] == "ok"
+    seen = until(vm, "BLOCK_JOB_READY")
+    # blkdebug has no bdrv_has_zero_init: mirror_dirty_init marks the whole disk
+    assert seen[-1][1]["offset"] == seen[-1][1]["len"] == 4 * MIB
+    ok(vm, "block-job-cancel", {"device": "drive0"})
+    assert until(vm, "BLOCK_JOB_COMPLETED")[-1][0] == "BLOCK_JOB_COMPLETED"
+
+
+def test_source_read_error_ignored_is_retried(vm: SyncVm) -> None:
+    """on-source-error ignore: BLOCK_JOB_ERROR(read, ignore) for every failure, the
+    region dirty again and copied later (block.md §4.3)."""
+    from blockdev import guest_io
+
+    ok(vm, "blockdev-add", {"driver": "null-co", "node-name": "tgt", "size": 4 * MIB})
+    src = ok(vm, "query-block")[0]["inserted"]["node-name"]
+    guest_io.set_fault(vm.block, src, "read", errno.EIO)
+    ok(vm, "blockdev-mirror", {"device": "drive0", "target": "tgt", "sync": "full",
+                               "on-source-error": "ignore"})
+    vm.tick(0.3)
+    seen = events(vm)
+    assert len(seen) >= 2 and all(e == ("BLOCK_JOB_ERROR", {
+        "device": "drive0", "operation": "read", "action": "ignore"}) for e in seen)
+    [job] = ok(vm, "query-block-jobs")
+    assert job["offset"] < job["len"] and job["ready"] is False
+    guest_io.set_fault(vm.block, src, "read", None)
+    seen = until(vm, "BLOCK_JOB_READY")
+    # null-co has no zero init: the whole disk is dirty; what the source does not
+    # allocate is written as zeros (no read), the rest is copied once the reads work
+    assert seen[-1][1]["offset"] == seen[-1][1]["len"] == 4 * MIB
