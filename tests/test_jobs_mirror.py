@@ -625,3 +625,75 @@ def test_source_read_error_ignored_is_retried(vm: SyncVm) -> None:
     # null-co has no zero init: the whole disk is dirty; what the source does not
     # allocate is written as zeros (no read), the rest is copied once the reads work
     assert seen[-1][1]["offset"] == seen[-1][1]["len"] == 4 * MIB
+
+
+# --- active block-commit (block.md §4.5) -------------------------------------------------
+
+
+def active_commit(vm: SyncVm, **kw: Any) -> None:
+    """What block-commit does for the active layer (blockdev.jobs.commit calls it)."""
+    from blockdev.jobs.mirror import commit_active_start
+
+    top = vm.block.lookup_bs("drive0", None)
+    base = top.find_base()
+    commit_active_start(vm.vm.jobs, kw.get("job_id"), top, base, kw.get("speed", 0),
+                        kw.get("on_error", "report"), kw.get("filter_node_name"))
+    vm.machine.process_requests()
+
+
+def test_active_commit_then_complete(vm: SyncVm, chain: Path, tmp_path: Path) -> None:
+    """block/mirror.c commit_active_start: base reopened read-write, a mirror job of
+    type `commit` copies what is above base into it, READY, and block-job-complete
+    makes base the device's root (inserted.file = base, backing_file_depth 0); after
+    exit base holds what the whole chain showed."""
+    base = tmp_path / "base.qcow2"
+    ref = tmp_path / "ref.raw"
+    run("qemu-img", "convert", "-U", "-O", "raw", str(chain), str(ref))
+    assert named(vm)[vm.block.lookup_bs("drive0", None).backing_bs.node_name]["ro"] is True
+    active_commit(vm)
+    [job] = ok(vm, "query-block-jobs")
+    assert job["type"] == "commit" and job["device"] == "drive0"
+    seen = until(vm, "BLOCK_JOB_READY")
+    assert seen == [("BLOCK_JOB_READY", {"type": "commit", "device": "drive0",
+                                         "len": MIB, "offset": MIB, "speed": 0})]
+    hmp(vm, 'qemu-io drive0 "write -P 0x99 3M 64k"')
+    ok(vm, "block-job-complete", {"device": "drive0"})
+    seen = until(vm, "BLOCK_JOB_COMPLETED")
+    assert seen == [("BLOCK_JOB_COMPLETED", {"type": "commit", "device": "drive0",
+                                             "len": MIB + 65536, "offset": MIB + 65536,
+                                             "speed": 0})]
+    [info] = ok(vm, "query-block")
+    assert info["inserted"]["file"] == str(base)
+    assert info["inserted"]["backing_file_depth"] == 0
+    assert info["inserted"]["ro"] is False
+    assert str(chain) not in [n["file"] for n in ok(vm, "query-named-block-nodes")]
+    vm.close()
+    run("qemu-io", "-f", "raw", "-c", "write -P 0x99 3M 64k", str(ref))
+    assert run("qemu-img", "compare", "-F", "raw", str(base), str(ref)).strip() \
+        == "Images are identical."
+    [only] = image_chain(base)
+    assert "backing-filename" not in only
+    assert "No errors were found" in run("qemu-img", "check", str(base))
+
+
+def test_active_commit_cancel_before_and_after_ready(vm: SyncVm, chain: Path) -> None:
+    """Active commit cancelled before READY: BLOCK_JOB_CANCELLED; after READY:
+    BLOCK_JOB_COMPLETED without error and without the pivot (block.md §4.5). The
+    filter and the job's blockers go either way."""
+    active_commit(vm, speed=65536)
+    vm.tick(0.5)
+    ok(vm, "block-job-cancel", {"device": "drive0"})
+    vm.tick(0.1)
+    assert [n for n, _ in events(vm)] == ["BLOCK_JOB_CANCELLED"]
+    assert ok(vm, "query-block")[0]["inserted"]["file"] == str(chain)
+    active_commit(vm, job_id="c1", filter_node_name="cf")
+    assert ok(vm, "query-block")[0]["inserted"]["node-name"] == "cf"
+    until(vm, "BLOCK_JOB_READY")
+    ok(vm, "block-job-cancel", {"device": "c1"})
+    seen = until(vm, "BLOCK_JOB_COMPLETED")
+    assert seen[-1] == ("BLOCK_JOB_COMPLETED", {"type": "commit", "device": "c1",
+                                                "len": MIB, "offset": MIB, "speed": 0})
+    [info] = ok(vm, "query-block")
+    assert info["inserted"]["file"] == str(chain)
+    assert info["inserted"]["backing_file_depth"] == 1
+    assert "cf" not in named(vm)
