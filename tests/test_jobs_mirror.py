@@ -697,3 +697,45 @@ def test_active_commit_cancel_before_and_after_ready(vm: SyncVm, chain: Path) ->
     assert info["inserted"]["file"] == str(chain)
     assert info["inserted"]["backing_file_depth"] == 1
     assert "cf" not in named(vm)
+
+
+# --- HMP ---------------------------------------------------------------------------------
+
+
+def test_hmp_drive_mirror_and_block_job_complete(vm: SyncVm, chain: Path,
+                                                 tmp_path: Path) -> None:
+    """hmp.c hmp_drive_mirror (sync top, or full with -f; absolute-paths, or existing
+    with -n; the job is named after the device), hmp_block_job_complete and
+    hmp_info_block_jobs; errors are printed as error_report does."""
+    printed: list[str] = []
+    vm.machine.stdout = printed.append
+    target = tmp_path / "hmp.qcow2"
+    assert hmp(vm, f"drive_mirror -n drive0 {tmp_path / 'missing.qcow2'}").startswith(
+        "Could not open ")
+    assert hmp(vm, f"drive_mirror drive0 {target}") == ""
+    assert printed[0].startswith(f"Formatting '{target}', fmt=qcow2 size=4194304 "
+                                 f"backing_file={tmp_path / 'base.qcow2'} ")
+    assert hmp(vm, "info block-jobs") == (
+        f"Type mirror, device drive0: Completed 0 of {MIB} bytes, "
+        "speed limit 0 bytes/s\r\n")
+    assert hmp(vm, "block_job_complete drive0") == (
+        "The active block job 'drive0' cannot be completed\r\n")
+    assert hmp(vm, f"drive_mirror -f drive0 {tmp_path / 'x.qcow2'}") == (
+        "Need a root block node\r\n")
+    until(vm, "BLOCK_JOB_READY")
+    assert hmp(vm, "info block-jobs") == (
+        f"Type mirror, device drive0: Completed {MIB} of {MIB} bytes, "
+        "speed limit 0 bytes/s\r\n")
+    assert hmp(vm, "block_job_complete drive0") == ""
+    until(vm, "BLOCK_JOB_COMPLETED")
+    assert hmp(vm, "info block-jobs") == "No active jobs\r\n"
+    assert hmp(vm, "block_job_complete drive0") == "Block job 'drive0' not found\r\n"
+    full = tmp_path / "full.qcow2"
+    assert hmp(vm, f"drive_mirror -f drive0 {full} qcow2") == ""
+    until(vm, "BLOCK_JOB_READY")
+    assert hmp(vm, "block_job_complete drive0") == ""
+    until(vm, "BLOCK_JOB_COMPLETED")
+    vm.close()
+    assert [i["filename"] for i in image_chain(full)] == [str(full)]
+    assert run("qemu-img", "compare", str(chain), str(full)).strip() \
+        == "Images are identical."
