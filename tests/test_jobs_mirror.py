@@ -739,3 +739,51 @@ def test_hmp_drive_mirror_and_block_job_complete(vm: SyncVm, chain: Path,
     assert [i["filename"] for i in image_chain(full)] == [str(full)]
     assert run("qemu-img", "compare", str(chain), str(full)).strip() \
         == "Images are identical."
+
+
+def test_mirror_while_the_guest_writes(vms: list[SyncVm], chain: Path, tmp_path: Path) -> None:
+    """The guest workload writes through its device's BlockBackend, through the
+    mirror_top filter, into the source, so the job's bitmap sees every write and the
+    target catches up (block/mirror.c; blockdev.workload). With the guest stopped,
+    block-job-complete leaves a target equal to the source."""
+    vm = new_vm(vms, "-machine", "pc", "-nodefaults", "-S",
+                "-drive", f"if=none,id=drive0,file={chain},format=qcow2",
+                "-device", "virtio-blk-pci,drive=drive0,id=vd0",
+                "--emu-behaviour=block-job-bandwidth=10485760")
+    vm.machine.stdout = lambda text: None
+    vm.machine.behaviours.set("guest-workload", "random")
+    vm.machine.behaviours.set("guest-workload-rate", "655360")
+    vm.machine.behaviours.set("guest-workload-pattern", "0x6b")
+    target = tmp_path / "t.qcow2"
+    ok(vm, "cont")
+    ok(vm, "drive-mirror", {"device": "drive0", "target": str(target), "sync": "full"})
+    until(vm, "BLOCK_JOB_READY")
+    vm.tick(1.0)
+    stats = ok(vm, "query-blockstats")[0]["stats"]
+    assert stats["wr_operations"] > 10
+    ok(vm, "stop")
+    vm.tick(0.3)
+    [job] = ok(vm, "query-block-jobs")
+    assert job["ready"] is True and job["offset"] == job["len"] > 2621440
+    events(vm)
+    ok(vm, "block-job-complete", {"device": "drive0"})
+    until(vm, "BLOCK_JOB_COMPLETED")
+    assert ok(vm, "query-block")[0]["inserted"]["file"] == str(target)
+    vm.close()
+    assert run("qemu-img", "compare", str(chain), str(target)).strip() \
+        == "Images are identical."
+
+
+def test_quit_while_a_mirror_runs(vm: SyncVm, chain: Path, tmp_path: Path) -> None:
+    """bdrv_close_all cancels every job first (block_job_cancel_sync_all): a mirror
+    before READY ends with BLOCK_JOB_CANCELLED and the images stay valid."""
+    vm.machine.stdout = lambda text: None
+    target = tmp_path / "t.qcow2"
+    ok(vm, "drive-mirror", {"device": "drive0", "target": str(target), "sync": "full",
+                            "speed": 65536})
+    vm.tick(0.2)
+    events(vm)
+    vm.machine.close()  # the exit's close: the jobs' registry before the block layer
+    assert [n for n, _ in events(vm)] == ["BLOCK_JOB_CANCELLED"]
+    assert "No errors were found" in run("qemu-img", "check", str(target))
+    assert "No errors were found" in run("qemu-img", "check", str(chain))
