@@ -22,7 +22,7 @@ format drivers]; a node opened with copy-on-read=on copies what it reads from it
 backing chain into itself [bdrv_co_do_copy_on_readv]; a discard does nothing without
 discard=unmap [bdrv_co_pdiscard].
 
-    bdrv_pread(bs, offset, length) -> bytes
+    bdrv_pread(bs, offset, length, *, copy_on_read=False) -> bytes
     bdrv_pwrite(bs, offset, data, *, fua=False) -> None
     bdrv_pwrite_zeroes(bs, offset, length, *, may_unmap=False) -> None
     bdrv_pdiscard(bs, offset, length) -> None
@@ -34,6 +34,7 @@ discard=unmap [bdrv_co_pdiscard].
     bdrv_getlength(bs) -> int
     bdrv_truncate(bs, size) -> None           (a format engine resizing its file)
     bdrv_close(bs) -> None                    (the data engine's close; the layer calls it)
+    bdrv_change_backing_file(bs, backing_file, backing_fmt) -> None  (the image header)
 
 Every failure raises `BlockIOError` with a positive `errno` (its `strerror` is the
 text QEMU prints).
@@ -77,6 +78,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BlockIOError", "BlockStatus", "bdrv_block_status", "bdrv_block_status_above",
+    "bdrv_change_backing_file",
     "bdrv_flush", "bdrv_getlength", "bdrv_is_allocated", "bdrv_is_allocated_above",
     "bdrv_pdiscard", "bdrv_pread", "bdrv_pwrite", "bdrv_pwrite_zeroes", "bdrv_truncate",
     "blk_flush", "blk_getlength", "blk_pdiscard", "blk_pread", "blk_pwrite",
@@ -132,14 +134,17 @@ def bdrv_getlength(bs: Node) -> int:
     return bs.length()
 
 
-def bdrv_pread(bs: Node, offset: int, length: int) -> bytes:
+def bdrv_pread(bs: Node, offset: int, length: int, *, copy_on_read: bool = False) -> bytes:
     """bdrv_co_preadv / bdrv_aligned_preadv: what the node reads at [offset,
-    offset+length); past the node's end it reads zeros, as the aligned read does."""
+    offset+length); past the node's end it reads zeros, as the aligned read does.
+    `copy_on_read` is BDRV_REQ_COPY_ON_READ (a stream job's reads): this request
+    copies as a node opened with copy-on-read=on does for all of them."""
     _check_request(bs, offset, length)
     _fault(bs, "read")
     if length == 0:
         return b""
-    if bs.open_flags.copy_on_read and bs.backing_bs is not None and not bs.read_only:
+    if (copy_on_read or bs.open_flags.copy_on_read) and bs.backing_bs is not None \
+            and not bs.read_only:
         _copy_on_read(bs, offset, length)
     return _ops(bs).pread(_IO, bs, offset, length)
 
@@ -309,6 +314,29 @@ def bdrv_close(bs: Node) -> None:
     except (BlockIOError, OSError):
         pass
     image.data = None
+
+
+def bdrv_change_backing_file(bs: Node, backing_file: str | None,
+                             backing_fmt: str | None) -> None:
+    """bdrv_change_backing_file: the driver rewrites the backing file name and format
+    recorded in the image (qcow2_change_backing_file -> qcow2_update_header), then
+    the node's strings follow. ENOMEDIUM without a driver, EINVAL for a format
+    without a file, ENOTSUP where the driver (or its data engine) cannot."""
+    drv = bs.driver
+    if drv is None:
+        raise BlockIOError(errno_mod.ENOMEDIUM)
+    if backing_fmt is not None and backing_file is None:
+        raise BlockIOError(errno_mod.EINVAL)
+    if not drv.change_backing_file:
+        raise BlockIOError(errno_mod.ENOTSUP)
+    from blockdev.drivers.format_io import engine
+
+    change = getattr(engine(_IO, bs), "change_backing_file", None)
+    if change is None:
+        raise BlockIOError(errno_mod.ENOTSUP)
+    change(backing_file, backing_fmt)
+    bs.backing_file = backing_file or ""
+    bs.backing_format = backing_fmt or ""
 
 
 def bdrv_block_status(bs: Node, offset: int, length: int) -> BlockStatus:

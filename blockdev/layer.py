@@ -537,6 +537,14 @@ class BlockLayer:
                                    "with copy-on-read enabled")
             if not read_only and not node.open_flags.allow_rdwr:
                 raise GenericError(f"Node '{node.device_or_node_name()}' is read only")
+        for node in queue:
+            # bdrv_reopen_prepare: a data engine made for the old mode is closed while
+            # its node can still write (qcow2_reopen_prepare flushes its caches and
+            # marks the image clean) and made again on the next request
+            if getattr(node.state, "data", None) is not None:
+                from blockdev.io import bdrv_close
+
+                bdrv_close(node)
         old = [(n.open_flags.rdwr, n.read_only) for n in queue]
         for node in queue:
             node.open_flags.rdwr = not read_only
@@ -551,13 +559,7 @@ class BlockLayer:
             raise
         g.set_perm(bs, perm, shared)
         for node in queue:
-            # bdrv_reopen_commit: the drivers switch their open mode; a data engine
-            # made for the old mode is closed (qcow2_reopen_prepare flushes and marks
-            # the image clean) and made again on the next request.
-            if getattr(node.state, "data", None) is not None:
-                from blockdev.io import bdrv_close
-
-                bdrv_close(node)
+            # bdrv_reopen_commit: the drivers switch their open mode
             if isinstance(node.state, FileHandle):
                 self.io.reopen_file(node.state, writable=not read_only)
 

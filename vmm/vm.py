@@ -22,6 +22,7 @@ from blockdev.host import JOB_BEHAVIOURS, TRAY_BEHAVIOURS, WORKLOAD_BEHAVIOURS
 from blockdev.jobs.commands import BlockJobCommands
 from blockdev.jobs.core import Jobs
 from blockdev.jobs.mirror import MirrorCommands
+from blockdev.jobs.stream import StreamCommands
 from blockdev.layer import BlockLayer
 from blockdev.nbd.commands import Nbd
 from devices.board import BoardConfig
@@ -328,6 +329,7 @@ class Vm:
         migration.add_section(BalloonSection(devices))
         dispatcher = Dispatcher(machine, core, BlockCommands(block), BlockJobCommands(jobs),
                                 MirrorCommands(jobs),
+                                StreamCommands(jobs),
                                 ChangeCommand(block, display.vnc),
                                 MemoryDumpCommands(memory, machine.board.vcpus), screens, dumps,
                                 InputCommands(display.input, lambda: machine.runstate.state in (

@@ -652,6 +652,33 @@ class Qcow2Data:
             self.size = size
         self._guard(run)
 
+    def change_backing_file(self, backing_file: str | None, backing_fmt: str | None) -> None:
+        """qcow2_change_backing_file: the backing file name (at most 1023 bytes) and
+        its format extension in a header rewritten as qcow2_update_header writes it:
+        the whole of cluster 0, ENOSPC when it does not fit."""
+        from blockdev.image.formats import qcow2
+
+        if not self.writable or self.closed:
+            raise read_only_engine_error()
+        name = None if backing_file is None else backing_file.encode("utf-8", "surrogateescape")
+        if name is not None and len(name) > 1023:
+            raise BlockIOError(errno.EINVAL)
+        octx = OpenContext(file=cast(FileNode, self.file), filename="", read_only=True,
+                           key_secret="", system_emulator=False)
+        try:
+            header = qcow2.read_header(octx).header
+        except ImageError:
+            raise BlockIOError(errno.EIO) from None
+        header.backing_file = backing_file
+        header.backing_format = backing_fmt
+        header.incompatible_features = self.incompatible
+        header.autoclear_features = self.autoclear
+        try:
+            cluster0 = header.pack()
+        except OSError as e:
+            raise BlockIOError(e.errno or errno.EIO) from None
+        self._pwrite(0, cluster0)
+
     def close(self) -> None:
         """qcow2_close -> qcow2_inactivate: write back both caches, then clear the
         dirty bit (qcow2_mark_clean)."""
