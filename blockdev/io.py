@@ -35,6 +35,7 @@ discard=unmap [bdrv_co_pdiscard].
     bdrv_truncate(bs, size) -> None           (a format engine resizing its file)
     bdrv_close(bs) -> None                    (the data engine's close; the layer calls it)
     bdrv_change_backing_file(bs, backing_file, backing_fmt) -> None  (the image header)
+    bdrv_make_empty(bs) -> bool               (every cluster given up: bdrv_commit)
 
 Every failure raises `BlockIOError` with a positive `errno` (its `strerror` is the
 text QEMU prints).
@@ -78,9 +79,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BlockIOError", "BlockStatus", "bdrv_block_status", "bdrv_block_status_above",
-    "bdrv_change_backing_file",
-    "bdrv_flush", "bdrv_getlength", "bdrv_is_allocated", "bdrv_is_allocated_above",
-    "bdrv_pdiscard", "bdrv_pread", "bdrv_pwrite", "bdrv_pwrite_zeroes", "bdrv_truncate",
+    "bdrv_change_backing_file", "bdrv_flush", "bdrv_getlength", "bdrv_is_allocated",
+    "bdrv_is_allocated_above", "bdrv_make_empty", "bdrv_pdiscard", "bdrv_pread", "bdrv_pwrite", "bdrv_pwrite_zeroes", "bdrv_truncate",
     "blk_flush", "blk_getlength", "blk_pdiscard", "blk_pread", "blk_pwrite",
     "blk_pwrite_zeroes", "blk_throttle_deadline",
 ]
@@ -337,6 +337,24 @@ def bdrv_change_backing_file(bs: Node, backing_file: str | None,
     change(backing_file, backing_fmt)
     bs.backing_file = backing_file or ""
     bs.backing_format = backing_fmt or ""
+
+
+def bdrv_make_empty(bs: Node) -> bool:
+    """drv->bdrv_make_empty (bdrv_commit's last step): the image gives up every
+    cluster. False when the driver has none (qcow2, qcow and vdi have one in 2.11;
+    an engine that cannot do it answers ENOTSUP)."""
+    drv = bs.driver
+    if drv is None:
+        raise BlockIOError(errno_mod.ENOMEDIUM)
+    if drv.format_name not in ("qcow2", "qcow", "vdi"):
+        return False
+    from blockdev.drivers.format_io import engine
+
+    empty = getattr(engine(_IO, bs), "make_empty", None)
+    if empty is None:
+        raise BlockIOError(errno_mod.ENOTSUP)
+    empty()
+    return True
 
 
 def bdrv_block_status(bs: Node, offset: int, length: int) -> BlockStatus:

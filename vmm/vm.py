@@ -20,6 +20,7 @@ from blockdev.commands import BlockCommands
 from blockdev.device_backends import DeviceBackends
 from blockdev.host import JOB_BEHAVIOURS, TRAY_BEHAVIOURS, WORKLOAD_BEHAVIOURS
 from blockdev.jobs.commands import BlockJobCommands
+from blockdev.jobs.commit import CommitCommands
 from blockdev.jobs.core import Jobs
 from blockdev.jobs.mirror import MirrorCommands
 from blockdev.jobs.stream import StreamCommands
@@ -329,7 +330,7 @@ class Vm:
         migration.add_section(BalloonSection(devices))
         dispatcher = Dispatcher(machine, core, BlockCommands(block), BlockJobCommands(jobs),
                                 MirrorCommands(jobs),
-                                StreamCommands(jobs),
+                                StreamCommands(jobs), CommitCommands(jobs),
                                 ChangeCommand(block, display.vnc),
                                 MemoryDumpCommands(memory, machine.board.vcpus), screens, dumps,
                                 InputCommands(display.input, lambda: machine.runstate.state in (

@@ -11,6 +11,7 @@ machine's `HmpState.block`. The VM snapshots (`savevm`, `info snapshots`) are
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -24,7 +25,7 @@ from schema.output import check_return
 from schema.qobject import format_qnum_double, qdict_order
 from vmm.cmdline.groups import GROUPS
 from vmm.hmp.commands import Args, qapi_enum_parse
-from vmm.hmp.interpreter import Hmp, HmpNotImplemented
+from vmm.hmp.interpreter import Hmp
 
 _NB_SUFFIXES = "KMGT"
 
@@ -325,28 +326,26 @@ def hmp_drive_del(hmp: Hmp, args: Args) -> None:
 
 
 def hmp_commit(hmp: Hmp, args: Args) -> None:
-    """blockdev.c hmp_commit -> block/commit.c bdrv_commit: a node without a backing
-    file has nothing to commit to (ENOTSUP); committing into one is not modelled."""
+    """blockdev.c hmp_commit -> block/commit.c bdrv_commit (or blk_commit_all for
+    `all`): the error is printed with strerror."""
+    from blockdev.jobs.commit import bdrv_commit, blk_commit_all
+
     layer = block_layer(hmp)
     device = args["device"]
     if device == "all":
-        if any(blk.is_inserted() and blk.bs is not None and blk.bs.backing_bs is not None
-               for blk in layer.backends):
-            raise HmpNotImplemented("commit")
-        return
-    blk = layer.blk_by_name(device)
-    if blk is None:
-        hmp.printf(f"Device '{device}' not found\n")
-        return
-    if not blk.is_available():
-        hmp.printf(f"Device '{device}' has no medium\n")
-        return
-    bs = blk.bs
-    assert bs is not None
-    if bs.backing_bs is None:
-        hmp.printf(f"'commit' error for '{device}': Operation not supported\n")
-        return
-    raise HmpNotImplemented("commit")
+        ret = blk_commit_all(layer)
+    else:
+        blk = layer.blk_by_name(device)
+        if blk is None:
+            hmp.printf(f"Device '{device}' not found\n")
+            return
+        if not blk.is_available():
+            hmp.printf(f"Device '{device}' has no medium\n")
+            return
+        assert blk.bs is not None
+        ret = bdrv_commit(layer, blk.bs)
+    if ret < 0:
+        hmp.printf(f"'commit' error for '{device}': {os.strerror(-ret)}\n")
 
 
 # -- commands that are QMP commands ------------------------------------------------------

@@ -652,6 +652,14 @@ class Qcow2Data:
             self.size = size
         self._guard(run)
 
+    def make_empty(self) -> None:
+        """qcow2_make_empty, its path for every image: each cluster of the disk
+        discarded fully (qcow2_cluster_discard with full_discard), so that reads fall
+        through to the backing file again. (QEMU rebuilds an image without snapshots
+        from scratch instead, make_completely_empty: the same disk, a smaller file.)"""
+        self._check_writable()
+        self._guard(lambda: self._cluster_discard(0, self.size, full=True))
+
     def change_backing_file(self, backing_file: str | None, backing_fmt: str | None) -> None:
         """qcow2_change_backing_file: the backing file name (at most 1023 bytes) and
         its format extension in a header rewritten as qcow2_update_header writes it:
