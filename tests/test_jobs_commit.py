@@ -169,6 +169,28 @@ def test_commit_speed_and_cancel(vms: list[SyncVm], tmp_path: Path) -> None:
     assert identical(top, tmp_path / "twin.qcow2")
 
 
+def test_commit_keeps_its_old_delay_after_speed_0(vms: list[SyncVm], tmp_path: Path) -> None:
+    """commit_run recomputes its delay only after a chunk that copied while a speed
+    is set: after `block-job-set-speed 0` the last delay stays (block.md quirk)."""
+    _, mid, top = make_chain(tmp_path)
+    vm = start_vm(vms, top)
+    ok(vm, "block-commit", {"device": "drive0", "top": str(mid), "speed": 512 * 1024})
+    vm.tick(0.06)  # nothing above base below 512 KiB; mid's first chunk in 0.05 s
+    assert job(vm)["offset"] == MIB
+    ok(vm, "block-job-set-speed", {"device": "drive0", "speed": 0})
+    vm.tick(0.5)
+    # still sleeping the delay: 11 slices of a 52428-byte quota from 0.05 s
+    assert job(vm)["offset"] == MIB
+    vm.tick(0.7)  # 1.26 s: the next chunk was copied from 1.15 s to 1.2 s
+    assert job(vm)["offset"] == MIB + 512 * 1024
+    vm.tick(0.5)
+    assert job(vm)["offset"] == MIB + 512 * 1024  # the same delay again at speed 0
+    vm.tick(30)
+    assert [e[0] for e in events(vm)] == ["BLOCK_JOB_COMPLETED"]
+    vm.close()
+    assert identical(top, tmp_path / "twin.qcow2")
+
+
 def test_write_error_is_reported_as_write(vms: list[SyncVm], tmp_path: Path) -> None:
     """A failed write into base: BLOCK_JOB_ERROR `write`/`report` (always, whatever
     happened: commit_run's swapped arguments), BLOCK_JOB_COMPLETED with the error, the
