@@ -787,3 +787,40 @@ def test_quit_while_a_mirror_runs(vm: SyncVm, chain: Path, tmp_path: Path) -> No
     assert [n for n, _ in events(vm)] == ["BLOCK_JOB_CANCELLED"]
     assert "No errors were found" in run("qemu-img", "check", str(target))
     assert "No errors were found" in run("qemu-img", "check", str(chain))
+
+
+def test_block_commit_active_three_deep(vms: list[SyncVm], chain: Path, tmp_path: Path) -> None:
+    """block-commit with top = the active layer of base <- top <- act, through the
+    command (blockdev.jobs.commit calls commit_active_start): the intermediate node is
+    blocked while the job runs and dropped with the active one on complete; base is
+    the device's image and holds the whole chain's data after exit (block.md §4.5)."""
+    act = tmp_path / "act.qcow2"
+    base = tmp_path / "base.qcow2"
+    run("qemu-img", "create", "-f", "qcow2", "-b", str(chain), "-F", "qcow2", str(act))
+    qemu_io(act, "write -P 0x77 3M 256k")
+    ref = tmp_path / "ref.raw"
+    run("qemu-img", "convert", "-O", "raw", str(act), str(ref))
+    vm = machine(vms, act, "--emu-behaviour=block-job-bandwidth=10485760")
+    ok(vm, "block-commit", {"device": "drive0"})
+    [job] = ok(vm, "query-block-jobs")
+    assert job["type"] == "commit" and job["len"] == MIB + 256 * 1024
+    mid = vm.block.lookup_bs("drive0", None).backing_bs.backing_bs
+    assert mid.filename == str(chain)
+    assert mid.op_blocked("stream") == (
+        f"Node '{mid.node_name}' is busy: block device is in use by block job: commit")
+    assert error(vm, "block-commit", {"device": "drive0"}) == (
+        "GenericError", "Need a root block node")
+    until(vm, "BLOCK_JOB_READY")
+    ok(vm, "block-job-complete", {"device": "drive0"})
+    until(vm, "BLOCK_JOB_COMPLETED")
+    [info] = ok(vm, "query-block")
+    assert info["inserted"]["file"] == str(base)
+    assert info["inserted"]["backing_file_depth"] == 0
+    files = [n["file"] for n in ok(vm, "query-named-block-nodes")]
+    assert str(act) not in files and str(chain) not in files
+    vm.close()
+    assert run("qemu-img", "compare", "-F", "raw", str(base), str(ref)).strip() \
+        == "Images are identical."
+    assert [i["filename"] for i in image_chain(base)] == [str(base)]
+    # the active and intermediate images are left as they were (QEMU does not empty them)
+    assert [i["filename"] for i in image_chain(act)] == [str(act), str(chain), str(base)]
