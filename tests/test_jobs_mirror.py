@@ -824,3 +824,46 @@ def test_block_commit_active_three_deep(vms: list[SyncVm], chain: Path, tmp_path
     assert [i["filename"] for i in image_chain(base)] == [str(base)]
     # the active and intermediate images are left as they were (QEMU does not empty them)
     assert [i["filename"] for i in image_chain(act)] == [str(act), str(chain), str(base)]
+
+
+def test_nothing_to_copy_is_ready_before_the_reply(vms: list[SyncVm], tmp_path: Path) -> None:
+    """With nothing allocated, mirror_run reaches READY before the coroutine first
+    yields, i.e. inside the command: the event precedes the reply (block.md §4.6,
+    verified on 2.11). The granularity given is the dirty bitmap's."""
+    empty = tmp_path / "empty.qcow2"
+    run("qemu-img", "create", "-f", "qcow2", str(empty), "4M")
+    vm = machine(vms, empty)
+    vm.machine.stdout = lambda text: None
+    replies_then_events: list[str] = []
+    vm.machine.events.subscribe(lambda e: replies_then_events.append(e.name))
+    ok(vm, "drive-mirror", {"device": "drive0", "target": str(tmp_path / "t.qcow2"),
+                            "sync": "full", "granularity": 4096, "buf-size": 1})
+    replies_then_events.append("reply")
+    assert replies_then_events == ["BLOCK_JOB_READY", "reply"]
+    [info] = ok(vm, "query-block")
+    assert info["dirty-bitmaps"] == [{"count": 0, "granularity": 4096, "status": "active"}]
+    [job] = ok(vm, "query-block-jobs")
+    assert job["ready"] is True and job["len"] == job["offset"] == 0
+
+
+def test_pause_resume_and_speed(vm: SyncVm, tmp_path: Path) -> None:
+    """block-job-pause: `paused` at once, the job stops at its next pause point and
+    copies nothing more; resume goes on; block-job-set-speed shows in the job and its
+    events (blockjob.c; block/mirror.c mirror_set_speed)."""
+    vm.machine.stdout = lambda text: None
+    ok(vm, "drive-mirror", {"device": "drive0", "target": str(tmp_path / "t.qcow2"),
+                            "sync": "full", "buf-size": 65536})
+    vm.tick(0.05)
+    ok(vm, "block-job-pause", {"device": "drive0"})
+    ok(vm, "block-job-pause", {"device": "drive0"})  # twice: silently
+    vm.tick(0.05)
+    [job] = ok(vm, "query-block-jobs")
+    assert job["paused"] is True and job["busy"] is False
+    vm.tick(1)
+    [again] = ok(vm, "query-block-jobs")
+    assert again["offset"] == job["offset"] < job["len"]
+    ok(vm, "block-job-set-speed", {"device": "drive0", "speed": 4 * MIB})
+    ok(vm, "block-job-resume", {"device": "drive0"})
+    seen = until(vm, "BLOCK_JOB_READY")
+    assert seen[-1][1]["speed"] == 4 * MIB
+    assert seen[-1][1]["offset"] == seen[-1][1]["len"] == 2621440
