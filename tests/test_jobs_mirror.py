@@ -507,7 +507,8 @@ def test_mode_existing_opens_the_targets_backing_at_complete(vm: SyncVm, chain: 
 def test_blockdev_mirror_named_filter_and_replaces(vms: list[SyncVm], chain: Path,
                                                    tmp_path: Path) -> None:
     """blockdev-mirror to an existing node with `filter-node-name` (the filter is not
-    implicit: query-block shows it) and `replaces` naming the source node; the
+    implicit: query-block shows it) and `replaces` naming the source node, blocked
+    from block-job-complete to the pivot (mirror_complete's replace_blocker); the
     target's chain is left as configured (MIRROR_LEAVE_BACKING_CHAIN)."""
     target = tmp_path / "target.qcow2"
     run("qemu-img", "create", "-f", "qcow2", str(target), "4M")
@@ -523,6 +524,12 @@ def test_blockdev_mirror_named_filter_and_replaces(vms: list[SyncVm], chain: Pat
     assert info["inserted"]["file"] == str(chain)
     until(vm, "BLOCK_JOB_READY")
     ok(vm, "block-job-complete", {"device": "drive0"})
+    # until mirror_exit runs (a bottom half after the reply), `replaces` is blocked
+    assert error(vm, "blockdev-snapshot-sync", {
+        "node-name": src, "snapshot-file": str(tmp_path / "s.qcow2"),
+        "snapshot-node-name": "s"}) == (
+        "GenericError", f"Node '{src}' is busy: block device is in use by "
+        "block-job-complete")
     until(vm, "BLOCK_JOB_COMPLETED")
     [info] = ok(vm, "query-block")
     assert info["inserted"]["node-name"] == "tgt"
