@@ -141,6 +141,7 @@ class MirrorJob(BlockJob):
     unmap: bool = True
     target_cluster_size: int = SECTOR
     initial_zeroing_ongoing: bool = False
+    unflushed: bool = False  # the target was written since its last flush
 
     # -- the driver ------------------------------------------------------------------
 
@@ -223,7 +224,7 @@ class MirrorJob(BlockJob):
             should_complete = False
             if cnt == 0:
                 if not self.synced:
-                    if self._flush() < 0:
+                    if (yield from self._flush()) < 0:
                         continue
                     # Out of the streaming phase: a cancel from now on completes.
                     self.event_ready()
@@ -231,8 +232,9 @@ class MirrorJob(BlockJob):
                 should_complete = self.should_complete or self.cancelled
                 cnt = bitmap.count
             if cnt == 0 and should_complete:
-                cnt = bitmap.count
-                if cnt > 0 or self._flush() < 0:
+                # QEMU drains the source around this last flush: a write that came
+                # in while it was in flight is copied first.
+                if (yield from self._flush()) < 0 or bitmap.count > 0:
                     continue
                 self.cancelled = False
                 return 0
@@ -391,7 +393,7 @@ class MirrorJob(BlockJob):
             offset, nbytes, extra = self._cow_align(offset, nbytes)
             ret += extra
         self.bytes_in_flight += nbytes
-        yield from self.io(self.io_delay_ns(nbytes))
+        yield from self.io(self._io_ns(nbytes))
         assert self.blk is not None and self.target is not None
         try:
             data = io.blk_pread(self.blk, offset, nbytes)
@@ -411,7 +413,7 @@ class MirrorJob(BlockJob):
         from blockdev import io  # the data path loads with the first job
 
         self.bytes_in_flight += nbytes
-        yield from self.io(self.io_delay_ns(SECTOR))
+        yield from self.io(self._io_ns(SECTOR))
         assert self.target is not None
         try:
             if discard:
@@ -422,6 +424,11 @@ class MirrorJob(BlockJob):
             self._failed(offset, nbytes, False, e.errno)
             return
         self._done(offset, nbytes)
+
+    def _io_ns(self, nbytes: int) -> int:
+        """The simulated disk's time for a request: never 0, so that a job whose
+        requests keep failing (policy ignore) still gives the main loop its turn."""
+        return max(1, self.io_delay_ns(nbytes))
 
     def _failed(self, offset: int, nbytes: int, is_read: bool, err: int) -> None:
         """mirror_read_complete / mirror_write_complete with an error: dirty again, the
@@ -437,6 +444,7 @@ class MirrorJob(BlockJob):
 
     def _done(self, offset: int, nbytes: int) -> None:
         """mirror_iteration_done after success."""
+        self.unflushed = True
         self.bytes_in_flight -= nbytes
         gran = self.granularity
         if self.cow_bitmap is not None:
@@ -445,18 +453,25 @@ class MirrorJob(BlockJob):
         if not self.initial_zeroing_ongoing:
             self.offset += nbytes
 
-    def _flush(self) -> int:
-        """mirror_flush."""
+    def _flush(self) -> CoInt:
+        """mirror_flush: the target's flush, a request in flight (a sector's time)
+        when something was written since the last one (bdrv_co_flush returns at once
+        when write_gen == flushed_gen) or the last one failed; its error goes through
+        on-target-error."""
         from blockdev import io  # the data path loads with the first job
 
+        if self.unflushed:
+            yield from self.io(self._io_ns(SECTOR))
         assert self.target is not None
         try:
             io.blk_flush(self.target)
         except BlockIOError as e:
+            self.unflushed = True
             self.synced = False
             if self.error_action(self.on_target_error, False, e.errno) == "report":
                 self.mret = -e.errno
             return -e.errno
+        self.unflushed = False
         return 0
 
     # -- the end, in the main loop -------------------------------------------------------
