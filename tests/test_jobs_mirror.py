@@ -874,3 +874,24 @@ def test_pause_resume_and_speed(vm: SyncVm, tmp_path: Path) -> None:
     seen = until(vm, "BLOCK_JOB_READY")
     assert seen[-1][1]["speed"] == 4 * MIB
     assert seen[-1][1]["offset"] == seen[-1][1]["len"] == 2621440
+
+
+def test_sync_top_small_granularity_copies_whole_target_clusters(
+        vms: list[SyncVm], chain: Path, tmp_path: Path) -> None:
+    """sync top with a granularity below the target's cluster size: the target is
+    open without its backing file, so a partly dirty cluster is copied whole from the
+    source's view (mirror_cow_align, the cow_bitmap); the result equals the source."""
+    qemu_io(chain, "write -P 0x44 2052k 4k")
+    vm = machine(vms, chain, "--emu-behaviour=block-job-bandwidth=10485760")
+    vm.machine.stdout = lambda text: None
+    target = tmp_path / "t.qcow2"
+    ok(vm, "drive-mirror", {"device": "drive0", "target": str(target), "sync": "top",
+                            "granularity": 4096})
+    seen = until(vm, "BLOCK_JOB_READY")
+    # 1 MiB of top's own data, and the whole 64 KiB cluster around the 4 KiB write
+    assert seen[-1][1]["offset"] == MIB + 65536
+    ok(vm, "block-job-complete", {"device": "drive0"})
+    until(vm, "BLOCK_JOB_COMPLETED")
+    vm.close()
+    assert run("qemu-img", "compare", str(chain), str(target)).strip() \
+        == "Images are identical."
