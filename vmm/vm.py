@@ -22,6 +22,7 @@ from blockdev.host import JOB_BEHAVIOURS, TRAY_BEHAVIOURS, WORKLOAD_BEHAVIOURS
 from blockdev.jobs.commands import BlockJobCommands
 from blockdev.jobs.commit import CommitCommands
 from blockdev.jobs.core import Jobs
+from blockdev.jobs.mirror import MirrorCommands
 from blockdev.jobs.stream import StreamCommands
 from blockdev.layer import BlockLayer
 from blockdev.nbd.commands import Nbd
@@ -339,6 +340,7 @@ class Vm:
         migration.add_section(BalloonSection(devices))
         dispatcher = Dispatcher(machine, core, BlockCommands(block), BlockJobCommands(jobs),
                                 Transactions(block, not_implemented=not_implemented),
+                                MirrorCommands(jobs),
                                 StreamCommands(jobs), CommitCommands(jobs),
                                 ChangeCommand(block, display.vnc),
                                 MemoryDumpCommands(memory, machine.board.vcpus), screens, dumps,

@@ -27,10 +27,9 @@ otherwise it is `CommitJob`:
 from __future__ import annotations
 
 import errno as errno_mod
-import importlib
 import os
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -270,8 +269,9 @@ def commit_start(jobs: Jobs, job_id: str | None, bs: Node, base: Node, top: Node
 def _commit_active_start() -> ActiveStart:
     """blockdev.jobs.mirror's commit_active_start, loaded on the first active commit
     (the mirror job is not needed by a machine that never commits its active layer)."""
-    mirror = importlib.import_module("blockdev.jobs.mirror")
-    return cast(ActiveStart, mirror.commit_active_start)
+    from blockdev.jobs.mirror import commit_active_start
+
+    return commit_active_start
 
 
 class CommitCommands:
