@@ -72,6 +72,11 @@ class DirtyBitmap:
         old, self.dirty = self.dirty, set()
         return old
 
+    def undo_clear(self, backup: set[int]) -> None:
+        """bdrv_undo_clear_dirty_bitmap: the content `clear` returned comes back,
+        replacing whatever the bitmap holds now."""
+        self.dirty = backup
+
     def truncate(self, size: int) -> None:
         """bdrv_dirty_bitmap_truncate: granules past the new end are dropped."""
         self.size = size

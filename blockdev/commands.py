@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from blockdev import media, query, snapshot
+from blockdev.action import run_single
 from blockdev.bitmaps import DirtyBitmap, default_granularity, valid_granularity
 from blockdev.graph import Node, OpenFlags
 from blockdev.image.io import FormatImage
@@ -212,7 +213,7 @@ class BlockCommands:
                                snapshot_node_name: str | None = None,
                                format: str | None = None, mode: str | None = None) -> None:
         """blockdev.c qmp_blockdev_snapshot_sync (a one-action transaction)."""
-        snapshot.run_single(self.layer, snapshot.ExternalSnapshot(
+        run_single(self.layer, snapshot.ExternalSnapshot(
             kind="blockdev-snapshot-sync", device=device, node_name=node_name,
             snapshot_file=snapshot_file, snapshot_node_name=snapshot_node_name,
             format=format, mode=mode))
@@ -220,14 +221,14 @@ class BlockCommands:
     @qmp_command("blockdev-snapshot")
     def blockdev_snapshot(self, node: str, overlay: str) -> None:
         """blockdev.c qmp_blockdev_snapshot."""
-        snapshot.run_single(self.layer, snapshot.ExternalSnapshot(
+        run_single(self.layer, snapshot.ExternalSnapshot(
             kind="blockdev-snapshot", device=node, node_name=node, overlay=overlay))
 
     @qmp_command("blockdev-snapshot-internal-sync")
     def blockdev_snapshot_internal_sync(self, device: str, name: str) -> None:
         """blockdev.c qmp_blockdev_snapshot_internal_sync: recorded in the emulator's
         model of the qcow2 image; the image file is not rewritten."""
-        snapshot.run_single(self.layer, snapshot.InternalSnapshot(device=device, name=name))
+        run_single(self.layer, snapshot.InternalSnapshot(device=device, name=name))
 
     @qmp_command("blockdev-snapshot-delete-internal-sync")
     def blockdev_snapshot_delete_internal_sync(self, device: str, id: str | None = None,
@@ -311,10 +312,7 @@ class BlockCommands:
     @qmp_command("block-dirty-bitmap-remove")
     def block_dirty_bitmap_remove(self, node: str, name: str) -> None:
         """blockdev.c qmp_block_dirty_bitmap_remove."""
-        bs, bm = bitmap_lookup(self.layer, node, name)
-        if bm.frozen:
-            raise GenericError(f"Bitmap '{name}' is currently frozen and cannot be removed")
-        bs.bitmaps.remove(bm)
+        bitmap_remove(self.layer, node, name)
 
     @qmp_command("x-debug-block-dirty-bitmap-sha256")
     def x_debug_block_dirty_bitmap_sha256(self, node: str, name: str) -> dict[str, str]:
@@ -366,6 +364,14 @@ def bitmap_lookup(layer: BlockLayer, node: str, name: str) -> tuple[Node, DirtyB
     if bm is None:
         raise GenericError(f"Dirty bitmap '{name}' not found")
     return bs, bm
+
+
+def bitmap_remove(layer: BlockLayer, node: str, name: str) -> None:
+    """qmp_block_dirty_bitmap_remove (also a transaction's undo of an add)."""
+    bs, bm = bitmap_lookup(layer, node, name)
+    if bm.frozen:
+        raise GenericError(f"Bitmap '{name}' is currently frozen and cannot be removed")
+    bs.bitmaps.remove(bm)
 
 
 def bitmap_add(layer: BlockLayer, node: str, name: str, granularity: int | None,

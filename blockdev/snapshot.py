@@ -4,16 +4,18 @@ Pure model of the `blockdev` layer, with image creation through `blockdev.image.
 [blockdev.c external_snapshot_prepare/commit/abort/clean, internal_snapshot_*,
 qmp_blockdev_snapshot_delete_internal_sync; block/qcow2-snapshot.c].
 
-Each snapshot kind is a transaction action (prepare, commit, abort, clean), because
-QEMU runs even the stand-alone commands as one-action transactions; the
-`transaction` command (next issue) will run several of them with the same objects.
+Each snapshot kind is a transaction action (`blockdev.action`: prepare, commit,
+abort, clean), because QEMU runs even the stand-alone commands as one-action
+transactions; the `transaction` command (`blockdev.transaction`) runs several of them
+with the same objects.
 
 * External: the overlay file is created for real (a valid image of the requested
   format whose backing file is the old node's file name) unless `mode` is
   `existing`; it is opened, put above the old node (every parent of the old node now
   uses the overlay) and, on commit, the old node becomes read-only. Unlike QEMU,
   the emulator refuses to overwrite a file that already exists (QEMU truncates it):
-  existing files are never modified.
+  existing files are never modified; and an aborted action deletes the overlay file
+  it created (QEMU leaves it behind).
 * Internal: the snapshot is recorded in the emulator's model of the qcow2 image; the
   image file itself is not rewritten (a decision of this project), so `qemu-img
   snapshot -l` on the file does not see it.
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from blockdev.action import Action, TransactionProperties, check_completion_mode
 from blockdev.drivers.registry import DRIVERS, find_protocol
 from blockdev.graph import Node
 from blockdev.image.create_opts import formatting_line
@@ -37,43 +40,6 @@ from schema.errors import QERR_DEVICE_HAS_NO_MEDIUM, QERR_FEATURE_DISABLED, Gene
 if TYPE_CHECKING:
     from blockdev.image.formats.facts import SnapshotInfo
     from blockdev.layer import BlockLayer
-
-
-class Action:
-    """One transaction action: prepare may fail; then commit or abort; then clean."""
-
-    completion_mode_ok = False
-
-    def prepare(self, layer: BlockLayer, completion_mode: str = "individual") -> None:
-        raise NotImplementedError
-
-    def commit(self, layer: BlockLayer) -> None:
-        pass
-
-    def abort(self, layer: BlockLayer) -> None:
-        pass
-
-    def clean(self, layer: BlockLayer) -> None:
-        pass
-
-
-def check_completion_mode(kind: str, completion_mode: str) -> None:
-    """action_check_completion_mode."""
-    if completion_mode != "individual":
-        raise GenericError(f"Action '{kind}' does not support Transaction property "
-                           f"completion-mode = {completion_mode}")
-
-
-def run_single(layer: BlockLayer, action: Action) -> None:
-    """blockdev_do_action: a transaction of one action."""
-    try:
-        action.prepare(layer)
-    except GenericError:
-        action.abort(layer)
-        action.clean(layer)
-        raise
-    action.commit(layer)
-    action.clean(layer)
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -91,9 +57,26 @@ class ExternalSnapshot(Action):
     old_bs: Node | None = None
     new_bs: Node | None = None
     overlay_appended: bool = False
+    created_file: str | None = None
+    aborted: bool = False
 
-    def prepare(self, layer: BlockLayer, completion_mode: str = "individual") -> None:
-        check_completion_mode(self.kind, completion_mode)
+    @classmethod
+    def from_sync(cls, data: dict[str, Any]) -> ExternalSnapshot:
+        """The action of a BlockdevSnapshotSync (wire names)."""
+        return cls(kind="blockdev-snapshot-sync", device=data.get("device"),
+                   node_name=data.get("node-name"), snapshot_file=data["snapshot-file"],
+                   snapshot_node_name=data.get("snapshot-node-name"),
+                   format=data.get("format"), mode=data.get("mode"))
+
+    @classmethod
+    def from_overlay(cls, data: dict[str, Any]) -> ExternalSnapshot:
+        """The action of a BlockdevSnapshot: `node` is looked up as device or node."""
+        return cls(kind="blockdev-snapshot", device=data["node"], node_name=data["node"],
+                   overlay=data["overlay"])
+
+    def prepare(self, layer: BlockLayer, props: TransactionProperties) -> None:
+        """external_snapshot_prepare."""
+        check_completion_mode(self.kind, props)
         self.old_bs = old = layer.lookup_bs(self.device, self.node_name)
         if not old.is_inserted():
             raise GenericError(QERR_DEVICE_HAS_NO_MEDIUM % self.device)
@@ -121,6 +104,7 @@ class ExternalSnapshot(Action):
                 create_new_image(layer, self.snapshot_file, fmt, size,
                                  backing_file=old.filename,
                                  backing_format=old.driver.format_name if old.driver else "")
+                self.created_file = self.snapshot_file
             options = {}
             if self.snapshot_node_name is not None:
                 options["node-name"] = self.snapshot_node_name
@@ -139,6 +123,8 @@ class ExternalSnapshot(Action):
         self.overlay_appended = True
 
     def commit(self, layer: BlockLayer) -> None:
+        """external_snapshot_commit: the old node becomes read-only (a failed reopen
+        is ignored)."""
         old = self.old_bs
         assert old is not None
         if not old.open_flags.copy_on_read:
@@ -148,6 +134,9 @@ class ExternalSnapshot(Action):
                 pass
 
     def abort(self, layer: BlockLayer) -> None:
+        """external_snapshot_abort: the overlay leaves the graph; its parents use
+        the old node again."""
+        self.aborted = True
         new, old = self.new_bs, self.old_bs
         if new is not None and self.overlay_appended and old is not None:
             old.refcnt += 1
@@ -156,9 +145,17 @@ class ExternalSnapshot(Action):
             layer.unref(old)
 
     def clean(self, layer: BlockLayer) -> None:
+        """external_snapshot_clean: our reference to the overlay goes (after an
+        abort that closes it). Unlike QEMU, which leaves the image it created behind,
+        an aborted action deletes the overlay file it created (issue 9: no file of an
+        aborted transaction is left); a file given with mode=existing is never
+        deleted, and create_new_image never overwrites one."""
         if self.new_bs is not None:
             layer.unref(self.new_bs)
             self.new_bs = None
+        if self.aborted and self.created_file is not None:
+            layer.io.remove_temporary(self.created_file)
+            self.created_file = None
 
 
 def create_new_image(layer: BlockLayer, path: str, fmt: str, size: int, *,
@@ -251,8 +248,14 @@ class InternalSnapshot(Action):
     bs: Node | None = None
     created: SnapshotInfo | None = None
 
-    def prepare(self, layer: BlockLayer, completion_mode: str = "individual") -> None:
-        check_completion_mode("blockdev-snapshot-internal-sync", completion_mode)
+    @classmethod
+    def from_qmp(cls, data: dict[str, Any]) -> InternalSnapshot:
+        """The action of a BlockdevSnapshotInternal (wire names)."""
+        return cls(device=data["device"], name=data["name"])
+
+    def prepare(self, layer: BlockLayer, props: TransactionProperties) -> None:
+        """internal_snapshot_prepare."""
+        check_completion_mode("blockdev-snapshot-internal-sync", props)
         self.bs = bs = layer.get_root_bs(self.device)
         bs.check_op("internal-snapshot")
         if bs.read_only:
@@ -285,6 +288,7 @@ class InternalSnapshot(Action):
         self.created = sn
 
     def abort(self, layer: BlockLayer) -> None:
+        """internal_snapshot_abort: the snapshot this action took is deleted."""
         if self.created is not None and self.bs is not None:
             snaps = snapshot_list(self.bs)
             if self.created in snaps:

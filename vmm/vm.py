@@ -23,6 +23,7 @@ from blockdev.jobs.commands import BlockJobCommands
 from blockdev.jobs.core import Jobs
 from blockdev.layer import BlockLayer
 from blockdev.nbd.commands import Nbd
+from blockdev.transaction import Transactions
 from devices.board import BoardConfig
 from devices.chardev.commands import ChardevCommands
 from devices.chardev.model import Chardevs
@@ -55,7 +56,7 @@ from vmm.machine.core import Clock, Machine, MachineOptions
 from vmm.machine.guest import GUEST_BEHAVIOURS
 from vmm.machine.trace import TraceEvents
 from vmm.memdump import MemoryDumpCommands
-from vmm.qmp.dispatch import Dispatcher
+from vmm.qmp.dispatch import Dispatcher, not_implemented
 from vmm.qmp.monitor import HmpMonitor, MonitorHub, QmpMonitor
 from vmm.vmstate import BalloonSection, DevicesSection
 
@@ -326,6 +327,7 @@ class Vm:
         migration.add_section(DevicesSection(qdev))
         migration.add_section(BalloonSection(devices))
         dispatcher = Dispatcher(machine, core, BlockCommands(block), BlockJobCommands(jobs),
+                                Transactions(block, not_implemented=not_implemented),
                                 ChangeCommand(block, display.vnc),
                                 MemoryDumpCommands(memory, machine.board.vcpus), screens, dumps,
                                 InputCommands(display.input, lambda: machine.runstate.state in (
