@@ -32,6 +32,7 @@ discard=unmap [bdrv_co_pdiscard].
     bdrv_is_allocated(bs, offset, length) -> tuple[bool, int]
     bdrv_is_allocated_above(top, base, offset, length) -> tuple[bool, int]
     bdrv_getlength(bs) -> int
+    add_before_write_notifier(bs, notify) / remove_before_write_notifier(bs, notify)
     bdrv_truncate(bs, size) -> None           (a format engine resizing its file)
     bdrv_close(bs) -> None                    (the data engine's close; the layer calls it)
 
@@ -64,6 +65,7 @@ from __future__ import annotations
 
 import errno as errno_mod
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -76,11 +78,11 @@ if TYPE_CHECKING:
     from blockdev.iotypes import DataOps
 
 __all__ = [
-    "BlockIOError", "BlockStatus", "bdrv_block_status", "bdrv_block_status_above",
+    "BlockIOError", "BlockStatus", "add_before_write_notifier", "bdrv_block_status", "bdrv_block_status_above",
     "bdrv_flush", "bdrv_getlength", "bdrv_is_allocated", "bdrv_is_allocated_above",
     "bdrv_pdiscard", "bdrv_pread", "bdrv_pwrite", "bdrv_pwrite_zeroes", "bdrv_truncate",
     "blk_flush", "blk_getlength", "blk_pdiscard", "blk_pread", "blk_pwrite",
-    "blk_pwrite_zeroes", "blk_throttle_deadline",
+    "blk_pwrite_zeroes", "blk_throttle_deadline", "remove_before_write_notifier",
 ]
 
 # BDRV_REQUEST_MAX_SECTORS << BDRV_SECTOR_BITS [include/block/block_int.h]
@@ -167,12 +169,27 @@ def _copy_on_read(bs: Node, offset: int, length: int) -> None:
         pos += n
 
 
+def add_before_write_notifier(bs: Node, notify: Callable[[Node, int, int], None]) -> None:
+    """bdrv_add_before_write_notifier: `notify(bs, offset, bytes)` runs before every
+    write and discard of `bs` reaches its driver (newest first, as
+    notifier_with_return_list_add inserts at the head); a BlockIOError it raises
+    fails the request with that errno (a backup job's copy-before-write)."""
+    bs.before_write.insert(0, notify)
+
+
+def remove_before_write_notifier(bs: Node, notify: Callable[[Node, int, int], None]) -> None:
+    """notifier_with_return_remove."""
+    bs.before_write.remove(notify)
+
+
 def _before_write(bs: Node, offset: int, length: int) -> None:
     """bdrv_aligned_pwritev: a node with a read-only bitmap refuses (EPERM,
-    bdrv_has_readonly_bitmaps), then the before-write notifiers: the write
-    threshold."""
+    bdrv_has_readonly_bitmaps), then the before-write notifiers: those added with
+    `add_before_write_notifier`, then the write threshold."""
     if any(bm.readonly for bm in bs.bitmaps):
         raise BlockIOError(errno_mod.EPERM)
+    for notify in list(bs.before_write):
+        notify(bs, offset, length)
     threshold = bs.write_threshold
     if threshold <= 0:
         return
@@ -192,18 +209,24 @@ def _before_write(bs: Node, offset: int, length: int) -> None:
 
 def _after_write(bs: Node, offset: int, length: int) -> None:
     """bdrv_aligned_pwritev after a successful write: bdrv_set_dirty on every
-    bitmap (a frozen bitmap's successor included), wr_highest_offset, and the
-    node's size when the write went past its end."""
-    for bm in bs.bitmaps:
-        bm.mark(offset, length)
-        if bm.successor is not None:
-            bm.successor.mark(offset, length)
+    enabled bitmap (a frozen one is not: its successor, itself on the node's list,
+    records the write), wr_highest_offset, and the node's size when the write went
+    past its end."""
+    _set_dirty(bs, offset, length)
     end = offset + length
     if end > bs.wr_highest_offset:
         bs.wr_highest_offset = end
     sectors = (end + 511) // 512
     if sectors > bs.total_sectors and not (bs.driver and bs.driver.has_variable_length):
         bs.total_sectors = sectors
+
+
+def _set_dirty(bs: Node, offset: int, length: int) -> None:
+    """bdrv_set_dirty: every enabled bitmap (bdrv_dirty_bitmap_enabled: neither
+    disabled nor frozen)."""
+    for bm in bs.bitmaps:
+        if not bm.frozen:
+            bm.mark(offset, length)
 
 
 def bdrv_pwrite(bs: Node, offset: int, data: bytes, *, fua: bool = False) -> None:
@@ -253,10 +276,7 @@ def bdrv_pdiscard(bs: Node, offset: int, length: int) -> None:
         return
     _before_write(bs, offset, length)
     _ops(bs).pdiscard(_IO, bs, offset, length)
-    for bm in bs.bitmaps:
-        bm.mark(offset, length)
-        if bm.successor is not None:
-            bm.successor.mark(offset, length)
+    _set_dirty(bs, offset, length)
 
 
 def bdrv_flush(bs: Node) -> None:
