@@ -481,8 +481,16 @@ class BackupAction(Action):
         self.jobs.start(self.job)
 
     def abort(self, layer: BlockLayer) -> None:
-        if self.job is not None:
-            self.jobs.cancel_sync(self.job)
+        job = self.job
+        if job is not None:
+            # A job that never started leaves its group first: 2.11's
+            # block_job_completed_txn_abort would wait (block_job_finish_sync) for the
+            # group's other never-started jobs, which cannot run; each aborted action
+            # drops its own job instead, silently (block.md §5).
+            if job.txn is not None and not job.started():
+                job.txn.jobs.remove(job)
+                job.txn = None
+            self.jobs.cancel_sync(job)
             self.job = None
         if self.created_file is not None:
             layer.io.remove_temporary(self.created_file)
