@@ -438,6 +438,7 @@ def test_external_snapshot_abort_restores_the_graph(b: Block, tmp_path: Path) ->
     """external_snapshot_abort (what a failing `transaction` will run): the overlay
     leaves, the old node is the device's root again and stays writable."""
     from blockdev import snapshot
+    from blockdev.action import TransactionProperties
 
     disk = make_image(tmp_path / "disk.qcow2", "qcow2")
     b.drive(f"file={disk},if=none,id=d0,node-name=disk")
@@ -445,7 +446,7 @@ def test_external_snapshot_abort_restores_the_graph(b: Block, tmp_path: Path) ->
     before = b.qmp("query-block")
     action = snapshot.ExternalSnapshot(kind="blockdev-snapshot-sync", device="d0",
                                        snapshot_file=str(tmp_path / "ov.qcow2"))
-    action.prepare(b.layer)
+    action.prepare(b.layer, TransactionProperties())
     assert b.block("d0")["inserted"]["file"] == str(tmp_path / "ov.qcow2")
     action.abort(b.layer)
     action.clean(b.layer)
