@@ -486,3 +486,43 @@ def test_hmp_drive_backup(vm: SyncVm, src: tuple[Path, Path], tmp_path: Path) ->
         "Could not open")
     vm.close()
     assert compare(target, src[1]) == "Images are identical."
+
+
+async def test_backups_while_an_nbd_client_writes(tmp_path: Path) -> None:
+    """Writes through the NBD server (real qemu-io over nbd+unix) pass the backup's
+    before-write notifier like any other: a full backup running while the client
+    writes is the source as of its start, and an incremental backup afterwards holds
+    exactly the clusters the client dirtied (block.md §3.11, §4.7). The jobs are run
+    to their end with block_job_finish_sync's drain, so nothing waits for real time."""
+    from tests.test_nbd_server import emulator, unix_start
+    from tests.test_nbd_server import qemu_io as nbd_qemu_io
+    from tests.test_nbd_server import run as run_async
+
+    src, orig = source_image(tmp_path)
+    sock = tmp_path / "nbd.sock"
+    full, inc = tmp_path / "full.qcow2", tmp_path / "inc.qcow2"
+    url = f"nbd+unix:///drive0?socket={sock}"
+    async with emulator(["-drive", f"file={src},if=none,id=drive0"]) as qmp:
+        jobs = qmp.vm.jobs
+        unix_start(qmp, sock)
+        assert qmp("nbd-server-add", device="drive0", writable=True) == {"return": {}}
+        assert qmp("block-dirty-bitmap-add", node="drive0", name="bm0") == {"return": {}}
+        assert qmp("drive-backup", device="drive0", target=str(full), sync="full",
+                   speed=1) == {"return": {}}
+        await nbd_qemu_io("-f", "raw", "-c", "write -P 0x77 0 2M", url)
+        jobs.finish_sync(jobs.find("drive0"), None)
+        await nbd_qemu_io("-f", "raw", "-c", "write -P 0x78 3M 4k", url)
+        await run_async("qemu-img", "create", "-f", "qcow2", "-b", str(full), "-F", "qcow2",
+                        str(inc))
+        assert qmp("drive-backup", device="drive0", target=str(inc), sync="incremental",
+                   bitmap="bm0", mode="existing", format="qcow2") == {"return": {}}
+        jobs.finish_sync(jobs.find("drive0"), None)
+        [info] = qmp("query-block")["return"]
+        assert info["dirty-bitmaps"] == [
+            {"name": "bm0", "count": 0, "granularity": 65536, "status": "active"}]
+    assert compare(full, orig) == "Images are identical."
+    assert compare(inc, src) == "Images are identical."
+    mapped = json.loads(run("qemu-img", "map", "--output=json", str(inc)))
+    top = [(m["start"], m["length"]) for m in mapped if m["depth"] == 0 and m["data"]]
+    assert top == [(0, 2 * MiB), (3 * MiB, 65536)]
+
