@@ -526,3 +526,46 @@ async def test_backups_while_an_nbd_client_writes(tmp_path: Path) -> None:
     top = [(m["start"], m["length"]) for m in mapped if m["depth"] == 0 and m["data"]]
     assert top == [(0, 2 * MiB), (3 * MiB, 65536)]
 
+
+
+def test_target_node_lives_as_long_as_the_job(vm: SyncVm, src: tuple[Path, Path],
+                                              tmp_path: Path) -> None:
+    """drive-backup opens its target as nodes of their own (format and protocol, with
+    automatic `#block` names, listed by query-named-block-nodes) that go with the job: the graph is left as it
+    was (issue 9: "backup leaves the graph as it was"). `compress` is accepted for a
+    qcow2 target (it has compressed writes in 2.11); a negative speed is refused
+    after the target was made (block_job_create)."""
+    before = [n["node-name"] for n in ok(vm, "query-named-block-nodes")]
+    target = tmp_path / "c.qcow2"
+    ok(vm, "drive-backup", {"device": "drive0", "target": str(target), "sync": "full",
+                            "compress": True})
+    during = {n["node-name"]: (n["drv"], n["file"])
+              for n in ok(vm, "query-named-block-nodes")}
+    new = sorted(during[name] for name in during if name not in before)
+    assert new == [("file", str(target)), ("qcow2", str(target))]
+    assert all(name.startswith("#block") for name in during if name not in before)
+    finish(vm)
+    assert [n["node-name"] for n in ok(vm, "query-named-block-nodes")] == before
+    assert error(vm, "drive-backup", {"device": "drive0", "target": str(tmp_path / "s.qcow2"),
+                                      "sync": "full", "speed": -1}) == (
+        "GenericError", "Invalid parameter 'speed'")
+    assert (tmp_path / "s.qcow2").exists()
+    vm.close()
+    assert compare(target, src[1]) == "Images are identical."
+
+
+def test_existing_target_is_probed_and_kept(vm: SyncVm, src: tuple[Path, Path],
+                                            tmp_path: Path) -> None:
+    """mode=existing without format: nothing is created and the target's format is
+    probed (do_drive_backup leaves `format` unset); HMP drive_backup -n is the same."""
+    target = tmp_path / "e.qcow2"
+    run("qemu-img", "create", "-f", "qcow2", str(target), "4M")
+    ok(vm, "drive-backup", {"device": "drive0", "target": str(target), "sync": "full",
+                            "mode": "existing"})
+    finish(vm)
+    assert hmp(vm, f"drive_backup -n -f drive0 {target}") == ""
+    [(name, _)] = finish(vm)
+    assert name == "BLOCK_JOB_COMPLETED"
+    vm.close()
+    assert compare(target, src[1]) == "Images are identical."
+    assert chain_of(target)[0]["format"] == "qcow2"
