@@ -139,6 +139,7 @@ def test_incremental_after_hmp_qemu_io_writes(vm: SyncVm, src: tuple[Path, Path]
     finish(vm)
     hmp(vm, 'qemu-io drive0 "write -P 0x44 1M 64k"')
     hmp(vm, 'qemu-io drive0 "write -P 0x45 3200k 10k"')
+    hmp(vm, 'qemu-io drive0 "write -z 2M 64k"')  # zeros over the full backup's data
     inc = tmp_path / "inc.qcow2"
     run("qemu-img", "create", "-f", "qcow2", "-b", str(full), "-F", "qcow2", str(inc))
     ok(vm, "drive-backup", {"device": "drive0", "target": str(inc), "sync": "incremental",
@@ -146,7 +147,7 @@ def test_incremental_after_hmp_qemu_io_writes(vm: SyncVm, src: tuple[Path, Path]
     [info] = ok(vm, "query-block", None)[0:1]
     assert info["dirty-bitmaps"] == [
         {"count": 0, "granularity": 65536, "status": "active"},
-        {"name": "bm0", "count": 2 * 65536, "granularity": 65536, "status": "frozen"}]
+        {"name": "bm0", "count": 3 * 65536, "granularity": 65536, "status": "frozen"}]
     hmp(vm, 'qemu-io drive0 "write -P 0x46 0 4k"')  # its old data is copied first
     assert finish(vm) == [("BLOCK_JOB_COMPLETED", {"type": "backup", "device": "drive0",
                                                    "len": SIZE, "offset": SIZE + 65536,
@@ -158,7 +159,7 @@ def test_incremental_after_hmp_qemu_io_writes(vm: SyncVm, src: tuple[Path, Path]
     vm.close()
     expected = tmp_path / "expected.qcow2"
     shutil.copy(src[1], expected)
-    qemu_io(expected, "write -P 0x44 1M 64k", "write -P 0x45 3200k 10k")
+    qemu_io(expected, "write -P 0x44 1M 64k", "write -P 0x45 3200k 10k", "write -z 2M 64k")
     assert compare(inc, expected) == "Images are identical."
     mapped = json.loads(run("qemu-img", "map", "--output=json", str(inc)))
     top = [(m["start"], m["length"]) for m in mapped if m["depth"] == 0 and m["data"]]
@@ -448,6 +449,22 @@ def test_grouped_transaction_cancel_cancels_the_group(two: SyncVm, tmp_path: Pat
     assert [(n, d["device"]) for n, d in evs] == [
         ("BLOCK_JOB_CANCELLED", "drive1"), ("BLOCK_JOB_CANCELLED", "drive0")]
     assert evs[0][1]["offset"] == SIZE and evs[1][1]["offset"] < SIZE
+
+
+def test_grouped_transaction_error_cancels_the_others(two: SyncVm, tmp_path: Path) -> None:
+    """A job of a group that fails (policy report) ends with BLOCK_JOB_COMPLETED and
+    its error; the others are cancelled; the events come last action first
+    (block_job_completed_txn_abort, block.md §5)."""
+    ok(two, "transaction", _grouped(tmp_path, (2 * MiB, 2 * MiB)))
+    two.tick(0.5)
+    [node] = [n.node_name for n in two.block.nodes
+              if n.filename == str(tmp_path / "b0.qcow2") and n.driver.format_name == "qcow2"]
+    guest_io.set_fault(two.block, node, "write", errno.EIO)
+    evs = finish(two, 3)
+    assert [(n, d["device"], d.get("error")) for n, d in evs] == [
+        ("BLOCK_JOB_ERROR", "drive0", None),
+        ("BLOCK_JOB_CANCELLED", "drive1", None),
+        ("BLOCK_JOB_COMPLETED", "drive0", "Input/output error")]
 
 
 def test_individual_transaction_jobs_report_alone(two: SyncVm, tmp_path: Path) -> None:
