@@ -25,6 +25,7 @@ discard=unmap [bdrv_co_pdiscard].
     bdrv_pread(bs, offset, length) -> bytes
     bdrv_pwrite(bs, offset, data, *, fua=False) -> None
     bdrv_pwrite_zeroes(bs, offset, length, *, may_unmap=False) -> None
+    bdrv_pwrite_compressed(bs, offset, data) -> None   (qcow2: one whole cluster)
     bdrv_pdiscard(bs, offset, length) -> None
     bdrv_flush(bs) -> None
     bdrv_block_status(bs, offset, length) -> BlockStatus        (this node only)
@@ -48,6 +49,7 @@ BlockAcctStats of `query-blockstats` [block/accounting.c]:
     blk_pread(blk, offset, length, *, account=False) -> bytes
     blk_pwrite(blk, offset, data, *, fua=False, account=False) -> None
     blk_pwrite_zeroes(blk, offset, length, *, may_unmap=False, account=False) -> None
+    blk_pwrite_compressed(blk, offset, data) -> None
     blk_pdiscard(blk, offset, length) -> None
     blk_flush(blk, *, account=False) -> None
     blk_getlength(blk) -> int
@@ -80,9 +82,10 @@ if TYPE_CHECKING:
 __all__ = [
     "BlockIOError", "BlockStatus", "add_before_write_notifier", "bdrv_block_status", "bdrv_block_status_above",
     "bdrv_flush", "bdrv_getlength", "bdrv_is_allocated", "bdrv_is_allocated_above",
-    "bdrv_pdiscard", "bdrv_pread", "bdrv_pwrite", "bdrv_pwrite_zeroes", "bdrv_truncate",
+    "bdrv_pdiscard", "bdrv_pread", "bdrv_pwrite", "bdrv_pwrite_compressed",
+    "bdrv_pwrite_zeroes", "bdrv_truncate",
     "blk_flush", "blk_getlength", "blk_pdiscard", "blk_pread", "blk_pwrite",
-    "blk_pwrite_zeroes", "blk_throttle_deadline", "remove_before_write_notifier",
+    "blk_pwrite_compressed", "blk_pwrite_zeroes", "blk_throttle_deadline", "remove_before_write_notifier",
 ]
 
 # BDRV_REQUEST_MAX_SECTORS << BDRV_SECTOR_BITS [include/block/block_int.h]
@@ -246,6 +249,33 @@ def bdrv_pwrite(bs: Node, offset: int, data: bytes, *, fua: bool = False) -> Non
         ops.pwrite(_IO, bs, offset, data)
     if fua:
         ops.flush(_IO, bs)
+    _after_write(bs, offset, length)
+
+
+def bdrv_pwrite_compressed(bs: Node, offset: int, data: bytes) -> None:
+    """bdrv_co_pwritev with BDRV_REQ_WRITE_COMPRESSED: the generic write path, with
+    the driver's compressed write (bdrv_driver_pwritev_compressed); ENOTSUP for a
+    driver without one (all but qcow, qcow2, vmdk). qcow2's data engine stores a
+    compressed cluster; qcow's and vmdk's store it uncompressed (same bytes)."""
+    length = len(data)
+    _check_write(bs, offset, length)
+    _fault(bs, "write")
+    if length == 0:
+        return
+    _before_write(bs, offset, length)
+    fmt = bs.driver.format_name if bs.driver is not None else ""
+    if fmt not in ("qcow", "qcow2", "vmdk") or getattr(bs.state, "facts", None) is None:
+        raise BlockIOError(errno_mod.ENOTSUP)
+    from blockdev.drivers.blkdebug_io import blkdbg_event
+    from blockdev.drivers.format_io import engine
+
+    eng = engine(_IO, bs)
+    blkdbg_event(bs.file_bs, "write_compressed")
+    write = getattr(eng, "write_compressed", None)
+    if write is not None:
+        write(offset, data)
+    else:
+        eng.write(offset, data)  # qcow and vmdk compress in QEMU; stored plain here
     _after_write(bs, offset, length)
 
 
@@ -485,6 +515,14 @@ def blk_pwrite(blk: Backend, offset: int, data: bytes, *, fua: bool = False,
     _charge(blk, "write", length)
     fua = fua or not blk.enable_write_cache
     _guard(blk, "write", length, account, lambda: bdrv_pwrite(bs, offset, data, fua=fua))
+
+
+def blk_pwrite_compressed(blk: Backend, offset: int, data: bytes) -> None:
+    """blk_co_pwritev with BDRV_REQ_WRITE_COMPRESSED (a backup's compressed copy)."""
+    length = len(data)
+    bs = _blk_check_write(blk, offset, length)
+    _charge(blk, "write", length)
+    bdrv_pwrite_compressed(bs, offset, data)
 
 
 def blk_pwrite_zeroes(blk: Backend, offset: int, length: int, *, may_unmap: bool = False,

@@ -571,6 +571,29 @@ def test_target_node_lives_as_long_as_the_job(vm: SyncVm, src: tuple[Path, Path]
     assert compare(target, src[1]) == "Images are identical."
 
 
+def test_compressed_backup_is_a_valid_compressed_image(vm: SyncVm, src: tuple[Path, Path],
+                                                       tmp_path: Path) -> None:
+    """compress=true on a qcow2 target: every cluster with data is written with
+    BDRV_REQ_WRITE_COMPRESSED (qcow2_co_pwritev_compressed: raw deflate, the bytes
+    packed by qcow2_alloc_bytes), so the image is smaller than its data, qemu-img
+    check finds nothing, qemu-img map reports the clusters as compressed (no host
+    offset) and the contents equal the source."""
+    target = tmp_path / "z.qcow2"
+    ok(vm, "drive-backup", {"device": "drive0", "target": str(target), "sync": "full",
+                            "compress": True})
+    hmp(vm, 'qemu-io drive0 "write -P 0x5a 3M 4k"')  # copy-before-write compresses too
+    [(name, _)] = finish(vm)
+    assert name == "BLOCK_JOB_COMPLETED"
+    vm.close()
+    assert compare(target, src[1]) == "Images are identical."
+    assert "No errors were found on the image." in run("qemu-img", "check", str(target))
+    mapped = json.loads(run("qemu-img", "map", "--output=json", str(target)))
+    data = [m for m in mapped if m["data"]]
+    assert sum(m["length"] for m in data) == MiB + 512 * 1024 + 65536
+    assert all("offset" not in m for m in data)
+    assert target.stat().st_size < 512 * 1024
+
+
 def test_existing_target_is_probed_and_kept(vm: SyncVm, src: tuple[Path, Path],
                                             tmp_path: Path) -> None:
     """mode=existing without format: nothing is created and the target's format is

@@ -22,12 +22,14 @@ Time: each cluster the job copies takes the simulated disk's time
 Copies made by the notifier take no Machine time (the guest request waits for them
 within its own call).
 
-Where the emulator differs from QEMU: `compress` is accepted exactly where QEMU
-accepts it (a target driver with compressed writes: qcow, qcow2, vmdk) but the data
-is written uncompressed (the data path has no compressed-cluster writer); the target
-holds the same guest-visible bytes. And an aborted transaction deletes the target
-file its drive-backup action created (issue 9: no file of an aborted transaction is
-left; QEMU leaves it), as the snapshot actions do.
+`compress` is accepted where QEMU accepts it (a target driver with compressed
+writes: qcow, qcow2, vmdk); each cluster with data then goes through
+`blk_pwrite_compressed` (a qcow2 target stores deflated clusters, as
+qcow2_co_pwritev_compressed; qcow and vmdk targets store them plain here).
+
+Where the emulator differs from QEMU: an aborted transaction deletes the target file
+its drive-backup action created (issue 9: no file of an aborted transaction is left;
+QEMU leaves it), as the snapshot actions do.
 """
 
 from __future__ import annotations
@@ -114,6 +116,8 @@ class BackupJob(BlockJob):
             try:
                 if data == zero[:n]:
                     io.blk_pwrite_zeroes(self.target, pos, n, may_unmap=True)
+                elif self.compress:
+                    io.blk_pwrite_compressed(self.target, pos, data)
                 else:
                     io.blk_pwrite(self.target, pos, data)
             except BlockIOError as e:
