@@ -232,14 +232,22 @@ def _set_dirty(bs: Node, offset: int, length: int) -> None:
             bm.mark(offset, length)
 
 
-def bdrv_pwrite(bs: Node, offset: int, data: bytes, *, fua: bool = False) -> None:
-    """bdrv_co_pwritev: `data` at `offset` (BDRV_REQ_FUA flushes after)."""
-    length = len(data)
+def _write_starts(bs: Node, offset: int, length: int) -> bool:
+    """What every write passes before its driver: the checks, an injected fault,
+    and (unless it is empty: False) the before-write notifiers."""
     _check_write(bs, offset, length)
     _fault(bs, "write")
     if length == 0:
-        return
+        return False
     _before_write(bs, offset, length)
+    return True
+
+
+def bdrv_pwrite(bs: Node, offset: int, data: bytes, *, fua: bool = False) -> None:
+    """bdrv_co_pwritev: `data` at `offset` (BDRV_REQ_FUA flushes after)."""
+    length = len(data)
+    if not _write_starts(bs, offset, length):
+        return
     ops = _ops(bs)
     if bs.detect_zeroes != "off" and not any(data):
         # bdrv_aligned_pwritev: detect-zeroes turns an all-zero write into a zero write
@@ -258,11 +266,8 @@ def bdrv_pwrite_compressed(bs: Node, offset: int, data: bytes) -> None:
     driver without one (all but qcow, qcow2, vmdk). qcow2's data engine stores a
     compressed cluster; qcow's and vmdk's store it uncompressed (same bytes)."""
     length = len(data)
-    _check_write(bs, offset, length)
-    _fault(bs, "write")
-    if length == 0:
+    if not _write_starts(bs, offset, length):
         return
-    _before_write(bs, offset, length)
     fmt = bs.driver.format_name if bs.driver is not None else ""
     if fmt not in ("qcow", "qcow2", "vmdk") or getattr(bs.state, "facts", None) is None:
         raise BlockIOError(errno_mod.ENOTSUP)
@@ -281,11 +286,8 @@ def bdrv_pwrite_compressed(bs: Node, offset: int, data: bytes) -> None:
 
 def bdrv_pwrite_zeroes(bs: Node, offset: int, length: int, *, may_unmap: bool = False) -> None:
     """bdrv_co_pwrite_zeroes (BDRV_REQ_ZERO_WRITE, BDRV_REQ_MAY_UNMAP)."""
-    _check_write(bs, offset, length)
-    _fault(bs, "write")
-    if length == 0:
+    if not _write_starts(bs, offset, length):
         return
-    _before_write(bs, offset, length)
     _ops(bs).pwrite_zeroes(_IO, bs, offset, length, may_unmap and bs.open_flags.unmap)
     _after_write(bs, offset, length)
 

@@ -65,6 +65,15 @@ def machine(vms: list[SyncVm], drive: str) -> SyncVm:
                   f"--emu-behaviour=block-job-bandwidth={BANDWIDTH}")
 
 
+def add_target(vm: SyncVm, tmp_path: Path) -> Path:
+    """An empty 4 MiB qcow2 image, added as node `tgt` (blockdev-add)."""
+    target = tmp_path / "tgt.qcow2"
+    run("qemu-img", "create", "-f", "qcow2", str(target), "4M")
+    ok(vm, "blockdev-add", {"driver": "qcow2", "node-name": "tgt",
+                            "file": {"driver": "file", "filename": str(target)}})
+    return target
+
+
 @pytest.fixture
 def src(tmp_path: Path) -> tuple[Path, Path]:
     return source_image(tmp_path)
@@ -233,10 +242,7 @@ def test_blockdev_backup_to_an_existing_node(vms: list[SyncVm], src: tuple[Path,
     """blockdev-backup: the target is a node (blockdev-add); the job holds it (its
     op blockers) and leaves the graph as it was (block.md §4.7)."""
     vm = machine(vms, f"file={src[0]},if=none,id=drive0")
-    target = tmp_path / "tgt.qcow2"
-    run("qemu-img", "create", "-f", "qcow2", str(target), "4M")
-    ok(vm, "blockdev-add", {"driver": "qcow2", "node-name": "tgt",
-                            "file": {"driver": "file", "filename": str(target)}})
+    target = add_target(vm, tmp_path)
     ok(vm, "blockdev-backup", {"device": "drive0", "target": "tgt", "sync": "full",
                                "job-id": "job0"})
     assert error(vm, "blockdev-snapshot-sync", {
@@ -338,10 +344,7 @@ def test_target_error_policies(vms: list[SyncVm], src: tuple[Path, Path], tmp_pa
     `stop`/`enospc` (ENOSPC) pause it with io-status nospace until resumed;
     `ignore` retries the same cluster."""
     vm = machine(vms, f"file={src[0]},if=none,id=drive0")
-    target = tmp_path / "tgt.qcow2"
-    run("qemu-img", "create", "-f", "qcow2", str(target), "4M")
-    ok(vm, "blockdev-add", {"driver": "qcow2", "node-name": "tgt",
-                            "file": {"driver": "file", "filename": str(target)}})
+    target = add_target(vm, tmp_path)
     ok(vm, "blockdev-backup", {"device": "drive0", "target": "tgt", "sync": "full",
                                "on-target-error": policy})
     vm.tick(0.1)
@@ -390,10 +393,7 @@ def test_a_failed_copy_before_write_fails_the_guest_write(
         capsys: pytest.CaptureFixture[str]) -> None:
     """backup_before_write_notify's error is the write's: the source keeps its data."""
     vm = machine(vms, f"file={src[0]},if=none,id=drive0")
-    target = tmp_path / "tgt.qcow2"
-    run("qemu-img", "create", "-f", "qcow2", str(target), "4M")
-    ok(vm, "blockdev-add", {"driver": "qcow2", "node-name": "tgt",
-                            "file": {"driver": "file", "filename": str(target)}})
+    add_target(vm, tmp_path)
     ok(vm, "blockdev-backup", {"device": "drive0", "target": "tgt", "sync": "none"})
     guest_io.set_fault(vm.block, "tgt", "write", errno.ENOSPC)
     assert hmp(vm, 'qemu-io drive0 "write -P 0x66 0 4k"') == ""
