@@ -609,3 +609,21 @@ def test_existing_target_is_probed_and_kept(vm: SyncVm, src: tuple[Path, Path],
     vm.close()
     assert compare(target, src[1]) == "Images are identical."
     assert chain_of(target)[0]["format"] == "qcow2"
+
+
+def test_failed_creation_unfreezes_the_bitmap(two: SyncVm, tmp_path: Path) -> None:
+    """backup_job_create's error path reclaims the successor it made: a job ID in use
+    (block_job_create, block.md §4.1) leaves the bitmap active, with nothing lost."""
+    ok(two, "drive-backup", {"device": "drive1", "target": str(tmp_path / "x.qcow2"),
+                             "sync": "full", "job-id": "x", "speed": 1})
+    ok(two, "block-dirty-bitmap-add", {"node": "drive0", "name": "bm0"})
+    hmp(two, 'qemu-io drive0 "write -P 0x44 0 64k"')
+    assert error(two, "drive-backup", {"device": "drive0", "sync": "incremental",
+                                       "target": str(tmp_path / "y.qcow2"),
+                                       "bitmap": "bm0", "job-id": "x"}) == (
+        "GenericError", "Job ID 'x' already in use")
+    assert ok(two, "query-block")[0]["dirty-bitmaps"] == [
+        {"name": "bm0", "count": 65536, "granularity": 65536, "status": "active"}]
+    assert [j["device"] for j in ok(two, "query-block-jobs")] == ["x"]
+    ok(two, "block-job-cancel", {"device": "x"})
+    assert [n for n, _ in finish(two)] == ["BLOCK_JOB_CANCELLED"]
