@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import attrs
 
+from schema.errors import GenericError
+
 
 @attrs.define(kw_only=True, eq=False)
 class DirtyBitmap:
@@ -104,3 +106,42 @@ def default_granularity(cluster_size: int | None) -> int:
 
 def valid_granularity(granularity: int) -> bool:
     return granularity >= 512 and granularity & (granularity - 1) == 0
+
+
+def create_successor(bitmaps: list[DirtyBitmap], bitmap: DirtyBitmap) -> DirtyBitmap:
+    """bdrv_dirty_bitmap_create_successor: an anonymous bitmap of the same
+    granularity joins the node's list (`bitmaps`, newest first) and records the
+    writes from now on; `bitmap` is frozen (it records nothing) until the successor
+    is abdicated to or reclaimed."""
+    if bitmap.frozen:
+        raise GenericError("Cannot create a successor for a bitmap that is currently frozen")
+    child = DirtyBitmap(name=None, granularity=bitmap.granularity, size=bitmap.size,
+                        disabled=bitmap.disabled)
+    bitmaps.insert(0, child)
+    bitmap.successor = child
+    return child
+
+
+def abdicate(bitmaps: list[DirtyBitmap], bitmap: DirtyBitmap) -> DirtyBitmap:
+    """bdrv_dirty_bitmap_abdicate: the successor takes the bitmap's name (and its
+    persistence), the bitmap goes; the returned successor holds only what was
+    written since it was created."""
+    successor = bitmap.successor
+    assert successor is not None
+    successor.name, bitmap.name = bitmap.name, None
+    bitmap.successor = None
+    successor.persistent, bitmap.persistent = bitmap.persistent, False
+    successor.autoload, bitmap.autoload = bitmap.autoload, False
+    bitmaps.remove(bitmap)
+    return successor
+
+
+def reclaim(bitmaps: list[DirtyBitmap], bitmap: DirtyBitmap) -> DirtyBitmap:
+    """bdrv_reclaim_dirty_bitmap: the successor's bits merge into the bitmap
+    (hbitmap_merge), the successor goes, the bitmap is no longer frozen."""
+    successor = bitmap.successor
+    assert successor is not None
+    bitmap.dirty |= successor.dirty
+    bitmaps.remove(successor)
+    bitmap.successor = None
+    return bitmap

@@ -215,6 +215,9 @@ class Node:
     backing_blocker: Reason | None = None
     bitmaps: list[DirtyBitmap] = attrs.Factory(list)
     write_threshold: int = 0
+    # bdrv_add_before_write_notifier: called (newest first) with (node, offset, bytes)
+    # before a write or discard reaches the driver; raising BlockIOError fails it.
+    before_write: list[Callable[[Node, int, int], None]] = attrs.Factory(list)
     wr_highest_offset: int = 0
     state: Any = None  # the driver's own state (image, lock, size, ...)
     faults: dict[str, int] = attrs.Factory(dict)  # injected errno per operation

@@ -25,6 +25,7 @@ discard=unmap [bdrv_co_pdiscard].
     bdrv_pread(bs, offset, length, *, copy_on_read=False) -> bytes
     bdrv_pwrite(bs, offset, data, *, fua=False) -> None
     bdrv_pwrite_zeroes(bs, offset, length, *, may_unmap=False) -> None
+    bdrv_pwrite_compressed(bs, offset, data) -> None   (qcow2: one whole cluster)
     bdrv_pdiscard(bs, offset, length) -> None
     bdrv_flush(bs) -> None
     bdrv_block_status(bs, offset, length) -> BlockStatus        (this node only)
@@ -32,6 +33,7 @@ discard=unmap [bdrv_co_pdiscard].
     bdrv_is_allocated(bs, offset, length) -> tuple[bool, int]
     bdrv_is_allocated_above(top, base, offset, length) -> tuple[bool, int]
     bdrv_getlength(bs) -> int
+    add_before_write_notifier(bs, notify) / remove_before_write_notifier(bs, notify)
     bdrv_truncate(bs, size) -> None           (a format engine resizing its file)
     bdrv_make_empty(bs) -> None               (the image allocates nothing afterwards)
     bdrv_snapshot_create(bs, ...) -> bool     (an internal snapshot written into the image)
@@ -51,6 +53,7 @@ BlockAcctStats of `query-blockstats` [block/accounting.c]:
     blk_pread(blk, offset, length, *, account=False) -> bytes
     blk_pwrite(blk, offset, data, *, fua=False, account=False) -> None
     blk_pwrite_zeroes(blk, offset, length, *, may_unmap=False, account=False) -> None
+    blk_pwrite_compressed(blk, offset, data) -> None
     blk_pdiscard(blk, offset, length) -> None
     blk_flush(blk, *, account=False) -> None
     blk_getlength(blk) -> int
@@ -68,6 +71,7 @@ from __future__ import annotations
 
 import errno as errno_mod
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -80,12 +84,14 @@ if TYPE_CHECKING:
     from blockdev.iotypes import DataOps
 
 __all__ = [
-    "BlockIOError", "BlockStatus", "bdrv_block_status", "bdrv_block_status_above",
-    "bdrv_change_backing_file", "bdrv_flush", "bdrv_getlength", "bdrv_is_allocated", "bdrv_is_allocated_above",
-    "bdrv_make_empty", "bdrv_pdiscard", "bdrv_pread", "bdrv_pwrite", "bdrv_pwrite_zeroes",
+    "BlockIOError", "BlockStatus", "add_before_write_notifier", "bdrv_block_status",
+    "bdrv_block_status_above", "bdrv_change_backing_file", "bdrv_flush", "bdrv_getlength",
+    "bdrv_is_allocated", "bdrv_is_allocated_above", "bdrv_make_empty", "bdrv_pdiscard",
+    "bdrv_pread", "bdrv_pwrite", "bdrv_pwrite_compressed", "bdrv_pwrite_zeroes",
     "bdrv_snapshot_create", "bdrv_snapshot_delete", "bdrv_truncate",
     "blk_flush", "blk_getlength", "blk_pdiscard", "blk_pread", "blk_pwrite",
-    "blk_pwrite_zeroes", "blk_throttle_deadline",
+    "blk_pwrite_compressed", "blk_pwrite_zeroes", "blk_throttle_deadline",
+    "remove_before_write_notifier",
 ]
 
 # BDRV_REQUEST_MAX_SECTORS << BDRV_SECTOR_BITS [include/block/block_int.h]
@@ -175,12 +181,27 @@ def _copy_on_read(bs: Node, offset: int, length: int) -> None:
         pos += n
 
 
+def add_before_write_notifier(bs: Node, notify: Callable[[Node, int, int], None]) -> None:
+    """bdrv_add_before_write_notifier: `notify(bs, offset, bytes)` runs before every
+    write and discard of `bs` reaches its driver (newest first, as
+    notifier_with_return_list_add inserts at the head); a BlockIOError it raises
+    fails the request with that errno (a backup job's copy-before-write)."""
+    bs.before_write.insert(0, notify)
+
+
+def remove_before_write_notifier(bs: Node, notify: Callable[[Node, int, int], None]) -> None:
+    """notifier_with_return_remove."""
+    bs.before_write.remove(notify)
+
+
 def _before_write(bs: Node, offset: int, length: int) -> None:
     """bdrv_aligned_pwritev: a node with a read-only bitmap refuses (EPERM,
-    bdrv_has_readonly_bitmaps), then the before-write notifiers: the write
-    threshold."""
+    bdrv_has_readonly_bitmaps), then the before-write notifiers: those added with
+    `add_before_write_notifier`, then the write threshold."""
     if any(bm.readonly for bm in bs.bitmaps):
         raise BlockIOError(errno_mod.EPERM)
+    for notify in list(bs.before_write):
+        notify(bs, offset, length)
     threshold = bs.write_threshold
     if threshold <= 0:
         return
@@ -200,12 +221,10 @@ def _before_write(bs: Node, offset: int, length: int) -> None:
 
 def _after_write(bs: Node, offset: int, length: int) -> None:
     """bdrv_aligned_pwritev after a successful write: bdrv_set_dirty on every
-    bitmap (a frozen bitmap's successor included), wr_highest_offset, and the
-    node's size when the write went past its end."""
-    for bm in bs.bitmaps:
-        bm.mark(offset, length)
-        if bm.successor is not None:
-            bm.successor.mark(offset, length)
+    enabled bitmap (a frozen one is not: its successor, itself on the node's list,
+    records the write), wr_highest_offset, and the node's size when the write went
+    past its end."""
+    _set_dirty(bs, offset, length)
     end = offset + length
     if end > bs.wr_highest_offset:
         bs.wr_highest_offset = end
@@ -214,14 +233,30 @@ def _after_write(bs: Node, offset: int, length: int) -> None:
         bs.total_sectors = sectors
 
 
-def bdrv_pwrite(bs: Node, offset: int, data: bytes, *, fua: bool = False) -> None:
-    """bdrv_co_pwritev: `data` at `offset` (BDRV_REQ_FUA flushes after)."""
-    length = len(data)
+def _set_dirty(bs: Node, offset: int, length: int) -> None:
+    """bdrv_set_dirty: every enabled bitmap (bdrv_dirty_bitmap_enabled: neither
+    disabled nor frozen)."""
+    for bm in bs.bitmaps:
+        if not bm.frozen:
+            bm.mark(offset, length)
+
+
+def _write_starts(bs: Node, offset: int, length: int) -> bool:
+    """What every write passes before its driver: the checks, an injected fault,
+    and (unless it is empty: False) the before-write notifiers."""
     _check_write(bs, offset, length)
     _fault(bs, "write")
     if length == 0:
-        return
+        return False
     _before_write(bs, offset, length)
+    return True
+
+
+def bdrv_pwrite(bs: Node, offset: int, data: bytes, *, fua: bool = False) -> None:
+    """bdrv_co_pwritev: `data` at `offset` (BDRV_REQ_FUA flushes after)."""
+    length = len(data)
+    if not _write_starts(bs, offset, length):
+        return
     ops = _ops(bs)
     if bs.detect_zeroes != "off" and not any(data):
         # bdrv_aligned_pwritev: detect-zeroes turns an all-zero write into a zero write
@@ -234,13 +269,34 @@ def bdrv_pwrite(bs: Node, offset: int, data: bytes, *, fua: bool = False) -> Non
     _after_write(bs, offset, length)
 
 
+def bdrv_pwrite_compressed(bs: Node, offset: int, data: bytes) -> None:
+    """bdrv_co_pwritev with BDRV_REQ_WRITE_COMPRESSED: the generic write path, with
+    the driver's compressed write (bdrv_driver_pwritev_compressed); ENOTSUP for a
+    driver without one (all but qcow, qcow2, vmdk). qcow2's data engine stores a
+    compressed cluster; qcow's and vmdk's store it uncompressed (same bytes)."""
+    length = len(data)
+    if not _write_starts(bs, offset, length):
+        return
+    fmt = bs.driver.format_name if bs.driver is not None else ""
+    if fmt not in ("qcow", "qcow2", "vmdk") or getattr(bs.state, "facts", None) is None:
+        raise BlockIOError(errno_mod.ENOTSUP)
+    from blockdev.drivers.blkdebug_io import blkdbg_event
+    from blockdev.drivers.format_io import engine
+
+    eng = engine(_IO, bs)
+    blkdbg_event(bs.file_bs, "write_compressed")
+    write = getattr(eng, "write_compressed", None)
+    if write is not None:
+        write(offset, data)
+    else:
+        eng.write(offset, data)  # qcow and vmdk compress in QEMU; stored plain here
+    _after_write(bs, offset, length)
+
+
 def bdrv_pwrite_zeroes(bs: Node, offset: int, length: int, *, may_unmap: bool = False) -> None:
     """bdrv_co_pwrite_zeroes (BDRV_REQ_ZERO_WRITE, BDRV_REQ_MAY_UNMAP)."""
-    _check_write(bs, offset, length)
-    _fault(bs, "write")
-    if length == 0:
+    if not _write_starts(bs, offset, length):
         return
-    _before_write(bs, offset, length)
     _ops(bs).pwrite_zeroes(_IO, bs, offset, length, may_unmap and bs.open_flags.unmap)
     _after_write(bs, offset, length)
 
@@ -261,10 +317,7 @@ def bdrv_pdiscard(bs: Node, offset: int, length: int) -> None:
         return
     _before_write(bs, offset, length)
     _ops(bs).pdiscard(_IO, bs, offset, length)
-    for bm in bs.bitmaps:
-        bm.mark(offset, length)
-        if bm.successor is not None:
-            bm.successor.mark(offset, length)
+    _set_dirty(bs, offset, length)
 
 
 def bdrv_flush(bs: Node) -> None:
@@ -565,6 +618,14 @@ def blk_pwrite(blk: Backend, offset: int, data: bytes, *, fua: bool = False,
     _charge(blk, "write", length)
     fua = fua or not blk.enable_write_cache
     _guard(blk, "write", length, account, lambda: bdrv_pwrite(bs, offset, data, fua=fua))
+
+
+def blk_pwrite_compressed(blk: Backend, offset: int, data: bytes) -> None:
+    """blk_co_pwritev with BDRV_REQ_WRITE_COMPRESSED (a backup's compressed copy)."""
+    length = len(data)
+    bs = _blk_check_write(blk, offset, length)
+    _charge(blk, "write", length)
+    bdrv_pwrite_compressed(bs, offset, data)
 
 
 def blk_pwrite_zeroes(blk: Backend, offset: int, length: int, *, may_unmap: bool = False,

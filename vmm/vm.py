@@ -19,6 +19,7 @@ import attrs
 from blockdev.commands import BlockCommands
 from blockdev.device_backends import DeviceBackends
 from blockdev.host import JOB_BEHAVIOURS, TRAY_BEHAVIOURS, WORKLOAD_BEHAVIOURS
+from blockdev.jobs.backup import BackupCommands, backup_actions
 from blockdev.jobs.commands import BlockJobCommands
 from blockdev.jobs.commit import CommitCommands
 from blockdev.jobs.core import Jobs
@@ -26,7 +27,7 @@ from blockdev.jobs.mirror import MirrorCommands
 from blockdev.jobs.stream import StreamCommands
 from blockdev.layer import BlockLayer
 from blockdev.nbd.commands import Nbd
-from blockdev.transaction import Transactions
+from blockdev.transaction import ACTIONS, Transactions
 from devices.board import BoardConfig
 from devices.chardev.commands import ChardevCommands
 from devices.chardev.model import Chardevs
@@ -339,9 +340,10 @@ class Vm:
         migration.add_section(DevicesSection(qdev))
         migration.add_section(BalloonSection(devices))
         dispatcher = Dispatcher(machine, core, BlockCommands(block), BlockJobCommands(jobs),
-                                Transactions(block, not_implemented=not_implemented),
-                                MirrorCommands(jobs),
-                                StreamCommands(jobs), CommitCommands(jobs),
+                                Transactions(block, not_implemented=not_implemented,
+                                             actions={**ACTIONS, **backup_actions(jobs)}),
+                                MirrorCommands(jobs), StreamCommands(jobs), CommitCommands(jobs),
+                                BackupCommands(jobs),
                                 ChangeCommand(block, display.vnc),
                                 MemoryDumpCommands(memory, machine.board.vcpus), screens, dumps,
                                 InputCommands(display.input, lambda: machine.runstate.state in (

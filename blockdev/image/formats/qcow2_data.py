@@ -470,6 +470,7 @@ class Qcow2Data:
             raise ImageError("Lazy refcounts require a qcow2 image with at least "
                              "qemu 1.1 compatibility level")
         self._cached_compressed: tuple[int, bytes] | None = None
+        self.free_byte_offset = 0  # BDRVQcow2State.free_byte_offset (qcow2_alloc_bytes)
         self.cipher: SectorCipher | None = None
         self.physical_sectors = False
         if self.crypt_method:
@@ -603,6 +604,12 @@ class Qcow2Data:
     def write(self, offset: int, data: bytes) -> None:
         self._check_writable()
         self._guard(lambda: self._write(offset, memoryview(bytes(data))))
+
+    def write_compressed(self, offset: int, data: bytes) -> None:
+        """qcow2_co_pwritev_compressed: one whole cluster (the image's last one may
+        be short: zero-padded), stored deflated unless that saves nothing."""
+        self._check_writable()
+        self._guard(lambda: self._write_compressed(offset, bytes(data)))
 
     def write_zeroes(self, offset: int, length: int, *, unmap: bool) -> None:
         self._check_writable()
@@ -1021,6 +1028,64 @@ class Qcow2Data:
                     self._perform_cow(m, None)
                 self._link_l2(m)
             pos += n
+
+    def _write_compressed(self, offset: int, data: bytes) -> None:
+        """qcow2_co_pwritev_compressed: raw deflate with a 4 KiB window and memLevel 9
+        (deflateInit2(Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9)); data that does not
+        shrink below a cluster is written as an ordinary cluster. The compressed
+        bytes get space from qcow2_alloc_bytes and an L2 entry with the
+        compressed flag and the sector count (qcow2_alloc_compressed_cluster_offset),
+        which refuses a cluster that already has a host offset (EIO)."""
+        cs = self.cluster_size
+        nbytes = len(data)
+        if offset % cs:
+            raise BlockIOError(errno.EINVAL)
+        if nbytes != cs:
+            if nbytes > cs or offset + nbytes != self.size:
+                raise BlockIOError(errno.EINVAL)
+            data += bytes(cs - nbytes)
+        z = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -12, 9)
+        out = z.compress(data) + z.flush()
+        if len(out) >= cs:
+            self._write(offset, memoryview(data[:nbytes]))
+            return
+        self._cached_compressed = None
+        l2_offset, table, l2_index = self._cluster_table(offset)
+        if self._l2_entries(table, l2_index, 1)[0] & L2E_OFFSET_MASK:
+            raise BlockIOError(errno.EIO)
+        host = self._alloc_bytes(len(out))
+        nb_csectors = ((host + len(out) - 1) >> 9) - (host >> 9)
+        struct.pack_into(">Q", table, l2_index * 8,
+                         host | QCOW_OFLAG_COMPRESSED | (nb_csectors << self.csize_shift))
+        self.l2_cache.mark_dirty(l2_offset)
+        self._pwrite(host, out)
+
+    def _alloc_bytes(self, size: int) -> int:
+        """qcow2_alloc_bytes: `size` bytes packed after the previous compressed
+        cluster while its host cluster has room (each host cluster touched gains a
+        reference), else from a new host cluster."""
+        cs = self.cluster_size
+        refcounts = self.refcounts
+        offset = self.free_byte_offset
+        if offset and refcounts.get(offset // cs) == refcounts.ops.max:
+            offset = 0
+        free_in_cluster = cs - offset % cs
+        while True:
+            if not offset or free_in_cluster < size:
+                new_cluster = refcounts._alloc_noref(1)
+                if new_cluster == 0:
+                    raise _Corrupt("Preventing invalid allocation of compressed cluster "
+                                   "at offset 0")
+                if not offset or -(-offset // cs) * cs != new_cluster:
+                    offset = new_cluster
+                    free_in_cluster = cs
+                else:
+                    free_in_cluster += cs
+            if not refcounts._update(offset, size, 1):
+                break
+            offset = 0  # a refcount block was allocated first (-EAGAIN): again
+        self.free_byte_offset = 0 if (offset + size) % cs == 0 else offset + size
+        return offset
 
     def _perform_cow(self, m: _L2Meta, data: memoryview | None) -> None:
         """perform_cow: the unchanged head and tail of the new clusters, read
