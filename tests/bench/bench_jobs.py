@@ -4,32 +4,37 @@ A benchmark script, not a test; it prints figures.
 
 Run from the repository root:
 
-    python -m tests.bench.bench_jobs [--jobs 1000] [--seconds 8] [--kind auto]
+    python -m tests.bench.bench_jobs [--jobs 1000] [--seconds 15] [--kind auto] [--no-mock]
 
 The server is the emulator's own trio server, in this process, on a unix socket;
 the client is a separate process speaking QMP with the `qemu.qmp` library (PyPI).
-Each job is a slow one: `--seconds` long at its `speed`, in 512 KiB requests (the
-request size of 2.11's stream). The jobs start one after the other, 1 ms apart (as
-a management tool starts them), and run to their BLOCK_JOB_COMPLETED.
+Each job is a slow one, `--seconds` long at its `speed` (1 MiB/s). The client sets
+up every job's nodes first, then the jobs start one after the other, 1 ms apart (as
+a management tool starts them); each sends one timed event.
 
 `--kind`:
-- `stream`: `block-stream` of a two-image qcow2 chain per job (the images are
-  written by `qemu-img` once and copied);
-- `count`: a job kind of the benchmark's own (`CountJob`, `blockjob.c`'s loop with
-  nothing but the time of its requests), started through the job model in the
-  server process, since no QMP command starts it; it measures the scheduler alone;
-- `auto` (default): `stream` if this tree has it, else `count`.
+- `mirror`: `blockdev-mirror` sync=full between two null-co nodes per job; the timed
+  event is BLOCK_JOB_READY (the mirror then stays, in sync, until the end);
+- `count`: a job kind of the benchmark's own (`CountJob`: blockjob.c's loop with
+  nothing but the time of its 512 KiB requests), started through the job model in
+  the server process, since no QMP command starts it; it measures the scheduler
+  alone; the timed event is BLOCK_JOB_COMPLETED;
+- `auto` (default): `mirror` if this tree has it, else `count`.
 
 Figures:
 - server CPU: the server process's CPU time (user + system) over the wall time,
-  while every job runs (from the last start to the first end), and over the whole run;
-- event lateness: when the client receives each job's terminal event, minus when the
-  model said it was due (the deadline of the timer whose expiry ended the job, kept
-  by a probe the benchmark plugs in front of the job registry); p50, p99 and max.
-  Targets of issue 9: p99 under 10 ms, CPU under 20 %;
-- MockClock: the wall time the same jobs take with `trio.testing.MockClock`
-  (autojump), an in-process client counting their terminal events.
+  while every job runs (from the last start to the first timed event), and over the
+  whole run;
+- event lateness: when the client receives each job's timed event, minus when the
+  model said it was due (the deadline of the job's timer whose expiry sent it, kept
+  by a probe the benchmark plugs in front of the job registry), and the server's
+  share of it (sent minus due); p50, p99 and max. Targets of issue 9: p99 under
+  10 ms, CPU under 20 %;
+- MockClock: the wall time the same jobs take to their timed event with
+  `trio.testing.MockClock` (autojump), an in-process client counting the events.
 
+The real-clock run can be profiled: JOBS_BENCH_PROFILE=FILE writes cProfile's
+statistics of the server process to FILE.
 Figures are of this machine under its current load (it prints the load average).
 """
 
@@ -39,7 +44,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,7 +63,6 @@ from tests import emulator
 
 MiB = 1 << 20
 CHUNK = 512 * 1024  # block/stream.c STREAM_BUFFER_SIZE
-TERMINAL = ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED")
 ARGV = ["-machine", "none", "-nodefaults", "-S"]
 
 
@@ -93,11 +96,12 @@ class DueProbe:
     deadline of its own."""
 
     jobs: Jobs
+    event: str
     due: dict[str, float] = attrs.Factory(dict)   # job id -> deadline being served
-    # job id -> (its terminal event, when it was due, when the server sent it)
+    # job id -> (its timed event, when it was due, when the server sent it)
     sent: dict[str, tuple[str, float, float]] = attrs.Factory(dict)
-    ended: int = 0  # terminal events, timed or not
-    on_terminal: Callable[[], None] = lambda: None
+    ended: int = 0  # timed events seen, due at a timer or not
+    on_event_seen: Callable[[], None] = lambda: None
 
     def reset(self) -> None: ...
     def before_cont(self) -> None: ...
@@ -122,12 +126,12 @@ class DueProbe:
             stack.extend(j for j in (2 * i + 1, 2 * i + 2) if j < len(heap))
 
     def on_event(self, event: Any) -> None:
-        if event.name in TERMINAL:
+        if event.name == self.event:
             device = event.data["device"]
             if device in self.due:
                 self.sent[device] = (event.name, self.due[device], self.jobs.now())
             self.ended += 1
-            self.on_terminal()
+            self.on_event_seen()
 
 
 # -- the jobs of each kind ------------------------------------------------------------
@@ -140,6 +144,7 @@ class Plan:
     setup: list[dict[str, Any]]   # QMP requests before the clock starts
     start: list[dict[str, Any]]   # one request per job that starts it
     start_in_process: bool
+    event: str = "BLOCK_JOB_COMPLETED"  # the timed event: one per job
 
 
 def plan_count(n: int) -> Plan:
@@ -150,27 +155,19 @@ def plan_count(n: int) -> Plan:
     return Plan(setup=setup, start=[], start_in_process=True)
 
 
-def plan_stream(n: int, speed: int, length: int, tmp: Path) -> Plan:
-    """Per job a base (written with a pattern) and a top, copied from templates."""
-    base = tmp / "base.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), str(length)],
-                   check=True)
-    subprocess.run(["qemu-io", "-c", f"write -q -P 0x5a 0 {length}", str(base)], check=True)
+def plan_mirror(n: int, speed: int, length: int) -> Plan:
+    """Per job a null-co source and target: `blockdev-mirror` copies the source at
+    `speed`, then sends BLOCK_JOB_READY and stays (until completed or cancelled)."""
     setup: list[dict[str, Any]] = []
-    start: list[dict[str, Any]] = []
     for i in range(n):
-        b, t = tmp / f"base{i}.qcow2", tmp / f"top{i}.qcow2"
-        shutil.copyfile(base, b)
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(b), "-F",
-                        "qcow2", str(t)], check=True)
-        setup.append({"execute": "blockdev-add", "arguments": {
-            "driver": "qcow2", "node-name": f"n{i}",
-            "file": {"driver": "file", "filename": str(t)},
-            "backing": {"driver": "qcow2", "node-name": f"b{i}",
-                        "file": {"driver": "file", "filename": str(b)}}}})
-        start.append({"execute": "block-stream", "arguments": {
-            "job-id": f"j{i}", "device": f"n{i}", "speed": speed}})
-    return Plan(setup=setup, start=start, start_in_process=False)
+        for name in (f"s{i}", f"t{i}"):
+            setup.append({"execute": "blockdev-add", "arguments": {
+                "driver": "null-co", "node-name": name, "size": length}})
+    start: list[dict[str, Any]] = [
+        {"execute": "blockdev-mirror", "arguments": {
+            "job-id": f"j{i}", "device": f"s{i}", "target": f"t{i}", "sync": "full",
+            "speed": speed}} for i in range(n)]
+    return Plan(setup=setup, start=start, start_in_process=False, event="BLOCK_JOB_READY")
 
 
 # -- the client: a separate process ----------------------------------------------------
@@ -179,13 +176,13 @@ def plan_stream(n: int, speed: int, length: int, tmp: Path) -> Plan:
 async def client_main(sock: str, expect: int) -> None:
     """Reads the plan's requests (JSON) on stdin, sends the set-up ones and says
     `ready`, sends the starting ones on `go` and says `started`, then writes each
-    terminal event's arrival (time.perf_counter) as a JSON line."""
+    timed event's arrival (time.perf_counter) as a JSON line."""
     from qemu.qmp import EventListener, QMPClient
 
     plan = json.loads(sys.stdin.readline())
     qmp = QMPClient("bench")
     await qmp.connect(sock)
-    listener = EventListener(names=list(TERMINAL))
+    listener = EventListener(names=[plan["event"]])
     arrivals: list[dict[str, Any]] = []
     with qmp.listen(listener):
         for req in plan["setup"]:
@@ -230,17 +227,17 @@ async def real_clock(plan: Plan, n: int, speed: int, total: int, tmp: Path) -> N
     vm = built.vm
     sock = tmp / "qmp.sock"
     ended = trio.Event()
-    probe = DueProbe(jobs=vm.jobs)
+    probe = DueProbe(jobs=vm.jobs, event=plan.event)
     cpu_marks: dict[str, float] = {}
 
-    def terminal() -> None:
+    def seen() -> None:
         if "first_end" not in cpu_marks:
             cpu_marks["first_end"] = time.process_time()
             cpu_marks["first_end_wall"] = time.perf_counter()
         if probe.ended >= n:
             ended.set()
 
-    probe.on_terminal = terminal
+    probe.on_event_seen = seen
     vm.machine.subsystems.insert(0, probe)
     vm.machine.events.subscribe(probe.on_event)
     async with trio.open_nursery() as nursery:
@@ -252,7 +249,7 @@ async def real_clock(plan: Plan, n: int, speed: int, total: int, tmp: Path) -> N
         assert client.stdin is not None and client.stdout is not None
         lines = LineReader(client.stdout)
         await client.stdin.send_all(json.dumps(
-            {"setup": plan.setup, "start": plan.start}).encode() + b"\n")
+            {"setup": plan.setup, "start": plan.start, "event": plan.event}).encode() + b"\n")
         assert await lines.next() == "ready"
         cpu0, wall0 = time.process_time(), time.perf_counter()
         await client.stdin.send_all(b"go\n")
@@ -280,7 +277,7 @@ async def real_clock(plan: Plan, n: int, speed: int, total: int, tmp: Path) -> N
               f"({steady_cpu:.2f} s of {steady_wall:.2f} s)")
     print(f"  server CPU over the whole run: {100 * (cpu2 - cpu0) / (wall2 - wall0):.1f} %")
     if late:
-        print(f"  terminal event lateness ({len(late)} events): p50 "
+        print(f"  {plan.event} lateness ({len(late)} events): p50 "
               f"{percentile(late, 50):.2f} ms, p99 {percentile(late, 99):.2f} ms, "
               f"max {max(late):.2f} ms")
         print(f"  of which the server's (sent - due): p50 {percentile(sent_late, 50):.2f} ms, "
@@ -328,7 +325,7 @@ async def mock_clock(plan: Plan, n: int, speed: int, total: int, tmp: Path) -> N
         seen = 0
         while seen < n:
             msg = await client.line()
-            seen += msg.get("event") in TERMINAL
+            seen += msg.get("event") == plan.event
         simulated = trio.current_time() - t0
         client.close()
         nursery.cancel_scope.cancel()
@@ -344,16 +341,18 @@ async def call(client: Any, req: dict[str, Any]) -> None:
     assert "return" in reply, reply
 
 
-def make_plan(kind: str, n: int, speed: int, total: int, tmp: Path) -> Plan:
-    if kind == "stream":
-        return plan_stream(n, speed, total, tmp)
+def make_plan(kind: str, n: int, speed: int, total: int) -> Plan:
+    if kind == "mirror":
+        return plan_mirror(n, speed, total)
     return plan_count(n)
 
 
-def stream_available() -> bool:
+def mirror_available() -> bool:
+    """Whether this tree's blockdev-mirror is more than the "not implemented" stub."""
     vm = emulator.SyncVm(["-machine", "none", "-nodefaults"])
     try:
-        reply = vm.execute({"execute": "block-stream", "arguments": {"device": "x"}})
+        reply = vm.execute({"execute": "blockdev-mirror", "arguments": {
+            "device": "x", "target": "y", "sync": "full"}})
     finally:
         vm.close()
     assert reply is not None
@@ -363,9 +362,9 @@ def stream_available() -> bool:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=1000)
-    ap.add_argument("--seconds", type=float, default=8.0,
+    ap.add_argument("--seconds", type=float, default=15.0,
                     help="how long each job runs at its speed")
-    ap.add_argument("--kind", choices=["auto", "stream", "count"], default="auto")
+    ap.add_argument("--kind", choices=["auto", "mirror", "count"], default="auto")
     ap.add_argument("--no-mock", action="store_true", help="skip the MockClock run")
     ap.add_argument("--client", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -374,7 +373,7 @@ def main() -> None:
         return
     kind = args.kind
     if kind == "auto":
-        kind = "stream" if stream_available() else "count"
+        kind = "mirror" if mirror_available() else "count"
     speed = 1 * MiB
     total = max(CHUNK, int(args.seconds * speed) // CHUNK * CHUNK)
     print(f"{args.jobs} {kind} jobs of {total // 1024} KiB at {speed // 1024} KiB/s "
@@ -382,7 +381,7 @@ def main() -> None:
           f"{os.cpu_count()} CPUs")
     with temp_dir() as tmp:
         (tmp / "real").mkdir()
-        plan = make_plan(kind, args.jobs, speed, total, tmp / "real")
+        plan = make_plan(kind, args.jobs, speed, total)
         if os.environ.get("JOBS_BENCH_PROFILE"):
             # JOBS_BENCH_PROFILE=FILE: the real-clock run under cProfile, stats in FILE
             import cProfile
@@ -394,7 +393,7 @@ def main() -> None:
             trio.run(real_clock, plan, args.jobs, speed, total, tmp / "real")
         if not args.no_mock:
             (tmp / "mock").mkdir()
-            plan = make_plan(kind, args.jobs, speed, total, tmp / "mock")
+            plan = make_plan(kind, args.jobs, speed, total)
             trio.run(mock_clock, plan, args.jobs, speed, total, tmp / "mock",
                      clock=trio.testing.MockClock(autojump_threshold=0))
 
