@@ -305,7 +305,8 @@ class JobsMachine(RuleBasedStateMachine):
         block_job_create's job ID and QERR_DEVICE_IN_USE (a node without a device
         name)."""
         texts = {"Need a root block node", "Device '' is in use"}
-        for name in (f"top{k}", f"tgt{k}"):
+        # block-stream checks every node of the chain down to the base
+        for name in (f"top{k}", f"base{k}", f"tgt{k}"):
             texts |= {f"Node {name} is in use", f"Block device {name} is in use"}
             texts |= {f"Node '{name}' is busy: block device is in use by block job: "
                       f"{job.type}" for job in self.slot_jobs(k)}
