@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 import shutil
 import subprocess
 import tempfile
@@ -70,10 +71,12 @@ DEVICES = st.sampled_from([*JOB_IDS, "top0"])
 SLOTS = 3
 SPEEDS = st.sampled_from([0, 1 << 20, 8 << 20])
 POLICIES = st.sampled_from(["report", "ignore", "stop", "enospc"])
-# An error injected in a slot's base: None, or (blkdebug event, errno, once)
+# A slot's errors: None; (blkdebug event, errno, once) injected in its base; or
+# ("full", ENOSPC, False): a target that fills up
 ERRORS = st.sampled_from([None, None, ("read_aio", errno.EIO, True),
                           ("read_aio", errno.ENOSPC, True), ("read_aio", errno.EIO, False),
-                          ("write_aio", errno.ENOSPC, True)])
+                          ("write_aio", errno.ENOSPC, True), ("full", errno.ENOSPC, False)])
+FULL_TARGET = 256 * 1024
 TERMINAL = ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED")
 
 needs_qemu_img = pytest.mark.skipif(shutil.which("qemu-img") is None,
@@ -177,6 +180,15 @@ class SlotModel:
     tgt: bool = True    # the target node exists
     fresh: bool = True  # no job ran on it: its graph is as it was added
 
+    def errno(self, kind: str) -> int:
+        """The errno of the errors a job of `kind` meets on this slot: the base's
+        injected one, or ENOSPC from a full target for the kinds that write it."""
+        if self.error is None:
+            return 0
+        if self.error[0] == "full":
+            return self.error[1] if kind in ("backup", "mirror") else 0
+        return self.error[1]
+
 
 class JobsMachine(RuleBasedStateMachine):
     """The model: the jobs QEMU would run and their state. The emulator: a SyncVm."""
@@ -277,7 +289,13 @@ class JobsMachine(RuleBasedStateMachine):
             paths[name] = str(self.dir / f"{name}{k}.qcow2")
             shutil.copyfile(self.templates / f"{name}.qcow2", paths[name])
         base_file: dict[str, Any] = {"driver": "file", "filename": paths["base"]}
-        if error is not None:
+        tgt_file: dict[str, Any] = {"driver": "file", "filename": paths["tgt"]}
+        if error is not None and error[0] == "full":
+            # a target that fills up: its qcow2 file under a raw node whose `size` ends
+            # where its metadata does, so writing a data cluster fails with ENOSPC
+            os.truncate(paths["tgt"], FULL_TARGET)
+            tgt_file = {"driver": "raw", "size": FULL_TARGET, "file": tgt_file}
+        elif error is not None:
             event, err, once = error
             base_file = {"driver": "blkdebug", "image": base_file, "inject-error": [
                 {"event": event, "errno": err, "once": once}]}
@@ -288,9 +306,8 @@ class JobsMachine(RuleBasedStateMachine):
         self.expect_ok("blockdev-add", {
             "driver": "qcow2", "node-name": f"top{k}", "backing": f"base{k}",
             "file": {"driver": "file", "filename": paths["top"]}})
-        self.expect_ok("blockdev-add", {
-            "driver": "qcow2", "node-name": f"tgt{k}",
-            "file": {"driver": "file", "filename": paths["tgt"]}})
+        self.expect_ok("blockdev-add", {"driver": "qcow2", "node-name": f"tgt{k}",
+                                        "file": tgt_file})
         self.slots[k] = SlotModel(k=k, error=error)
 
     def slot_jobs(self, k: int) -> list[JobModel]:
@@ -388,7 +405,7 @@ class JobsMachine(RuleBasedStateMachine):
             args.update({"target": f"tgt{k}", "sync": sync, "on-source-error": policy,
                          "on-target-error": policy})
         job = JobModel(id=job_id, kind=kind, slot=k, speed=speed, policy=policy,
-                       errno=slot.error[1] if slot.error else 0)
+                       errno=slot.errno(kind))
         self.expect_started(self.execute(COMMANDS[kind], args, check=False), job, slot)
         self.check_events()
 
