@@ -2,10 +2,11 @@
 
 The machine is a strict `SyncVm` (every reply and event is checked against the
 schema) whose clock only moves when a rule ticks it. Rules add "slots" (a qcow2 `top`
-over a `base` whose file may sit under blkdebug with an inject-error rule: the error
-injection, once or always, EIO or ENOSPC, on reads or writes; and a qcow2 target
-`tgt`), start jobs on them, and pause, resume, set the speed of, cancel (with and
-without force), complete, and tick, in any order, and delete nodes under them.
+over a qcow2 `base`, and a qcow2 target `tgt`, with their errors: blkdebug under the
+base with an inject-error rule, once or always, EIO or ENOSPC, on reads or writes;
+or a target that fills up), start jobs on them, and pause, resume, set the speed
+of, cancel (with and without force), complete, and tick, in any order, and delete
+nodes under them.
 
 The kinds: every QMP job command of 2.11 that this tree implements (`block-stream`,
 `block-commit` (active), `blockdev-backup`, `blockdev-mirror`; a command that still
