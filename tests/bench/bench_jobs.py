@@ -8,18 +8,21 @@ Run from the repository root:
 
 The server is the emulator's own trio server, in this process, on a unix socket;
 the client is a separate process speaking QMP with the `qemu.qmp` library (PyPI).
-Each job is a slow one, `--seconds` long at its `speed` (1 MiB/s). The client sets
+Each job is a slow one, `--seconds` long at its kind's `speed`. The client sets
 up every job's nodes first, then the jobs start one after the other, 1 ms apart (as
 a management tool starts them); each sends one timed event.
 
 `--kind`:
-- `mirror`: `blockdev-mirror` sync=full between two null-co nodes per job; the timed
-  event is BLOCK_JOB_READY (the mirror then stays, in sync, until the end);
+- `backup`: `blockdev-backup` sync=full between two null-co nodes per job, at
+  64 KiB/s (a cluster a second); the timed event is BLOCK_JOB_COMPLETED;
+- `mirror`: `blockdev-mirror` sync=full between two null-co nodes per job, at
+  1 MiB/s; the timed event is BLOCK_JOB_READY (the mirror then stays in sync, waking
+  every 100 ms as 2.11's does, until the end);
 - `count`: a job kind of the benchmark's own (`CountJob`: blockjob.c's loop with
-  nothing but the time of its 512 KiB requests), started through the job model in
-  the server process, since no QMP command starts it; it measures the scheduler
-  alone; the timed event is BLOCK_JOB_COMPLETED;
-- `auto` (default): `mirror` if this tree has it, else `count`.
+  nothing but the time of its 512 KiB requests) at 1 MiB/s, started through the job
+  model in the server process, since no QMP command starts it; it measures the
+  scheduler alone; the timed event is BLOCK_JOB_COMPLETED;
+- `auto` (default): the first of `backup`, `mirror` this tree has, else `count`.
 
 Figures:
 - server CPU: the server process's CPU time (user + system) over the wall time,
@@ -42,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import subprocess
@@ -49,7 +53,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +157,21 @@ def plan_count(n: int) -> Plan:
                                                   "size": 64 * MiB}}
         for i in range(n)]
     return Plan(setup=setup, start=[], start_in_process=True)
+
+
+def plan_backup(n: int, speed: int, length: int) -> Plan:
+    """Per job a null-co source and target: `blockdev-backup` sync=full copies the
+    source cluster by cluster (64 KiB: null-co tells no cluster size) at `speed`."""
+    setup: list[dict[str, Any]] = []
+    for i in range(n):
+        for name in (f"s{i}", f"t{i}"):
+            setup.append({"execute": "blockdev-add", "arguments": {
+                "driver": "null-co", "node-name": name, "size": length}})
+    start: list[dict[str, Any]] = [
+        {"execute": "blockdev-backup", "arguments": {
+            "job-id": f"j{i}", "device": f"s{i}", "target": f"t{i}", "sync": "full",
+            "speed": speed}} for i in range(n)]
+    return Plan(setup=setup, start=start, start_in_process=False)
 
 
 def plan_mirror(n: int, speed: int, length: int) -> Plan:
@@ -342,16 +361,18 @@ async def call(client: Any, req: dict[str, Any]) -> None:
 
 
 def make_plan(kind: str, n: int, speed: int, total: int) -> Plan:
+    if kind == "backup":
+        return plan_backup(n, speed, total)
     if kind == "mirror":
         return plan_mirror(n, speed, total)
     return plan_count(n)
 
 
-def mirror_available() -> bool:
-    """Whether this tree's blockdev-mirror is more than the "not implemented" stub."""
+def available(command: str) -> bool:
+    """Whether this tree's `command` is more than the "not implemented" stub."""
     vm = emulator.SyncVm(["-machine", "none", "-nodefaults"])
     try:
-        reply = vm.execute({"execute": "blockdev-mirror", "arguments": {
+        reply = vm.execute({"execute": command, "arguments": {
             "device": "x", "target": "y", "sync": "full"}})
     finally:
         vm.close()
@@ -359,12 +380,16 @@ def mirror_available() -> bool:
     return "not implemented" not in reply.get("error", {}).get("desc", "")
 
 
+# kind -> (its speed, the request its time is counted in)
+SPEEDS = {"backup": (64 * 1024, 64 * 1024), "mirror": (MiB, CHUNK), "count": (MiB, CHUNK)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=15.0,
                     help="how long each job runs at its speed")
-    ap.add_argument("--kind", choices=["auto", "mirror", "count"], default="auto")
+    ap.add_argument("--kind", choices=["auto", "backup", "mirror", "count"], default="auto")
     ap.add_argument("--no-mock", action="store_true", help="skip the MockClock run")
     ap.add_argument("--client", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -373,13 +398,17 @@ def main() -> None:
         return
     kind = args.kind
     if kind == "auto":
-        kind = "mirror" if mirror_available() else "count"
-    speed = 1 * MiB
-    total = max(CHUNK, int(args.seconds * speed) // CHUNK * CHUNK)
+        kind = next((k for k in ("backup", "mirror") if available(f"blockdev-{k}")),
+                    "count")
+    speed, request = SPEEDS[kind]
+    total = max(request, int(args.seconds * speed) // request * request)
     print(f"{args.jobs} {kind} jobs of {total // 1024} KiB at {speed // 1024} KiB/s "
           f"(~{total / speed:.0f} s each), 1 ms apart; load {os.getloadavg()[0]:.2f}, "
           f"{os.cpu_count()} CPUs")
-    with temp_dir() as tmp:
+    # what the emulator reports on stderr (backup's warning about null-co's cluster
+    # size, once per job) is counted, not shown
+    stderr = io.StringIO()
+    with temp_dir() as tmp, redirect_stderr(stderr):
         (tmp / "real").mkdir()
         plan = make_plan(kind, args.jobs, speed, total)
         if os.environ.get("JOBS_BENCH_PROFILE"):
@@ -396,12 +425,16 @@ def main() -> None:
             plan = make_plan(kind, args.jobs, speed, total)
             trio.run(mock_clock, plan, args.jobs, speed, total, tmp / "mock",
                      clock=trio.testing.MockClock(autojump_threshold=0))
+    lines = stderr.getvalue().splitlines()
+    if lines:
+        print(f"stderr: {len(lines)} lines, the first: {lines[0]}")
 
 
 @contextmanager
 def temp_dir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="jobbench.") as d:
         yield Path(d)
+
 
 if __name__ == "__main__":
     main()
