@@ -33,6 +33,8 @@ Figures:
   by a probe the benchmark plugs in front of the job registry), and the server's
   share of it (sent minus due); p50, p99 and max. Targets of issue 9: p99 under
   10 ms, CPU under 20 %;
+- the garbage collector's pauses while the jobs run (gc.callbacks), which hold
+  every timer due during them;
 - MockClock: the wall time the same jobs take to their timed event with
   `trio.testing.MockClock` (autojump), an in-process client counting the events.
 
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import io
 import json
 import os
@@ -257,6 +260,8 @@ async def real_clock(plan: Plan, n: int, speed: int, total: int, tmp: Path) -> N
             ended.set()
 
     probe.on_event_seen = seen
+    pauses = GcPauses()
+    gc.callbacks.append(pauses.callback)
     vm.machine.subsystems.insert(0, probe)
     vm.machine.events.subscribe(probe.on_event)
     async with trio.open_nursery() as nursery:
@@ -271,6 +276,7 @@ async def real_clock(plan: Plan, n: int, speed: int, total: int, tmp: Path) -> N
             {"setup": plan.setup, "start": plan.start, "event": plan.event}).encode() + b"\n")
         assert await lines.next() == "ready"
         cpu0, wall0 = time.process_time(), time.perf_counter()
+        pauses.counting = True
         await client.stdin.send_all(b"go\n")
         if plan.start_in_process:
             for i in range(n):
@@ -280,10 +286,12 @@ async def real_clock(plan: Plan, n: int, speed: int, total: int, tmp: Path) -> N
         cpu1, wall1 = time.process_time(), time.perf_counter()
         await ended.wait()
         cpu2, wall2 = time.process_time(), time.perf_counter()
+        pauses.counting = False
         arrivals = [json.loads(await lines.next()) for _ in range(n)]
         await client.wait()
         offset = trio.current_time() - time.perf_counter()
         nursery.cancel_scope.cancel()
+    gc.callbacks.remove(pauses.callback)
     late = [(a["t"] - (probe.sent[a["device"]][1] - offset)) * 1000 for a in arrivals
             if a["device"] in probe.sent]
     sent_late = [(sent - due) * 1000 for _, due, sent in probe.sent.values()]
@@ -295,12 +303,30 @@ async def real_clock(plan: Plan, n: int, speed: int, total: int, tmp: Path) -> N
         print(f"  server CPU while all {n} run: {100 * steady_cpu / steady_wall:.1f} % "
               f"({steady_cpu:.2f} s of {steady_wall:.2f} s)")
     print(f"  server CPU over the whole run: {100 * (cpu2 - cpu0) / (wall2 - wall0):.1f} %")
+    print(f"  the garbage collector while they ran: {len(pauses.ms)} collections, "
+          f"{sum(pauses.ms):.0f} ms, the longest {max(pauses.ms, default=0):.1f} ms")
     if late:
         print(f"  {plan.event} lateness ({len(late)} events): p50 "
               f"{percentile(late, 50):.2f} ms, p99 {percentile(late, 99):.2f} ms, "
               f"max {max(late):.2f} ms")
         print(f"  of which the server's (sent - due): p50 {percentile(sent_late, 50):.2f} ms, "
               f"p99 {percentile(sent_late, 99):.2f} ms, max {max(sent_late):.2f} ms")
+
+
+@attrs.define
+class GcPauses:
+    """The garbage collector's pauses (gc.callbacks), in ms: a pause holds every
+    timer that falls due during it."""
+
+    ms: list[float] = attrs.Factory(list)
+    started: float = 0.0
+    counting: bool = False
+
+    def callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        elif self.counting:
+            self.ms.append((time.perf_counter() - self.started) * 1000)
 
 
 class LineReader:
