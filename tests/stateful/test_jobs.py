@@ -20,9 +20,14 @@ The model is QEMU 2.11's blockjob.c and blockdev.c qmp_block_job_* (block.md §4
 the user does), `user_paused` and the "currently paused" refusal of a cancel
 without force, block_job_complete's refusal ("cannot be completed") of a paused,
 cancelled, not ready job or of a kind without `complete`, block_job_cancel_async's
-reset of the io-status, block_job_error_action's table (error_action). Rules assert
-the exact replies; starts on a slot that a job uses assert blockdev.c's op blocker
-("Node ... is busy: block device is in use by block job: KIND").
+reset of the io-status, block_job_error_action's table (error_action), and the
+quirk of a mirror cancelled in sync (mirror.c mirror_run clears `cancelled`: it may
+still be completed, and ends COMPLETED). Rules assert the exact replies: a start on
+a slot as it was added succeeds (or its job ID is in use); beside running jobs, a
+start or a blockdev-del fails with one of 2.11's in-use errors (the op blockers,
+"Node ... is busy: block device is in use by block job: KIND", or of the implicit
+filter's backing; qmp_get_root_bs's "Need a root block node"; qmp_blockdev_del's
+checks) or succeeds, and the invariants judge what follows.
 
 Invariants after every step: each job ends in exactly one terminal event (never
 one for a job that is not running, CANCELLED only after a cancel), READY at most once
