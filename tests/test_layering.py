@@ -103,8 +103,8 @@ def test_start_up_loads_what_a_plain_machine_needs() -> None:
     machines use: the human monitor's interpreter and the qtest protocol load with
     the first human monitor or -qtest, the guest's address spaces with the first
     access to guest memory or ports, the image format readers (and their facts) with
-    the first image, the block data path with the first request, the schema parser
-    and the Hypothesis strategies never."""
+    the first image, the block data path with the first request, migration with
+    its first command, the schema parser and the Hypothesis strategies never."""
     lazy = ["vmm.hmp.interpreter", "vmm.hmp.table", "vmm.qtest", "devices.chipset",
             "devices.address_space", "devices.display.vnc", "devices.display.vnc_edge",
             "devices.display.rfb", "devices.display.des", "devices.display.console",
@@ -117,7 +117,11 @@ def test_start_up_loads_what_a_plain_machine_needs() -> None:
             # chardevs' host side, guest frontends and net clients: with the first
             # chardev, port or netdev that needs them
             "devices.chardev.hostio", "devices.chardev.frontends", "devices.net.model",
-            "devices.net.hostnet"]
+            "devices.net.hostnet",
+            # the migration subsystem and the device state it carries: with the first
+            # migration command or -incoming (vmm.lazy)
+            "migration.commands", "migration.host", "migration.uri", "migration.stream",
+            "migration.states", "migration.transport", "migration.files", "vmm.vmstate"]
     probe = ("import sys, vmm.program; "
              f"print([m for m in {lazy!r} if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
