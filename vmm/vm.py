@@ -5,7 +5,10 @@ catalogue, a clock), so a test, the server and, later, a process hosting many
 machines all build VMs the same way and share nothing but those immutable values.
 Each subsystem is a typed attribute here and is plugged into the Machine, whose hooks
 it then follows (`vmm.machine.subsystem`); its command handlers join the dispatcher's
-table, and its guest behaviours join `BEHAVIOURS`.
+table, and its guest behaviours join `BEHAVIOURS`. What a plain start-up does not use
+is loaded on first use: the guest's address spaces, the net clients and the display
+below, the migration subsystem through `vmm.lazy` (a stand-in among the subsystems,
+its handlers registered by name); `tests/test_layering.py` lists them.
 """
 
 from __future__ import annotations
