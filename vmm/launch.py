@@ -14,7 +14,6 @@ it handles one that comes later.
 
 from __future__ import annotations
 
-import gc
 import signal
 import sys
 from types import FrameType
@@ -41,11 +40,6 @@ class EarlySignals:
 
 def run() -> None:
     early = EarlySignals.install()
-    # Loading the emulator allocates a few hundred thousand objects that all live
-    # until the process exits: the collector's passes over them (a tenth of the
-    # start-up) would find nothing to free. `vmm.program` turns it back on before it
-    # builds the machine.
-    gc.disable()
     from vmm.program import main
 
     sys.exit(main(early_signals=early))

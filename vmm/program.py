@@ -12,7 +12,6 @@ emulator's own diagnostics (the per-VM loggers under `vmm`) go to stderr too.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -77,10 +76,6 @@ def main(argv: Sequence[str] | None = None, *,
             return 1
     schema = load_schema(config.persona)
     _diagnostics_to_stderr(prog)
-    # What the program loaded lives as long as the process: the collector need not
-    # look at it again (and was off while it loaded: vmm.launch).
-    gc.freeze()
-    gc.enable()
     try:
         code = trio.run(_run, config, cl, schema, catalog, daemon, early_signals)
         if code < 0:
