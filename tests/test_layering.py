@@ -127,3 +127,29 @@ def test_start_up_loads_what_a_plain_machine_needs() -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             cwd=ROOT, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_building_a_plain_machine_loads_no_lazy_subsystem() -> None:
+    """`Vm.build` composes every subsystem for every machine: a plain one, started
+    and greeting a QMP monitor, still has not loaded what loads on first use."""
+    lazy = ["migration.commands", "migration.host", "migration.uri", "migration.stream",
+            "migration.states", "migration.transport", "migration.files", "vmm.vmstate",
+            "devices.net.model", "devices.chardev.hostio", "devices.display.vnc",
+            "devices.input", "devices.chipset", "vmm.hmp.interpreter", "blockdev.io"]
+    probe = (
+        "import sys\n"
+        "from schema.catalog import Catalog\n"
+        "from schema.loader import load_schema\n"
+        "from vmm.machine.clock import Clock\n"
+        "from vmm.machine.core import MachineOptions\n"
+        "from vmm.vm import Vm\n"
+        "vm = Vm.build(options=MachineOptions(), schema=load_schema(), catalog=Catalog.load(),\n"
+        "              clock=Clock.anchored(lambda: 0.0, 0.0))\n"
+        "vm.machine.start()\n"
+        "monitor = vm.qmp_monitor()\n"
+        "monitor.connect()\n"
+        "assert monitor.take_output().startswith(b'{\"QMP\"')\n"
+        f"print([m for m in {lazy!r} if m in sys.modules])\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[]"
