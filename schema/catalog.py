@@ -47,6 +47,10 @@ class Exchange:
     _reply: dict[str, Any] | None = attrs.field(default=None, repr=False, eq=False)
 
     @property
+    def parsed(self) -> bool:
+        return self._reply is not None
+
+    @property
     def reply(self) -> dict[str, Any]:
         if self._reply is None:
             self._reply = json.loads(self.reply_text)

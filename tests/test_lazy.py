@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from migration.commands import Migration, MigrationCommands
+from schema.catalog import Catalog
 from schema.handlers import LazyOwner, collect_handlers, command_names, qmp_command
 from vmm.lazy import MIGRATION_COMMANDS, LazySubsystem
 from vmm.qmp.dispatch import Dispatcher, MonitorSession
@@ -147,3 +148,15 @@ def test_a_stand_in_forwards_the_hooks_once_built() -> None:
     later: list[Sub] = []
     lazy.when_built(later.append)
     assert later == [sub]
+
+
+def test_the_catalogue_parses_a_recorded_reply_when_first_read() -> None:
+    """Catalog.load reads the recording's commands; a reply is parsed when a lookup
+    first reads it (query-qmp-schema's, half of the file, a machine never reads)."""
+    catalog = Catalog.load()
+    schema_reply = next(ex for ex in catalog.exchanges if ex.execute == "query-qmp-schema")
+    version = next(ex for ex in catalog.exchanges if ex.execute == "query-version")
+    assert not any(ex.parsed for ex in catalog.exchanges)
+    assert catalog.version()["qemu"] == {"major": 2, "minor": 11, "micro": 0}
+    assert version.parsed and not schema_reply.parsed
+    assert isinstance(schema_reply.reply["return"], list) and schema_reply.parsed
