@@ -11,7 +11,7 @@ target is 200 ms: real QEMU takes 20-35 ms). `--vs` measures a second source tre
 (an export of another commit) the same way, interleaved run by run, so that the two
 medians share the machine's load; only such pairs mean anything on a shared machine.
 `--instructions` counts the instructions of `import vmm.program` under valgrind's
-callgrind (deterministic, ~20 s each), with the collector off as `vmm.launch` runs it.
+callgrind (deterministic, ~20 s each; the figure the session notes compare).
 Both trees use compiled bytecode (the interpreter compiles it once first).
 """
 
@@ -87,7 +87,7 @@ def instructions(tree: Path) -> int | None:
     with tempfile.TemporaryDirectory() as tmp:
         result = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out", sys.executable,
-             "-c", "import gc; gc.disable(); import vmm.program"],
+             "-c", "import vmm.program"],
             cwd=tmp, env=_env(tree), capture_output=True, text=True, check=True)
     found = re.search(r"refs:\s+([\d,]+)", result.stderr)
     return int(found.group(1).replace(",", "")) if found else None
