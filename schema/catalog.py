@@ -34,23 +34,36 @@ class TraceEventInfo:
     available: bool
 
 
-@attrs.frozen
+@attrs.define
 class Exchange:
-    """One command of the recording and QEMU's reply to it."""
+    """One command of the recording and QEMU's reply to it, parsed the first time it
+    is read: a machine reads a few replies of the recording (query-qmp-schema's
+    180 kB, half of it, never), and parsing all of them cost every start-up."""
 
     session: str  # "kvm" (the main probe) or "tcg" (the second pass)
     execute: str
     arguments: Any
-    reply: dict[str, Any]
+    reply_text: str = attrs.field(repr=False)
+    _reply: dict[str, Any] | None = attrs.field(default=None, repr=False, eq=False)
+
+    @property
+    def parsed(self) -> bool:
+        return self._reply is not None
+
+    @property
+    def reply(self) -> dict[str, Any]:
+        if self._reply is None:
+            self._reply = json.loads(self.reply_text)
+        return self._reply
 
 
 def read_recording(path: Path = RECORDING) -> list[Exchange]:
     """Pair every recorded command with its reply, noting which session it was in."""
     text = path.read_text(encoding="utf-8")
-    objects = [json.loads(chunk) for chunk in re.split(r"\n\n(?=\{)", text.strip())]
+    chunks = re.split(r"\n\n(?=\{)", text.strip())
     exchanges: list[Exchange] = []
     session = "kvm"
-    for command, reply in zip(objects[0::2], objects[1::2], strict=True):
+    for command, reply in zip(map(json.loads, chunks[0::2]), chunks[1::2], strict=True):
         if command["execute"] == "qmp_capabilities" and exchanges:
             session = "tcg"
         exchanges.append(Exchange(session, command["execute"], command.get("arguments"),

@@ -17,7 +17,7 @@ values.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import attrs
@@ -80,17 +80,59 @@ def handler_functions(cls: type) -> dict[str, Callable[..., Any]]:
 
 
 def collect_handlers(*owners: object) -> dict[str, Callable[..., Any]]:
-    """Map command name to bound handler for every marked method of `owners`.
+    """Map command name to bound handler for every marked method of `owners` (of a
+    `LazyOwner`: a stand-in for each of its names).
 
     A name claimed twice is a programming error and raises ValueError.
     """
     table: dict[str, Callable[..., Any]] = {}
     for owner in owners:
-        for name, fn in handler_functions(type(owner)).items():
+        if isinstance(owner, LazyOwner):
+            bound = {name: owner.deferred(name) for name in owner.names}
+        else:
+            bound = {name: fn.__get__(owner)
+                     for name, fn in handler_functions(type(owner)).items()}
+        for name, fn in bound.items():
             if name in table:
                 raise ValueError(f"two handlers for QMP command {name!r}")
-            table[name] = fn.__get__(owner)
+            table[name] = fn
     return table
+
+
+class LazyOwner:
+    """The owner of some commands' handlers, loaded and built the first time one of
+    them runs: a composition root registers one where importing the owner's module
+    (and its models) would cost every start-up, as `collect_handlers` registers a built
+    owner. `names` are the commands its class marks, given without importing it (a
+    test pins them to the class); `build` imports and builds the owner.
+    """
+
+    def __init__(self, names: Iterable[str], build: Callable[[], object]) -> None:
+        self.names = tuple(names)
+        self._build = build
+        self._handlers: dict[str, Callable[..., Any]] | None = None
+
+    @property
+    def built(self) -> bool:
+        return self._handlers is not None
+
+    def handlers(self) -> dict[str, Callable[..., Any]]:
+        """The owner's bound handlers (built now if it was not yet)."""
+        if self._handlers is None:
+            self._handlers = collect_handlers(self._build())
+        return self._handlers
+
+    def deferred(self, name: str) -> Callable[..., Any]:
+        """A stand-in for the handler of `name` that builds the owner on its first call."""
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            fn = self.handlers().get(name)
+            if fn is None:
+                raise ValueError(f"no handler for QMP command {name!r}: its lazily "
+                                 "registered owner no longer marks it")
+            return fn(*args, **kwargs)
+
+        return call
 
 
 def member_to_param(name: str) -> str:

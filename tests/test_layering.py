@@ -103,8 +103,8 @@ def test_start_up_loads_what_a_plain_machine_needs() -> None:
     machines use: the human monitor's interpreter and the qtest protocol load with
     the first human monitor or -qtest, the guest's address spaces with the first
     access to guest memory or ports, the image format readers (and their facts) with
-    the first image, the block data path with the first request, the schema parser
-    and the Hypothesis strategies never."""
+    the first image, the block data path with the first request, migration with
+    its first command, the schema parser and the Hypothesis strategies never."""
     lazy = ["vmm.hmp.interpreter", "vmm.hmp.table", "vmm.qtest", "devices.chipset",
             "devices.address_space", "devices.display.vnc", "devices.display.vnc_edge",
             "devices.display.rfb", "devices.display.des", "devices.display.console",
@@ -119,9 +119,39 @@ def test_start_up_loads_what_a_plain_machine_needs() -> None:
             "devices.chardev.hostio", "devices.chardev.frontends", "devices.net.model",
             "devices.net.hostnet",
             # block migration: with the first migration that copies disks
-            "migration.block", "blockdev.block_migration"]
+            "migration.block", "blockdev.block_migration",
+            # the migration subsystem and the device state it carries: with the first
+            # migration command or -incoming (vmm.lazy)
+            "migration.commands", "migration.host", "migration.uri", "migration.stream",
+            "migration.states", "migration.transport", "migration.files", "vmm.vmstate"]
     probe = ("import sys, vmm.program; "
              f"print([m for m in {lazy!r} if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_building_a_plain_machine_loads_no_lazy_subsystem() -> None:
+    """`Vm.build` composes every subsystem for every machine: a plain one, started
+    and greeting a QMP monitor, still has not loaded what loads on first use."""
+    lazy = ["migration.commands", "migration.host", "migration.uri", "migration.stream",
+            "migration.states", "migration.transport", "migration.files", "vmm.vmstate",
+            "devices.net.model", "devices.chardev.hostio", "devices.display.vnc",
+            "devices.input", "devices.chipset", "vmm.hmp.interpreter", "blockdev.io"]
+    probe = (
+        "import sys\n"
+        "from schema.catalog import Catalog\n"
+        "from schema.loader import load_schema\n"
+        "from vmm.machine.clock import Clock\n"
+        "from vmm.machine.core import MachineOptions\n"
+        "from vmm.vm import Vm\n"
+        "vm = Vm.build(options=MachineOptions(), schema=load_schema(), catalog=Catalog.load(),\n"
+        "              clock=Clock.anchored(lambda: 0.0, 0.0))\n"
+        "vm.machine.start()\n"
+        "monitor = vm.qmp_monitor()\n"
+        "monitor.connect()\n"
+        "assert monitor.take_output().startswith(b'{\"QMP\"')\n"
+        f"print([m for m in {lazy!r} if m in sys.modules])\n")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             cwd=ROOT, check=True)
     assert result.stdout.strip() == "[]"

@@ -12,6 +12,7 @@ emulator's own diagnostics (the per-VM loggers under `vmm`) go to stderr too.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -36,7 +37,10 @@ from vmm.vm import Vm
 
 
 def main(argv: Sequence[str] | None = None, *,
-         early_signals: EarlySignals | None = None) -> int:
+         early_signals: EarlySignals | None = None,
+         gc_thresholds: tuple[int, int, int] | None = None) -> int:
+    """Run the program; `gc_thresholds` are the collector's thresholds to restore once
+    it has loaded (`vmm.launch` raises them meanwhile)."""
     prog = progname()
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -76,6 +80,8 @@ def main(argv: Sequence[str] | None = None, *,
             return 1
     schema = load_schema(config.persona)
     _diagnostics_to_stderr(prog)
+    if gc_thresholds is not None:
+        gc.set_threshold(*gc_thresholds)
     try:
         code = trio.run(_run, config, cl, schema, catalog, daemon, early_signals)
         if code < 0:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 import trio
 
@@ -37,6 +37,9 @@ from vmm.config import MonitorSpec, QtestSpec
 from vmm.machine.core import Machine
 from vmm.qmp.monitor import HIGH_WATER, SEND_CHUNK
 from vmm.vm import Vm
+
+if TYPE_CHECKING:
+    from migration.commands import Migration
 
 FLUSH_TIMEOUT = 0.02  # what a client may take at exit: QEMU writes what the socket takes and exits
 
@@ -280,11 +283,14 @@ class Server:
     def _attach_migration(self, nursery: trio.Nursery) -> None:
         """Migration streams are real: their edge runs in this nursery, and the
         destination's load errors go to stderr as QEMU's error_report does."""
-        from migration.transport import TrioEdge
 
-        migration = self.vm.migration
-        migration.report = _report
-        migration.attach_edge(TrioEdge(nursery, self.vm.machine.kick))
+        def attach(migration: Migration) -> None:
+            from migration.transport import TrioEdge
+
+            migration.report = _report
+            migration.attach_edge(TrioEdge(nursery, self.vm.machine.kick))
+
+        self.vm.lazy_migration.when_built(attach)  # the subsystem loads on first use
 
     async def _accept_loop(self, listener: Listener, monitor: Frontend) -> None:
         while True:

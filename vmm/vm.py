@@ -5,7 +5,10 @@ catalogue, a clock), so a test, the server and, later, a process hosting many
 machines all build VMs the same way and share nothing but those immutable values.
 Each subsystem is a typed attribute here and is plugged into the Machine, whose hooks
 it then follows (`vmm.machine.subsystem`); its command handlers join the dispatcher's
-table, and its guest behaviours join `BEHAVIOURS`.
+table, and its guest behaviours join `BEHAVIOURS`. What a plain start-up does not use
+is loaded on first use: the guest's address spaces, the net clients and the display
+below, the migration subsystem through `vmm.lazy` (a stand-in among the subsystems,
+its handlers registered by name); `tests/test_layering.py` lists them.
 """
 
 from __future__ import annotations
@@ -47,15 +50,13 @@ from devices.misc import MISC_BEHAVIOURS, GuestMisc, MiscCommands
 from devices.net.commands import NetCommands
 from devices.net.resolver import NET_BEHAVIOURS, NetdevResolver
 from devices.qdev import Qdev, find_device_state
-from migration.commands import Migration, MigrationCommands
-from migration.files import LocalFiles
-from migration.host import Disks
 from migration.ram import RAM_BEHAVIOURS
 from schema.catalog import Catalog
-from schema.handlers import Behaviour
+from schema.handlers import Behaviour, LazyOwner
 from schema.model import Schema
 from vmm.change import ChangeCommand
 from vmm.hmp.state import HmpState
+from vmm.lazy import MIGRATION_COMMANDS, LazySubsystem
 from vmm.machine.commands import CoreCommands, MonitorCommands
 from vmm.machine.core import Clock, Machine, MachineOptions
 from vmm.machine.guest import GUEST_BEHAVIOURS
@@ -63,7 +64,6 @@ from vmm.machine.trace import TraceEvents
 from vmm.memdump import MemoryDumpCommands
 from vmm.qmp.dispatch import Dispatcher, not_implemented
 from vmm.qmp.monitor import HmpMonitor, MonitorHub, QmpMonitor
-from vmm.vmstate import BalloonSection, DevicesSection
 
 if TYPE_CHECKING:
     from devices.address_space import AddressSpaces
@@ -72,6 +72,8 @@ if TYPE_CHECKING:
     from devices.dump.elf import GuestBlock
     from devices.input import Input
     from devices.net.model import NetClients
+    from migration.commands import Migration
+    from migration.host import Disks
     from vmm.qtest import Qtest
 
 # A request nests at most 1024 levels (the JSON reader's limit, schema.qobject), and
@@ -273,7 +275,7 @@ class Vm:
     guest_ports: GuestPorts
     devices: MachineDevices
     misc: GuestMisc
-    migration: Migration
+    lazy_migration: LazySubsystem[Migration]
 
     @classmethod
     def build(cls, *, options: MachineOptions, schema: Schema, catalog: Catalog,
@@ -331,14 +333,31 @@ class Vm:
         core = CoreCommands(machine)
         screens = DisplayCommands(display.vnc, display.console, machine.clock.wall,
                                   machine.fdsets)
-        migration = Migration(host=machine, allow_exec=options.allow_exec_migration,
-                              files=LocalFiles())
-        machine.plug(migration)
-        migration.block_inactivate = block.inactivate_all
-        migration.block_activate = block.invalidate_cache_all
-        migration.disks = lambda: _block_migration_disks(block)
-        migration.add_section(DevicesSection(qdev))
-        migration.add_section(BalloonSection(devices))
+
+        def build_migration() -> Migration:
+            from migration.commands import Migration
+            from migration.files import LocalFiles
+            from vmm.vmstate import BalloonSection, DevicesSection
+
+            migration = Migration(host=machine, allow_exec=options.allow_exec_migration,
+                                  files=LocalFiles())
+            migration.block_inactivate = block.inactivate_all
+            migration.block_activate = block.invalidate_cache_all
+            migration.disks = lambda: _block_migration_disks(block)
+            migration.add_section(DevicesSection(qdev))
+            migration.add_section(BalloonSection(devices))
+            migration.take_fd = dispatcher.take_monitor_fd
+            return migration
+
+        def migration_commands() -> object:
+            from migration.commands import MigrationCommands
+
+            return MigrationCommands(lazy_migration())
+
+        # built with the first migration command (or -incoming): a plain start-up
+        # does not load the migration subsystem
+        lazy_migration = LazySubsystem(build_migration)
+        machine.plug(lazy_migration)
         dispatcher = Dispatcher(machine, core, BlockCommands(block), BlockJobCommands(jobs),
                                 Transactions(block, not_implemented=not_implemented,
                                              actions={**ACTIONS, **backup_actions(jobs)}),
@@ -355,23 +374,26 @@ class Vm:
                                                                  apic)),
                                 MiscCommands(catalog),
                                 nbd, ChardevCommands(chardevs), net_commands,
-                                MigrationCommands(migration),
+                                LazyOwner(MIGRATION_COMMANDS, migration_commands),
                                 per_monitor=MonitorCommands)
         screens.get_fd = dumps.get_fd = dispatcher.monitor_get_fd
-        migration.take_fd = dispatcher.take_monitor_fd
         if options.incoming is not None:
-            migration.start_incoming(options.incoming)
+            lazy_migration().start_incoming(options.incoming)
         hub = MonitorHub(machine, dispatcher, core,
                          HmpState(block=block, vnc=display.vnc, input=display.input,
                                   memory=memory, net=net_commands, qdev=qdev))
         return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block, jobs=jobs,
                    nbd=nbd, qdev=qdev, display=display, guest_memory=memory,
                    chardevs=chardevs, netdevs=net_commands, guest_ports=guest_ports,
-                   devices=devices, misc=misc, migration=migration)
+                   devices=devices, misc=misc, lazy_migration=lazy_migration)
 
     @property
     def net(self) -> NetClients:
         return self.netdevs.net
+
+    @property
+    def migration(self) -> Migration:
+        return self.lazy_migration()
 
     @property
     def memory(self) -> AddressSpaces:

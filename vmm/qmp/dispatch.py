@@ -12,7 +12,10 @@ The command table is one mapping from schema name to handler, built from the
 `@qmp_command` marks of the objects composed into the machine (the machine's own
 commands, each subsystem's, and the protocol's: `query-commands`, `query-events`,
 `query-qmp-schema`) and of the per-monitor class (`qmp_capabilities`, the fds,
-`human-monitor-command`), whose instance each session gets. Members reach a handler
+`human-monitor-command`), whose instance each session gets. An owner composed as a
+`schema.handlers.LazyOwner` is loaded with the first of its commands that runs (a
+plain start-up does not import it); a command no table entry names builds them all
+before it answers 'not implemented'. Members reach a handler
 as snake_case keywords; a `boxed` command, and a `gen: false` one (which marshals its
 own arguments), gets the argument object as one value. HMP calls the same handlers by
 schema name (`Dispatcher.call`). Commands of the schema without a handler answer a
@@ -27,7 +30,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from schema.errors import CommandNotFound, GenericError, QMPError
-from schema.handlers import collect_handlers, handler_functions, member_to_param, qmp_command
+from schema.handlers import (
+    LazyOwner,
+    collect_handlers,
+    handler_functions,
+    member_to_param,
+    qmp_command,
+)
 from schema.jsontypes import JSONValue
 from schema.model import Command
 from schema.output import OutputMismatch, check_return
@@ -119,6 +128,8 @@ class Dispatcher:
         self.table: dict[str, Handler] = {
             name: Handler(fn) for name, fn in
             collect_handlers(ProtocolCommands(self), *owners).items()}
+        self._lazy = [owner for owner in owners if isinstance(owner, LazyOwner)]
+        self._lazy_loaded = not self._lazy
         if per_monitor is not None:
             for name, fn in handler_functions(per_monitor).items():
                 if name in self.table:
@@ -138,12 +149,32 @@ class Dispatcher:
 
     def unimplemented(self) -> list[str]:
         """Registered commands without a handler (they answer 'not implemented')."""
+        self._load_lazy()
         return sorted(n for n in self.registration_order if n not in self.table)
+
+    def _handler(self, name: str) -> Handler | None:
+        handler = self.table.get(name)
+        if handler is None and not self._lazy_loaded:
+            self._load_lazy()
+            handler = self.table.get(name)
+        return handler
+
+    def _load_lazy(self) -> None:
+        """Build the lazily registered owners and add what their classes mark beyond
+        the names they were registered with: a name list that lags its class costs
+        the start-up time it saved, never a command."""
+        if self._lazy_loaded:
+            return
+        self._lazy_loaded = True
+        for owner in self._lazy:
+            for name, fn in owner.handlers().items():
+                if name not in owner.names:
+                    self.table.setdefault(name, Handler(fn))
 
     def call(self, session: MonitorSession, name: str, /, *args: Any, **kwargs: Any) -> Any:
         """Run the handler of `name` directly, as hmp.c calls qmp_* functions: no
         visitor, no output checker; a QMPError propagates."""
-        handler = self.table.get(name)
+        handler = self._handler(name)
         if handler is None:
             raise GenericError(not_implemented(name))
         outer, self.current = self.current, session  # monitor.c cur_mon
