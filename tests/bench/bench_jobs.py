@@ -5,6 +5,7 @@ A benchmark script, not a test; it prints figures.
 Run from the repository root:
 
     python -m tests.bench.bench_jobs [--jobs 1000] [--seconds 15] [--kind auto] [--no-mock]
+                                     [--raw-client]
 
 The server is the emulator's own trio server, in this process, on a unix socket;
 the client is a separate process speaking QMP with the `qemu.qmp` library (PyPI).
@@ -195,6 +196,51 @@ def plan_mirror(n: int, speed: int, length: int) -> Plan:
 # -- the client: a separate process ----------------------------------------------------
 
 
+async def raw_client_main(sock: str, expect: int) -> None:
+    """The same client without a QMP library: one JSON message per line on a plain
+    asyncio stream, so that the lateness it measures is the server's and the
+    kernel's, not a library's per-message cost."""
+    plan = json.loads(sys.stdin.readline())
+    reader, writer = await asyncio.open_unix_connection(sock, limit=1 << 24)
+    await reader.readline()  # the greeting
+
+    async def execute(name: str, arguments: Any = None) -> None:
+        req: dict[str, Any] = {"execute": name}
+        if arguments is not None:
+            req["arguments"] = arguments
+        writer.write(json.dumps(req).encode() + b"\n")
+        while True:
+            msg = json.loads(await reader.readline())
+            if "return" in msg or "error" in msg:
+                return
+            pending.append((time.perf_counter(), msg))
+
+    pending: list[tuple[float, dict[str, Any]]] = []
+    await execute("qmp_capabilities")
+    for req in plan["setup"]:
+        await execute(req["execute"], req.get("arguments"))
+    print("ready", flush=True)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.readline)  # "go"
+    for req in plan["start"]:
+        await execute(req["execute"], req.get("arguments"))
+    print("started", flush=True)
+    arrivals: list[dict[str, Any]] = []
+
+    def keep(t: float, msg: dict[str, Any]) -> None:
+        if msg.get("event") == plan["event"]:
+            arrivals.append({"t": t, "event": msg["event"], "device": msg["data"]["device"]})
+
+    for t, msg in pending:
+        keep(t, msg)
+    while len(arrivals) < expect:
+        line = await reader.readline()
+        keep(time.perf_counter(), json.loads(line))
+    for arrival in arrivals:
+        print(json.dumps(arrival), flush=True)
+    writer.close()
+
+
 async def client_main(sock: str, expect: int) -> None:
     """Reads the plan's requests (JSON) on stdin, sends the set-up ones and says
     `ready`, sends the starting ones on `go` and says `started`, then writes each
@@ -242,7 +288,8 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-async def real_clock(plan: Plan, n: int, speed: int, total: int, tmp: Path) -> None:
+async def real_clock(plan: Plan, n: int, speed: int, total: int, tmp: Path,
+                     raw_client: bool = False) -> None:
     built = emulator.build_from_argv(
         ARGV, emulator.Clock.anchored(trio.current_time, time.time()))
     built.start()
@@ -268,7 +315,7 @@ async def real_clock(plan: Plan, n: int, speed: int, total: int, tmp: Path) -> N
         await emulator.serve(nursery, vm, [emulator.unix_monitor(sock)])
         client = await trio.lowlevel.open_process(
             [sys.executable, "-m", "tests.bench.bench_jobs", "--client", str(sock),
-             "--jobs", str(n)],
+             "--jobs", str(n), *(["--raw-client"] if raw_client else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert client.stdin is not None and client.stdout is not None
         lines = LineReader(client.stdout)
@@ -417,10 +464,13 @@ def main() -> None:
                     help="how long each job runs at its speed")
     ap.add_argument("--kind", choices=["auto", "backup", "mirror", "count"], default="auto")
     ap.add_argument("--no-mock", action="store_true", help="skip the MockClock run")
+    ap.add_argument("--raw-client", action="store_true",
+                    help="measure with a plain JSON-lines client instead of qemu.qmp")
     ap.add_argument("--client", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.client:
-        asyncio.run(client_main(args.client, args.jobs))
+        main_fn = raw_client_main if args.raw_client else client_main
+        asyncio.run(main_fn(args.client, args.jobs))
         return
     kind = args.kind
     if kind == "auto":
@@ -442,10 +492,11 @@ def main() -> None:
             import cProfile
 
             cProfile.runctx("trio.run(real_clock, plan, args.jobs, speed, total, "
-                            "tmp / 'real')", globals(), locals(),
+                            "tmp / 'real', args.raw_client)", globals(), locals(),
                             os.environ["JOBS_BENCH_PROFILE"])
         else:
-            trio.run(real_clock, plan, args.jobs, speed, total, tmp / "real")
+            trio.run(real_clock, plan, args.jobs, speed, total, tmp / "real",
+                     args.raw_client)
         if not args.no_mock:
             (tmp / "mock").mkdir()
             plan = make_plan(kind, args.jobs, speed, total)
