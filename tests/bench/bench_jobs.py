@@ -163,34 +163,31 @@ def plan_count(n: int) -> Plan:
     return Plan(setup=setup, start=[], start_in_process=True)
 
 
-def plan_backup(n: int, speed: int, length: int) -> Plan:
-    """Per job a null-co source and target: `blockdev-backup` sync=full copies the
-    source cluster by cluster (64 KiB: null-co tells no cluster size) at `speed`."""
+def _null_pairs(command: str, n: int, speed: int, length: int,
+                event: str = "BLOCK_JOB_COMPLETED") -> Plan:
+    """Per job a null-co source and target, and `command` (sync=full) between them."""
     setup: list[dict[str, Any]] = []
     for i in range(n):
         for name in (f"s{i}", f"t{i}"):
             setup.append({"execute": "blockdev-add", "arguments": {
                 "driver": "null-co", "node-name": name, "size": length}})
     start: list[dict[str, Any]] = [
-        {"execute": "blockdev-backup", "arguments": {
+        {"execute": command, "arguments": {
             "job-id": f"j{i}", "device": f"s{i}", "target": f"t{i}", "sync": "full",
             "speed": speed}} for i in range(n)]
-    return Plan(setup=setup, start=start, start_in_process=False)
+    return Plan(setup=setup, start=start, start_in_process=False, event=event)
+
+
+def plan_backup(n: int, speed: int, length: int) -> Plan:
+    """`blockdev-backup` copies the source cluster by cluster (64 KiB: null-co tells
+    no cluster size) at `speed`."""
+    return _null_pairs("blockdev-backup", n, speed, length)
 
 
 def plan_mirror(n: int, speed: int, length: int) -> Plan:
-    """Per job a null-co source and target: `blockdev-mirror` copies the source at
-    `speed`, then sends BLOCK_JOB_READY and stays (until completed or cancelled)."""
-    setup: list[dict[str, Any]] = []
-    for i in range(n):
-        for name in (f"s{i}", f"t{i}"):
-            setup.append({"execute": "blockdev-add", "arguments": {
-                "driver": "null-co", "node-name": name, "size": length}})
-    start: list[dict[str, Any]] = [
-        {"execute": "blockdev-mirror", "arguments": {
-            "job-id": f"j{i}", "device": f"s{i}", "target": f"t{i}", "sync": "full",
-            "speed": speed}} for i in range(n)]
-    return Plan(setup=setup, start=start, start_in_process=False, event="BLOCK_JOB_READY")
+    """`blockdev-mirror` copies the source at `speed`, then sends BLOCK_JOB_READY and
+    stays (until completed or cancelled)."""
+    return _null_pairs("blockdev-mirror", n, speed, length, event="BLOCK_JOB_READY")
 
 
 # -- the client: a separate process ----------------------------------------------------
