@@ -54,6 +54,8 @@ class BlockLayer:
     io: ImageIO = attrs.Factory(ImageIO)
     names: NameGenerator = attrs.Factory(NameGenerator)
     nodes: list[Node] = attrs.Factory(list)
+    # graph_bdrv_states by name: bdrv_find_node without a walk of every node
+    node_index: dict[str, Node] = attrs.Factory(dict)
     backends: list[Backend] = attrs.Factory(list)
     monitor_backends: list[Backend] = attrs.Factory(list)
     monitor_nodes: list[Node] = attrs.Factory(list)
@@ -179,10 +181,7 @@ class BlockLayer:
 
     def find_node(self, name: str) -> Node | None:
         """bdrv_find_node."""
-        for bs in self.nodes:
-            if bs.node_name == name:
-                return bs
-        return None
+        return self.node_index.get(name)
 
     def blk_by_name(self, name: str) -> Backend | None:
         """blk_by_name: named BlockBackends only."""
@@ -289,6 +288,7 @@ class BlockLayer:
         bs.node_name = node_name
         bs.host = self.host
         self.nodes.append(bs)
+        self.node_index[node_name] = bs
 
     # == opening (blockdev.open) ==========================================================
 
@@ -487,8 +487,9 @@ class BlockLayer:
             if c.bs is None:
                 pass
         bs.bitmaps = [bm for bm in bs.bitmaps if bm.name is None]
-        if bs.node_name and bs in self.nodes:
+        if bs.node_name and self.node_index.get(bs.node_name) is bs:
             self.nodes.remove(bs)
+            del self.node_index[bs.node_name]
         bs.deleted = True
         if bs.temp_file:
             self.io.remove_temporary(bs.temp_file)

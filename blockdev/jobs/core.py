@@ -128,6 +128,7 @@ class BlockJob:
     blk: Backend | None = None
     nodes: list[Child] = attrs.Factory(list)
     blocker: Reason | None = None
+    main_bs: Node | None = None  # the node whose bs->job this is
     len: int = 0
     offset: int = 0
     speed: int = 0
@@ -413,6 +414,7 @@ class Jobs(SubsystemHooks):
         job.blocker = Reason(f"block device is in use by block job: {job.job_type}")
         self.add_bdrv(job, "main node", bs, 0, PERM_ALL)
         bs.job = job
+        job.main_bs = bs
         bs.op_unblock("dataplane", job.blocker)
         self.jobs.insert(0, job)
         if speed != 0:
@@ -448,8 +450,12 @@ class Jobs(SubsystemHooks):
         if job in self.jobs:
             self.jobs.remove(job)
         blk = job.blk
-        if blk is not None and blk.bs is not None and blk.bs.job is job:
-            blk.bs.job = None
+        # bs->job = NULL on blk_bs(job->blk), which a kind that changed the graph has
+        # pointed back at the job's node (mirror_exit); the node itself, whatever the
+        # graph did, so that no node keeps a job that is gone
+        for bs in (blk.bs if blk is not None else None, job.main_bs):
+            if bs is not None and bs.job is job:
+                bs.job = None
         self.remove_all_bdrv(job)
         if blk is not None:
             self.layer.blk_unref(blk)
