@@ -216,7 +216,10 @@ def add_drive(layer: BlockLayer, opts: Mapping[str, str] | Iterable[tuple[str, s
         unit = index % max_devs if max_devs else index
     if unit == -1:
         unit = 0
-        while drive_get(layer, iface, bus, unit) is not None:
+        # drive_get for every unit tried: the drives of this interface, once
+        taken = {(d.bus, d.unit) for blk in layer.monitor_backends
+                 if (d := blk.legacy_dinfo) is not None and d.type == iface}
+        while (bus, unit) in taken:
             unit += 1
             if max_devs and unit >= max_devs:
                 unit -= max_devs
