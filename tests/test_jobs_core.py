@@ -214,3 +214,29 @@ def test_close_cancels_jobs(vm: SyncVm) -> None:
     jobs_of(vm).close()
     assert jobs_of(vm).jobs == []
     assert [e[0] for e in events(vm)] == ["BLOCK_JOB_CANCELLED"]
+
+
+def test_hmp_block_job_commands(vm: SyncVm) -> None:
+    """hmp.c hmp_block_job_pause/_resume/_cancel (-f)/_set_speed and
+    hmp_info_block_jobs: the QMP commands' errors as hmp_handle_error prints them, and
+    2.11's progress line (a job of type stream says "Streaming device")."""
+    from tests.syncvm_helpers import hmp
+
+    start(vm, speed=CHUNK * 10)
+    vm.tick(0.15)
+    assert hmp(vm, "info block-jobs") == (
+        f"Streaming device drive0: Completed {CHUNK} of {8 * CHUNK} bytes, "
+        f"speed limit {10 * CHUNK} bytes/s\r\n")
+    assert hmp(vm, "block_job_pause drive0") == ""
+    assert ok(vm, "query-block-jobs")[0]["paused"] is True
+    assert hmp(vm, "block_job_cancel drive0") == (
+        "The block job for device 'drive0' is currently paused\r\n")
+    assert hmp(vm, "block_job_resume drive0") == ""
+    assert ok(vm, "query-block-jobs")[0]["paused"] is False
+    assert hmp(vm, "block_job_set_speed drive0 1M") == ""
+    assert ok(vm, "query-block-jobs")[0]["speed"] == CHUNK
+    assert hmp(vm, "block_job_pause drive0") == ""
+    assert hmp(vm, "block_job_cancel -f drive0") == ""
+    vm.tick(1)
+    assert [e[0] for e in events(vm)] == ["BLOCK_JOB_CANCELLED"]
+    assert hmp(vm, "block_job_resume drive0") == "Block job 'drive0' not found\r\n"
