@@ -8,7 +8,8 @@ it then follows (`vmm.machine.subsystem`); its command handlers join the dispatc
 table, and its guest behaviours join `BEHAVIOURS`. What a plain start-up does not use
 is loaded on first use: the guest's address spaces, the net clients and the display
 below, the migration subsystem through `vmm.lazy` (a stand-in among the subsystems,
-its handlers registered by name); `tests/test_layering.py` lists them.
+its handlers registered by name), and the owners of the commands that start block
+jobs and of transaction (registered by name); `tests/test_layering.py` lists them.
 """
 
 from __future__ import annotations
@@ -22,15 +23,10 @@ import attrs
 from blockdev.commands import BlockCommands
 from blockdev.device_backends import DeviceBackends
 from blockdev.host import JOB_BEHAVIOURS, TRAY_BEHAVIOURS, WORKLOAD_BEHAVIOURS
-from blockdev.jobs.backup import BackupCommands, backup_actions
 from blockdev.jobs.commands import BlockJobCommands
-from blockdev.jobs.commit import CommitCommands
 from blockdev.jobs.core import Jobs
-from blockdev.jobs.mirror import MirrorCommands
-from blockdev.jobs.stream import StreamCommands
 from blockdev.layer import BlockLayer
 from blockdev.nbd.commands import Nbd
-from blockdev.transaction import ACTIONS, Transactions
 from devices.board import BoardConfig
 from devices.chardev.commands import ChardevCommands
 from devices.chardev.model import Chardevs
@@ -56,7 +52,15 @@ from schema.handlers import Behaviour, LazyOwner
 from schema.model import Schema
 from vmm.change import ChangeCommand
 from vmm.hmp.state import HmpState
-from vmm.lazy import MIGRATION_COMMANDS, LazySubsystem
+from vmm.lazy import (
+    BACKUP_COMMANDS,
+    COMMIT_COMMANDS,
+    MIGRATION_COMMANDS,
+    MIRROR_COMMANDS,
+    STREAM_COMMANDS,
+    TRANSACTION_COMMANDS,
+    LazySubsystem,
+)
 from vmm.machine.commands import CoreCommands, MonitorCommands
 from vmm.machine.core import Clock, Machine, MachineOptions
 from vmm.machine.guest import GUEST_BEHAVIOURS
@@ -203,6 +207,42 @@ class Display:
                                     on_input=lambda kind: self.input().deliver(kind))
             machine.plug(self._vnc)
         return self._vnc
+
+
+def _block_job_owners(block: BlockLayer, jobs: Jobs) -> tuple[LazyOwner, ...]:
+    """The commands that start block jobs, and transaction, each owner loaded with
+    its first command (a plain machine runs none)."""
+
+    def stream() -> object:
+        from blockdev.jobs.stream import StreamCommands
+
+        return StreamCommands(jobs)
+
+    def commit() -> object:
+        from blockdev.jobs.commit import CommitCommands
+
+        return CommitCommands(jobs)
+
+    def mirror() -> object:
+        from blockdev.jobs.mirror import MirrorCommands
+
+        return MirrorCommands(jobs)
+
+    def backup() -> object:
+        from blockdev.jobs.backup import BackupCommands
+
+        return BackupCommands(jobs)
+
+    def transactions() -> object:
+        from blockdev.jobs.backup import backup_actions
+        from blockdev.transaction import ACTIONS, Transactions
+
+        return Transactions(block, not_implemented=not_implemented,
+                            actions={**ACTIONS, **backup_actions(jobs)})
+
+    return (LazyOwner(TRANSACTION_COMMANDS, transactions),
+            LazyOwner(MIRROR_COMMANDS, mirror), LazyOwner(STREAM_COMMANDS, stream),
+            LazyOwner(COMMIT_COMMANDS, commit), LazyOwner(BACKUP_COMMANDS, backup))
 
 
 def _block_migration_disks(block: BlockLayer) -> Disks:
@@ -359,10 +399,7 @@ class Vm:
         lazy_migration = LazySubsystem(build_migration)
         machine.plug(lazy_migration)
         dispatcher = Dispatcher(machine, core, BlockCommands(block), BlockJobCommands(jobs),
-                                Transactions(block, not_implemented=not_implemented,
-                                             actions={**ACTIONS, **backup_actions(jobs)}),
-                                MirrorCommands(jobs), StreamCommands(jobs), CommitCommands(jobs),
-                                BackupCommands(jobs),
+                                *_block_job_owners(block, jobs),
                                 ChangeCommand(block, display.vnc),
                                 MemoryDumpCommands(memory, machine.board.vcpus), screens, dumps,
                                 InputCommands(display.input, lambda: machine.runstate.state in (
