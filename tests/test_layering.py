@@ -130,6 +130,8 @@ def test_start_up_loads_what_a_plain_machine_needs() -> None:
             # migration command or -incoming (vmm.lazy)
             "migration.commands", "migration.host", "migration.uri", "migration.stream",
             "migration.states", "migration.transport", "migration.files", "vmm.vmstate",
+            # the RAM model (its behaviours are declared in migration.behaviours)
+            "migration.ram", "migration.params",
             # the commands that start block jobs, and transaction: with their first
             # command (vmm.lazy)
             *BLOCK_JOB_MODULES]

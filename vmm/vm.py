@@ -46,7 +46,7 @@ from devices.misc import MISC_BEHAVIOURS, GuestMisc, MiscCommands
 from devices.net.commands import NetCommands
 from devices.net.resolver import NET_BEHAVIOURS, NetdevResolver
 from devices.qdev import Qdev, find_device_state
-from migration.ram import RAM_BEHAVIOURS
+from migration.behaviours import RAM_BEHAVIOURS
 from schema.catalog import Catalog
 from schema.handlers import Behaviour, LazyOwner
 from schema.model import Schema
