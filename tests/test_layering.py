@@ -132,6 +132,8 @@ def test_start_up_loads_what_a_plain_machine_needs() -> None:
             "migration.states", "migration.transport", "migration.files", "vmm.vmstate",
             # the RAM model (its behaviours are declared in migration.behaviours)
             "migration.ram", "migration.params",
+            # external and internal snapshots: with the first snapshot command
+            "blockdev.snapshot",
             # the commands that start block jobs, and transaction: with their first
             # command (vmm.lazy)
             *BLOCK_JOB_MODULES]
