@@ -98,10 +98,10 @@ def test_importing_the_configuration_does_not_load_trio() -> None:
     assert result.stdout.strip() == "False"
 
 
-# What the commands that start block jobs (and transaction) load with their owners
-# (vmm.lazy); blockdev.jobs.core and blockdev.jobs.commands stay eager.
-BLOCK_JOB_MODULES = ["blockdev.jobs.stream", "blockdev.jobs.commit", "blockdev.jobs.mirror",
-                     "blockdev.jobs.backup", "blockdev.jobs.filters", "blockdev.transaction"]
+# What the block jobs' commands (and transaction) load with their owners (vmm.lazy).
+BLOCK_JOB_MODULES = ["blockdev.jobs.core", "blockdev.jobs.commands", "blockdev.jobs.stream",
+                     "blockdev.jobs.commit", "blockdev.jobs.mirror", "blockdev.jobs.backup",
+                     "blockdev.jobs.filters", "blockdev.transaction"]
 
 
 def test_start_up_loads_what_a_plain_machine_needs() -> None:
@@ -134,8 +134,7 @@ def test_start_up_loads_what_a_plain_machine_needs() -> None:
             "migration.ram", "migration.params",
             # external and internal snapshots: with the first snapshot command
             "blockdev.snapshot",
-            # the commands that start block jobs, and transaction: with their first
-            # command (vmm.lazy)
+            # the block jobs, and transaction: with their first command (vmm.lazy)
             *BLOCK_JOB_MODULES]
     probe = ("import sys, vmm.program; "
              f"print([m for m in {lazy!r} if m in sys.modules])")

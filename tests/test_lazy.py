@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from blockdev.jobs.backup import BackupCommands
+from blockdev.jobs.commands import BlockJobCommands
 from blockdev.jobs.commit import CommitCommands
 from blockdev.jobs.mirror import MirrorCommands
 from blockdev.jobs.stream import StreamCommands
@@ -23,6 +24,7 @@ from schema.catalog import Catalog
 from schema.handlers import LazyOwner, collect_handlers, command_names, qmp_command
 from vmm.lazy import (
     BACKUP_COMMANDS,
+    BLOCK_JOB_COMMANDS,
     COMMIT_COMMANDS,
     MIGRATION_COMMANDS,
     MIRROR_COMMANDS,
@@ -57,6 +59,7 @@ def test_the_migration_names_are_its_class_marks() -> None:
 
 
 @pytest.mark.parametrize(("names", "cls"), [
+    (BLOCK_JOB_COMMANDS, BlockJobCommands),
     (STREAM_COMMANDS, StreamCommands), (COMMIT_COMMANDS, CommitCommands),
     (MIRROR_COMMANDS, MirrorCommands), (BACKUP_COMMANDS, BackupCommands),
     (TRANSACTION_COMMANDS, Transactions)])
@@ -68,13 +71,19 @@ def test_the_block_job_names_are_their_class_marks(names: tuple[str, ...], cls: 
 
 
 def test_block_job_commands_answer_through_their_lazy_owners(vm_factory) -> None:
-    """A plain machine's first block-stream, drive-mirror, block-commit, drive-backup
-    and transaction build their owners and answer as QEMU does (blockdev.c
+    """A plain machine builds its block jobs with the first job command; its first
+    block-stream, drive-mirror, block-commit, drive-backup and transaction build
+    their owners and answer as QEMU does (blockdev.c
     qmp_block_stream, qmp_drive_mirror, qmp_block_commit, qmp_drive_backup,
     qmp_transaction: an unknown device is 'Cannot find device=... nor
     node_name=...', block-commit's own DeviceNotFound, and an empty transaction
     succeeds)."""
-    talk = vm_factory().talk()
+    vm = vm_factory()
+    lazy = vm.vm.lazy_jobs
+    place = vm.vm.machine.subsystems.index(lazy)
+    talk = vm.talk()
+    assert talk.execute("query-block") == {"return": []}
+    assert not lazy.built
     missing = "Cannot find device=nope nor node_name=nope"
     for command, args in [
             ("block-stream", {"device": "nope"}),
@@ -85,7 +94,10 @@ def test_block_job_commands_answer_through_their_lazy_owners(vm_factory) -> None
     assert talk.execute("block-commit", {"device": "nope"})["error"] == {
         "class": "DeviceNotFound", "desc": "Device 'nope' not found"}
     assert talk.execute("transaction", {"actions": []}) == {"return": {}}
+    assert lazy.built and vm.vm.machine.subsystems.index(lazy) == place
     assert talk.execute("query-block-jobs") == {"return": []}
+    assert talk.execute("block-job-cancel", {"device": "nope"})["error"] == {
+        "class": "DeviceNotActive", "desc": "Block job 'nope' not found"}
 
 
 def test_a_lazy_owner_is_built_with_its_first_command() -> None:

@@ -7,8 +7,8 @@ in the place where the subsystem itself would be, so the hooks run in the same o
 as if it had been built with the machine; its command handlers join the dispatcher
 as a `schema.handlers.LazyOwner`, under the names listed here, which are the names
 the owner's class marks (`tests/test_lazy.py` pins the two together). Command owners
-over an eager subsystem (the block jobs a client starts over `blockdev.jobs.core`,
-the transaction command over the block layer) join as LazyOwners alone.
+over another subsystem (the transaction command over the block layer) join as
+LazyOwners alone.
 """
 
 from __future__ import annotations
@@ -30,9 +30,13 @@ MIGRATION_COMMANDS = (
     "query-migrate-cache-size", "xen-save-devices-state", "xen-load-devices-state",
 )
 
-# The block jobs a client starts (the jobs' core and block-job-* stay eager:
-# blockdev.jobs.core, blockdev.jobs.commands), and the transaction command with its
-# actions (blockdev.transaction, blockdev.snapshot, the backup actions).
+# The block jobs (blockdev.jobs.core, built with the first of these commands), the
+# commands that start them, and the transaction command with its actions
+# (blockdev.transaction, the backup actions); each list loads only its own owner.
+BLOCK_JOB_COMMANDS = (  # blockdev.jobs.commands.BlockJobCommands
+    "query-block-jobs", "block-job-set-speed", "block-job-cancel", "block-job-pause",
+    "block-job-resume", "block-job-complete",
+)
 STREAM_COMMANDS = ("block-stream",)  # blockdev.jobs.stream.StreamCommands
 COMMIT_COMMANDS = ("block-commit",)  # blockdev.jobs.commit.CommitCommands
 MIRROR_COMMANDS = ("drive-mirror", "blockdev-mirror")  # blockdev.jobs.mirror.MirrorCommands

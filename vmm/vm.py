@@ -8,8 +8,8 @@ it then follows (`vmm.machine.subsystem`); its command handlers join the dispatc
 table, and its guest behaviours join `BEHAVIOURS`. What a plain start-up does not use
 is loaded on first use: the guest's address spaces, the net clients and the display
 below, the migration subsystem through `vmm.lazy` (a stand-in among the subsystems,
-its handlers registered by name), and the owners of the commands that start block
-jobs and of transaction (registered by name); `tests/test_layering.py` lists them.
+its handlers registered by name), and the block jobs (a stand-in
+among the subsystems, their commands and transaction registered by name); `tests/test_layering.py` lists them.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ import attrs
 from blockdev.commands import BlockCommands
 from blockdev.device_backends import DeviceBackends
 from blockdev.host import JOB_BEHAVIOURS, TRAY_BEHAVIOURS, WORKLOAD_BEHAVIOURS
-from blockdev.jobs.commands import BlockJobCommands
-from blockdev.jobs.core import Jobs
 from blockdev.layer import BlockLayer
 from blockdev.nbd.commands import Nbd
 from devices.board import BoardConfig
@@ -54,6 +52,7 @@ from vmm.change import ChangeCommand
 from vmm.hmp.state import HmpState
 from vmm.lazy import (
     BACKUP_COMMANDS,
+    BLOCK_JOB_COMMANDS,
     COMMIT_COMMANDS,
     MIGRATION_COMMANDS,
     MIRROR_COMMANDS,
@@ -70,6 +69,7 @@ from vmm.qmp.dispatch import Dispatcher, not_implemented
 from vmm.qmp.monitor import HmpMonitor, MonitorHub, QmpMonitor
 
 if TYPE_CHECKING:
+    from blockdev.jobs.core import Jobs
     from devices.address_space import AddressSpaces
     from devices.display.console import Console
     from devices.display.vnc import VncDisplays, VncListen
@@ -209,38 +209,52 @@ class Display:
         return self._vnc
 
 
-def _block_job_owners(block: BlockLayer, jobs: Jobs) -> tuple[LazyOwner, ...]:
-    """The commands that start block jobs, and transaction, each owner loaded with
-    its first command (a plain machine runs none)."""
+def _new_jobs(block: BlockLayer) -> Jobs:
+    """The machine's block jobs (`blockdev.jobs.core`), built with the first job
+    command (an idle registry: no job, no timer)."""
+    from blockdev.jobs.core import Jobs
+
+    return Jobs(layer=block)
+
+
+def _block_job_owners(block: BlockLayer, jobs: Callable[[], Jobs]) -> tuple[LazyOwner, ...]:
+    """The block jobs' commands, and transaction, each owner loaded with its first
+    command (a plain machine runs none)."""
+
+    def job_commands() -> object:
+        from blockdev.jobs.commands import BlockJobCommands
+
+        return BlockJobCommands(jobs())
 
     def stream() -> object:
         from blockdev.jobs.stream import StreamCommands
 
-        return StreamCommands(jobs)
+        return StreamCommands(jobs())
 
     def commit() -> object:
         from blockdev.jobs.commit import CommitCommands
 
-        return CommitCommands(jobs)
+        return CommitCommands(jobs())
 
     def mirror() -> object:
         from blockdev.jobs.mirror import MirrorCommands
 
-        return MirrorCommands(jobs)
+        return MirrorCommands(jobs())
 
     def backup() -> object:
         from blockdev.jobs.backup import BackupCommands
 
-        return BackupCommands(jobs)
+        return BackupCommands(jobs())
 
     def transactions() -> object:
         from blockdev.jobs.backup import backup_actions
         from blockdev.transaction import ACTIONS, Transactions
 
         return Transactions(block, not_implemented=not_implemented,
-                            actions={**ACTIONS, **backup_actions(jobs)})
+                            actions={**ACTIONS, **backup_actions(jobs())})
 
-    return (LazyOwner(TRANSACTION_COMMANDS, transactions),
+    return (LazyOwner(BLOCK_JOB_COMMANDS, job_commands),
+            LazyOwner(TRANSACTION_COMMANDS, transactions),
             LazyOwner(MIRROR_COMMANDS, mirror), LazyOwner(STREAM_COMMANDS, stream),
             LazyOwner(COMMIT_COMMANDS, commit), LazyOwner(BACKUP_COMMANDS, backup))
 
@@ -305,7 +319,7 @@ class Vm:
     dispatcher: Dispatcher
     hub: MonitorHub
     block: BlockLayer
-    jobs: Jobs
+    lazy_jobs: LazySubsystem[Jobs]
     nbd: Nbd
     qdev: Qdev
     display: Display
@@ -326,8 +340,9 @@ class Vm:
                                  clock=clock, behaviours=BEHAVIOURS)
         block = BlockLayer.create(machine)
         machine.plug(block)
-        jobs = Jobs(layer=block)
-        machine.plug(jobs)
+        # built with the first block job command: a plain start-up runs no job
+        lazy_jobs = LazySubsystem(lambda: _new_jobs(block))
+        machine.plug(lazy_jobs)
         nbd = Nbd(block)
         machine.plug(nbd)
         memory = GuestMemory(machine)
@@ -398,8 +413,8 @@ class Vm:
         # does not load the migration subsystem
         lazy_migration = LazySubsystem(build_migration)
         machine.plug(lazy_migration)
-        dispatcher = Dispatcher(machine, core, BlockCommands(block), BlockJobCommands(jobs),
-                                *_block_job_owners(block, jobs),
+        dispatcher = Dispatcher(machine, core, BlockCommands(block),
+                                *_block_job_owners(block, lazy_jobs),
                                 ChangeCommand(block, display.vnc),
                                 MemoryDumpCommands(memory, machine.board.vcpus), screens, dumps,
                                 InputCommands(display.input, lambda: machine.runstate.state in (
@@ -419,7 +434,8 @@ class Vm:
         hub = MonitorHub(machine, dispatcher, core,
                          HmpState(block=block, vnc=display.vnc, input=display.input,
                                   memory=memory, net=net_commands, qdev=qdev))
-        return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block, jobs=jobs,
+        return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
+                   lazy_jobs=lazy_jobs,
                    nbd=nbd, qdev=qdev, display=display, guest_memory=memory,
                    chardevs=chardevs, netdevs=net_commands, guest_ports=guest_ports,
                    devices=devices, misc=misc, lazy_migration=lazy_migration)
@@ -427,6 +443,10 @@ class Vm:
     @property
     def net(self) -> NetClients:
         return self.netdevs.net
+
+    @property
+    def jobs(self) -> Jobs:
+        return self.lazy_jobs()
 
     @property
     def migration(self) -> Migration:
