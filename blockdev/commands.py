@@ -4,8 +4,9 @@ Handlers of the `blockdev` layer, registered by schema name; the schema visitor 
 already checked the arguments and the dispatcher checks and orders the replies
 (`change`, which also reaches the display, is composed in `vmm.change`). Each
 handler is a thin translation of QEMU 2.11's qmp_* function (named in its docstring)
-onto the model in `blockdev.layer`, `blockdev.media`, `blockdev.snapshot`,
-`blockdev.throttle` and `blockdev.guest_io`; the texts are QEMU's (block.md §3, §6, §7).
+onto the model in `blockdev.layer`, `blockdev.media`, `blockdev.snapshot` (loaded
+with the first snapshot command), `blockdev.throttle` and `blockdev.guest_io`; the
+texts are QEMU's (block.md §3, §6, §7).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from blockdev import media, query, snapshot
+from blockdev import media, query
 from blockdev.action import run_single
 from blockdev.bitmaps import DirtyBitmap, default_granularity, valid_granularity
 from blockdev.graph import Node, OpenFlags
@@ -213,6 +214,8 @@ class BlockCommands:
                                snapshot_node_name: str | None = None,
                                format: str | None = None, mode: str | None = None) -> None:
         """blockdev.c qmp_blockdev_snapshot_sync (a one-action transaction)."""
+        from blockdev import snapshot  # loaded with the first snapshot command
+
         run_single(self.layer, snapshot.ExternalSnapshot(
             kind="blockdev-snapshot-sync", device=device, node_name=node_name,
             snapshot_file=snapshot_file, snapshot_node_name=snapshot_node_name,
@@ -221,6 +224,8 @@ class BlockCommands:
     @qmp_command("blockdev-snapshot")
     def blockdev_snapshot(self, node: str, overlay: str) -> None:
         """blockdev.c qmp_blockdev_snapshot."""
+        from blockdev import snapshot
+
         run_single(self.layer, snapshot.ExternalSnapshot(
             kind="blockdev-snapshot", device=node, node_name=node, overlay=overlay))
 
@@ -228,12 +233,16 @@ class BlockCommands:
     def blockdev_snapshot_internal_sync(self, device: str, name: str) -> None:
         """blockdev.c qmp_blockdev_snapshot_internal_sync (written into a qcow2 image:
         blockdev.snapshot)."""
+        from blockdev import snapshot
+
         run_single(self.layer, snapshot.InternalSnapshot(device=device, name=name))
 
     @qmp_command("blockdev-snapshot-delete-internal-sync")
     def blockdev_snapshot_delete_internal_sync(self, device: str, id: str | None = None,
                                                name: str | None = None) -> dict[str, Any]:
         """blockdev.c qmp_blockdev_snapshot_delete_internal_sync."""
+        from blockdev import snapshot
+
         return snapshot.delete_internal(self.layer, device, id, name)
 
     @qmp_command("change-backing-file")

@@ -17,6 +17,9 @@ QEMU's do (`../shared/reference/migration.md` §3):
 - a sync more than a second after the previous one computes the dirty-page rate and,
   with auto-converge, may throttle the guest (cpu-throttle-initial, then
   -increment, up to 99 %).
+
+The two behaviours it reads are declared in `migration.behaviours` (re-exported here),
+which the composition root imports at start-up without this model.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from typing import Any
 
 import attrs
 
+from migration.behaviours import DIRTY_RATE, RAM_BEHAVIOURS, RAM_USED
 from migration.params import PAGE_SIZE
-from schema.handlers import Behaviour, BehaviourError
+
+__all__ = ["DIRTY_RATE", "RAM_BEHAVIOURS", "RAM_USED", "RamMigration", "ram_total"]
 
 PAGE_HEADER = 8          # ram.c save_page_header: the offset and flags
 ZERO_PAGE_COST = PAGE_HEADER + 1
@@ -41,38 +46,6 @@ def ram_total(machine_type: str, ram_bytes: int) -> int:
     """ram_bytes_total: every migrated RAM block (a board without firmware has only
     its main RAM)."""
     return ram_bytes + (0 if machine_type == "none" else EXTRA_RAM_BYTES)
-
-
-def _rate(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not (math.isfinite(number) and number >= 0):
-        raise BehaviourError("expects a non-negative number of pages per second")
-    return number
-
-
-def _fraction(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not 0 <= number <= 1:
-        raise BehaviourError("expects a fraction between 0 and 1")
-    return number
-
-
-DIRTY_RATE = Behaviour(
-    "migration-dirty-rate",
-    "pages per second the running guest writes to (what a migration must send again)",
-    _rate, os=256.0, firmware=0.0)
-RAM_USED = Behaviour(
-    "migration-ram-used",
-    "the fraction of guest RAM that is not zero (sent as whole pages by a migration)",
-    _fraction, os=0.05, firmware=0.001)
-
-RAM_BEHAVIOURS = (DIRTY_RATE, RAM_USED)
 
 
 @attrs.define(kw_only=True)

@@ -98,6 +98,12 @@ def test_importing_the_configuration_does_not_load_trio() -> None:
     assert result.stdout.strip() == "False"
 
 
+# What the block jobs' commands (and transaction) load with their owners (vmm.lazy).
+BLOCK_JOB_MODULES = ["blockdev.jobs.core", "blockdev.jobs.commands", "blockdev.jobs.stream",
+                     "blockdev.jobs.commit", "blockdev.jobs.mirror", "blockdev.jobs.backup",
+                     "blockdev.jobs.filters", "blockdev.transaction"]
+
+
 def test_start_up_loads_what_a_plain_machine_needs() -> None:
     """The program's start-up (ready in under 200 ms) imports no part that only some
     machines use: the human monitor's interpreter and the qtest protocol load with
@@ -123,7 +129,13 @@ def test_start_up_loads_what_a_plain_machine_needs() -> None:
             # the migration subsystem and the device state it carries: with the first
             # migration command or -incoming (vmm.lazy)
             "migration.commands", "migration.host", "migration.uri", "migration.stream",
-            "migration.states", "migration.transport", "migration.files", "vmm.vmstate"]
+            "migration.states", "migration.transport", "migration.files", "vmm.vmstate",
+            # the RAM model (its behaviours are declared in migration.behaviours)
+            "migration.ram", "migration.params",
+            # external and internal snapshots: with the first snapshot command
+            "blockdev.snapshot",
+            # the block jobs, and transaction: with their first command (vmm.lazy)
+            *BLOCK_JOB_MODULES]
     probe = ("import sys, vmm.program; "
              f"print([m for m in {lazy!r} if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
@@ -137,7 +149,8 @@ def test_building_a_plain_machine_loads_no_lazy_subsystem() -> None:
     lazy = ["migration.commands", "migration.host", "migration.uri", "migration.stream",
             "migration.states", "migration.transport", "migration.files", "vmm.vmstate",
             "devices.net.model", "devices.chardev.hostio", "devices.display.vnc",
-            "devices.input", "devices.chipset", "vmm.hmp.interpreter", "blockdev.io"]
+            "devices.input", "devices.chipset", "vmm.hmp.interpreter", "blockdev.io",
+            *BLOCK_JOB_MODULES]
     probe = (
         "import sys\n"
         "from schema.catalog import Catalog\n"

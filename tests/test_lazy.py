@@ -13,10 +13,25 @@ from typing import Any
 
 import pytest
 
+from blockdev.jobs.backup import BackupCommands
+from blockdev.jobs.commands import BlockJobCommands
+from blockdev.jobs.commit import CommitCommands
+from blockdev.jobs.mirror import MirrorCommands
+from blockdev.jobs.stream import StreamCommands
+from blockdev.transaction import Transactions
 from migration.commands import Migration, MigrationCommands
 from schema.catalog import Catalog
 from schema.handlers import LazyOwner, collect_handlers, command_names, qmp_command
-from vmm.lazy import MIGRATION_COMMANDS, LazySubsystem
+from vmm.lazy import (
+    BACKUP_COMMANDS,
+    BLOCK_JOB_COMMANDS,
+    COMMIT_COMMANDS,
+    MIGRATION_COMMANDS,
+    MIRROR_COMMANDS,
+    STREAM_COMMANDS,
+    TRANSACTION_COMMANDS,
+    LazySubsystem,
+)
 from vmm.qmp.dispatch import Dispatcher, MonitorSession
 from vmm.vmstate import BalloonSection, DevicesSection
 
@@ -41,6 +56,48 @@ def test_the_migration_names_are_its_class_marks() -> None:
     is added to the list, or it costs the start-up the migration subsystem)."""
     assert len(set(MIGRATION_COMMANDS)) == len(MIGRATION_COMMANDS)
     assert set(MIGRATION_COMMANDS) == set(command_names(MigrationCommands))
+
+
+@pytest.mark.parametrize(("names", "cls"), [
+    (BLOCK_JOB_COMMANDS, BlockJobCommands),
+    (STREAM_COMMANDS, StreamCommands), (COMMIT_COMMANDS, CommitCommands),
+    (MIRROR_COMMANDS, MirrorCommands), (BACKUP_COMMANDS, BackupCommands),
+    (TRANSACTION_COMMANDS, Transactions)])
+def test_the_block_job_names_are_their_class_marks(names: tuple[str, ...], cls: type) -> None:
+    """vmm.lazy's lists of the commands that start block jobs (and transaction) are
+    what their owners' classes mark."""
+    assert len(set(names)) == len(names)
+    assert set(names) == set(command_names(cls))
+
+
+def test_block_job_commands_answer_through_their_lazy_owners(vm_factory) -> None:
+    """A plain machine builds its block jobs with the first job command; its first
+    block-stream, drive-mirror, block-commit, drive-backup and transaction build
+    their owners and answer as QEMU does (blockdev.c
+    qmp_block_stream, qmp_drive_mirror, qmp_block_commit, qmp_drive_backup,
+    qmp_transaction: an unknown device is 'Cannot find device=... nor
+    node_name=...', block-commit's own DeviceNotFound, and an empty transaction
+    succeeds)."""
+    vm = vm_factory()
+    lazy = vm.vm.lazy_jobs
+    place = vm.vm.machine.subsystems.index(lazy)
+    talk = vm.talk()
+    assert talk.execute("query-block") == {"return": []}
+    assert not lazy.built
+    missing = "Cannot find device=nope nor node_name=nope"
+    for command, args in [
+            ("block-stream", {"device": "nope"}),
+            ("drive-mirror", {"device": "nope", "target": "/nonexistent", "sync": "full"}),
+            ("drive-backup", {"device": "nope", "target": "/nonexistent", "sync": "full"})]:
+        reply = talk.execute(command, args)
+        assert reply["error"]["desc"] == missing, (command, reply)
+    assert talk.execute("block-commit", {"device": "nope"})["error"] == {
+        "class": "DeviceNotFound", "desc": "Device 'nope' not found"}
+    assert talk.execute("transaction", {"actions": []}) == {"return": {}}
+    assert lazy.built and vm.vm.machine.subsystems.index(lazy) == place
+    assert talk.execute("query-block-jobs") == {"return": []}
+    assert talk.execute("block-job-cancel", {"device": "nope"})["error"] == {
+        "class": "DeviceNotActive", "desc": "Block job 'nope' not found"}
 
 
 def test_a_lazy_owner_is_built_with_its_first_command() -> None:

@@ -6,7 +6,9 @@ or a guest uses it (migration, ...) is plugged into the Machine as a `LazySubsys
 in the place where the subsystem itself would be, so the hooks run in the same order
 as if it had been built with the machine; its command handlers join the dispatcher
 as a `schema.handlers.LazyOwner`, under the names listed here, which are the names
-the owner's class marks (`tests/test_layering.py` pins the two together).
+the owner's class marks (`tests/test_lazy.py` pins the two together). Command owners
+over another subsystem (the transaction command over the block layer) join as
+LazyOwners alone.
 """
 
 from __future__ import annotations
@@ -27,6 +29,19 @@ MIGRATION_COMMANDS = (
     "migrate_set_speed", "migrate_set_downtime", "migrate-set-cache-size",
     "query-migrate-cache-size", "xen-save-devices-state", "xen-load-devices-state",
 )
+
+# The block jobs (blockdev.jobs.core, built with the first of these commands), the
+# commands that start them, and the transaction command with its actions
+# (blockdev.transaction, the backup actions); each list loads only its own owner.
+BLOCK_JOB_COMMANDS = (  # blockdev.jobs.commands.BlockJobCommands
+    "query-block-jobs", "block-job-set-speed", "block-job-cancel", "block-job-pause",
+    "block-job-resume", "block-job-complete",
+)
+STREAM_COMMANDS = ("block-stream",)  # blockdev.jobs.stream.StreamCommands
+COMMIT_COMMANDS = ("block-commit",)  # blockdev.jobs.commit.CommitCommands
+MIRROR_COMMANDS = ("drive-mirror", "blockdev-mirror")  # blockdev.jobs.mirror.MirrorCommands
+BACKUP_COMMANDS = ("drive-backup", "blockdev-backup")  # blockdev.jobs.backup.BackupCommands
+TRANSACTION_COMMANDS = ("transaction",)  # blockdev.transaction.Transactions
 
 
 class LazySubsystem(Generic[T]):

@@ -8,7 +8,8 @@ it then follows (`vmm.machine.subsystem`); its command handlers join the dispatc
 table, and its guest behaviours join `BEHAVIOURS`. What a plain start-up does not use
 is loaded on first use: the guest's address spaces, the net clients and the display
 below, the migration subsystem through `vmm.lazy` (a stand-in among the subsystems,
-its handlers registered by name); `tests/test_layering.py` lists them.
+its handlers registered by name), and the block jobs (a stand-in
+among the subsystems, their commands and transaction registered by name); `tests/test_layering.py` lists them.
 """
 
 from __future__ import annotations
@@ -22,15 +23,8 @@ import attrs
 from blockdev.commands import BlockCommands
 from blockdev.device_backends import DeviceBackends
 from blockdev.host import JOB_BEHAVIOURS, TRAY_BEHAVIOURS, WORKLOAD_BEHAVIOURS
-from blockdev.jobs.backup import BackupCommands, backup_actions
-from blockdev.jobs.commands import BlockJobCommands
-from blockdev.jobs.commit import CommitCommands
-from blockdev.jobs.core import Jobs
-from blockdev.jobs.mirror import MirrorCommands
-from blockdev.jobs.stream import StreamCommands
 from blockdev.layer import BlockLayer
 from blockdev.nbd.commands import Nbd
-from blockdev.transaction import ACTIONS, Transactions
 from devices.board import BoardConfig
 from devices.chardev.commands import ChardevCommands
 from devices.chardev.model import Chardevs
@@ -50,13 +44,22 @@ from devices.misc import MISC_BEHAVIOURS, GuestMisc, MiscCommands
 from devices.net.commands import NetCommands
 from devices.net.resolver import NET_BEHAVIOURS, NetdevResolver
 from devices.qdev import Qdev, find_device_state
-from migration.ram import RAM_BEHAVIOURS
+from migration.behaviours import RAM_BEHAVIOURS
 from schema.catalog import Catalog
 from schema.handlers import Behaviour, LazyOwner
 from schema.model import Schema
 from vmm.change import ChangeCommand
 from vmm.hmp.state import HmpState
-from vmm.lazy import MIGRATION_COMMANDS, LazySubsystem
+from vmm.lazy import (
+    BACKUP_COMMANDS,
+    BLOCK_JOB_COMMANDS,
+    COMMIT_COMMANDS,
+    MIGRATION_COMMANDS,
+    MIRROR_COMMANDS,
+    STREAM_COMMANDS,
+    TRANSACTION_COMMANDS,
+    LazySubsystem,
+)
 from vmm.machine.commands import CoreCommands, MonitorCommands
 from vmm.machine.core import Clock, Machine, MachineOptions
 from vmm.machine.guest import GUEST_BEHAVIOURS
@@ -66,6 +69,7 @@ from vmm.qmp.dispatch import Dispatcher, not_implemented
 from vmm.qmp.monitor import HmpMonitor, MonitorHub, QmpMonitor
 
 if TYPE_CHECKING:
+    from blockdev.jobs.core import Jobs
     from devices.address_space import AddressSpaces
     from devices.display.console import Console
     from devices.display.vnc import VncDisplays, VncListen
@@ -205,6 +209,56 @@ class Display:
         return self._vnc
 
 
+def _new_jobs(block: BlockLayer) -> Jobs:
+    """The machine's block jobs (`blockdev.jobs.core`), built with the first job
+    command (an idle registry: no job, no timer)."""
+    from blockdev.jobs.core import Jobs
+
+    return Jobs(layer=block)
+
+
+def _block_job_owners(block: BlockLayer, jobs: Callable[[], Jobs]) -> tuple[LazyOwner, ...]:
+    """The block jobs' commands, and transaction, each owner loaded with its first
+    command (a plain machine runs none)."""
+
+    def job_commands() -> object:
+        from blockdev.jobs.commands import BlockJobCommands
+
+        return BlockJobCommands(jobs())
+
+    def stream() -> object:
+        from blockdev.jobs.stream import StreamCommands
+
+        return StreamCommands(jobs())
+
+    def commit() -> object:
+        from blockdev.jobs.commit import CommitCommands
+
+        return CommitCommands(jobs())
+
+    def mirror() -> object:
+        from blockdev.jobs.mirror import MirrorCommands
+
+        return MirrorCommands(jobs())
+
+    def backup() -> object:
+        from blockdev.jobs.backup import BackupCommands
+
+        return BackupCommands(jobs())
+
+    def transactions() -> object:
+        from blockdev.jobs.backup import backup_actions
+        from blockdev.transaction import ACTIONS, Transactions
+
+        return Transactions(block, not_implemented=not_implemented,
+                            actions={**ACTIONS, **backup_actions(jobs())})
+
+    return (LazyOwner(BLOCK_JOB_COMMANDS, job_commands),
+            LazyOwner(TRANSACTION_COMMANDS, transactions),
+            LazyOwner(MIRROR_COMMANDS, mirror), LazyOwner(STREAM_COMMANDS, stream),
+            LazyOwner(COMMIT_COMMANDS, commit), LazyOwner(BACKUP_COMMANDS, backup))
+
+
 def _block_migration_disks(block: BlockLayer) -> Disks:
     """The disks of a block migration, loaded with the first one."""
     from blockdev.block_migration import disks
@@ -265,7 +319,7 @@ class Vm:
     dispatcher: Dispatcher
     hub: MonitorHub
     block: BlockLayer
-    jobs: Jobs
+    lazy_jobs: LazySubsystem[Jobs]
     nbd: Nbd
     qdev: Qdev
     display: Display
@@ -286,8 +340,9 @@ class Vm:
                                  clock=clock, behaviours=BEHAVIOURS)
         block = BlockLayer.create(machine)
         machine.plug(block)
-        jobs = Jobs(layer=block)
-        machine.plug(jobs)
+        # built with the first block job command: a plain start-up runs no job
+        lazy_jobs = LazySubsystem(lambda: _new_jobs(block))
+        machine.plug(lazy_jobs)
         nbd = Nbd(block)
         machine.plug(nbd)
         memory = GuestMemory(machine)
@@ -358,11 +413,8 @@ class Vm:
         # does not load the migration subsystem
         lazy_migration = LazySubsystem(build_migration)
         machine.plug(lazy_migration)
-        dispatcher = Dispatcher(machine, core, BlockCommands(block), BlockJobCommands(jobs),
-                                Transactions(block, not_implemented=not_implemented,
-                                             actions={**ACTIONS, **backup_actions(jobs)}),
-                                MirrorCommands(jobs), StreamCommands(jobs), CommitCommands(jobs),
-                                BackupCommands(jobs),
+        dispatcher = Dispatcher(machine, core, BlockCommands(block),
+                                *_block_job_owners(block, lazy_jobs),
                                 ChangeCommand(block, display.vnc),
                                 MemoryDumpCommands(memory, machine.board.vcpus), screens, dumps,
                                 InputCommands(display.input, lambda: machine.runstate.state in (
@@ -382,7 +434,8 @@ class Vm:
         hub = MonitorHub(machine, dispatcher, core,
                          HmpState(block=block, vnc=display.vnc, input=display.input,
                                   memory=memory, net=net_commands, qdev=qdev))
-        return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block, jobs=jobs,
+        return cls(machine=machine, core=core, dispatcher=dispatcher, hub=hub, block=block,
+                   lazy_jobs=lazy_jobs,
                    nbd=nbd, qdev=qdev, display=display, guest_memory=memory,
                    chardevs=chardevs, netdevs=net_commands, guest_ports=guest_ports,
                    devices=devices, misc=misc, lazy_migration=lazy_migration)
@@ -390,6 +443,10 @@ class Vm:
     @property
     def net(self) -> NetClients:
         return self.netdevs.net
+
+    @property
+    def jobs(self) -> Jobs:
+        return self.lazy_jobs()
 
     @property
     def migration(self) -> Migration:
