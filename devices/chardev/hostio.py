@@ -23,6 +23,7 @@ import tty
 from typing import Any
 
 from schema.errors import GenericError
+from schema.opts.sockets import socket_address_flatten
 
 RECV_SIZE = 4096
 TELNET_INIT = b"\xff\xfb\x01\xff\xfb\x03\xff\xfb\x00\xff\xfd\x00"  # tcp_chr_telnet_init
@@ -128,16 +129,13 @@ class PtyIO(FdIO):
         os.close(self.slave)
 
 
-def _unix_addr(addr: dict[str, Any]) -> str:
-    return str(addr["data"]["path"])
-
-
 class SocketIO:
     """char-socket.c: a listening socket that takes one client at a time, or a client
     socket; telnet negotiation and IAC stripping."""
 
     def __init__(self, data: dict[str, Any]) -> None:
-        self.addr = data["addr"]
+        # qmp_chardev_open_socket keeps the address flattened
+        self.addr = socket_address_flatten(data["addr"])
         self.kind = self.addr["type"]
         self.server = bool(data.get("server", True))
         self.telnet = bool(data.get("telnet", False))
@@ -155,9 +153,9 @@ class SocketIO:
     def _where(self) -> str:
         suffix = ",server" if self.server else ""
         if self.kind == "unix":
-            return f"unix:{_unix_addr(self.addr)}{suffix}"
+            return f"unix:{self.addr['path']}{suffix}"
         if self.kind == "fd":
-            return f"fd:{self.addr['data']['str']}{suffix}"
+            return f"fd:{self.addr['str']}{suffix}"
         proto = "telnet" if self.telnet else "tcp"
         return f"{proto}:{self.host}:{self.port}{suffix}"
 
@@ -174,9 +172,9 @@ class SocketIO:
     def open(self, *, reconnect: bool = False) -> None:
         """Listen, or connect; a client with `reconnect` tries once now (QEMU's
         asynchronous connect) and, failing, stays disconnected without an error."""
-        inet = self.addr["data"] if self.kind == "inet" else None
-        if inet is not None:
-            self.host, self.port = str(inet.get("host", "")), str(inet.get("port", ""))
+        if self.kind == "inet":
+            self.host = str(self.addr.get("host", ""))
+            self.port = str(self.addr.get("port", ""))
         if reconnect:
             self.connect()
             return
@@ -187,7 +185,7 @@ class SocketIO:
 
     def _listen(self) -> None:
         if self.kind == "unix":
-            path = _unix_addr(self.addr)
+            path = str(self.addr["path"])
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 os.unlink(path)  # unix_listen_saddr
@@ -244,7 +242,7 @@ class SocketIO:
     def connect(self) -> bool:
         """socket_connect: unix_connect_saddr / inet_connect_saddr, synchronously."""
         if self.kind == "unix":
-            path = _unix_addr(self.addr)
+            path = str(self.addr["path"])
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             target: Any = path
         else:
@@ -366,8 +364,9 @@ class UdpIO(FdIO):
     """char-udp.c: a datagram socket bound to `local` and connected to `remote`."""
 
     def __init__(self, data: dict[str, Any]) -> None:
-        remote = data["remote"]["data"]
-        local = (data.get("local") or {}).get("data", {})
+        # qmp_chardev_open_udp flattens both addresses
+        remote = socket_address_flatten(data["remote"])
+        local = socket_address_flatten(data["local"]) if data.get("local") else {}
         try:
             infos = socket.getaddrinfo(remote.get("host"), remote.get("port"),
                                        type=socket.SOCK_DGRAM)
