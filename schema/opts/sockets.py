@@ -28,6 +28,20 @@ HOST_WIDTH = 64
 PORT_WIDTH = 32
 
 
+def scan_host_port(text: str, pos: int, host_width: int, host_stop: str, between: str,
+                   port_stop: str = ",") -> tuple[str, str, int] | None:
+    """sscanf `%<host_width>[^<host_stop>]<between>%32[^<port_stop>]%n` at `pos`: the
+    host, the port and the position after it; None unless both were read (inet_parse's
+    and vsock_parse's formats, and char.c qemu_chr_parse_compat's)."""
+    host, end = scan_set(text, pos, host_width, host_stop, negate=True)
+    if host is None or not text.startswith(between, end):
+        return None
+    port, after = scan_set(text, end + len(between), PORT_WIDTH, port_stop, negate=True)
+    if port is None:
+        return None
+    return host, port, after
+
+
 def inet_parse(text: str) -> dict[str, Any]:
     """inet_parse: `HOST:PORT`, `[IPV6]:PORT` or `:PORT`, then the options `,to=N`,
     `,ipv4`, `,ipv6` searched anywhere after the port (strstr: `,ipv4=off` sets
@@ -35,26 +49,18 @@ def inet_parse(text: str) -> dict[str, Any]:
     when given. A host is read up to 64 bytes and a port up to 32 (sscanf's widths):
     a longer host fails, a longer port is cut and the rest is searched for options."""
     if text.startswith(":"):
-        host = ""
         port, pos = scan_set(text, 1, PORT_WIDTH, ",", negate=True)
         if port is None:
             raise GenericError(f"error parsing port in address '{text}'")
-    elif text.startswith("["):
-        bracketed, end = scan_set(text, 1, HOST_WIDTH, "]", negate=True)
-        port, pos = (None, 0)
-        if bracketed is not None and text.startswith("]:", end):
-            port, pos = scan_set(text, end + 2, PORT_WIDTH, ",", negate=True)
-        if bracketed is None or port is None:
-            raise GenericError(f"error parsing IPv6 address '{text}'")
-        host = bracketed
+        host = ""
     else:
-        name, end = scan_set(text, 0, HOST_WIDTH, ":", negate=True)
-        port, pos = (None, 0)
-        if name is not None and text.startswith(":", end):
-            port, pos = scan_set(text, end + 1, PORT_WIDTH, ",", negate=True)
-        if name is None or port is None:
-            raise GenericError(f"error parsing address '{text}'")
-        host = name
+        ipv6 = text.startswith("[")
+        found = (scan_host_port(text, 1, HOST_WIDTH, "]", "]:") if ipv6
+                 else scan_host_port(text, 0, HOST_WIDTH, ":", ":"))
+        if found is None:
+            what = "IPv6 address" if ipv6 else "address"
+            raise GenericError(f"error parsing {what} '{text}'")
+        host, port, pos = found
     addr: dict[str, Any] = {"host": host, "port": port}
     options = text[pos:]
     at = options.find(",to=")
@@ -73,12 +79,10 @@ def inet_parse(text: str) -> dict[str, Any]:
 def vsock_parse(text: str) -> dict[str, Any]:
     """vsock_parse (CONFIG_AF_VSOCK, as on Linux): `CID:PORT` and nothing after it;
     the members of a VsockSocketAddress, both strings as written."""
-    cid, end = scan_set(text, 0, PORT_WIDTH, ":", negate=True)
-    port, pos = (None, 0)
-    if cid is not None and text.startswith(":", end):
-        port, pos = scan_set(text, end + 1, PORT_WIDTH, ",", negate=True)
-    if cid is None or port is None:
+    found = scan_host_port(text, 0, PORT_WIDTH, ":", ":")
+    if found is None:
         raise GenericError(f"error parsing address '{text}'")
+    cid, port, pos = found
     if pos < len(text):
         raise GenericError(f"trailing characters in address '{text}'")
     return {"cid": cid, "port": port}
