@@ -22,6 +22,7 @@ import termios
 import tty
 from typing import Any
 
+from devices.chardev.model import sockaddr_to_str, socket_address_to_str
 from schema.errors import GenericError
 from schema.opts.sockets import socket_address_flatten
 
@@ -150,18 +151,13 @@ class SocketIO:
 
     # -- QEMU's filenames ---------------------------------------------------------------
 
-    def _where(self) -> str:
-        suffix = ",server" if self.server else ""
-        if self.kind == "unix":
-            return f"unix:{self.addr['path']}{suffix}"
-        if self.kind == "fd":
-            return f"fd:{self.addr['str']}{suffix}"
-        proto = "telnet" if self.telnet else "tcp"
-        return f"{proto}:{self.host}:{self.port}{suffix}"
-
     def filename(self) -> str:
         if self.conn is None:
-            return "disconnected:" + self._where()  # update_disconnected_filename
+            # update_disconnected_filename; an inet listener shows its bound port
+            addr = self.addr
+            if self.kind == "inet":
+                addr = {**addr, "host": self.host, "port": self.port}
+            return socket_address_to_str("disconnected:", addr, self.server, self.telnet)
         return self.conn_name
 
     def connected(self) -> bool:
@@ -271,14 +267,9 @@ class SocketIO:
         if self.nodelay and sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn = sock
-        suffix = ",server" if self.server else ""
-        if sock.family == socket.AF_UNIX:
-            local = sock.getsockname()
-            self.conn_name = f"unix:{local or ''}{suffix}"
-        else:
-            proto = "telnet" if self.telnet else "tcp"
-            self.conn_name = (f"{proto}:{_inet(sock.getsockname())}{suffix} <-> "
-                              f"{_inet(sock.getpeername())}")
+        remote = sock.getpeername() if sock.family != socket.AF_UNIX else ""
+        self.conn_name = sockaddr_to_str(sock.getsockname(), remote, self.server,
+                                         self.telnet)
         if self.server and (self.telnet or self.tn3270):
             self.write(TN3270_INIT if self.tn3270 else TELNET_INIT)
 
@@ -353,11 +344,6 @@ class SocketIO:
             if sock is not None:
                 sock.close()
         self.conn = self.listener = None
-
-
-def _inet(addr: Any) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if len(addr) == 4 else f"{host}:{port}"
 
 
 class UdpIO(FdIO):
