@@ -114,6 +114,15 @@ def test_export_closes_with_its_medium(vm: SyncVm, tmp_path: Path) -> None:
     assert [e.name for e in vm.vm.nbd.server.exports] == ["n0"]
 
 
+def test_start_with_both_families_off(vm: SyncVm) -> None:
+    """inet_listen_saddr asks inet_ai_family_from_address first: "Cannot disable IPv4
+    and IPv6 at same time" (util/qemu-sockets.c)."""
+    addr = {"type": "inet", "data": {"host": "127.0.0.1", "port": "0",
+                                     "ipv4": False, "ipv6": False}}
+    assert desc(qmp(vm, "nbd-server-start", addr=addr)) == \
+        "Cannot disable IPv4 and IPv6 at same time"
+
+
 @pytest.mark.parametrize(("uri", "message"), [
     ("unix:", "invalid Unix socket address"),
     ("fd:", "invalid file descriptor address"),

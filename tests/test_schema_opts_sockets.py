@@ -1,18 +1,21 @@
 """util/qemu-sockets.c's address strings, the one parser (`schema.opts.sockets`):
 inet_parse (sscanf `%64[^:]:%32[^,]`, `[%64[^]]]:%32[^,]`, `:%32[^,]`, then strstr for
 `,to=`, `,ipv4`, `,ipv6`), vsock_parse (`%32[^:]:%32[^,]`, nothing after it),
-socket_parse (`unix:`, `fd:`, `vsock:`, else inet), and socket_address_flatten
-(SocketAddressLegacy -> SocketAddress). Every message is QEMU 2.11's error_setg text
+socket_parse (`unix:`, `fd:`, `vsock:`, else inet), socket_address_flatten
+(SocketAddressLegacy -> SocketAddress) and inet_ai_family_from_address (the family
+the ipv4/ipv6 flags allow). Every message is QEMU 2.11's error_setg text
 in those functions."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
 
 from schema.errors import GenericError
 from schema.opts.sockets import (
+    inet_ai_family,
     inet_parse,
     socket_address_flatten,
     socket_address_legacy,
@@ -139,3 +142,28 @@ def test_flatten_and_back(legacy: dict[str, Any]) -> None:
     flat = socket_address_flatten(legacy)
     assert flat == {"type": legacy["type"], **legacy["data"]}
     assert socket_address_legacy(flat) == legacy
+
+
+@pytest.mark.parametrize(("host", "ipv4", "ipv6", "family"), [
+    ("h", None, None, socket.AF_UNSPEC),
+    ("h", True, None, socket.AF_INET),
+    ("h", None, True, socket.AF_INET6),
+    ("h", False, None, socket.AF_INET6),    # IPv4 off: IPv6
+    ("h", None, False, socket.AF_INET),     # IPv6 off: IPv4
+    ("h", True, False, socket.AF_INET),
+    ("h", False, True, socket.AF_INET6),
+    ("h", True, True, socket.AF_UNSPEC),    # both on, a named host: getaddrinfo's pick
+    ("", True, True, socket.AF_INET6),      # both on, no host: one socket for both
+    (None, True, True, socket.AF_INET6),
+])
+def test_inet_ai_family(host: str | None, ipv4: bool | None, ipv6: bool | None,
+                        family: socket.AddressFamily) -> None:
+    """inet_ai_family_from_address's table (None: the flag is not given)."""
+    assert inet_ai_family(host, ipv4, ipv6) == family
+
+
+def test_inet_ai_family_both_off() -> None:
+    """inet_ai_family_from_address: "Cannot disable IPv4 and IPv6 at same time"."""
+    with pytest.raises(GenericError) as err:
+        inet_ai_family("h", False, False)
+    assert err.value.desc == "Cannot disable IPv4 and IPv6 at same time"

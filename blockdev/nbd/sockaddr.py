@@ -17,6 +17,7 @@ from typing import Any
 
 from schema.errors import GenericError
 from schema.jsontypes import qemu_bytes
+from schema.opts.sockets import inet_ai_family
 
 # QEMU 2.11 listens with a backlog of 1; a burst of clients connecting at once (the
 # NBD server's many clients) then waits for TCP's SYN retransmissions, seconds each.
@@ -73,14 +74,10 @@ def _inet_listen(addr: dict[str, Any]) -> socket.socket:
     """inet_listen_saddr: every address getaddrinfo gives, every port up to `to`; a port
     in use moves on, and when none is left: "Failed to find an available port"."""
     host = addr.get("host")
+    family = inet_ai_family(host, addr.get("ipv4"), addr.get("ipv6"))
     if host is None:
         raise GenericError("host not specified")
     port = addr.get("port") or None
-    family = socket.AF_UNSPEC
-    if addr.get("ipv4") and not addr.get("ipv6"):
-        family = socket.AF_INET
-    elif addr.get("ipv6") and not addr.get("ipv4"):
-        family = socket.AF_INET6
     try:
         infos = socket.getaddrinfo(host or None, port, family, socket.SOCK_STREAM, 0,
                                    socket.AI_PASSIVE)

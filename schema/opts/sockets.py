@@ -13,11 +13,13 @@ schema visitor hands it to a handler:
 Its users: HMP's nbd_server_start (`socket_parse`), the NBD server and the socket
 chardev (`socket_address_flatten`), migration's ``tcp:`` URIs (`inet_parse`). What a
 caller adds around the parse (a default host, a port offset, its own checks) stays
-with that caller, as it does in QEMU; so does opening the socket (the subsystems' edges).
+with that caller, as it does in QEMU; so does opening the socket (the subsystems' edges),
+which ask `inet_ai_family` which address family the flags allow.
 """
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from schema.errors import GenericError
@@ -102,6 +104,22 @@ def socket_parse(text: str) -> dict[str, Any]:
     if text.startswith("vsock:"):
         return {"type": "vsock", **vsock_parse(text[6:])}
     return {"type": "inet", **inet_parse(text)}
+
+
+def inet_ai_family(host: str | None, ipv4: bool | None,
+                   ipv6: bool | None) -> socket.AddressFamily:
+    """inet_ai_family_from_address: the getaddrinfo family of an InetSocketAddress's
+    ipv4/ipv6 flags (None: not given). Both on: IPv6 for an empty host (one socket
+    for both), else either; a flag set off means the other family; both off fail."""
+    if ipv4 is False and ipv6 is False:
+        raise GenericError("Cannot disable IPv4 and IPv6 at same time")
+    if ipv4 and ipv6:
+        return socket.AF_INET6 if not host else socket.AF_UNSPEC
+    if ipv6 or ipv4 is False:
+        return socket.AF_INET6
+    if ipv4 or ipv6 is False:
+        return socket.AF_INET
+    return socket.AF_UNSPEC
 
 
 def socket_address_flatten(legacy: dict[str, Any]) -> dict[str, Any]:
