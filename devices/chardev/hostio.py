@@ -24,7 +24,7 @@ from typing import Any
 
 from devices.chardev.model import sockaddr_to_str, socket_address_to_str
 from schema.errors import GenericError
-from schema.opts.sockets import socket_address_flatten
+from schema.opts.sockets import inet_ai_family, socket_address_flatten
 
 RECV_SIZE = 4096
 TELNET_INIT = b"\xff\xfb\x01\xff\xfb\x03\xff\xfb\x00\xff\xfd\x00"  # tcp_chr_telnet_init
@@ -209,8 +209,9 @@ class SocketIO:
         """inet_listen_saddr: getaddrinfo, then bind each address; an address in use
         moves on, and when none is left: "Failed to find an available port"."""
         try:
-            infos = socket.getaddrinfo(self.host or None, self.port or None,
-                                       type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            family = inet_ai_family(self.host, self.addr.get("ipv4"), self.addr.get("ipv6"))
+            infos = socket.getaddrinfo(self.host or None, self.port or None, family,
+                                       socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         except socket.gaierror as err:
             raise GenericError(f"address resolution failed for {self.host}:{self.port}: "
                                f"{err.strerror}") from None
@@ -243,7 +244,12 @@ class SocketIO:
             target: Any = path
         else:
             try:
-                infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+                family = inet_ai_family(self.host, self.addr.get("ipv4"),
+                                        self.addr.get("ipv6"))
+                infos = socket.getaddrinfo(self.host, self.port, family, socket.SOCK_STREAM)
+            except GenericError as err:
+                self.connect_error = err
+                return False
             except socket.gaierror as err:
                 self.connect_error = GenericError(
                     f"address resolution failed for {self.host}:{self.port}: {err.strerror}")
@@ -353,9 +359,10 @@ class UdpIO(FdIO):
         # qmp_chardev_open_udp flattens both addresses
         remote = socket_address_flatten(data["remote"])
         local = socket_address_flatten(data["local"]) if data.get("local") else {}
+        family = inet_ai_family(remote.get("host"), remote.get("ipv4"), remote.get("ipv6"))
         try:
-            infos = socket.getaddrinfo(remote.get("host"), remote.get("port"),
-                                       type=socket.SOCK_DGRAM)
+            infos = socket.getaddrinfo(remote.get("host"), remote.get("port"), family,
+                                       socket.SOCK_DGRAM)
         except socket.gaierror as err:
             raise GenericError(f"address resolution failed for {remote.get('host')}:"
                                f"{remote.get('port')}: {err.strerror}") from None

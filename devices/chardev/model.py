@@ -555,7 +555,8 @@ def backend_from_opts(opts: ChardevOpts) -> dict[str, Any]:
     elif kind == "udp":
         host = opts.get("host") or "localhost"
         port = _require(opts, "port", "chardev: udp: remote port not specified")
-        data["remote"] = {"type": "inet", "data": {"host": host, "port": port}}
+        data["remote"] = {"type": "inet", "data": {"host": host, "port": port,
+                                                   **_inet_flags(opts)}}
         if opts.get("localaddr") is not None or opts.get("localport") is not None:
             data["local"] = {"type": "inet", "data": {"host": opts.get("localaddr") or "",
                                                       "port": opts.get("localport") or "0"}}
@@ -593,5 +594,18 @@ def _socket_from_opts(opts: ChardevOpts) -> dict[str, Any]:
     if path is not None:
         data["addr"] = {"type": "unix", "data": {"path": path}}
     else:
-        data["addr"] = {"type": "inet", "data": {"host": host, "port": port}}
+        inet: dict[str, Any] = {"host": host, "port": port}
+        to = opts.get("to")
+        if to is not None:
+            from schema.opts.qemuopts import parse_number
+
+            inet["to"] = parse_number("to", to)
+        data["addr"] = {"type": "inet", "data": {**inet, **_inet_flags(opts)}}
     return data
+
+
+def _inet_flags(opts: ChardevOpts) -> dict[str, bool]:
+    """The ipv4/ipv6 members qemu_chr_parse_socket and qemu_chr_parse_udp set when
+    the option is given (has_ipv4 = qemu_opt_get)."""
+    return {key: opts.get_bool(key, False) for key in ("ipv4", "ipv6")
+            if opts.get(key) is not None}
