@@ -26,6 +26,7 @@ from migration.host import IncomingEnd, OutgoingEnd
 from migration.stream import ACK_FAILED
 from migration.uri import Exec, Fd, Tcp, Unix, Uri
 from schema.errors import GenericError
+from schema.opts.sockets import inet_ai_family
 
 
 def _strerror(err: OSError) -> str:
@@ -97,8 +98,7 @@ class TrioEdge:
                 try:
                     infos = await trio.socket.getaddrinfo(
                         uri.host or None, uri.port, type=socket.SOCK_STREAM,
-                        family=socket.AF_INET if uri.ipv4 else
-                        socket.AF_INET6 if uri.ipv6 else 0)
+                        family=_family(uri))
                 except socket.gaierror as err:
                     self._call(end.connect_failed, f"address resolution failed for "
                                f"{uri.host}:{uri.port}: {err.strerror}")
@@ -258,6 +258,11 @@ def _fd_stream(fd: int) -> Any:
     return trio.lowlevel.FdStream(fd)
 
 
+def _family(uri: Tcp) -> socket.AddressFamily:
+    """inet_ai_family_from_address (inet_parse sets a flag only on, never off)."""
+    return inet_ai_family(uri.host, uri.ipv4 or None, uri.ipv6 or None)
+
+
 def _bind(uri: Tcp | Unix) -> socket.socket:
     """inet_listen_saddr / unix_listen_saddr: bound and listening, or QEMU's error."""
     try:
@@ -274,8 +279,8 @@ def _bind(uri: Tcp | Unix) -> socket.socket:
                 raise GenericError(f"Failed to bind socket to {uri.path}: "
                                    f"{_strerror(err)}") from None
         else:
-            infos = socket.getaddrinfo(uri.host or None, uri.port, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_PASSIVE)
+            infos = socket.getaddrinfo(uri.host or None, uri.port, _family(uri),
+                                       socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
             family, type_, proto, _, addr = infos[0]
             sock = socket.socket(family, type_, proto)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

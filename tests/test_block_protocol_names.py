@@ -89,6 +89,21 @@ def test_nbd_names_reach_the_connect(filename: str, message: str) -> None:
         _drive(b, filename)
 
 
+@pytest.mark.parametrize(("filename", "message"), [
+    ("nbd:localhost", "error parsing address 'localhost'"),   # no default port here
+    ("nbd:[::1", r"error parsing IPv6 address '\[::1'"),
+    ("nbd:", "NBD server address missing"),
+    ("nbd:h:1:exportname=", "NBD server address missing"),  # nothing is parsed
+])
+def test_nbd_name_address_errors(filename: str, message: str) -> None:
+    """nbd_parse_filename: the export name is cut off first (an empty one: no options
+    at all), then an inet address is util/qemu-sockets.c inet_parse's, with its
+    messages; without a server nbd_config says the address is missing."""
+    b = Block()
+    with pytest.raises(Exception, match=message):
+        _drive(b, filename)
+
+
 def test_nbd_unix_name_reaches_the_connect(tmp_path: Path) -> None:
     """nbd_parse_uri: `nbd+unix:///NAME?socket=PATH`; unix_connect_saddr's error."""
     sock = tmp_path / "none.sock"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from devices.chardev.edge import BoundAddress, ChardevError, open_listener
-from devices.chardev.model import ChardevSpec, chardev_spec
+from devices.chardev.model import ChardevSpec, chardev_spec, socket_address_to_str
 from vmm.cmdline import parse_command_line
 
 
@@ -75,6 +75,16 @@ def test_connected_filenames() -> None:
                      telnet=True)
     assert v6.connected_filename(("::1", 40000, 0, 0), ("::1", 1, 0, 0)) == \
         "telnet:[::1]:40000 <-> [::1]:1"
+
+
+def test_socket_address_to_str_vsock() -> None:
+    """SocketAddress_to_str: a vsock address is "vsock:CID:PORT" and never says
+    ",server" (the only case without is_listen's suffix)."""
+    assert socket_address_to_str("disconnected:", {"type": "vsock", "cid": "3",
+                                                   "port": "9"}, True, False) == \
+        "disconnected:vsock:3:9"
+    assert socket_address_to_str("", {"type": "inet", "host": "h", "port": "1"},
+                                 False, True) == "telnet:h:1"
 
 
 async def test_fd_that_is_not_a_socket(tmp_path: Path) -> None:

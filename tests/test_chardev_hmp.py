@@ -221,3 +221,13 @@ def test_netdev_resolver(vm: SyncVm) -> None:
         ["net0"]
     resolver.release(None, dev, "netdev", nic)
     resolver.claim(None, FakeDevice("e1000", "e0", {}), "e1000", "netdev", "u0")
+
+
+def test_hmp_chardev_add_socket_families(vm: SyncVm) -> None:
+    """qemu_chr_parse_socket keeps ipv4=/ipv6= in the address, and the listener asks
+    util/qemu-sockets.c inet_ai_family_from_address: both off is its error; ipv4=on
+    listens on IPv4 (the filename shows the bound address)."""
+    assert hmp(vm, "chardev-add socket,id=s0,host=127.0.0.1,port=0,server,nowait,"
+                   "ipv4=off,ipv6=off") == "Cannot disable IPv4 and IPv6 at same time\r\n"
+    assert hmp(vm, "chardev-add socket,id=s1,host=,port=0,server,nowait,ipv4=on") == ""
+    assert hmp(vm, "info chardev").startswith("s1: filename=disconnected:tcp:0.0.0.0:")

@@ -328,6 +328,9 @@ def test_unknown_scheme_fails_without_error_desc(vm: Vm) -> None:
     ("tcp:127.0.0.1", "error parsing address '127.0.0.1'"),
     ("tcp:[::1", "error parsing IPv6 address '[::1'"),
     ("tcp::", "error parsing port in address ':'"),
+    # sscanf's %64[^:]: a longer host does not parse; to= is checked even here
+    (f"tcp:{'h' * 65}:1", f"error parsing address '{'h' * 65}:1'"),
+    ("tcp:h:1,to=x", "error parsing to= argument"),
 ])
 def test_tcp_address_errors(vm: Vm, uri: str, desc: str) -> None:
     """§6.1 (util/qemu-sockets.c inet_parse): synchronous, error-desc set."""

@@ -114,6 +114,30 @@ def test_export_closes_with_its_medium(vm: SyncVm, tmp_path: Path) -> None:
     assert [e.name for e in vm.vm.nbd.server.exports] == ["n0"]
 
 
+def test_start_with_both_families_off(vm: SyncVm) -> None:
+    """inet_listen_saddr asks inet_ai_family_from_address first: "Cannot disable IPv4
+    and IPv6 at same time" (util/qemu-sockets.c)."""
+    addr = {"type": "inet", "data": {"host": "127.0.0.1", "port": "0",
+                                     "ipv4": False, "ipv6": False}}
+    assert desc(qmp(vm, "nbd-server-start", addr=addr)) == \
+        "Cannot disable IPv4 and IPv6 at same time"
+
+
+@pytest.mark.parametrize(("uri", "message"), [
+    ("unix:", "invalid Unix socket address"),
+    ("fd:", "invalid file descriptor address"),
+    ("localhost", "error parsing address 'localhost'"),
+    ("localhost:", "error parsing address 'localhost:'"),
+    ("vsock:3", "error parsing address '3'"),
+])
+def test_hmp_address_errors(vm: SyncVm, uri: str, message: str) -> None:
+    """hmp_nbd_server_start: socket_parse's errors (util/qemu-sockets.c socket_parse,
+    inet_parse, vsock_parse) are the command's; no server starts."""
+    reply = qmp(vm, "human-monitor-command", **{"command-line": f"nbd_server_start {uri}"})
+    assert reply["return"] == f"{message}\r\n"
+    assert not vm.vm.nbd.server.running
+
+
 def test_hmp(vm: SyncVm, tmp_path: Path) -> None:
     """hmp_nbd_server_start: socket_parse's address, -w only with -a, -a exports every
     device with a medium; nbd_server_add and nbd_server_stop."""

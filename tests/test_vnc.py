@@ -368,6 +368,8 @@ def test_add_client_errors(vm_cmdline: Callable[..., VmHarness]) -> None:
     ("none,share=sometimes", "unknown vnc share= option"),
     ("unix:/nonexistent/dir/s", "Failed to bind socket to /nonexistent/dir/s: "
                                 "No such file or directory"),
+    # io/dns-resolver.c asks util/qemu-sockets.c inet_ai_family_from_address first
+    ("127.0.0.1:0,ipv4=off,ipv6=off", "Cannot disable IPv4 and IPv6 at same time"),
 ])
 def test_vnc_option_errors(vm_cmdline: Callable[..., VmHarness], option: str,
                            desc: str) -> None:

@@ -162,24 +162,27 @@ def _nbd_parse_filename(filename: str, options: Flat) -> None:
             options["server.host"] = uri.hostname
             options["server.port"] = str(uri.port or 10809)
         return
-    if not filename.startswith("nbd:"):
+    # the export name is cut off first (an empty one leaves every option unset)
+    rest, found, export = filename.partition(":exportname=")
+    if found:
+        if not export:
+            return
+        options["export"] = export
+    if not rest.startswith("nbd:"):
         raise GenericError("File name string for NBD must start with 'nbd:'")
-    rest = filename[4:]
-    export = None
-    if ":exportname=" in rest:
-        rest, export = rest.split(":exportname=", 1)
+    rest = rest[4:]
+    if not rest:
+        return
     if rest.startswith("unix:"):
         options["server.type"] = "unix"
         options["server.path"] = rest[5:]
     else:
-        host, _, port = rest.rpartition(":")
-        if not host:
-            host, port = rest, "10809"
+        from schema.opts.sockets import inet_parse
+
+        addr = inet_parse(rest)  # HOST:PORT, no default port
         options["server.type"] = "inet"
-        options["server.host"] = host
-        options["server.port"] = port
-    if export is not None:
-        options["export"] = export
+        options["server.host"] = addr["host"]
+        options["server.port"] = addr["port"]
 
 
 def _nbd_refresh_filename(bs: Node, options: Flat) -> None:

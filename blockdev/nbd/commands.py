@@ -130,9 +130,9 @@ class Nbd(SubsystemHooks):
     @qmp_command("nbd-server-start")
     def nbd_server_start(self, addr: dict[str, Any], tls_creds: str | None = None) -> None:
         """qmp_nbd_server_start -> nbd_server_start (the legacy address flattened)."""
-        from blockdev.nbd.sockaddr import flatten_legacy
+        from schema.opts.sockets import socket_address_flatten
 
-        self.start(flatten_legacy(addr), tls_creds)
+        self.start(socket_address_flatten(addr), tls_creds)
 
     def start(self, addr: dict[str, Any], tls_creds: str | None) -> None:
         """nbd_server_start: listen, then check the TLS credentials."""

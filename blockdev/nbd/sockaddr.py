@@ -1,9 +1,10 @@
-"""Socket addresses as QEMU parses and binds them, for listeners made in a command.
+"""Socket addresses as QEMU binds them, for listeners made in a command.
 
 I/O module of `blockdev.nbd` (plain sockets, synchronous: a QMP command binds before
-it answers) [util/qemu-sockets.c socket_parse, inet_parse, inet_listen_saddr,
-unix_listen_saddr; qapi-schema SocketAddressLegacy / socket_address_flatten]. The
-socket is made non-blocking; an edge hands it to trio.
+it answers) [util/qemu-sockets.c socket_listen, inet_listen_saddr, unix_listen_saddr].
+It takes a flat SocketAddress; the parsing of address strings and the legacy shape's
+flattening are `schema.opts.sockets`'. The socket is made non-blocking; an edge hands
+it to trio.
 """
 
 from __future__ import annotations
@@ -16,58 +17,12 @@ from typing import Any
 
 from schema.errors import GenericError
 from schema.jsontypes import qemu_bytes
+from schema.opts.sockets import inet_ai_family
 
 # QEMU 2.11 listens with a backlog of 1; a burst of clients connecting at once (the
 # NBD server's many clients) then waits for TCP's SYN retransmissions, seconds each.
 # Nothing a client can observe depends on it but that wait, so the queue is longer.
 BACKLOG = 128
-
-
-def flatten_legacy(addr: dict[str, Any]) -> dict[str, Any]:
-    """socket_address_flatten: {"type": T, "data": {...}} -> {"type": T, ...}."""
-    return {"type": addr["type"], **addr.get("data", {})}
-
-
-def inet_parse(text: str) -> dict[str, Any]:
-    """inet_parse: host:port[,to=N][,ipv4][,ipv6] with [v6] hosts."""
-    head, _, opts_text = text.partition(",")
-    if head.startswith("["):
-        close = head.find("]")
-        if close < 0 or not head[close + 1:].startswith(":"):
-            raise GenericError(f"error parsing IPv6 address '{text}'")
-        host, port = head[1:close], head[close + 2:]
-    elif ":" in head:
-        host, port = head.rsplit(":", 1)
-        if ":" in host:
-            raise GenericError(f"error parsing address '{text}'")
-    else:
-        raise GenericError(f"error parsing address '{text}'")
-    addr: dict[str, Any] = {"type": "inet", "host": host, "port": port}
-    for opt in filter(None, opts_text.split(",")):
-        if opt.startswith("to="):
-            try:
-                addr["to"] = int(opt[3:])
-            except ValueError:
-                raise GenericError("error parsing to= argument") from None
-        elif opt in ("ipv4", "ipv4=on"):
-            addr["ipv4"] = True
-        elif opt in ("ipv6", "ipv6=on"):
-            addr["ipv6"] = True
-    return addr
-
-
-def socket_parse(text: str) -> dict[str, Any]:
-    """socket_parse: unix:PATH, fd:NAME, vsock:CID:PORT, else host:port."""
-    if text.startswith("unix:"):
-        return {"type": "unix", "path": text[5:]}
-    if text.startswith("fd:"):
-        if not text[3:]:
-            raise GenericError(f"error parsing address '{text}'")
-        return {"type": "fd", "str": text[3:]}
-    if text.startswith("vsock:"):
-        cid, _, port = text[6:].partition(":")
-        return {"type": "vsock", "cid": cid, "port": port}
-    return inet_parse(text)
 
 
 def listen(addr: dict[str, Any]) -> socket.socket:
@@ -119,14 +74,10 @@ def _inet_listen(addr: dict[str, Any]) -> socket.socket:
     """inet_listen_saddr: every address getaddrinfo gives, every port up to `to`; a port
     in use moves on, and when none is left: "Failed to find an available port"."""
     host = addr.get("host")
+    family = inet_ai_family(host, addr.get("ipv4"), addr.get("ipv6"))
     if host is None:
         raise GenericError("host not specified")
     port = addr.get("port") or None
-    family = socket.AF_UNSPEC
-    if addr.get("ipv4") and not addr.get("ipv6"):
-        family = socket.AF_INET
-    elif addr.get("ipv6") and not addr.get("ipv4"):
-        family = socket.AF_INET6
     try:
         infos = socket.getaddrinfo(host or None, port, family, socket.SOCK_STREAM, 0,
                                    socket.AI_PASSIVE)

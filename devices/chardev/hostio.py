@@ -22,7 +22,9 @@ import termios
 import tty
 from typing import Any
 
+from devices.chardev.model import sockaddr_to_str, socket_address_to_str
 from schema.errors import GenericError
+from schema.opts.sockets import inet_ai_family, socket_address_flatten
 
 RECV_SIZE = 4096
 TELNET_INIT = b"\xff\xfb\x01\xff\xfb\x03\xff\xfb\x00\xff\xfd\x00"  # tcp_chr_telnet_init
@@ -128,16 +130,13 @@ class PtyIO(FdIO):
         os.close(self.slave)
 
 
-def _unix_addr(addr: dict[str, Any]) -> str:
-    return str(addr["data"]["path"])
-
-
 class SocketIO:
     """char-socket.c: a listening socket that takes one client at a time, or a client
     socket; telnet negotiation and IAC stripping."""
 
     def __init__(self, data: dict[str, Any]) -> None:
-        self.addr = data["addr"]
+        # qmp_chardev_open_socket keeps the address flattened
+        self.addr = socket_address_flatten(data["addr"])
         self.kind = self.addr["type"]
         self.server = bool(data.get("server", True))
         self.telnet = bool(data.get("telnet", False))
@@ -152,18 +151,13 @@ class SocketIO:
 
     # -- QEMU's filenames ---------------------------------------------------------------
 
-    def _where(self) -> str:
-        suffix = ",server" if self.server else ""
-        if self.kind == "unix":
-            return f"unix:{_unix_addr(self.addr)}{suffix}"
-        if self.kind == "fd":
-            return f"fd:{self.addr['data']['str']}{suffix}"
-        proto = "telnet" if self.telnet else "tcp"
-        return f"{proto}:{self.host}:{self.port}{suffix}"
-
     def filename(self) -> str:
         if self.conn is None:
-            return "disconnected:" + self._where()  # update_disconnected_filename
+            # update_disconnected_filename; an inet listener shows its bound port
+            addr = self.addr
+            if self.kind == "inet":
+                addr = {**addr, "host": self.host, "port": self.port}
+            return socket_address_to_str("disconnected:", addr, self.server, self.telnet)
         return self.conn_name
 
     def connected(self) -> bool:
@@ -174,9 +168,9 @@ class SocketIO:
     def open(self, *, reconnect: bool = False) -> None:
         """Listen, or connect; a client with `reconnect` tries once now (QEMU's
         asynchronous connect) and, failing, stays disconnected without an error."""
-        inet = self.addr["data"] if self.kind == "inet" else None
-        if inet is not None:
-            self.host, self.port = str(inet.get("host", "")), str(inet.get("port", ""))
+        if self.kind == "inet":
+            self.host = str(self.addr.get("host", ""))
+            self.port = str(self.addr.get("port", ""))
         if reconnect:
             self.connect()
             return
@@ -187,7 +181,7 @@ class SocketIO:
 
     def _listen(self) -> None:
         if self.kind == "unix":
-            path = _unix_addr(self.addr)
+            path = str(self.addr["path"])
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 os.unlink(path)  # unix_listen_saddr
@@ -215,8 +209,9 @@ class SocketIO:
         """inet_listen_saddr: getaddrinfo, then bind each address; an address in use
         moves on, and when none is left: "Failed to find an available port"."""
         try:
-            infos = socket.getaddrinfo(self.host or None, self.port or None,
-                                       type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            family = inet_ai_family(self.host, self.addr.get("ipv4"), self.addr.get("ipv6"))
+            infos = socket.getaddrinfo(self.host or None, self.port or None, family,
+                                       socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         except socket.gaierror as err:
             raise GenericError(f"address resolution failed for {self.host}:{self.port}: "
                                f"{err.strerror}") from None
@@ -244,12 +239,17 @@ class SocketIO:
     def connect(self) -> bool:
         """socket_connect: unix_connect_saddr / inet_connect_saddr, synchronously."""
         if self.kind == "unix":
-            path = _unix_addr(self.addr)
+            path = str(self.addr["path"])
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             target: Any = path
         else:
             try:
-                infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+                family = inet_ai_family(self.host, self.addr.get("ipv4"),
+                                        self.addr.get("ipv6"))
+                infos = socket.getaddrinfo(self.host, self.port, family, socket.SOCK_STREAM)
+            except GenericError as err:
+                self.connect_error = err
+                return False
             except socket.gaierror as err:
                 self.connect_error = GenericError(
                     f"address resolution failed for {self.host}:{self.port}: {err.strerror}")
@@ -273,14 +273,9 @@ class SocketIO:
         if self.nodelay and sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn = sock
-        suffix = ",server" if self.server else ""
-        if sock.family == socket.AF_UNIX:
-            local = sock.getsockname()
-            self.conn_name = f"unix:{local or ''}{suffix}"
-        else:
-            proto = "telnet" if self.telnet else "tcp"
-            self.conn_name = (f"{proto}:{_inet(sock.getsockname())}{suffix} <-> "
-                              f"{_inet(sock.getpeername())}")
+        remote = sock.getpeername() if sock.family != socket.AF_UNIX else ""
+        self.conn_name = sockaddr_to_str(sock.getsockname(), remote, self.server,
+                                         self.telnet)
         if self.server and (self.telnet or self.tn3270):
             self.write(TN3270_INIT if self.tn3270 else TELNET_INIT)
 
@@ -357,20 +352,17 @@ class SocketIO:
         self.conn = self.listener = None
 
 
-def _inet(addr: Any) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if len(addr) == 4 else f"{host}:{port}"
-
-
 class UdpIO(FdIO):
     """char-udp.c: a datagram socket bound to `local` and connected to `remote`."""
 
     def __init__(self, data: dict[str, Any]) -> None:
-        remote = data["remote"]["data"]
-        local = (data.get("local") or {}).get("data", {})
+        # qmp_chardev_open_udp flattens both addresses
+        remote = socket_address_flatten(data["remote"])
+        local = socket_address_flatten(data["local"]) if data.get("local") else {}
+        family = inet_ai_family(remote.get("host"), remote.get("ipv4"), remote.get("ipv6"))
         try:
-            infos = socket.getaddrinfo(remote.get("host"), remote.get("port"),
-                                       type=socket.SOCK_DGRAM)
+            infos = socket.getaddrinfo(remote.get("host"), remote.get("port"), family,
+                                       socket.SOCK_DGRAM)
         except socket.gaierror as err:
             raise GenericError(f"address resolution failed for {remote.get('host')}:"
                                f"{remote.get('port')}: {err.strerror}") from None

@@ -62,24 +62,46 @@ class ChardevSpec:
         backend's type name for the others (qemu_chardev_new)."""
         if self.backend != "socket":
             return self.backend
-        suffix = ",server" if self.server else ""
+        addr: dict[str, Any]
         if self.path is not None:
-            return f"disconnected:unix:{self.path}{suffix}"
-        if self.fd is not None:
-            return f"disconnected:fd:{self.fd}{suffix}"
-        kind = "telnet" if self.telnet else "tcp"
-        return f"disconnected:{kind}:{self.host or ''}:{self.port}{suffix}"
+            addr = {"type": "unix", "path": self.path}
+        elif self.fd is not None:
+            addr = {"type": "fd", "str": self.fd}
+        else:
+            addr = {"type": "inet", "host": self.host or "", "port": self.port}
+        return socket_address_to_str("disconnected:", addr, self.server, self.telnet)
 
     def connected_filename(self, local: SockAddr, remote: SockAddr) -> str:
-        """The filename while a client is connected (tcp_chr_connect's
-        sockaddr_to_str): the unix path of the local end, or both inet ends in
-        numeric form, IPv6 hosts in brackets."""
-        suffix = ",server" if self.server else ""
-        if isinstance(local, str | bytes):
-            path = local.decode(errors="replace") if isinstance(local, bytes) else local
-            return f"unix:{path}{suffix}"
-        kind = "telnet" if self.telnet else "tcp"
-        return f"{kind}:{_inet(local)}{suffix} <-> {_inet(remote)}"
+        """The filename while a client is connected (tcp_chr_connect)."""
+        return sockaddr_to_str(local, remote, self.server, self.telnet)
+
+
+def socket_address_to_str(prefix: str, addr: dict[str, Any], is_listen: bool,
+                          is_telnet: bool) -> str:
+    """char-socket.c SocketAddress_to_str: a socket chardev's address (a flat
+    SocketAddress) in its filename; a vsock one never says ",server"."""
+    suffix = ",server" if is_listen else ""
+    kind = addr["type"]
+    if kind == "inet":
+        proto = "telnet" if is_telnet else "tcp"
+        return f"{prefix}{proto}:{addr['host']}:{addr['port']}{suffix}"
+    if kind == "unix":
+        return f"{prefix}unix:{addr['path']}{suffix}"
+    if kind == "fd":
+        return f"{prefix}fd:{addr['str']}{suffix}"
+    return f"{prefix}vsock:{addr['cid']}:{addr['port']}"
+
+
+def sockaddr_to_str(local: SockAddr, remote: SockAddr, is_listen: bool,
+                    is_telnet: bool) -> str:
+    """char-socket.c sockaddr_to_str: the unix path of the local end, or both inet
+    ends in numeric form, IPv6 hosts in brackets."""
+    suffix = ",server" if is_listen else ""
+    if isinstance(local, str | bytes):
+        path = local.decode(errors="replace") if isinstance(local, bytes) else local
+        return f"unix:{path}{suffix}"
+    kind = "telnet" if is_telnet else "tcp"
+    return f"{kind}:{_inet(local)}{suffix} <-> {_inet(remote)}"
 
 
 def _inet(addr: SockAddr) -> str:
@@ -533,7 +555,8 @@ def backend_from_opts(opts: ChardevOpts) -> dict[str, Any]:
     elif kind == "udp":
         host = opts.get("host") or "localhost"
         port = _require(opts, "port", "chardev: udp: remote port not specified")
-        data["remote"] = {"type": "inet", "data": {"host": host, "port": port}}
+        data["remote"] = {"type": "inet", "data": {"host": host, "port": port,
+                                                   **_inet_flags(opts)}}
         if opts.get("localaddr") is not None or opts.get("localport") is not None:
             data["local"] = {"type": "inet", "data": {"host": opts.get("localaddr") or "",
                                                       "port": opts.get("localport") or "0"}}
@@ -571,5 +594,18 @@ def _socket_from_opts(opts: ChardevOpts) -> dict[str, Any]:
     if path is not None:
         data["addr"] = {"type": "unix", "data": {"path": path}}
     else:
-        data["addr"] = {"type": "inet", "data": {"host": host, "port": port}}
+        inet: dict[str, Any] = {"host": host, "port": port}
+        to = opts.get("to")
+        if to is not None:
+            from schema.opts.qemuopts import parse_number
+
+            inet["to"] = parse_number("to", to)
+        data["addr"] = {"type": "inet", "data": {**inet, **_inet_flags(opts)}}
     return data
+
+
+def _inet_flags(opts: ChardevOpts) -> dict[str, bool]:
+    """The ipv4/ipv6 members qemu_chr_parse_socket and qemu_chr_parse_udp set when
+    the option is given (has_ipv4 = qemu_opt_get)."""
+    return {key: opts.get_bool(key, False) for key in ("ipv4", "ipv6")
+            if opts.get(key) is not None}

@@ -26,6 +26,7 @@ import trio
 
 from devices.display.vnc import BasicInfo, SocketAddr, VncDisplay, VncDisplays
 from schema.errors import GenericError
+from schema.opts.sockets import inet_ai_family
 
 RECV_SIZE = 65536
 
@@ -68,11 +69,7 @@ def _listen_unix(path: str) -> socket.socket:
 def _listen_inet(addr: SocketAddr) -> list[socket.socket]:
     """qio_dns_resolver_lookup_sync, then inet_listen_saddr on every result (the
     first port of `to=` that is free); it fails only when none listens."""
-    family = socket.AF_UNSPEC
-    if addr.ipv4 and not addr.ipv6:
-        family = socket.AF_INET
-    elif addr.ipv6 and not addr.ipv4:
-        family = socket.AF_INET6
+    family = inet_ai_family(addr.host, addr.ipv4, addr.ipv6)
     try:
         results = socket.getaddrinfo(addr.host or None, addr.port, family,
                                      socket.SOCK_STREAM, 0, socket.AI_PASSIVE)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from schema.opts.cutils import scan_set
 from schema.opts.qemuopts import MutableOpts, OptsError, OptsList, OptsStore
+from schema.opts.sockets import scan_host_port
 from vmm.cmdline.errors import Location
 
 
@@ -50,11 +51,9 @@ class CompatError(Exception):
 
 def _host_port(text: str, stop: str) -> tuple[str, str, int] | None:
     """`%64[^:]:%32[^<stop>]%n`, falling back to `:%32[^<stop>]%n`."""
-    host, i = scan_set(text, 0, 64, ":", negate=True)
-    if host is not None and i < len(text) and text[i] == ":":
-        port, j = scan_set(text, i + 1, 32, stop, negate=True)
-        if port is not None:
-            return host, port, j
+    found = scan_host_port(text, 0, 64, ":", ":", stop)
+    if found is not None:
+        return found
     if text.startswith(":"):
         port, j = scan_set(text, 1, 32, stop, negate=True)
         if port is not None:

@@ -500,14 +500,12 @@ def hmp_nbd_server_start(hmp: Hmp, args: Args) -> None:
     """hmp.c hmp_nbd_server_start: start the server on socket_parse's address, and with
     -a export every block device with a medium (-w: writable); if one export fails
     the server stops again."""
-    from blockdev.nbd.sockaddr import socket_parse
+    from schema.opts.sockets import socket_address_legacy, socket_parse
 
     writable = bool(args.get("writable"))
     if writable and not args.get("all"):
         raise GenericError("-w only valid together with -a")
-    addr = socket_parse(args["uri"])
-    kind = addr.pop("type")
-    hmp.qmp("nbd-server-start", {"type": kind, "data": addr})
+    hmp.qmp("nbd-server-start", socket_address_legacy(socket_parse(args["uri"])))
     if not args.get("all"):
         return
     for info in hmp.qmp("query-block"):
