@@ -880,7 +880,7 @@ def realize_user_device(qdev: Qdev, dev: Device, info: TypeInfo) -> None:
         raise
     if info.name.startswith("virtio-") and info.name.endswith("-pci"):
         # virtio_pci_bus_new, then the proxy's realize puts its virtio device there
-        vbus = new_bus(qdev, dev, "virtio-pci-bus", None, hotplug=False)
+        vbus = new_bus(qdev, dev, "virtio-pci-bus", "virtio-bus", hotplug=False)
         vbus.extra["realized"] = True
         inner = type_info(qdev.catalog, inner_type(info.name))
         if inner is not None:
