@@ -584,6 +584,16 @@ def new_device(qdev: Qdev, info: TypeInfo, *, ident: str | None, bus: Bus | None
             if ptype.startswith(("child<", "link<")):
                 continue
             _value_property(node, pname, ptype, default_value(classes, pname, ptype))
+        if "vlan" in info.props and "netdev" in info.props:
+            # DEFINE_NIC_PROPERTIES' vlan prints through legacy-vlan (print_vlan)
+            _value_property(node, "legacy-vlan", "str", "")
+    elif user:
+        # a recorded instance's backends are the board's, not this device's: unset
+        # until its own -device options name them (print_vlan: no hub peer)
+        for pname in (*BACKEND_PROPS, "legacy-vlan"):
+            prop = node.props.get(pname)
+            if prop is not None and prop.type == "str":
+                prop.get = lambda: ""
     if "hotpluggable" not in node.props:
         node.add_property("hotpluggable", "bool", get=lambda: info.hotpluggable and (
             dev.bus is None or dev.bus.hotplug))
