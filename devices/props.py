@@ -6,7 +6,8 @@ set_intN, set_size, set_mac, set_pci_devfn, set_enum, error_set_from_qdev_prop_e
 qapi/string-input-visitor.c parse_type_int64, parse_type_bool, parse_type_size;
 qapi/qapi-visit-core.c visit_type_uintN/intN]. `devices.qdev` applies them to the
 properties a device type has (`schema.catalog`'s device-list-properties); a property
-type not modelled here is kept as the text it was given.
+type not modelled here is kept as the text it was given. `default_value` is what an
+unset property of a type the recorded boards lack holds (`CLASS_DEFAULTS`, else zero).
 """
 
 from __future__ import annotations
