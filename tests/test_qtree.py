@@ -187,3 +187,14 @@ def test_print_value(type_: str, value: object, text: str) -> None:
     """The human string output visitor: uint64 printed through int64 (2.11's FIXME
     in print_type_uint64), sizes with size_to_str, strings and enums quoted."""
     assert print_value(type_, value) == text
+
+
+def test_an_unplugged_usb_device_leaves_the_tree() -> None:
+    """USB unplug is at once (qdev_simple_device_unplug_cb): the next info qtree is
+    the one before device_add."""
+    vm = board("pc-nodefaults", "-usb")
+    before = hmp(vm, "info qtree")
+    hmp(vm, "device_add usb-tablet,id=t")
+    assert 'dev: usb-tablet, id "t"' in hmp(vm, "info qtree")
+    assert hmp(vm, "device_del t") == ""
+    assert hmp(vm, "info qtree") == before
