@@ -141,7 +141,8 @@ def zero_value(type_: str) -> Any:
 # declares them [hw/pci/pci.c pci_props; hw/virtio/virtio-pci.c virtio_pci_properties,
 # virtio_net_properties, virtio_net_pci_class_init; hw/virtio/virtio.c
 # DEFINE_VIRTIO_COMMON_FEATURES; hw/net/virtio-net.c virtio_net_properties
-# (TX_TIMER_INTERVAL, TX_BURST, the 256-entry queues); hw/usb/bus.c usb_props;
+# (TX_TIMER_INTERVAL, TX_BURST, the 256-entry queues); hw/block/virtio-blk.c
+# virtio_blk_properties; hw/usb/bus.c usb_props;
 # hw/usb/dev-hid.c; hw/usb/hcd-uhci.c uhci_properties_*].
 _VIRTIO_NET_ON = ("csum", "guest_csum", "gso", "guest_tso4", "guest_tso6", "guest_ecn",
                   "guest_ufo", "guest_announce", "host_tso4", "host_tso6", "host_ecn",
@@ -154,6 +155,14 @@ CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
                    "x-pcie-deverr-init": True, "x-pcie-lnkctl-init": True,
                    "x-pcie-pm-init": True},
     "virtio-net-pci": {"ioeventfd": True, "vectors": 3, "romfile": "efi-virtio.rom"},
+    "virtio-blk-pci": {"ioeventfd": True, "vectors": 2},
+    "virtio-serial-pci": {"ioeventfd": True, "vectors": 2},
+    # DEFINE_BLOCK_PROPERTIES and _ERROR_PROPERTIES (include/hw/block/block.h); the
+    # block sizes as blkconf_blocksizes leaves them on a 512-byte-sector backend
+    "virtio-blk-device": {"logical_block_size": 512, "physical_block_size": 512,
+                          "discard_granularity": 0xFFFFFFFF, "write-cache": "auto",
+                          "rerror": "auto", "werror": "auto", "config-wce": True,
+                          "request-merging": True, "num-queues": 1},
     "virtio-device": {"indirect_desc": True, "event_idx": True, "notify_on_empty": True,
                       "any_layout": True},
     "virtio-net-device": {**{name: True for name in _VIRTIO_NET_ON},

@@ -98,6 +98,10 @@ QDEV_PROPS: dict[str, tuple[str, ...]] = {
     "virtio-scsi-pci": ("ioeventfd", "vectors"),
     "virtio-serial-pci": ("ioeventfd", "vectors", "class"),
     "virtio-balloon-pci": ("class",),
+    # hw/block/virtio-blk.c virtio_blk_properties (a Linux build has `scsi`)
+    "virtio-blk-device": (*_BLOCK, "rerror", "werror", "cyls", "heads", "secs", "serial",
+                          "config-wce", "scsi", "request-merging", "num-queues",
+                          "iothread"),
     # hw/virtio/virtio.c virtio_properties (DEFINE_VIRTIO_COMMON_FEATURES)
     "virtio-device": ("indirect_desc", "event_idx", "notify_on_empty", "any_layout",
                       "iommu_platform"),
@@ -194,11 +198,14 @@ def print_value(type_: str, value: Any) -> str:
     return f'"{value}"'
 
 
-def _prop_value(dev: Device, name: str) -> str | None:
+def _prop_value(dev: Device, name: str, links: frozenset[str] = frozenset()) -> str | None:
     """One line's value of qdev_print_props: the `legacy-<name>` string when the
     property has one, else the property printed; None when reading fails (QEMU
-    skips the property)."""
+    skips the property). `links`: the type's link<> properties, which the model
+    keeps only once set (unset, the link's getter gives "")."""
     node = dev.node
+    if name in links and name not in node.props:
+        return '""'
     try:
         legacy = node.props.get(f"legacy-{name}")
         if legacy is not None:
@@ -211,13 +218,16 @@ def _prop_value(dev: Device, name: str) -> str | None:
         return None
 
 
-def _class_chain(qdev: Qdev, dev: Device) -> list[str]:
-    """The device's class and its parents, up to (not including) `device`."""
+def _class_chain(qdev: Qdev, dev: Device) -> tuple[list[str], frozenset[str]]:
+    """The device's class and its parents, up to (not including) `device`, and the
+    names of the type's link<> properties."""
     from devices.qdev import type_info
 
     info = type_info(qdev.catalog, dev.typename) if qdev.catalog is not None else None
     chain = [dev.typename, *(info.ancestors if info is not None else ())]
-    return chain[:chain.index("device")] if "device" in chain else chain
+    links = frozenset(name for name, (type_, _) in (info.props.items() if info else ())
+                      if type_.startswith("link<"))
+    return (chain[:chain.index("device")] if "device" in chain else chain), links
 
 
 class _Printer:
@@ -247,9 +257,10 @@ class _Printer:
                 self.out(indent, f'gpio-in "{name}" {n_in}')
             if n_out:
                 self.out(indent, f'gpio-out "{name}" {n_out}')
-        for cls in _class_chain(self.qdev, dev):
+        chain, links = _class_chain(self.qdev, dev)
+        for cls in chain:
             for name in QDEV_PROPS.get(cls, ()):
-                value = _prop_value(dev, name)
+                value = _prop_value(dev, name, links)
                 if value is not None:
                     self.out(indent, f"{name} = {value or '<null>'}")
         if dev.bus is not None:

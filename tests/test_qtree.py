@@ -198,3 +198,32 @@ def test_an_unplugged_usb_device_leaves_the_tree() -> None:
     assert 'dev: usb-tablet, id "t"' in hmp(vm, "info qtree")
     assert hmp(vm, "device_del t") == ""
     assert hmp(vm, "info qtree") == before
+
+
+def test_hot_plugged_virtio_blk_pci(tmp_path: Path) -> None:
+    """virtio-blk-pci with a drive: class 0100 (SCSI controller), subsystem 0002 (the
+    virtio block id), its virtio-blk-device with DEFINE_BLOCK_PROPERTIES' defaults
+    (discard_granularity -1) and an unset iothread link printed as "". (cyls/heads/
+    secs, which blkconf_geometry guesses from the image, are not checked.)"""
+    import subprocess
+
+    image = tmp_path / "d.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
+    vm = board("pc-nodefaults")
+    hmp(vm, f"drive_add 0 if=none,id=d0,file={image}")
+    hmp(vm, "device_add virtio-blk-pci,drive=d0,id=vb")
+    block, rest = _block(hmp(vm, "info qtree"), '      dev: virtio-blk-pci, id "vb"')
+    assert rest == recorded("pc-nodefaults")
+    lines = [line.strip() for line in block.split("\r\n")]
+    assert lines[1:4] == ["class = 0 (0x0)", "ioeventfd = true", "vectors = 2 (0x2)"]
+    assert "class SCSI controller, addr 00:02.0, pci id 1af4:1001 (sub 1af4:0002)" in lines
+    inner = lines[lines.index('dev: virtio-blk-device, id ""') + 1:]
+    assert inner[:10] == ['drive = "d0"', "logical_block_size = 512 (0x200)",
+                          "physical_block_size = 512 (0x200)", "min_io_size = 0 (0x0)",
+                          "opt_io_size = 0 (0x0)",
+                          "discard_granularity = 4294967295 (0xffffffff)",
+                          'write-cache = "auto"', "share-rw = false", 'rerror = "auto"',
+                          'werror = "auto"']
+    assert inner[13:19] == ['serial = ""', "config-wce = true", "scsi = false",
+                            "request-merging = true", "num-queues = 1 (0x1)",
+                            'iothread = ""']
