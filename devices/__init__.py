@@ -6,8 +6,9 @@ needs from the block layer it declares as a Protocol (`devices.backends`).
 * `qom` (the object tree: properties, child<>/link<>, path lookup), `qdev`
   (devices and buses, device_add/device_del, and the hooks other device models
   register: `DeviceKind`, `BackendResolver`, `UnplugStyle`), `props` (qdev property
-  setters), `pci` (slots, functions, query-pci), `usb` (ports), `board` (the pc and
-  q35 boards' devices in QEMU's order, and their QOM tree), `objects` (object-add's
+  setters, class defaults), `pci` (slots, functions, query-pci), `usb` (ports), `board` (the pc and
+  q35 boards' devices in QEMU's order, and their QOM tree), `qtree` (`info qtree`
+  printed from the qdev model), `objects` (object-add's
   user-creatable objects), `commands` (the QMP commands of the tree and of qdev);
   `blockdevs` (the block device models, block.md §6), `backends` (the BlockBackend
   calls they make);

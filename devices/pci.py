@@ -39,7 +39,8 @@ _VIRTIO_BARS = ((4, "memory", 0x4000, True, True), (1, "memory", 0x1000, False, 
 # [hw/pci-host/piix.c, hw/isa/piix4.c, hw/ide/piix.c, hw/acpi/piix4.c,
 #  hw/display/vga-pci.c, hw/net/e1000.c, hw/net/e1000e.c, hw/net/rtl8139.c,
 #  hw/usb/hcd-uhci.c, hw/usb/hcd-xhci.c, hw/usb/hcd-ehci-pci.c, hw/pci-host/q35.c,
-#  hw/isa/lpc_ich9.c, hw/ide/ich.c, hw/i2c/smbus_ich9.c, hw/virtio/virtio-pci.c
+#  hw/isa/lpc_ich9.c, hw/ide/ich.c, hw/i2c/smbus_ich9.c (pm_smbus.c's 64-byte BAR),
+#  hw/virtio/virtio-pci.c
 #  (legacy ids 0x1000 + type), hw/pci-bridge/pci_bridge_dev.c, hw/scsi/lsi53c895a.c]
 PCI_IDS: dict[str, PciIds] = {
     "i440FX": PciIds(0x8086, 0x1237, 0x0600),
@@ -75,7 +76,7 @@ PCI_IDS: dict[str, PciIds] = {
     "ich9-ahci": PciIds(0x8086, 0x2922, 0x0106, ((4, "io", 32, False, False),
                                                  (5, "memory", 4096, False, False)),
                         irq_pin=True),
-    "ICH9 SMB": PciIds(0x8086, 0x2930, 0x0C05, ((4, "io", 32, False, False),),
+    "ICH9 SMB": PciIds(0x8086, 0x2930, 0x0C05, ((4, "io", 64, False, False),),
                        irq_pin=True),
     "virtio-net-pci": PciIds(0x1AF4, 0x1000, 0x0200,
                              ((0, "io", 32, False, False), *_VIRTIO_BARS), irq_pin=True),

@@ -6,7 +6,8 @@ set_intN, set_size, set_mac, set_pci_devfn, set_enum, error_set_from_qdev_prop_e
 qapi/string-input-visitor.c parse_type_int64, parse_type_bool, parse_type_size;
 qapi/qapi-visit-core.c visit_type_uintN/intN]. `devices.qdev` applies them to the
 properties a device type has (`schema.catalog`'s device-list-properties); a property
-type not modelled here is kept as the text it was given.
+type not modelled here is kept as the text it was given. `default_value` is what an
+unset property of a type the recorded boards lack holds (`CLASS_DEFAULTS`, else zero).
 """
 
 from __future__ import annotations
@@ -132,3 +133,54 @@ def zero_value(type_: str) -> Any:
     if type_ in ENUMS:
         return ENUMS[type_][0]
     return ""
+
+
+# The default values of the qdev properties of classes the recorded boards do not
+# have, where they are not zero (DEFINE_PROP_*'s default argument, and a PCI class's
+# `romfile` that pci_qdev_realize takes when none is given), by the class that
+# declares them [hw/pci/pci.c pci_props; hw/virtio/virtio-pci.c virtio_pci_properties,
+# virtio_net_properties, virtio_net_pci_class_init; hw/virtio/virtio.c
+# DEFINE_VIRTIO_COMMON_FEATURES; hw/net/virtio-net.c virtio_net_properties
+# (TX_TIMER_INTERVAL, TX_BURST, the 256-entry queues); hw/block/virtio-blk.c
+# virtio_blk_properties; hw/usb/bus.c usb_props;
+# hw/usb/dev-hid.c; hw/usb/hcd-uhci.c uhci_properties_*].
+_VIRTIO_NET_ON = ("csum", "guest_csum", "gso", "guest_tso4", "guest_tso6", "guest_ecn",
+                  "guest_ufo", "guest_announce", "host_tso4", "host_tso6", "host_ecn",
+                  "host_ufo", "mrg_rxbuf", "status", "ctrl_vq", "ctrl_rx", "ctrl_vlan",
+                  "ctrl_rx_extra", "ctrl_mac_addr", "ctrl_guest_offloads")
+CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
+    "pci-device": {"addr": -1, "rombar": 1, "command_serr_enable": True,
+                   "x-pcie-lnksta-dllla": True, "x-pcie-extcap-init": True},
+    "virtio-pci": {"disable-legacy": "auto", "migrate-extra": True,
+                   "x-pcie-deverr-init": True, "x-pcie-lnkctl-init": True,
+                   "x-pcie-pm-init": True},
+    "virtio-net-pci": {"ioeventfd": True, "vectors": 3, "romfile": "efi-virtio.rom"},
+    "virtio-blk-pci": {"ioeventfd": True, "vectors": 2},
+    "virtio-serial-pci": {"ioeventfd": True, "vectors": 2},
+    # DEFINE_BLOCK_PROPERTIES and _ERROR_PROPERTIES (include/hw/block/block.h); the
+    # block sizes as blkconf_blocksizes leaves them on a 512-byte-sector backend
+    "virtio-blk-device": {"logical_block_size": 512, "physical_block_size": 512,
+                          "discard_granularity": 0xFFFFFFFF, "write-cache": "auto",
+                          "rerror": "auto", "werror": "auto", "config-wce": True,
+                          "request-merging": True, "num-queues": 1},
+    "virtio-device": {"indirect_desc": True, "event_idx": True, "notify_on_empty": True,
+                      "any_layout": True},
+    "virtio-net-device": {**{name: True for name in _VIRTIO_NET_ON},
+                          "x-txtimer": 150000, "x-txburst": 256, "rx_queue_size": 256,
+                          "tx_queue_size": 256, "x-mtu-bypass-backend": True},
+    "usb-device": {"full-path": True, "msos-desc": True},
+    "usb-tablet": {"usb_version": 2},
+    "usb-mouse": {"usb_version": 2},
+    "usb-kbd": {"usb_version": 2},
+    "pci-uhci-usb": {"bandwidth": 1280, "maxframes": 128},
+}
+
+
+def default_value(classes: tuple[str, ...], name: str, type_: str) -> Any:
+    """The value of property `name` nobody set on an instance of the first of
+    `classes` (the type, then its parents): its class's default, else zero."""
+    for cls in classes:
+        defaults = CLASS_DEFAULTS.get(cls)
+        if defaults is not None and name in defaults:
+            return defaults[name]
+    return zero_value(type_)

@@ -33,7 +33,7 @@ import attrs
 
 from devices.backends import BlockBackends
 from devices.blockdevs import DEVICE_KINDS, BlockDevice, scsi_hd_removable
-from devices.props import parse_prop, prop_bool, zero_value
+from devices.props import default_value, parse_prop, prop_bool
 from devices.qom import QomObject
 from schema.errors import (
     QERR_INVALID_PARAMETER,
@@ -579,10 +579,21 @@ def new_device(qdev: Qdev, info: TypeInfo, *, ident: str | None, bus: Bus | None
     dev.hotplugged = qdev.hotplug_done
     if not _template_props(qdev, node, template or info.name, "devices", node,
                            frozenset({"parent_bus", "realized", "hotplugged"})):
+        classes = _default_classes(qdev, info)
         for pname, (ptype, _desc) in info.props.items():
             if ptype.startswith(("child<", "link<")):
                 continue
-            _value_property(node, pname, ptype, zero_value(ptype))
+            _value_property(node, pname, ptype, default_value(classes, pname, ptype))
+        if "vlan" in info.props and "netdev" in info.props:
+            # DEFINE_NIC_PROPERTIES' vlan prints through legacy-vlan (print_vlan)
+            _value_property(node, "legacy-vlan", "str", "")
+    elif user:
+        # a recorded instance's backends are the board's, not this device's: unset
+        # until its own -device options name them (print_vlan: no hub peer)
+        for pname in (*BACKEND_PROPS, "legacy-vlan"):
+            prop = node.props.get(pname)
+            if prop is not None and prop.type == "str":
+                prop.get = lambda: ""
     if "hotpluggable" not in node.props:
         node.add_property("hotpluggable", "bool", get=lambda: info.hotpluggable and (
             dev.bus is None or dev.bus.hotplug))
@@ -601,6 +612,19 @@ def new_device(qdev: Qdev, info: TypeInfo, *, ident: str | None, bus: Bus | None
     elif parent is not None and name is not None:
         parent.add_child(name, node)
     return dev
+
+
+def _default_classes(qdev: Qdev, info: TypeInfo) -> tuple[str, ...]:
+    """Where a property's default is looked up: the type and its parents, then (a
+    virtio proxy, whose virtio device's properties are aliased onto it) the virtio
+    device's type and parents."""
+    classes = (info.name, *info.ancestors)
+    inner = inner_type(info.name)
+    if inner != info.name and qdev.catalog is not None:
+        inner_info = type_info(qdev.catalog, inner)
+        if inner_info is not None:
+            classes += (inner_info.name, *inner_info.ancestors)
+    return classes
 
 
 def _bus_add_child(bus: Bus, dev: Device) -> None:
@@ -880,12 +904,19 @@ def realize_user_device(qdev: Qdev, dev: Device, info: TypeInfo) -> None:
         raise
     if info.name.startswith("virtio-") and info.name.endswith("-pci"):
         # virtio_pci_bus_new, then the proxy's realize puts its virtio device there
-        vbus = new_bus(qdev, dev, "virtio-pci-bus", None, hotplug=False)
+        vbus = new_bus(qdev, dev, "virtio-pci-bus", "virtio-bus", hotplug=False)
         vbus.extra["realized"] = True
         inner = type_info(qdev.catalog, inner_type(info.name))
         if inner is not None:
             backend = new_device(qdev, inner, ident=None, bus=vbus, parent=dev.node,
                                  name="virtio-backend")
+            # the proxy's properties are aliases of its virtio device's
+            # (qdev_alias_all_properties): what -device set is the device's value
+            for pname, value in dev.props.items():
+                prop = backend.node.props.get(pname)
+                if pname in inner.props and prop is not None:
+                    backend.props[pname] = value
+                    prop.get = lambda value=value: value
             backend.realized = True
             qdev.devices.append(backend)
     for bus_type, count in _controller_buses(info):

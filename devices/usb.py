@@ -59,9 +59,9 @@ def claim_port(qdev: Qdev, dev: Device, bus: Bus) -> None:
         port = free[0]
     free.remove(port)
     used[port] = dev
+    # the port taken; the `port` property stays what the user gave (usb_claim_port
+    # never writes port_path: qom-get and info qtree print "" for a chosen port)
     dev.props["usb-port"] = port
-    if "port" in dev.node.props:
-        dev.node.props["port"].get = lambda: port
     if dev.typename == "usb-hub":
         free.extend(f"{port}.{n}" for n in range(1, HUB_PORTS + 1))
 

@@ -190,7 +190,6 @@ def test_block_job_commands_without_jobs(vm_factory, line: str, text: str) -> No
 
 
 @pytest.mark.parametrize(("line", "name"), [
-    ("info qtree", "info qtree"),
     ("info mtree", "info mtree"), ("info registers", "info registers"),
     ("wavcapture /tmp/a.wav", "wavcapture"), ("gdbserver tcp::1234", "gdbserver"),
     ("logfile /tmp/log", "logfile"), ("p $eax", "$eax"),

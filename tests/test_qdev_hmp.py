@@ -43,7 +43,7 @@ def test_device_del_and_qom_commands() -> None:
     assert hmp(vm, "info qom-tree /machine/peripheral") == (
         "/peripheral (container)\r\n"
         "  /n0 (virtio-net-pci)\r\n"
-        "    /n0.0 (virtio-pci-bus)\r\n"
+        "    /virtio-bus (virtio-pci-bus)\r\n"
         "    /virtio-backend (virtio-net-device)\r\n")
     assert hmp(vm, "info qom-tree /nosuch") == "Path '/nosuch' could not be resolved.\r\n"
     assert hmp(vm, "device_del n0") == ""

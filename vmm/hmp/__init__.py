@@ -5,6 +5,6 @@ name; the state a machine's monitors share), `args` (monitor.c's argument parser
 expressions), `table` (every command of hmp-commands.hx and hmp-commands-info.hx),
 `commands` (the machine core's commands), `block` (the block layer's, with
 block/qapi.c's texts), `savevm` (VM snapshots on the images' internal snapshots),
-`memory` (the guest memory and port commands), `readline` (util/readline.c's echo
+`memory` (the guest memory and port commands), `qtree` (info qtree), `readline` (util/readline.c's echo
 and editing, as seen on the wire).
 """

@@ -14,7 +14,17 @@ entry's function is in `vmm.hmp.commands`, `vmm.hmp.block`, `vmm.hmp.savevm` or
 
 from __future__ import annotations
 
-from vmm.hmp import block, chardevs, commands, display, machine_devices, memory, migration, savevm
+from vmm.hmp import (
+    block,
+    chardevs,
+    commands,
+    display,
+    machine_devices,
+    memory,
+    migration,
+    qtree,
+    savevm,
+)
 from vmm.hmp.commands import not_modelled, via_qmp
 from vmm.hmp.interpreter import HmpCommand, command_table
 
@@ -96,7 +106,7 @@ INFO = command_table((
     HmpCommand('balloon', '', '', 'show balloon information',
                machine_devices.hmp_info_balloon),
     HmpCommand('qtree', '', '', 'show device tree',
-               not_modelled("info qtree")),
+               qtree.hmp_info_qtree),
     HmpCommand('qdm', '', '', 'show qdev device model list',
                not_modelled("info qdm")),
     HmpCommand('qom-tree', 'path:s?', '[path]', 'show QOM composition tree',
