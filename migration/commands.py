@@ -57,6 +57,7 @@ from migration.stream import (
 )
 from schema.errors import GenericError
 from schema.handlers import SubsystemHooks, qmp_command
+from schema.opts.cutils import to_int64
 
 if TYPE_CHECKING:
     from migration.block import BlockLoad, BlockSave
@@ -331,7 +332,7 @@ class Migration(SubsystemHooks):
             total_bytes=ram_total(self.host.options.machine_type, self.host.options.ram_bytes),
             used_fraction=self.host.behaviours.get(RAM_USED.name),
             xbzrle=caps["xbzrle"],
-            xbzrle_cache_size=params["xbzrle-cache-size"])
+            xbzrle_cache_size=to_int64(params["xbzrle-cache-size"]))
         o = Outgoing(owner=self, start=now, ram=ram, block_flags=flags)
         self.current = o
         self.out.state = "none"  # migrate_init
@@ -943,7 +944,9 @@ class MigrationCommands:
 
     @qmp_command("query-migrate-cache-size")
     def query_migrate_cache_size(self) -> int:
-        return int(self.m.settings.parameters["xbzrle-cache-size"])
+        """qmp_query_migrate_cache_size: the parameter (a size, uint64) returned as
+        migrate_xbzrle_cache_size's int64_t, so 2^63 and more wrap negative."""
+        return to_int64(int(self.m.settings.parameters["xbzrle-cache-size"]))
 
     @qmp_command("xen-save-devices-state")
     def xen_save_devices_state(self, filename: str, live: bool | None = None) -> None:

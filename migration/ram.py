@@ -119,7 +119,7 @@ class RamMigration:
 
         if self.xbzrle and self.resent:
             used = max(1, round(self.pages * self.used_fraction))
-            ratio = min(1.0, (self.xbzrle_cache_size // PAGE_SIZE) / used)
+            ratio = min(1.0, max(0, self.xbzrle_cache_size // PAGE_SIZE) / used)
             count = fit(ratio * XBZRLE_PAGE_COST + (1 - ratio) * normal_cost, self.resent)
             hits = int(count * ratio)
             misses = count - hits
