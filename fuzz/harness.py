@@ -319,7 +319,10 @@ class Fuzzer:
             if "internal error" in desc:
                 self.counts.internal_errors += 1
                 self.counts.note("internal error", f"{name}: {desc}")
-            elif expected is not None and desc != expected:
+            elif (expected is not None and desc != expected
+                  and reply["error"].get("class") != "CommandNotFound"):
+                # (a command of the schema this target does not have, such as s390's
+                # dump-skeys, is CommandNotFound before its arguments are looked at)
                 self.counts.near_miss_texts += 1
             return
         if "return" in reply and name is not None and name in self.schema.commands:
