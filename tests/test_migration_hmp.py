@@ -63,6 +63,32 @@ def test_migrate_without_d_on_a_monitor_without_terminal(vm: Vm) -> None:
         "terminal does not allow synchronous migration, continuing detached\n"
 
 
+def test_migrate_without_d_suspends_a_terminal_monitor(vm: Vm) -> None:
+    """hmp_migrate without -d on a terminal monitor: monitor_suspend, no prompt, what
+    the user types waits; hmp_migrate_status_cb checks every second and resumes the
+    monitor (the prompt, then the held line runs) once the migration ended (here:
+    cancelled from QMP)."""
+    from vmm.qmp.monitor import HmpMonitor
+
+    mon = HmpMonitor(vm.sync.vm.hub, name="mon0")
+    mon.connect()
+    mon.take_output()
+    mon.feed(b"migrate tcp:127.0.0.1:4444\rinfo status\r")
+    echoed = mon.take_output()  # the line editor's echo, then no prompt
+    assert echoed.endswith(b"\r\n") and b"(qemu)" not in echoed
+    assert mon.suspended == 1 and mon.held == b"info status\r"
+    vm.connect()
+    vm.tick(0.5)
+    assert mon.take_output() == b""  # no disk: nothing to say, still suspended
+    vm.ok("migrate_cancel")
+    vm.tick(2)
+    assert vm.ok("query-migrate")["status"] == "cancelled"
+    resumed = mon.take_output()  # the prompt, the held line's echo, its output
+    assert resumed.startswith(b"(qemu) i")
+    assert resumed.endswith(b"\r\nVM status: running\r\n(qemu) ")
+    assert mon.suspended == 0
+
+
 def test_info_migrate_capabilities(vm: Vm) -> None:
     hmp(vm, "migrate_set_capability events on")
     text = hmp(vm, "info migrate_capabilities")

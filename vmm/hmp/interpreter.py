@@ -86,6 +86,10 @@ class Hmp:
         # throw-away monitors, which also forget the CPU `cpu` selected.
         self.readline: Readline | None = None
         self.cpu_index: int | None = None  # monitor.c mon_cpu_path
+        # A terminal monitor's monitor_suspend (it returns monitor_resume) and its
+        # output outside a command (a timer's monitor_printf); None without a terminal.
+        self.suspend: Callable[[], Callable[[], None]] | None = None
+        self.write: Callable[[str], None] | None = None
 
     def printf(self, text: str) -> None:
         self.out.append(text)

@@ -22,12 +22,38 @@ INT64_MAX = 2**63 - 1
 
 def hmp_migrate(hmp: Hmp, args: Args) -> None:
     """hmp.c hmp_migrate. Without -d QEMU suspends a terminal monitor until the
-    migration ends; a monitor without a terminal (human-monitor-command) cannot be
-    suspended and says so."""
+    migration ends, checking it every second (hmp_migrate_status_cb: "Completed N %"
+    while a block migration runs); a monitor without a terminal (human-monitor-command)
+    cannot be suspended and says so."""
     blk, inc = bool(args.get("blk")), bool(args.get("inc"))
     hmp.qmp("migrate", args["uri"], blk=blk, inc=inc)
-    if not args.get("detach") and hmp.readline is None:
+    if args.get("detach"):
+        return
+    if hmp.suspend is None or hmp.write is None:
         hmp.printf("terminal does not allow synchronous migration, continuing detached\n")
+        return
+    resume = hmp.suspend()
+    write = hmp.write
+    machine = hmp.machine
+
+    def status() -> None:
+        """hmp_migrate_status_cb."""
+        info = hmp.qmp("query-migrate")
+        if "status" not in info or info["status"] in ("active", "setup"):
+            disk = info.get("disk")
+            if disk is not None:
+                progress = (disk["transferred"] * 100 // disk["total"]
+                            if disk["remaining"] and disk["total"] else 100)
+                write(f"Completed {progress} %\r")
+            machine.call_later(1.0, status)
+            return
+        if blk or inc:
+            write("\n")
+        if "error-desc" in info:
+            machine.error_report(info["error-desc"])  # outside a command: not the monitor's
+        resume()
+
+    machine.call_later(0.0, status)
 
 
 def _f2(value: float) -> str:

@@ -204,6 +204,11 @@ class HmpMonitor:
         self.hmp: Hmp = hub.new_hmp()
         self.readline = Readline(self._print, self._command)
         self.hmp.readline = self.readline  # its history (info history), password prompts
+        self.hmp.suspend = self.suspend
+        self.hmp.write = self._print
+        # monitor_suspend: while > 0, what the client types waits (held) and no prompt
+        self.suspended = 0
+        self.held = bytearray()
 
     def connect(self) -> None:
         """monitor_event CHR_EVENT_OPENED: banner, then the prompt (readline_restart:
@@ -232,16 +237,44 @@ class HmpMonitor:
         if fds:
             self.hmp.session.fds.drop_received()
             self.hmp.session.fds.received.extend(fds)
-        for byte in data:
+        self.held += data
+        self._drain()
+
+    def _drain(self) -> None:
+        """Hand the held bytes to the line editor, one by one, until a command
+        suspends the monitor (monitor_can_read is false while suspended)."""
+        while self.held and not self.suspended:
             if self.machine.exit_code is not None:
+                self.held.clear()
                 return
+            byte = self.held[0]
+            del self.held[0]
             self.readline.handle_byte(byte)
 
+    def suspend(self) -> Callable[[], None]:
+        """monitor_suspend; the returned function is its monitor_resume, which shows
+        the prompt again and reads on once nothing holds the monitor."""
+        self.suspended += 1
+        resumed = False
+
+        def resume() -> None:
+            nonlocal resumed
+            if resumed:
+                return
+            resumed = True
+            self.suspended -= 1
+            if not self.suspended and self.is_connected and self.machine.exit_code is None:
+                self.readline.show_prompt()
+                self._drain()
+
+        return resume
+
     def _command(self, line: str) -> None:
-        """monitor_command_cb: run the line, then show the prompt (unless quitting)."""
+        """monitor_command_cb: run the line, then show the prompt (unless quitting, or
+        the command suspended the monitor: its resume shows it)."""
         self._print(self.hmp.run(line))
         self.machine.process_requests()
-        if self.machine.exit_code is None:
+        if self.machine.exit_code is None and not self.suspended:
             self.readline.show_prompt()  # "(qemu) ", or a password prompt the command started
 
     def _print(self, text: str) -> None:
