@@ -404,3 +404,30 @@ def test_hmp_migrate_i_is_incremental_for_the_run() -> None:
     assert vm.ok("query-migrate-parameters")["block-incremental"] is False
     caps = {c["capability"]: c["state"] for c in vm.ok("query-migrate-capabilities")}
     assert caps["block"] is False
+
+
+def test_hmp_migrate_b_on_a_terminal_prints_the_progress() -> None:
+    """HMP `migrate -b` without -d on a terminal monitor: the monitor is suspended and
+    hmp_migrate_status_cb prints "Completed N %\\r" from query-migrate's disk each
+    second; when the migration ends (here cancelled) a block migration's line is
+    closed with a newline and the monitor resumes with its prompt (hmp.c)."""
+    from migration.host import RecordingChannel
+    from tests.test_migration_commands import Vm
+    from vmm.qmp.monitor import HmpMonitor
+
+    vm = Vm("-M", "pc", "-m", "16", "-drive", "driver=null-co,size=3145728,if=none,id=d0",
+            "--emu-behaviour=migration-dirty-rate=0")
+    mon = HmpMonitor(vm.sync.vm.hub, name="mon0")
+    mon.connect()
+    mon.feed(b"migrate -b tcp:127.0.0.1:4444\r")
+    mon.take_output()
+    vm.edge.outgoing[-1][2].connected(RecordingChannel())
+    vm.sync.tick(0.001)
+    disk = vm.ok("query-migrate")["disk"]
+    out = mon.take_output()
+    assert out.startswith(b"Completed ") and out.endswith(b" %\r") and b"(qemu)" not in out
+    assert int(out.split()[1]) == disk["transferred"] * 100 // disk["total"]
+    assert vm.ok("migrate_cancel") == {}
+    vm.sync.tick(1.5)
+    out = mon.take_output()
+    assert out.endswith(b"\r\n(qemu) ") and mon.suspended == 0
