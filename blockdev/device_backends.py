@@ -39,13 +39,7 @@ class DeviceBackends:
         bs = layer.find_node(node_name)
         if bs is None:
             return None
-        blk = layer.blk_new(0, int(Perm.ALL))
-        try:
-            layer.blk_insert_bs(blk, bs)
-        except GenericError:
-            layer.blk_unref(blk)
-            raise
-        return blk
+        return layer.blk_new_with_bs(bs, 0, int(Perm.ALL))
 
     def new_empty(self) -> Backend:
         """blk_new: a BlockBackend without a medium (a CD-ROM drive's own)."""

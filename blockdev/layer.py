@@ -605,6 +605,17 @@ class BlockLayer:
             if blk in self.backends:
                 self.backends.remove(blk)
 
+    def blk_new_with_bs(self, bs: Node, perm: int, shared: int) -> Backend:
+        """blk_new + blk_insert_bs, as every user of a BlockBackend of its own does it:
+        nothing is left behind when the permissions conflict."""
+        blk = self.blk_new(perm, shared)
+        try:
+            self.blk_insert_bs(blk, bs)
+        except GenericError:
+            self.blk_unref(blk)
+            raise
+        return blk
+
     def blk_insert_bs(self, blk: Backend, bs: Node) -> None:
         """blk_insert_bs."""
         blk.root = self.root_attach_child(bs, "root", "root", blk.perm, blk.shared, blk)

@@ -318,8 +318,7 @@ def backup_job_create(jobs: Jobs, job_id: str | None, bs: Node, target: Node, sp
         except GenericError:
             job = None
             raise
-        job.target = layer.blk_new(int(Perm.WRITE), shared)
-        layer.blk_insert_bs(job.target, target)
+        job.target = layer.blk_new_with_bs(target, int(Perm.WRITE), shared)
         job.on_source_error = on_source_error
         job.on_target_error = on_target_error
         job.sync_mode = sync

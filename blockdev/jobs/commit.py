@@ -247,12 +247,10 @@ def commit_start(jobs: Jobs, job_id: str | None, bs: Node, base: Node, top: Node
                           int(Perm.WRITE_UNCHANGED | Perm.WRITE))
             node = node.backing_bs
         jobs.add_bdrv(job, "base", base, 0, PERM_ALL)
-        job.base = layer.blk_new(int(Perm.CONSISTENT_READ | Perm.WRITE | Perm.RESIZE),
-                                 int(Perm.CONSISTENT_READ | Perm.GRAPH_MOD
-                                     | Perm.WRITE_UNCHANGED))
-        layer.blk_insert_bs(job.base, base)
-        job.top = layer.blk_new(0, PERM_ALL)
-        layer.blk_insert_bs(job.top, top)
+        job.base = layer.blk_new_with_bs(
+            base, int(Perm.CONSISTENT_READ | Perm.WRITE | Perm.RESIZE),
+            int(Perm.CONSISTENT_READ | Perm.GRAPH_MOD | Perm.WRITE_UNCHANGED))
+        job.top = layer.blk_new_with_bs(top, 0, PERM_ALL)
     except GenericError:
         if job.base is not None:
             layer.blk_unref(job.base)

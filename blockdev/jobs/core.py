@@ -398,12 +398,7 @@ class Jobs(SubsystemHooks):
             if self.get(job_id) is not None:
                 raise GenericError(f"Job ID '{job_id}' already in use")
         layer = self.layer
-        blk = layer.blk_new(perm, shared)
-        try:
-            layer.blk_insert_bs(blk, bs)
-        except GenericError:
-            layer.blk_unref(blk)
-            raise
+        blk = layer.blk_new_with_bs(bs, perm, shared)
         job.id = job_id
         job.blk = blk
         job.cb = cb

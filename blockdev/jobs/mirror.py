@@ -579,13 +579,7 @@ def mirror_start_job(jobs: Jobs, job: MirrorJob, job_id: str | None, bs: Node,
         shared = Perm.WRITE_UNCHANGED
         if target_is_backing:
             shared |= Perm.CONSISTENT_READ | Perm.WRITE | Perm.GRAPH_MOD
-        target_blk = layer.blk_new(int(perm), int(shared))
-        try:
-            layer.blk_insert_bs(target_blk, target)
-        except GenericError:
-            layer.blk_unref(target_blk)
-            raise
-        job.target = target_blk
+        job.target = layer.blk_new_with_bs(target, int(perm), int(shared))
         job.replaces = replaces
         job.on_source_error = on_source_error
         job.on_target_error = on_target_error

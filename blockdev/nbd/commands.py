@@ -170,12 +170,7 @@ class Nbd(SubsystemHooks):
         if bs.read_only:
             writable = False
         perm = int(Perm.CONSISTENT_READ) | (int(Perm.WRITE) if writable else 0)
-        blk = layer.blk_new(perm, EXPORT_SHARED)
-        try:
-            layer.blk_insert_bs(blk, bs)
-        except GenericError:
-            layer.blk_unref(blk)
-            raise
+        blk = layer.blk_new_with_bs(bs, perm, EXPORT_SHARED)
         server.add(NbdExport(
             name=device, size=export_size(bs.length()),
             nbdflags=0 if writable else NBD_FLAG_READ_ONLY, device=BackendDevice(blk),

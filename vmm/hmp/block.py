@@ -487,8 +487,7 @@ def hmp_qemu_io(hmp: Hmp, args: Args) -> None:
     local = None
     if blk is None:
         bs = layer.lookup_bs(None, device)
-        blk = local = layer.blk_new(0, PERM_ALL)
-        layer.blk_insert_bs(blk, bs)
+        blk = local = layer.blk_new_with_bs(bs, 0, PERM_ALL)
     try:
         qemuio_command(hmp, blk, args["command"])
     finally:
