@@ -28,7 +28,14 @@ from devices.cpus import Cpus, Topology, Vcpu
 from devices.guest_hooks import GuestTimedHooks
 from devices.memory import Dimm, MemoryDevices
 from schema.errors import GenericError
-from schema.handlers import Behaviour, BehaviourError, choice, flag, qmp_command, seconds
+from schema.handlers import (
+    Behaviour,
+    choice,
+    flag,
+    non_negative,
+    qmp_command,
+    seconds,
+)
 
 
 class TimerHandle(Protocol):
@@ -50,12 +57,8 @@ class MachineHost(Protocol):
     def vm_call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle: ...
 
 
-def mib_per_second(value: Any) -> float:
-    """A non-negative rate in MiB per second of guest run time."""
-    try:
-        return seconds(value)
-    except BehaviourError:
-        raise BehaviourError("expects a non-negative number of MiB per second") from None
+# A non-negative rate in MiB per second of guest run time.
+mib_per_second = non_negative("MiB per second")
 
 
 BALLOON_RATE = Behaviour(

@@ -11,17 +11,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from schema.handlers import Behaviour, BehaviourError
+from schema.handlers import Behaviour, BehaviourError, non_negative
 
-
-def _rate(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not (math.isfinite(number) and number >= 0):
-        raise BehaviourError("expects a non-negative number of pages per second")
-    return number
+_rate = non_negative("pages per second")
 
 
 def _fraction(value: Any) -> float:

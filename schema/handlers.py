@@ -187,15 +187,22 @@ def choice(*values: str) -> Callable[[Any], str]:
     return convert
 
 
-def seconds(value: Any) -> float:
-    """A non-negative, finite number of seconds."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not (math.isfinite(number) and number >= 0):
-        raise BehaviourError("expects a non-negative number of seconds")
-    return number
+def non_negative(unit: str) -> Callable[[Any], float]:
+    """The converter of a non-negative, finite number of `unit`."""
+
+    def convert(value: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if isinstance(value, bool) or not (math.isfinite(number) and number >= 0):
+            raise BehaviourError(f"expects a non-negative number of {unit}")
+        return number
+
+    return convert
+
+
+seconds = non_negative("seconds")
 
 
 def flag(value: Any) -> bool:
