@@ -244,12 +244,15 @@ class HmpMonitor:
         """Hand the held bytes to the line editor, one by one, until a command
         suspends the monitor (monitor_can_read is false while suspended)."""
         while self.held and not self.suspended:
-            if self.machine.exit_code is not None:
-                self.held.clear()
-                return
-            byte = self.held[0]
-            del self.held[0]
-            self.readline.handle_byte(byte)
+            data = bytes(self.held)
+            self.held.clear()
+            for i, byte in enumerate(data):
+                if self.machine.exit_code is not None:
+                    return
+                if self.suspended:
+                    self.held[:0] = data[i:]  # ahead of what arrived meanwhile
+                    return
+                self.readline.handle_byte(byte)
 
     def suspend(self) -> Callable[[], None]:
         """monitor_suspend; the returned function is its monitor_resume, which shows
